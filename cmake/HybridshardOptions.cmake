@@ -1,0 +1,26 @@
+# Project options. CUDA and the GUI default to on when what they need is found; core builds with both off.
+include(CMakeDependentOption)
+
+find_program(HYBRIDSHARD_NVCC nvcc HINTS /usr/local/cuda/bin ENV CUDA_HOME PATH_SUFFIXES bin)
+find_path(HYBRIDSHARD_NCCL_INCLUDE_DIR nccl.h HINTS /usr/local/cuda/include /usr/include)
+if(HYBRIDSHARD_NVCC AND HYBRIDSHARD_NCCL_INCLUDE_DIR)
+  set(_hybridshard_cuda_default ON)
+else()
+  set(_hybridshard_cuda_default OFF)
+endif()
+option(HYBRIDSHARD_WITH_CUDA "Build the CUDA device, kernels and the NCCL communicator" ${_hybridshard_cuda_default})
+
+find_package(Qt6 QUIET COMPONENTS Widgets Charts Network Test)
+if(Qt6_FOUND)
+  set(_hybridshard_gui_default ON)
+else()
+  set(_hybridshard_gui_default OFF)
+endif()
+option(HYBRIDSHARD_WITH_GUI "Build hybridshard-dashboard (Qt 6 Widgets + Charts)" ${_hybridshard_gui_default})
+option(HYBRIDSHARD_WITH_SERVICE "Build the hybridshard command (YAML, metrics, launch)" ON)
+option(HYBRIDSHARD_WERROR "Treat warnings as errors" OFF)
+set(HYBRIDSHARD_SANITIZE "" CACHE STRING "Sanitizers to build with: '', 'address;undefined' or 'thread'")
+
+add_feature_info(HYBRIDSHARD_WITH_CUDA HYBRIDSHARD_WITH_CUDA "CUDA device, reorder kernels, NCCL communicator")
+add_feature_info(HYBRIDSHARD_WITH_GUI HYBRIDSHARD_WITH_GUI "hybridshard-dashboard (Qt 6)")
+add_feature_info(HYBRIDSHARD_WITH_SERVICE HYBRIDSHARD_WITH_SERVICE "hybridshard command")

@@ -1,0 +1,15 @@
+# Test helpers. Labels: unit (no GPU, no network), multirank (Gloo ranks on 127.0.0.1), gpu (exit 77 = skipped
+# without a GPU), gui (offscreen), integration (real Prometheus).
+#   hybridshard_add_gtest(NAME name SOURCES ... LIBS ... LABEL unit [TIMEOUT s])
+function(hybridshard_add_gtest)
+  cmake_parse_arguments(ARG "" "NAME;LABEL;TIMEOUT" "SOURCES;LIBS" ${ARGN})
+  add_executable(${ARG_NAME} ${ARG_SOURCES})
+  target_link_libraries(${ARG_NAME} PRIVATE ${ARG_LIBS} GTest::gtest GTest::gmock)
+  hybridshard_set_warnings(${ARG_NAME})
+  set_target_properties(${ARG_NAME} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+  add_test(NAME ${ARG_NAME} COMMAND ${ARG_NAME})
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 300)
+  endif()
+  set_tests_properties(${ARG_NAME} PROPERTIES LABELS ${ARG_LABEL} TIMEOUT ${ARG_TIMEOUT} SKIP_RETURN_CODE 77)
+endfunction()

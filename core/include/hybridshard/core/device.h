@@ -1,0 +1,69 @@
+// The memory and copy engine one rank works with: a CUDA device (with pinned host memory) or the host alone (CPU
+// ranks, where "gpu" residency is host memory standing in for the device, with a configured capacity).
+//
+// All byte accounting goes through here: bytes_in_use(kind) is what the allocators hold at this moment, to the byte.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "hybridshard/core/reshard_plan.h"
+#include "hybridshard/core/residency.h"
+#include "hybridshard/core/weight_generator.h"
+
+namespace hybridshard::core {
+
+enum class DeviceType : std::uint8_t { kCpu, kCuda };
+
+class Device {
+ public:
+  virtual ~Device() = default;
+
+  virtual DeviceType type() const = 0;
+  virtual std::string description() const = 0;  // "cuda:0 NVIDIA H100 80GB HBM3", "cpu (host memory as device)"
+
+  // Memory. `where` is kGpu (device memory) or kCpu (pinned host memory; plain host memory on CPU devices).
+  // allocate throws OutOfMemoryError naming the bytes, the residency and what is in use.
+  virtual void* allocate(Residency where, std::int64_t bytes) = 0;
+  virtual void deallocate(Residency where, void* pointer, std::int64_t bytes) = 0;
+  virtual std::int64_t bytes_in_use(Residency where) const = 0;
+
+  // What the device reports: total and used memory (CUDA: cudaMemGetInfo; CPU: the configured capacity and what
+  // this process's device-standing allocations hold).
+  virtual std::int64_t total_memory() const = 0;
+  virtual std::int64_t used_memory() const = 0;
+
+  // Copies; asynchronous on the device's compute stream for CUDA, synchronous on CPU. `synchronize()` waits.
+  virtual void copy(void* dst, Residency dst_where, const void* src, Residency src_where, std::int64_t bytes) = 0;
+  virtual void fill_zero(void* dst, std::int64_t bytes) = 0;  // device memory
+
+  // Runs many 2-D piece copies in one go (one kernel on CUDA). Piece::src_buffer indexes `src_bases`; a piece with
+  // src_buffer == -1 reads from `message_base`. Destinations are relative to `dst_base`. Device memory only.
+  virtual void copy_pieces(std::span<const Piece> pieces, std::span<void* const> src_bases, const void* message_base,
+                           void* dst_base) = 0;
+
+  // Writes weight_value(...) for every block of `layout`, at `version`, into the buffer at `base` (device memory);
+  // padding rows are zero. Used to make train weights and expected inference shards without communication.
+  virtual void generate(const BufferLayout& layout, std::uint32_t version, void* base) = 0;
+
+  // Counts elements of `actual` that differ bitwise from `expected` (both device memory, same layout).
+  virtual std::int64_t count_mismatches(const void* actual, const void* expected, std::int64_t bytes) = 0;
+
+  virtual void synchronize() = 0;
+
+  // Lets the caller's stream order follow this device's work (CUDA: the compute stream, as a cudaStream_t).
+  virtual void* stream() = 0;
+};
+
+// Host memory only; `capacity_bytes` is what total_memory() reports (the "device" size of a CPU rank).
+std::unique_ptr<Device> make_cpu_device(std::int64_t capacity_bytes);
+
+// CUDA device `index`; throws Error when built without CUDA or no such device.
+std::unique_ptr<Device> make_cuda_device(int index);
+
+bool cuda_available();  // built with CUDA and at least one device present
+int cuda_device_count();
+
+}  // namespace hybridshard::core

@@ -1,0 +1,83 @@
+// The model: architecture and shapes in Hugging Face names, and the full (unsharded) tensors they imply.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "hybridshard/core/dtype.h"
+
+namespace hybridshard::core {
+
+enum class Architecture : std::uint8_t { kLlama, kQwen2 };
+
+std::string_view architecture_name(Architecture architecture);  // "llama", "qwen2"
+std::optional<Architecture> parse_architecture(std::string_view name);
+
+// What a full Hugging Face tensor is, independent of its layer.
+enum class HfKind : std::uint8_t {
+  kEmbedding,      // model.embed_tokens.weight            [vocab, hidden]
+  kInputNorm,      // model.layers.N.input_layernorm.weight [hidden]
+  kQ,              // ...self_attn.q_proj.weight            [heads*head_dim, hidden]
+  kK,              // ...self_attn.k_proj.weight            [kv_heads*head_dim, hidden]
+  kV,              // ...self_attn.v_proj.weight            [kv_heads*head_dim, hidden]
+  kQBias,          // ...self_attn.q_proj.bias (qwen2)      [heads*head_dim]
+  kKBias,          // ...self_attn.k_proj.bias (qwen2)      [kv_heads*head_dim]
+  kVBias,          // ...self_attn.v_proj.bias (qwen2)      [kv_heads*head_dim]
+  kO,              // ...self_attn.o_proj.weight            [hidden, heads*head_dim]
+  kPostAttnNorm,   // ...post_attention_layernorm.weight    [hidden]
+  kGate,           // ...mlp.gate_proj.weight               [intermediate, hidden]
+  kUp,             // ...mlp.up_proj.weight                 [intermediate, hidden]
+  kDown,           // ...mlp.down_proj.weight               [hidden, intermediate]
+  kFinalNorm,      // model.norm.weight                     [hidden]
+  kLmHead,         // lm_head.weight (untied only)          [vocab, hidden]
+};
+
+// One full tensor of the Hugging Face checkpoint. 1-D tensors have cols == 1 (rows x cols is the canonical 2-D view
+// used by every block and piece in the engine).
+struct HfTensor {
+  int id = 0;       // index into ModelSpec::hf_tensors(); stable for a given spec
+  std::string name; // e.g. "model.layers.3.self_attn.q_proj.weight"
+  HfKind kind = HfKind::kEmbedding;
+  int layer = -1;   // -1 for embedding, final norm, lm_head
+  std::int64_t rows = 0;
+  std::int64_t cols = 1;
+  bool is_1d = false;
+  std::int64_t numel() const { return rows * cols; }
+};
+
+struct ModelSpec {
+  Architecture architecture = Architecture::kLlama;
+  std::int64_t num_hidden_layers = 4;
+  std::int64_t hidden_size = 64;
+  std::int64_t num_attention_heads = 4;
+  std::int64_t num_key_value_heads = 2;
+  std::int64_t intermediate_size = 128;
+  std::int64_t vocab_size = 500;
+  std::int64_t head_dim = 0;  // 0: hidden_size / num_attention_heads
+  bool tie_word_embeddings = false;
+  DType dtype = DType::kBFloat16;
+  double rope_theta = 10000.0;
+  double rms_norm_eps = 1e-6;
+  std::int64_t max_position_embeddings = 4096;
+
+  std::int64_t resolved_head_dim() const { return head_dim > 0 ? head_dim : hidden_size / num_attention_heads; }
+  bool has_qkv_bias() const { return architecture == Architecture::kQwen2; }
+
+  // Every problem at once, each a sentence naming the Hugging Face key; empty when the spec is usable.
+  std::vector<std::string> validate() const;
+
+  // All full tensors, in checkpoint order: embedding, then per layer (input norm, q, k, v, [q/k/v bias], o,
+  // post-attention norm, gate, up, down), final norm, lm_head (untied). ids are positions in this vector.
+  std::vector<HfTensor> hf_tensors() const;
+
+  std::int64_t num_parameters() const;  // unpadded, as in the checkpoint
+};
+
+// Shapes of well-known models: "tiny" (the quickstart's), "llama3-8b", "llama3-70b", "qwen2.5-7b", "qwen2.5-32b".
+std::optional<ModelSpec> model_preset(std::string_view name);
+std::vector<std::string> model_preset_names();
+
+}  // namespace hybridshard::core

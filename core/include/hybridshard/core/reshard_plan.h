@@ -1,0 +1,84 @@
+// The reshard plan: a pure function of (model, train layout, inference layout, rank) saying what the rank copies
+// locally, what it sends and receives, where every received byte lands, and the memory it needs. No communication
+// happens here, so plans are tested on their own: the pieces of all ranks cover every inference tensor exactly once.
+//
+// Sources: every inference block is taken from the rank itself when its own train shards hold it; else from the
+// train rank of the same data-parallel replica that holds it (replicated tensors: the holder in the same tensor-
+// parallel column). Messages between a pair of ranks are cut into chunks of at most `chunk_bytes` (a global function
+// of the layouts and PlanOptions::bucket_bytes, so sender and receiver agree); round k carries chunk k of every pair.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "hybridshard/core/buffer_layout.h"
+#include "hybridshard/core/inference_layout.h"
+#include "hybridshard/core/model_spec.h"
+#include "hybridshard/core/train_layout.h"
+
+namespace hybridshard::core {
+
+// A 2-D byte copy: `rows` rows of `row_bytes` bytes, source rows `src_stride` bytes apart, destination rows
+// `dst_stride` bytes apart. Offsets are in bytes.
+struct Piece {
+  int src_buffer = -1;  // index into RankPlan::train_buffers for local and send pieces; -1 when the source is a message
+  std::int64_t src_offset = 0;
+  std::int64_t dst_offset = 0;
+  std::int64_t rows = 0;
+  std::int64_t row_bytes = 0;
+  std::int64_t src_stride = 0;
+  std::int64_t dst_stride = 0;
+  std::int64_t bytes() const { return rows * row_bytes; }
+};
+
+// What goes to (sends) or comes from (recvs) one peer in one round. Send pieces copy train buffer -> message
+// (dst_offset within the message); receive pieces copy message (src_offset) -> inference buffer. The pieces of a
+// message tile [0, bytes) of the message exactly, in order.
+struct Message {
+  int peer = 0;
+  std::int64_t bytes = 0;
+  std::vector<Piece> pieces;
+};
+
+struct Round {
+  std::vector<Message> sends;  // by ascending peer
+  std::vector<Message> recvs;  // by ascending peer
+  std::int64_t send_bytes() const;
+  std::int64_t recv_bytes() const;
+};
+
+struct ByteRange {
+  std::int64_t offset = 0;
+  std::int64_t bytes = 0;
+};
+
+struct PlanOptions {
+  std::int64_t bucket_bytes = std::int64_t{256} << 20;  // staging per direction per round
+};
+
+struct RankPlan {
+  int rank = 0;
+  ModelSpec spec;
+  TrainLayout train;
+  InferenceLayout inference;
+  std::vector<BufferLayout> train_buffers;  // this rank's parameter buffers, one per vpp chunk
+  BufferLayout inference_buffer;            // this rank's inference shard
+  std::vector<Piece> local_pieces;          // train buffer -> inference buffer, no network
+  std::vector<Round> rounds;
+  std::vector<ByteRange> zero_fill;         // inference-buffer bytes no train tensor covers (vocabulary padding)
+  std::int64_t chunk_bytes = 0;
+
+  std::int64_t bytes_local() const;
+  std::int64_t bytes_sent() const;
+  std::int64_t bytes_received() const;
+  std::int64_t max_round_send_bytes() const;
+  std::int64_t max_round_recv_bytes() const;
+  // Extra device bytes while entering: the inference buffer plus send and receive staging of the largest round.
+  std::int64_t peak_extra_bytes() const;
+};
+
+// Throws ConfigError naming every problem when the spec or a layout is unusable, or the world sizes differ.
+RankPlan make_rank_plan(const ModelSpec& spec, const TrainLayout& train, const InferenceLayout& inference, int rank,
+                        const PlanOptions& options = {});
+
+}  // namespace hybridshard::core

@@ -1,0 +1,75 @@
+// The weight transition between the train layout and the inference layout on one rank: enter (train -> rollout)
+// and exit (rollout -> train), by one of two strategies.
+//
+//  - kHybridshard: runs the RankPlan. Allocates the inference buffer, zero-fills its padding, copies local pieces
+//    straight from the train buffers (one kernel), and per round packs sends into a staging bucket, exchanges, and
+//    scatters receives into place (one kernel each). No host copies, no per-tensor temporaries, tp' > tp works.
+//  - kSeed: verl's first hybrid engine, step by step, as the baseline: keeps every other pipeline stage's parameter
+//    buffers (offloaded to pinned host memory between phases), on enter loads them host -> device, broadcasts each
+//    stage's buffers in the pipeline group, all-gathers every tensor-parallel tensor in the micro data-parallel group
+//    (tp / tp' consecutive ranks) into per-tensor temporaries and concatenates them (splitting fused QKV group by
+//    group and gate/up in two), then copies the result into the inference buffer (vLLM's sync_model_weights); on exit
+//    offloads the other stages to the host again. Applies only when tp % tp' == 0.
+//
+// Every allocation goes through FlatBuffer (events for residency) and every copy emits a kTransfer event.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "hybridshard/core/communicator.h"
+#include "hybridshard/core/device.h"
+#include "hybridshard/core/events.h"
+#include "hybridshard/core/flat_buffer.h"
+#include "hybridshard/core/reshard_plan.h"
+
+namespace hybridshard::core {
+
+enum class Strategy : std::uint8_t { kHybridshard, kSeed };
+std::string_view strategy_name(Strategy strategy);  // "hybridshard", "seed"
+bool strategy_applies(Strategy strategy, const TrainLayout& train, const InferenceLayout& inference);
+
+// free: drop the inference shards (and, for the seed, nothing else is kept); offload: keep them in pinned host memory.
+enum class ExitPolicy : std::uint8_t { kFree, kOffload };
+std::string_view exit_policy_name(ExitPolicy policy);
+
+struct TransitionStats {
+  double seconds = 0;
+  std::int64_t bytes_network_received = 0;
+  std::int64_t bytes_network_sent = 0;
+  std::int64_t bytes_host_to_device = 0;
+  std::int64_t bytes_device_to_host = 0;
+  std::int64_t bytes_device_to_device = 0;
+  std::int64_t peak_extra_device_bytes = 0;  // measured through Device::bytes_in_use(kGpu) above the start
+};
+
+class Transition {
+ public:
+  virtual ~Transition() = default;
+
+  // `train_params` are this rank's parameter buffers in RankPlan::train_buffers order, resident on the device.
+  // Returns the inference shard (RankPlan::inference_buffer layout), resident on the device.
+  virtual FlatBuffer& enter(const std::vector<FlatBuffer*>& train_params) = 0;
+  virtual void exit(ExitPolicy policy) = 0;
+
+  virtual FlatBuffer* inference_params() = 0;  // nullptr before the first enter
+  virtual const TransitionStats& last_enter() const = 0;
+  virtual const TransitionStats& last_exit() const = 0;
+  virtual const RankPlan& plan() const = 0;
+
+  void set_iteration(int iteration) { iteration_ = iteration; }
+
+ protected:
+  int iteration_ = -1;
+};
+
+std::unique_ptr<Transition> make_transition(Strategy strategy, RankPlan plan, Communicator& world, Device& device,
+                                            EventSink* events);
+
+// For the loopback communicator: what each peer of `rank` would send it during one enter of `strategy`, when every
+// train rank's parameters are weight_value(..., version). Knows the strategy's operation order.
+PeerDataProvider make_peer_data(Strategy strategy, const RankPlan& plan, Device& device, std::uint32_t version);
+
+}  // namespace hybridshard::core

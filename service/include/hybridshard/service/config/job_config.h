@@ -1,0 +1,111 @@
+// A job, as read from its YAML file. Every field has a default; validate() and load_job_config() report every
+// problem at once, each with the file, line, column and key path.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "hybridshard/core/inference_layout.h"
+#include "hybridshard/core/model_spec.h"
+#include "hybridshard/core/train_layout.h"
+#include "hybridshard/core/transition.h"
+
+namespace hybridshard::service {
+
+// One problem in a job file: "job.yaml:12:5: error: train.tensor_model_parallel_size: 3 does not divide
+// num_attention_heads 32; use 1, 2, 4, 8, 16 or 32".
+struct Diagnostic {
+  std::string file;
+  int line = 0;    // 1-based; 0 when not tied to a place in the file
+  int column = 0;  // 1-based
+  std::string key; // dotted path: "train.tensor_model_parallel_size"
+  std::string message;
+  std::string format() const;
+};
+
+struct ModelConfig {
+  std::string checkpoint;  // Hugging Face directory; empty: `spec` with seeded random weights
+  std::string preset;      // optional: "llama3-8b", ... (shape fields given beside it override it)
+  core::ModelSpec spec;    // from the shape keys, the preset, or the checkpoint's config.json
+  std::uint32_t seed = 0;  // version of core::weight_value used for random weights
+};
+
+struct RolloutConfig {
+  int tensor_model_parallel_size = 1;
+  double gpu_memory_utilization = 0.5;  // fraction of device memory the KV cache may grow into (after weights)
+  std::int64_t max_new_tokens = 8;
+  std::int64_t prompt_length = 8;       // used when `prompts` is empty: seeded random prompts of this length
+  std::int64_t prompts_per_replica = 2; // rows per train data-parallel replica
+  std::vector<std::vector<std::int32_t>> prompts;  // explicit token ids (each row the same length)
+  std::int64_t kv_cache_bytes = 0;      // 0: derive from gpu_memory_utilization; CPU ranks: from runtime.cpu_device_memory
+  bool check = true;                    // compare with a single-rank reference every iteration
+  std::int64_t check_max_parameters = 200'000'000;  // the check is skipped (and said so) above this size
+};
+
+struct MemoryConfig {
+  core::ExitPolicy exit_policy = core::ExitPolicy::kFree;  // inference shards on exit: free | offload
+  bool offload_optimizer_in_rollout = true;  // Adam moments and fp32 master weights -> pinned host during rollout
+  bool offload_grads_in_rollout = true;      // fp32 gradients -> pinned host (or freed: free_grads_in_rollout)
+  bool free_grads_in_rollout = false;
+  bool offload_params_in_rollout = false;    // train-layout params -> host during rollout
+  bool free_kv_cache_in_train = true;        // KV cache dropped after each rollout
+  std::int64_t bucket_bytes = std::int64_t{256} << 20;  // staging per direction per round of enter
+};
+
+struct ScheduleConfig {
+  int iterations = 3;
+  double learning_rate = 1e-2;
+};
+
+enum class BackendChoice : std::uint8_t { kAuto, kNccl, kGloo };
+
+struct RuntimeConfig {
+  int world_size = 4;
+  BackendChoice backend = BackendChoice::kAuto;  // auto: nccl with GPUs, gloo without
+  core::Strategy strategy = core::Strategy::kHybridshard;
+  std::vector<int> devices;            // CUDA device per local rank; empty: local rank i uses device i
+  std::string master_addr = "127.0.0.1";
+  int master_port = 0;                 // 0: the launcher picks a free port
+  std::chrono::milliseconds timeout{30000};  // any wait: rendezvous, collectives, heartbeats
+  std::int64_t cpu_device_memory = std::int64_t{1} << 30;  // what a CPU rank reports as its device memory
+};
+
+struct MetricsConfig {
+  std::string listen = "127.0.0.1:9464";  // "" disables the endpoint
+  std::string record;                     // run record file (JSON lines); "" for none
+  double sample_interval_seconds = 0.5;   // memory samples
+};
+
+struct JobConfig {
+  std::string file;  // where it was read from
+  ModelConfig model;
+  core::TrainLayout train;       // dp = world_size / (tp * pp)
+  core::InferenceLayout rollout; // tp and world_size
+  RolloutConfig rollout_settings;
+  MemoryConfig memory;
+  ScheduleConfig schedule;
+  RuntimeConfig runtime;
+  MetricsConfig metrics;
+
+  // Cross-field checks (divisibility, world sizes), every problem at once; diagnostics carry key paths (and the
+  // lines recorded at load time, when the job came from a file).
+  std::vector<Diagnostic> validate() const;
+};
+
+struct LoadResult {
+  std::optional<JobConfig> job;        // set when there were no errors
+  std::vector<Diagnostic> diagnostics; // every problem, in file order
+};
+
+// Reads and validates a job file. Unknown keys, wrong types, duplicate keys, bad values, missing checkpoint files:
+// all reported, never thrown.
+LoadResult load_job_config(const std::string& path);
+LoadResult load_job_config_from_string(const std::string& yaml, const std::string& file_name);
+
+// The job the README's first command runs when no file is given (CPU ranks over Gloo, a small model).
+std::string default_job_yaml();
+
+}  // namespace hybridshard::service
