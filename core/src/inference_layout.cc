@@ -1,1 +1,136 @@
-// To be written.
+#include "hybridshard/core/inference_layout.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include "detail/layout_helpers.h"
+#include "hybridshard/core/error.h"
+
+namespace hybridshard::core {
+namespace {
+
+using detail::HfIndex;
+using detail::make_block;
+using detail::make_tensor;
+using detail::vocab_shard;
+using detail::whole_vector;
+
+std::string num(std::int64_t value) { return std::to_string(value); }
+
+}  // namespace
+
+std::int64_t InferenceLayout::padded_vocab(const ModelSpec& spec) const {
+  if (pad_vocab_to <= 0) return spec.vocab_size;
+  return (spec.vocab_size + pad_vocab_to - 1) / pad_vocab_to * pad_vocab_to;
+}
+
+std::int64_t InferenceLayout::kv_heads_per_rank(const ModelSpec& spec) const {
+  if (tp <= 0) return spec.num_key_value_heads;
+  return std::max<std::int64_t>(1, spec.num_key_value_heads / tp);
+}
+
+std::vector<std::string> InferenceLayout::validate(const ModelSpec& spec) const {
+  std::vector<std::string> problems;
+  const std::string key = "rollout tensor_model_parallel_size";
+  if (tp < 1) problems.push_back(key + " must be at least 1, got " + num(tp));
+  if (world_size < 1) problems.push_back("rollout world_size must be at least 1, got " + num(world_size));
+  if (pad_vocab_to < 1)
+    problems.push_back("vocabulary padding (vLLM pads to 64) must be at least 1, got " + num(pad_vocab_to));
+  if (tp < 1) return problems;
+  if (world_size >= 1 && world_size % tp != 0) {
+    problems.push_back(key + " " + num(tp) + " does not divide the world size " + num(world_size) +
+                       " (vLLM runs world_size / tensor_model_parallel_size data-parallel replicas)");
+  }
+  if (spec.num_attention_heads > 0 && spec.num_attention_heads % tp != 0) {
+    problems.push_back(key + " " + num(tp) + " does not divide num_attention_heads " + num(spec.num_attention_heads) +
+                       " (vLLM)");
+  }
+  const std::int64_t kv = spec.num_key_value_heads;
+  if (kv > 0 && kv % tp != 0 && tp % kv != 0) {
+    problems.push_back(key + " " + num(tp) + " must either divide num_key_value_heads " + num(kv) +
+                       " or be a multiple of it (vLLM replicates KV heads only when tensor_model_parallel_size > "
+                       "num_key_value_heads)");
+  }
+  if (spec.intermediate_size > 0 && spec.intermediate_size % tp != 0) {
+    problems.push_back(key + " " + num(tp) + " does not divide intermediate_size " + num(spec.intermediate_size) +
+                       " (vLLM)");
+  }
+  if (pad_vocab_to >= 1 && spec.vocab_size > 0 && padded_vocab(spec) % tp != 0) {
+    problems.push_back(key + " " + num(tp) + " does not divide the padded vocabulary " + num(padded_vocab(spec)) +
+                       " (vocab_size " + num(spec.vocab_size) + " padded to a multiple of " + num(pad_vocab_to) +
+                       ", vLLM)");
+  }
+  return problems;
+}
+
+BufferLayout inference_param_buffer(const ModelSpec& spec, const InferenceLayout& layout, int tp_rank) {
+  HS_CHECK(tp_rank >= 0 && tp_rank < layout.tp,
+           "inference tp rank " + num(tp_rank) + " is outside [0, " + num(layout.tp) + ")");
+  const HfIndex hf(spec);
+  const int tp = layout.tp;
+  const std::int64_t h = spec.hidden_size;
+  const std::int64_t d = spec.resolved_head_dim();
+  const std::int64_t heads_per_rank = spec.num_attention_heads / tp;
+  const std::int64_t kv_per_rank = layout.kv_heads_per_rank(spec);
+  // First kv head of this rank: with tp > K each kv head is replicated on tp / K consecutive ranks.
+  const std::int64_t first_kv_head = tp > spec.num_key_value_heads ? tp_rank / (tp / spec.num_key_value_heads)
+                                                                   : static_cast<std::int64_t>(tp_rank) * kv_per_rank;
+  const std::int64_t attn_cols_per_rank = spec.num_attention_heads * d / tp;
+  const std::int64_t ffn_per_rank = spec.intermediate_size / tp;
+  const std::int64_t padded_vocab = layout.padded_vocab(spec);
+
+  // [q rows of this rank's heads; k rows of its kv heads; v rows of its kv heads] (weight or bias).
+  const auto qkv = [&](std::string name, const HfTensor& q, const HfTensor& k, const HfTensor& v) {
+    LocalTensor tensor = make_tensor(std::move(name), (heads_per_rank + 2 * kv_per_rank) * d, q.cols, q.is_1d);
+    tensor.blocks.push_back(make_block(q, tp_rank * heads_per_rank * d, 0, 0, 0, heads_per_rank * d, q.cols));
+    tensor.blocks.push_back(make_block(k, first_kv_head * d, 0, heads_per_rank * d, 0, kv_per_rank * d, k.cols));
+    tensor.blocks.push_back(
+        make_block(v, first_kv_head * d, 0, (heads_per_rank + kv_per_rank) * d, 0, kv_per_rank * d, v.cols));
+    return tensor;
+  };
+
+  BufferLayout buffer;
+  buffer.name = "rollout.params";
+  buffer.dtype = spec.dtype;
+  append_tensor(buffer, vocab_shard("model.embed_tokens.weight", hf.embedding(), padded_vocab, tp, tp_rank));
+  for (int layer = 0; layer < spec.num_hidden_layers; ++layer) {
+    const std::string prefix = "model.layers." + num(layer) + ".";
+    append_tensor(buffer, whole_vector(prefix + "input_layernorm.weight", hf.layer_tensor(layer, HfKind::kInputNorm)));
+    append_tensor(buffer, qkv(prefix + "self_attn.qkv_proj.weight", hf.layer_tensor(layer, HfKind::kQ),
+                              hf.layer_tensor(layer, HfKind::kK), hf.layer_tensor(layer, HfKind::kV)));
+    if (spec.has_qkv_bias()) {
+      append_tensor(buffer, qkv(prefix + "self_attn.qkv_proj.bias", hf.layer_tensor(layer, HfKind::kQBias),
+                                hf.layer_tensor(layer, HfKind::kKBias), hf.layer_tensor(layer, HfKind::kVBias)));
+    }
+    {
+      const HfTensor& o = hf.layer_tensor(layer, HfKind::kO);
+      LocalTensor proj = make_tensor(prefix + "self_attn.o_proj.weight", h, attn_cols_per_rank, false);
+      proj.blocks.push_back(make_block(o, 0, tp_rank * attn_cols_per_rank, 0, 0, h, attn_cols_per_rank));
+      append_tensor(buffer, std::move(proj));
+    }
+    append_tensor(buffer, whole_vector(prefix + "post_attention_layernorm.weight",
+                                       hf.layer_tensor(layer, HfKind::kPostAttnNorm)));
+    {
+      const HfTensor& gate = hf.layer_tensor(layer, HfKind::kGate);
+      const HfTensor& up = hf.layer_tensor(layer, HfKind::kUp);
+      LocalTensor gate_up = make_tensor(prefix + "mlp.gate_up_proj.weight", 2 * ffn_per_rank, h, false);
+      gate_up.blocks.push_back(make_block(gate, tp_rank * ffn_per_rank, 0, 0, 0, ffn_per_rank, h));
+      gate_up.blocks.push_back(make_block(up, tp_rank * ffn_per_rank, 0, ffn_per_rank, 0, ffn_per_rank, h));
+      append_tensor(buffer, std::move(gate_up));
+    }
+    {
+      const HfTensor& down = hf.layer_tensor(layer, HfKind::kDown);
+      LocalTensor proj = make_tensor(prefix + "mlp.down_proj.weight", h, ffn_per_rank, false);
+      proj.blocks.push_back(make_block(down, 0, tp_rank * ffn_per_rank, 0, 0, h, ffn_per_rank));
+      append_tensor(buffer, std::move(proj));
+    }
+  }
+  append_tensor(buffer, whole_vector("model.norm.weight", hf.final_norm()));
+  if (const HfTensor* lm_head = hf.lm_head()) {
+    append_tensor(buffer, vocab_shard("lm_head.weight", *lm_head, padded_vocab, tp, tp_rank));
+  }
+  return buffer;
+}
+
+}  // namespace hybridshard::core

@@ -1,1 +1,181 @@
-// To be written.
+#include "hybridshard/core/train_layout.h"
+
+#include <string>
+#include <utility>
+
+#include "detail/layout_helpers.h"
+#include "hybridshard/core/error.h"
+
+namespace hybridshard::core {
+namespace {
+
+using detail::HfIndex;
+using detail::make_block;
+using detail::make_tensor;
+using detail::vocab_shard;
+using detail::whole_vector;
+
+std::string num(std::int64_t value) { return std::to_string(value); }
+
+}  // namespace
+
+TrainLayout::Coord TrainLayout::coord(int rank) const {
+  Coord result;
+  result.tp_rank = rank % tp;
+  result.dp_rank = (rank / tp) % dp;
+  result.pp_rank = rank / (tp * dp);
+  return result;
+}
+
+int TrainLayout::rank_of(const Coord& c) const { return c.pp_rank * (dp * tp) + c.dp_rank * tp + c.tp_rank; }
+
+std::int64_t TrainLayout::padded_vocab(const ModelSpec& spec) const {
+  const std::int64_t multiple = static_cast<std::int64_t>(make_vocab_size_divisible_by) * tp;
+  if (multiple <= 0) return spec.vocab_size;
+  return (spec.vocab_size + multiple - 1) / multiple * multiple;
+}
+
+std::vector<int> TrainLayout::layers_of(const ModelSpec& spec, int pp_rank, int vpp_chunk) const {
+  const std::int64_t num_chunks = static_cast<std::int64_t>(pp) * vpp;
+  const std::int64_t position = static_cast<std::int64_t>(vpp_chunk) * pp + pp_rank;
+  const std::int64_t first = position * spec.num_hidden_layers / num_chunks;
+  const std::int64_t last = (position + 1) * spec.num_hidden_layers / num_chunks;
+  std::vector<int> layers;
+  for (std::int64_t layer = first; layer < last; ++layer) layers.push_back(static_cast<int>(layer));
+  return layers;
+}
+
+std::vector<std::string> TrainLayout::validate(const ModelSpec& spec) const {
+  std::vector<std::string> problems;
+  const auto positive = [&](std::string_view key, int value) {
+    if (value < 1) problems.push_back(std::string(key) + " must be at least 1, got " + num(value));
+    return value >= 1;
+  };
+  const bool tp_ok = positive("tensor_model_parallel_size", tp);
+  const bool pp_ok = positive("pipeline_model_parallel_size", pp);
+  const bool vpp_ok = positive("virtual_pipeline_model_parallel_size", vpp);
+  positive("data_parallel_size", dp);
+  positive("make_vocab_size_divisible_by", make_vocab_size_divisible_by);
+  if (tp_ok) {
+    if (spec.num_attention_heads > 0 && spec.num_attention_heads % tp != 0) {
+      problems.push_back("tensor_model_parallel_size " + num(tp) + " does not divide num_attention_heads " +
+                         num(spec.num_attention_heads));
+    }
+    if (spec.num_key_value_heads > 0 && spec.num_key_value_heads % tp != 0) {
+      problems.push_back("tensor_model_parallel_size " + num(tp) + " must divide num_key_value_heads " +
+                         num(spec.num_key_value_heads) + " (Megatron-Core splits whole query groups)");
+    }
+    if (spec.intermediate_size > 0 && spec.intermediate_size % tp != 0) {
+      problems.push_back("tensor_model_parallel_size " + num(tp) + " does not divide intermediate_size " +
+                         num(spec.intermediate_size) + " (ffn_hidden_size)");
+    }
+  }
+  if (pp_ok && vpp_ok) {
+    const std::int64_t num_chunks = static_cast<std::int64_t>(pp) * vpp;
+    if (spec.num_hidden_layers > 0 && spec.num_hidden_layers % num_chunks != 0) {
+      problems.push_back("num_hidden_layers " + num(spec.num_hidden_layers) +
+                         " is not divisible by pipeline_model_parallel_size * virtual_pipeline_model_parallel_size = " +
+                         num(pp) + " * " + num(vpp));
+    }
+    if (vpp > 1 && pp == 1) {
+      problems.push_back("virtual_pipeline_model_parallel_size " + num(vpp) +
+                         " needs pipeline_model_parallel_size > 1 (the interleaved schedule)");
+    }
+  }
+  return problems;
+}
+
+std::vector<BufferLayout> train_param_buffers(const ModelSpec& spec, const TrainLayout& layout, int tp_rank,
+                                              int pp_rank) {
+  HS_CHECK(tp_rank >= 0 && tp_rank < layout.tp,
+           "train tp rank " + num(tp_rank) + " is outside [0, " + num(layout.tp) + ")");
+  HS_CHECK(pp_rank >= 0 && pp_rank < layout.pp,
+           "train pp rank " + num(pp_rank) + " is outside [0, " + num(layout.pp) + ")");
+  const HfIndex hf(spec);
+  const int tp = layout.tp;
+  const std::int64_t h = spec.hidden_size;
+  const std::int64_t d = spec.resolved_head_dim();
+  const std::int64_t num_groups = spec.num_key_value_heads;
+  const std::int64_t q_per_group = spec.num_attention_heads / num_groups;
+  const std::int64_t groups_per_rank = num_groups / tp;
+  const std::int64_t group_rows = (q_per_group + 2) * d;
+  const std::int64_t attn_cols_per_rank = spec.num_attention_heads * d / tp;
+  const std::int64_t ffn_per_rank = spec.intermediate_size / tp;
+  const std::int64_t padded_vocab = layout.padded_vocab(spec);
+  const bool last_stage = pp_rank == layout.pp - 1;
+
+  // Fused QKV (weight or bias): for each local query group, [q rows; k rows; v rows] of that group.
+  const auto fused_qkv = [&](std::string name, const HfTensor& q, const HfTensor& k, const HfTensor& v) {
+    const bool is_1d = q.is_1d;
+    LocalTensor tensor = make_tensor(std::move(name), groups_per_rank * group_rows, q.cols, is_1d);
+    for (std::int64_t g = 0; g < groups_per_rank; ++g) {
+      const std::int64_t group = tp_rank * groups_per_rank + g;
+      const std::int64_t base = g * group_rows;
+      tensor.blocks.push_back(make_block(q, group * q_per_group * d, 0, base, 0, q_per_group * d, q.cols));
+      tensor.blocks.push_back(make_block(k, group * d, 0, base + q_per_group * d, 0, d, k.cols));
+      tensor.blocks.push_back(make_block(v, group * d, 0, base + (q_per_group + 1) * d, 0, d, v.cols));
+    }
+    return tensor;
+  };
+
+  std::vector<BufferLayout> buffers;
+  for (int chunk = 0; chunk < layout.vpp; ++chunk) {
+    BufferLayout buffer;
+    buffer.name = "train.params.pp" + num(pp_rank) + ".vpp" + num(chunk);
+    buffer.dtype = spec.dtype;
+    buffer.pp_rank = pp_rank;
+    buffer.vpp_chunk = chunk;
+    if (pp_rank == 0 && chunk == 0) {
+      append_tensor(buffer, vocab_shard("embedding.word_embeddings.weight", hf.embedding(), padded_vocab, tp, tp_rank));
+    }
+    const std::vector<int> layers = layout.layers_of(spec, pp_rank, chunk);
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+      const int layer = layers[i];
+      const std::string prefix = "decoder.layers." + num(static_cast<std::int64_t>(i)) + ".";
+      append_tensor(buffer,
+                    whole_vector(prefix + "input_layernorm.weight", hf.layer_tensor(layer, HfKind::kInputNorm)));
+      append_tensor(buffer, fused_qkv(prefix + "self_attention.linear_qkv.weight", hf.layer_tensor(layer, HfKind::kQ),
+                                      hf.layer_tensor(layer, HfKind::kK), hf.layer_tensor(layer, HfKind::kV)));
+      if (spec.has_qkv_bias()) {
+        append_tensor(buffer,
+                      fused_qkv(prefix + "self_attention.linear_qkv.bias", hf.layer_tensor(layer, HfKind::kQBias),
+                                hf.layer_tensor(layer, HfKind::kKBias), hf.layer_tensor(layer, HfKind::kVBias)));
+      }
+      {
+        const HfTensor& o = hf.layer_tensor(layer, HfKind::kO);
+        LocalTensor proj = make_tensor(prefix + "self_attention.linear_proj.weight", h, attn_cols_per_rank, false);
+        proj.blocks.push_back(make_block(o, 0, tp_rank * attn_cols_per_rank, 0, 0, h, attn_cols_per_rank));
+        append_tensor(buffer, std::move(proj));
+      }
+      append_tensor(buffer,
+                    whole_vector(prefix + "pre_mlp_layernorm.weight", hf.layer_tensor(layer, HfKind::kPostAttnNorm)));
+      {
+        const HfTensor& gate = hf.layer_tensor(layer, HfKind::kGate);
+        const HfTensor& up = hf.layer_tensor(layer, HfKind::kUp);
+        LocalTensor fc1 = make_tensor(prefix + "mlp.linear_fc1.weight", 2 * ffn_per_rank, h, false);
+        fc1.blocks.push_back(make_block(gate, tp_rank * ffn_per_rank, 0, 0, 0, ffn_per_rank, h));
+        fc1.blocks.push_back(make_block(up, tp_rank * ffn_per_rank, 0, ffn_per_rank, 0, ffn_per_rank, h));
+        append_tensor(buffer, std::move(fc1));
+      }
+      {
+        const HfTensor& down = hf.layer_tensor(layer, HfKind::kDown);
+        LocalTensor fc2 = make_tensor(prefix + "mlp.linear_fc2.weight", h, ffn_per_rank, false);
+        fc2.blocks.push_back(make_block(down, 0, tp_rank * ffn_per_rank, 0, 0, h, ffn_per_rank));
+        append_tensor(buffer, std::move(fc2));
+      }
+    }
+    if (last_stage && chunk == layout.vpp - 1) {
+      append_tensor(buffer, whole_vector("decoder.final_layernorm.weight", hf.final_norm()));
+      if (const HfTensor* lm_head = hf.lm_head()) {
+        append_tensor(buffer, vocab_shard("output_layer.weight", *lm_head, padded_vocab, tp, tp_rank));
+      } else if (layout.pp > 1) {
+        // Tied embeddings: Megatron keeps a copy of the embedding on the last stage.
+        append_tensor(buffer, vocab_shard("output_layer.weight", hf.embedding(), padded_vocab, tp, tp_rank));
+      }
+    }
+    buffers.push_back(std::move(buffer));
+  }
+  return buffers;
+}
+
+}  // namespace hybridshard::core
