@@ -30,6 +30,17 @@ namespace hybridshard::core {
 enum class Strategy : std::uint8_t { kHybridshard, kSeed };
 std::string_view strategy_name(Strategy strategy);  // "hybridshard", "seed"
 bool strategy_applies(Strategy strategy, const TrainLayout& train, const InferenceLayout& inference);
+// The same, knowing the model: kSeed also needs every inference shard's vocabulary rows inside the rows its micro
+// data-parallel group holds (the seed hands whole gathered shards to vLLM, so Megatron's padding to
+// make_vocab_size_divisible_by * tp and vLLM's to pad_vocab_to must agree on where shards start, or tp' == 1).
+bool strategy_applies(Strategy strategy, const ModelSpec& spec, const TrainLayout& train,
+                      const InferenceLayout& inference);
+
+// The inference tensor-parallel rank whose shard `rank` holds after enter. kHybridshard: the inference layout's
+// (rank % tp'). kSeed: verl builds vLLM's tensor-parallel groups strided inside each train tp group (micro
+// data-parallel rank fastest), so `rank` holds shard (train tp rank) / (tp / tp'). Both agree when tp' == tp or
+// tp' == 1. The seed's inference buffer has RankPlan::inference_buffer's offsets and bytes (every shard does).
+int inference_tp_rank_of(Strategy strategy, const TrainLayout& train, const InferenceLayout& inference, int rank);
 
 // free: drop the inference shards (and, for the seed, nothing else is kept); offload: keep them in pinned host memory.
 enum class ExitPolicy : std::uint8_t { kFree, kOffload };
