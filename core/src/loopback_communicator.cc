@@ -1,1 +1,255 @@
-// To be written.
+// Loopback: one device plays one rank of a larger job. What peers would send comes from a PeerDataProvider once and
+// is kept in device memory; every later run of the same operation sequence replays it with device-to-device copies of
+// the same sizes, and every send is copied into a scratch buffer of the same size, so that the rank-local work and
+// the bytes a NIC would move are both there, without a network.
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <tuple>
+
+#include "hybridshard/core/communicator.h"
+#include "hybridshard/core/device.h"
+#include "hybridshard/core/error.h"
+
+namespace hybridshard::core {
+namespace {
+
+// Shared by a loopback communicator and every subgroup made from it: one sequence numbering, one cache, one scratch,
+// so that the provider sees a single operation order in world ranks.
+struct LoopbackState {
+  LoopbackState(int world_rank, int world_size, Device& dev, PeerDataProvider provider)
+      : rank(world_rank), size(world_size), device(dev), peer_data(std::move(provider)) {}
+  ~LoopbackState() {
+    for (auto& [key, entry] : cache) device.deallocate(Residency::kGpu, entry.data, entry.bytes);
+    if (scratch != nullptr) device.deallocate(Residency::kGpu, scratch, scratch_bytes);
+  }
+  LoopbackState(const LoopbackState&) = delete;
+  LoopbackState& operator=(const LoopbackState&) = delete;
+
+  struct Entry {
+    void* data = nullptr;
+    std::int64_t bytes = 0;
+  };
+
+  int rank;
+  int size;
+  Device& device;
+  PeerDataProvider peer_data;
+  std::mutex mutex;
+  std::uint64_t sequence = 0;
+  std::atomic<bool> aborted{false};
+  std::map<std::pair<std::uint64_t, int>, Entry> cache;  // (sequence, world peer) -> what the peer sent
+  void* scratch = nullptr;
+  std::int64_t scratch_bytes = 0;
+};
+
+class Loopback final : public LoopbackCommunicator {
+ public:
+  // `members[i]` is the world rank of this communicator's rank i.
+  Loopback(std::shared_ptr<LoopbackState> state, std::vector<int> members, int rank)
+      : state_(std::move(state)), members_(std::move(members)), rank_(rank) {}
+
+  int rank() const override { return rank_; }
+  int size() const override { return static_cast<int>(members_.size()); }
+  Backend backend() const override { return Backend::kLoopback; }
+  std::chrono::milliseconds timeout() const override { return std::chrono::milliseconds(300000); }
+
+  void all_gather(const void* send, void* recv, std::size_t bytes_per_rank) override {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    const std::uint64_t sequence = begin("all_gather");
+    if (bytes_per_rank == 0) return;
+    auto* out = static_cast<std::byte*>(recv);
+    send_to_scratch(send, bytes_per_rank);
+    for (int i = 0; i < size(); ++i) {
+      std::byte* slot = out + static_cast<std::size_t>(i) * bytes_per_rank;
+      if (i == rank_) {
+        if (slot != send) copy_local(slot, send, bytes_per_rank);
+      } else {
+        receive(sequence, members_[static_cast<std::size_t>(i)], slot, bytes_per_rank, "all_gather");
+      }
+    }
+  }
+
+  void broadcast(void* data, std::size_t bytes, int root) override {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    const std::uint64_t sequence = begin("broadcast");
+    check_peer(root, "broadcast");
+    if (bytes == 0) return;
+    if (root == rank_) {
+      send_to_scratch(data, bytes);
+    } else {
+      receive(sequence, members_[static_cast<std::size_t>(root)], data, bytes, "broadcast");
+    }
+  }
+
+  // The provider is asked for the reduced result itself, with peer -1: a sum needs every rank's data, which a
+  // stand-in for the network cannot compute from this rank's alone.
+  void all_reduce_sum(float* data, std::size_t count) override {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    const std::uint64_t sequence = begin("all_reduce_sum");
+    if (count == 0) return;
+    send_to_scratch(data, count * sizeof(float));
+    receive(sequence, -1, data, count * sizeof(float), "all_reduce_sum");
+  }
+
+  void exchange(std::span<const SendSpec> sends, std::span<const RecvSpec> recvs) override {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    const std::uint64_t sequence = begin("exchange");
+    std::vector<const SendSpec*> self_sends;
+    std::vector<const RecvSpec*> self_recvs;
+    for (const SendSpec& send : sends) {
+      check_peer(send.peer, "exchange");
+      if (send.peer == rank_) {
+        self_sends.push_back(&send);
+      } else {
+        send_to_scratch(send.data, send.bytes);
+      }
+    }
+    std::set<int> peers;
+    for (const RecvSpec& recv : recvs) {
+      check_peer(recv.peer, "exchange");
+      if (recv.peer == rank_) {
+        self_recvs.push_back(&recv);
+        continue;
+      }
+      if (!peers.insert(recv.peer).second) {
+        fail("exchange", sequence,
+             "lists two receives from peer " + std::to_string(recv.peer) +
+                 "; the provider is keyed by (sequence, peer)");
+      }
+      receive(sequence, members_[static_cast<std::size_t>(recv.peer)], recv.data, recv.bytes, "exchange");
+    }
+    if (self_sends.size() != self_recvs.size()) {
+      fail("exchange", sequence,
+           "lists " + std::to_string(self_sends.size()) + " sends to itself but " + std::to_string(self_recvs.size()) +
+               " receives from itself");
+    }
+    for (std::size_t i = 0; i < self_sends.size(); ++i) {
+      if (self_sends[i]->bytes != self_recvs[i]->bytes) {
+        fail("exchange", sequence,
+             "sends itself " + std::to_string(self_sends[i]->bytes) + " bytes but expects " +
+                 std::to_string(self_recvs[i]->bytes));
+      }
+      if (self_sends[i]->bytes > 0) copy_local(self_recvs[i]->data, self_sends[i]->data, self_sends[i]->bytes);
+    }
+  }
+
+  void barrier() override {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    begin("barrier");
+  }
+
+  std::unique_ptr<Communicator> subgroup(const std::vector<int>& ranks) override {
+    std::set<int> distinct(ranks.begin(), ranks.end());
+    if (ranks.empty() || distinct.size() != ranks.size()) {
+      HS_THROW(CommError, "loopback rank " + std::to_string(state_->rank) + ": subgroup ranks must be distinct");
+    }
+    std::vector<int> members;
+    int my_index = -1;
+    for (std::size_t i = 0; i < ranks.size(); ++i) {
+      check_peer(ranks[i], "subgroup");
+      members.push_back(members_[static_cast<std::size_t>(ranks[i])]);
+      if (ranks[i] == rank_) my_index = static_cast<int>(i);
+    }
+    if (my_index < 0) return nullptr;
+    return std::make_unique<Loopback>(state_, std::move(members), my_index);
+  }
+
+  void abort() override { state_->aborted = true; }
+
+  void reset_sequence() override {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->sequence = 0;
+  }
+
+ private:
+  std::uint64_t begin(const char* operation) {
+    const std::uint64_t sequence = state_->sequence++;
+    if (state_->aborted) fail(operation, sequence, "called after abort()");
+    return sequence;
+  }
+
+  [[noreturn]] void fail(const char* operation, std::uint64_t sequence, const std::string& what) const {
+    throw CommError("loopback rank " + std::to_string(members_[static_cast<std::size_t>(rank_)]) + "/" +
+                        std::to_string(state_->size) + ": " + operation + " #" + std::to_string(sequence) + " " + what,
+                    __FILE__, __LINE__, std::string("LoopbackCommunicator::") + operation);
+  }
+
+  void check_peer(int peer, const char* operation) const {
+    if (peer < 0 || peer >= size()) {
+      fail(operation, state_->sequence,
+           "names rank " + std::to_string(peer) + " outside [0, " + std::to_string(size()) + ")");
+    }
+  }
+
+  void copy_local(void* dst, const void* src, std::size_t bytes) {
+    state_->device.copy(dst, Residency::kGpu, src, Residency::kGpu, static_cast<std::int64_t>(bytes));
+  }
+
+  // The bytes a NIC would read: copied into scratch of the same size.
+  void send_to_scratch(const void* data, std::size_t bytes) {
+    if (bytes == 0) return;
+    const auto size_bytes = static_cast<std::int64_t>(bytes);
+    if (size_bytes > state_->scratch_bytes) {
+      if (state_->scratch != nullptr) {
+        state_->device.synchronize();  // earlier copies into it may still be in flight
+        state_->device.deallocate(Residency::kGpu, state_->scratch, state_->scratch_bytes);
+        state_->scratch = nullptr;
+        state_->scratch_bytes = 0;
+      }
+      state_->scratch = state_->device.allocate(Residency::kGpu, size_bytes);
+      state_->scratch_bytes = size_bytes;
+    }
+    copy_local(state_->scratch, data, bytes);
+  }
+
+  // First run: asks the provider into a cached device buffer; every run then copies the cache into place.
+  void receive(std::uint64_t sequence, int world_peer, void* dst, std::size_t bytes, const char* operation) {
+    if (bytes == 0) return;
+    const auto size_bytes = static_cast<std::int64_t>(bytes);
+    const auto key = std::make_pair(sequence, world_peer);
+    auto found = state_->cache.find(key);
+    if (found == state_->cache.end()) {
+      LoopbackState::Entry entry;
+      entry.data = state_->device.allocate(Residency::kGpu, size_bytes);
+      entry.bytes = size_bytes;
+      try {
+        state_->peer_data(world_peer, sequence, entry.data, bytes);
+      } catch (...) {
+        state_->device.deallocate(Residency::kGpu, entry.data, entry.bytes);
+        throw;
+      }
+      found = state_->cache.emplace(key, entry).first;
+    } else if (found->second.bytes != size_bytes) {
+      fail(operation, sequence,
+           "from world rank " + std::to_string(world_peer) + " wants " + std::to_string(bytes) +
+               " bytes but its first run had " + std::to_string(found->second.bytes) +
+               " (operation order changed without reset_sequence()?)");
+    }
+    copy_local(dst, found->second.data, bytes);
+  }
+
+  std::shared_ptr<LoopbackState> state_;
+  std::vector<int> members_;
+  int rank_;
+};
+
+}  // namespace
+
+std::unique_ptr<LoopbackCommunicator> make_loopback_communicator(int rank, int world_size, Device& device,
+                                                                 PeerDataProvider peer_data) {
+  if (world_size <= 0 || rank < 0 || rank >= world_size) {
+    HS_THROW(ConfigError,
+             "loopback: rank " + std::to_string(rank) + " is not in a world of " + std::to_string(world_size));
+  }
+  if (!peer_data) HS_THROW(ConfigError, "loopback: a peer data provider is required");
+  std::vector<int> members(static_cast<std::size_t>(world_size));
+  for (int i = 0; i < world_size; ++i) members[static_cast<std::size_t>(i)] = i;
+  auto state = std::make_shared<LoopbackState>(rank, world_size, device, std::move(peer_data));
+  return std::make_unique<Loopback>(std::move(state), std::move(members), rank);
+}
+
+}  // namespace hybridshard::core

@@ -48,8 +48,10 @@ class Device {
   // padding rows are zero. Used to make train weights and expected inference shards without communication.
   virtual void generate(const BufferLayout& layout, std::uint32_t version, void* base) = 0;
 
-  // Counts elements of `actual` that differ bitwise from `expected` (both device memory, same layout).
-  virtual std::int64_t count_mismatches(const void* actual, const void* expected, std::int64_t bytes) = 0;
+  // Counts elements of `actual` that differ bitwise from `expected` (both device memory, same layout). Elements are
+  // `element_bytes` wide (1, 2 or 4: dtype_size() of the buffer's dtype); `bytes` must be a multiple of it.
+  virtual std::int64_t count_mismatches(const void* actual, const void* expected, std::int64_t bytes,
+                                        int element_bytes = 1) = 0;
 
   virtual void synchronize() = 0;
 
