@@ -28,12 +28,6 @@ struct PreparedRound {
   std::vector<std::int64_t> recv_offsets;
 };
 
-std::string shape_text(const BufferLayout& layout) {
-  std::int64_t elements = 0;
-  for (const LocalTensor& tensor : layout.tensors) elements += tensor.numel();
-  return std::to_string(layout.tensors.size()) + " tensors, " + std::to_string(elements) + " elems";
-}
-
 class HybridshardTransition final : public Transition {
  public:
   HybridshardTransition(RankPlan plan, Communicator& world, Device& device, EventSink* events)
@@ -69,7 +63,7 @@ class HybridshardTransition final : public Transition {
     const Stopwatch clock;
     TransitionStats stats;
     const int rank = world_.rank();
-    check_train_params(train_params);
+    check_train_params(plan_, train_params);
     PeakTracker peak(device_);
 
     if (!inference_) {
@@ -196,26 +190,6 @@ class HybridshardTransition final : public Transition {
   const RankPlan& plan() const override { return plan_; }
 
  private:
-  void check_train_params(const std::vector<FlatBuffer*>& train_params) const {
-    if (train_params.size() != plan_.train_buffers.size()) {
-      HS_THROW(Error, "enter on rank " + std::to_string(plan_.rank) + ": got " + std::to_string(train_params.size()) +
-                          " train parameter buffers, the plan has " + std::to_string(plan_.train_buffers.size()));
-    }
-    for (std::size_t i = 0; i < train_params.size(); ++i) {
-      const FlatBuffer* buffer = train_params[i];
-      const BufferLayout& layout = plan_.train_buffers[i];
-      if (buffer == nullptr || buffer->residency() != Residency::kGpu || buffer->bytes() != layout.bytes) {
-        HS_THROW(Error, "enter on rank " + std::to_string(plan_.rank) + ": train buffer " + std::to_string(i) + " ('" +
-                            layout.name + "', " + std::to_string(layout.bytes) +
-                            " bytes) must be resident on the device" +
-                            (buffer == nullptr
-                                 ? std::string(" (got none)")
-                                 : " (got '" + buffer->name() + "', " + std::to_string(buffer->bytes()) +
-                                       " bytes, residency " + std::string(residency_name(buffer->residency())) + ")"));
-      }
-    }
-  }
-
   std::unique_ptr<FlatBuffer> make_staging(const std::string& name, std::int64_t bytes) {
     if (bytes <= 0) return nullptr;
     FlatBufferInfo info;

@@ -105,6 +105,32 @@ void emit_transfer(EventSink* events, int rank, int iteration, TransferPath path
   events->on_event(event);
 }
 
+void check_train_params(const RankPlan& plan, const std::vector<FlatBuffer*>& train_params) {
+  if (train_params.size() != plan.train_buffers.size()) {
+    HS_THROW(Error, "enter on rank " + std::to_string(plan.rank) + ": got " + std::to_string(train_params.size()) +
+                        " train parameter buffers, the plan has " + std::to_string(plan.train_buffers.size()));
+  }
+  for (std::size_t i = 0; i < train_params.size(); ++i) {
+    const FlatBuffer* buffer = train_params[i];
+    const BufferLayout& layout = plan.train_buffers[i];
+    if (buffer == nullptr || buffer->residency() != Residency::kGpu || buffer->bytes() != layout.bytes) {
+      HS_THROW(
+          Error,
+          "enter on rank " + std::to_string(plan.rank) + ": train buffer " + std::to_string(i) + " ('" + layout.name +
+              "', " + std::to_string(layout.bytes) + " bytes) must be resident on the device" +
+              (buffer == nullptr ? std::string(" (got none)")
+                                 : " (got '" + buffer->name() + "', " + std::to_string(buffer->bytes()) +
+                                       " bytes, residency " + std::string(residency_name(buffer->residency())) + ")"));
+    }
+  }
+}
+
+std::string shape_text(const BufferLayout& layout) {
+  std::int64_t elements = 0;
+  for (const LocalTensor& tensor : layout.tensors) elements += tensor.numel();
+  return std::to_string(layout.tensors.size()) + " tensors, " + std::to_string(elements) + " elems";
+}
+
 namespace {
 std::int64_t steady_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())

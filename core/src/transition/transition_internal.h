@@ -12,6 +12,7 @@
 #include "hybridshard/core/communicator.h"
 #include "hybridshard/core/device.h"
 #include "hybridshard/core/events.h"
+#include "hybridshard/core/flat_buffer.h"
 #include "hybridshard/core/model_spec.h"
 #include "hybridshard/core/reshard_plan.h"
 #include "hybridshard/core/transition.h"
@@ -25,6 +26,13 @@ std::unique_ptr<Transition> make_seed_transition(RankPlan plan, Communicator& wo
 // Emits one kTransfer event (nothing without a sink).
 void emit_transfer(EventSink* events, int rank, int iteration, TransferPath path, std::int64_t bytes, double seconds,
                    int peer, std::string operation);
+
+// Throws Error naming the rank and the buffer unless `train_params` are the plan's train buffers, resident on the
+// device.
+void check_train_params(const RankPlan& plan, const std::vector<FlatBuffer*>& train_params);
+
+// "12 tensors, 34567 elems", for FlatBufferInfo::shape.
+std::string shape_text(const BufferLayout& layout);
 
 // Seconds on a steady clock since construction.
 class Stopwatch {
