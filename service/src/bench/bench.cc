@@ -1,0 +1,151 @@
+// Runs the benchmark: loopback in this thread, or every rank as a thread (Gloo on CPU devices, NCCL on GPUs) over a
+// store on 127.0.0.1; then combines, prints and writes the JSON.
+#include "hybridshard/service/bench/bench.h"
+
+#include <exception>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <ostream>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "detail/measure.h"
+#include "hybridshard/core/device.h"
+#include "hybridshard/core/error.h"
+#include "hybridshard/core/store.h"
+
+namespace hybridshard::service::bench {
+namespace {
+
+std::unique_ptr<core::Device> make_device(const BenchConfig& config, int device_index) {
+  if (config.use_cuda) return core::make_cuda_device(device_index);
+  return core::make_cpu_device(config.cpu_device_memory);
+}
+
+// Every rank's communicator while it is alive, so that a rank that fails can abort the others at once instead of
+// leaving them to wait for their timeout.
+class CommunicatorRegistry {
+ public:
+  void add(core::Communicator* communicator) {
+    std::lock_guard lock(mutex_);
+    if (aborted_) communicator->abort();
+    live_.insert(communicator);
+  }
+  void remove(core::Communicator* communicator) {
+    std::lock_guard lock(mutex_);
+    live_.erase(communicator);
+  }
+  void abort_all() {
+    std::lock_guard lock(mutex_);
+    aborted_ = true;
+    for (core::Communicator* communicator : live_) communicator->abort();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::set<core::Communicator*> live_;
+  bool aborted_ = false;
+};
+
+std::vector<detail::RankResult> run_ranks_as_threads(const BenchConfig& config) {
+  const int world_size = config.train.world_size();
+  const std::chrono::milliseconds timeout(config.timeout_ms);
+  core::StoreOptions server_options;
+  server_options.host = "127.0.0.1";
+  server_options.port = 0;
+  server_options.is_server = true;
+  server_options.world_size = -1;
+  server_options.timeout = timeout;
+  server_options.prefix = "hybridshard-bench";
+  const std::unique_ptr<core::Store> server = core::Store::open(server_options);
+
+  std::vector<detail::RankResult> results(static_cast<std::size_t>(world_size));
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(world_size));
+  std::mutex first_error_mutex;
+  int first_error_rank = -1;
+  CommunicatorRegistry registry;
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < world_size; ++rank) {
+    threads.emplace_back([&, rank] {
+      try {
+        core::StoreOptions options = server_options;
+        options.is_server = false;
+        options.port = server->port();
+        const std::unique_ptr<core::Store> store = core::Store::open(options);
+        const std::unique_ptr<core::Device> device = make_device(config, rank);
+        std::unique_ptr<core::Communicator> world =
+            config.backend == core::Backend::kGloo
+                ? core::make_gloo_communicator(*store, rank, world_size, timeout)
+                : core::make_nccl_communicator(*store, rank, world_size, rank, timeout);
+        registry.add(world.get());
+        try {
+          results[static_cast<std::size_t>(rank)] = detail::run_rank(config, rank, *device, world.get());
+        } catch (...) {
+          registry.remove(world.get());
+          throw;
+        }
+        registry.remove(world.get());
+      } catch (...) {
+        errors[static_cast<std::size_t>(rank)] = std::current_exception();
+        {
+          std::lock_guard lock(first_error_mutex);
+          if (first_error_rank < 0) first_error_rank = rank;
+        }
+        registry.abort_all();
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  if (first_error_rank >= 0) std::rethrow_exception(errors[static_cast<std::size_t>(first_error_rank)]);
+  return results;
+}
+
+}  // namespace
+
+BenchReport run_bench_report(const BenchConfig& config) {
+  std::vector<detail::RankResult> results;
+  if (config.backend == core::Backend::kLoopback) {
+    const std::unique_ptr<core::Device> device = make_device(config, 0);
+    results.push_back(detail::run_rank(config, config.rank, *device, nullptr));
+  } else {
+    results = run_ranks_as_threads(config);
+  }
+  return detail::combine_ranks(config, results);
+}
+
+int run_bench(const BenchOptions& options, std::ostream& out) {
+  BenchConfig config;
+  try {
+    config = resolve_bench_options(options);
+  } catch (const core::ConfigError& error) {
+    out << error.what() << '\n';
+    return 2;
+  }
+  BenchReport report;
+  try {
+    report = run_bench_report(config);
+  } catch (const core::Error& error) {
+    out << "hybridshard bench: the run failed: " << error.what() << " (" << error.file() << ':' << error.line()
+        << ")\n";
+    return 3;
+  } catch (const std::exception& error) {
+    out << "hybridshard bench: the run failed: " << error.what() << '\n';
+    return 3;
+  }
+  print_bench_report(report, out);
+  if (!config.json_file.empty()) {
+    std::ofstream json(config.json_file);
+    json << bench_report_json(report);
+    json.close();
+    if (!json) {
+      out << "hybridshard bench: cannot write --json " << config.json_file << '\n';
+      return 3;
+    }
+  }
+  return report.total_wrong() == 0 ? 0 : 1;
+}
+
+}  // namespace hybridshard::service::bench

@@ -1,0 +1,14 @@
+// hybridshard-bench: the same benchmark as `hybridshard bench`, as a program of its own (for scripts/bench-gpu and
+// machines where the `hybridshard` command's HTTP dependencies are not built).
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "hybridshard/service/bench/bench_cli.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"hybridshard-bench: enter, exit and batch re-distribution, side by side with the seed and the bounds"};
+  hybridshard::service::bench::BenchOptions options;
+  hybridshard::service::bench::add_bench_flags(app, options);
+  CLI11_PARSE(app, argc, argv);
+  return hybridshard::service::bench::run_bench(options, std::cout);
+}

@@ -1,0 +1,328 @@
+// One rank's benchmark: the copy bounds, then per strategy the enter/exit loop (with the bit-exact check and the
+// collective bound for the bytes that strategy received), then the batch re-distribution.
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "detail/measure.h"
+#include "detail/shard_check.h"
+#include "hybridshard/core/batch.h"
+#include "hybridshard/core/error.h"
+#include "hybridshard/core/flat_buffer.h"
+#include "hybridshard/core/reshard_plan.h"
+#include "hybridshard/core/transition.h"
+#include "hybridshard/core/weight_generator.h"
+
+namespace hybridshard::service::bench::detail {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+constexpr std::int64_t kMiB = std::int64_t{1} << 20;
+constexpr std::int64_t kGiB = std::int64_t{1} << 30;
+
+// Lines the ranks up before each timed step (no-op for loopback, which has no peers).
+void line_up(core::Communicator* world) {
+  if (world != nullptr) world->barrier();
+}
+
+// Free device memory that a bound may use for its two buffers, leaving room for what the run still needs.
+std::int64_t copy_buffer_limit(core::Device& device, std::int64_t wanted) {
+  const std::int64_t free_bytes = device.total_memory() - device.used_memory();
+  const std::int64_t usable = std::max<std::int64_t>(256 * kMiB, (free_bytes - 2 * kGiB) / 2);
+  return std::min(wanted, usable);
+}
+
+// Times copying `bytes` from `src_where` to `dst_where`: one copy call when both buffers fit, else consecutive
+// copies of the largest buffers that fit (said in `what`).
+Series time_copy(const BenchConfig& config, core::Device& device, core::Communicator* world, core::Residency dst_where,
+                 core::Residency src_where, std::int64_t bytes, std::int64_t buffer_limit, std::string what) {
+  Series series;
+  series.bytes = bytes;
+  if (bytes <= 0) return series;
+  const std::int64_t buffer_bytes = std::min(bytes, buffer_limit);
+  DeviceMemory src(device, src_where, buffer_bytes);
+  DeviceMemory dst(device, dst_where, buffer_bytes);
+  if (src_where == core::Residency::kGpu) {
+    device.fill_zero(src.data(), buffer_bytes);
+  }
+  if (buffer_bytes < bytes) {
+    what += " (in " + std::to_string((bytes + buffer_bytes - 1) / buffer_bytes) + " copies of at most " +
+            std::to_string(buffer_bytes) + " B)";
+  }
+  series.what = std::move(what);
+  for (int iteration = 0; iteration < config.warmup + config.iterations; ++iteration) {
+    line_up(world);
+    const Clock::time_point start = Clock::now();
+    for (std::int64_t done = 0; done < bytes; done += buffer_bytes) {
+      device.copy(dst.data(), dst_where, src.data(), src_where, std::min(buffer_bytes, bytes - done));
+    }
+    device.synchronize();
+    const double seconds = seconds_since(start);
+    if (iteration >= config.warmup) series.seconds.push_back(seconds);
+  }
+  return series;
+}
+
+// A raw all-gather on the job's communicator in which every rank receives `bytes_received` bytes from the others.
+Series time_all_gather(const BenchConfig& config, core::Device& device, core::Communicator& world,
+                       std::int64_t bytes_received, const std::string& label) {
+  Series series;
+  const int n = world.size();
+  if (n < 2 || bytes_received <= 0) return series;
+  const std::int64_t per_rank = (bytes_received + n - 2) / (n - 1);
+  series.bytes = per_rank * (n - 1);
+  series.what = "all_gather on " + std::string(core::backend_name(world.backend())) + ", " + std::to_string(per_rank) +
+                " B per rank, the bytes " + label + " receives";
+  DeviceMemory send(device, core::Residency::kGpu, per_rank);
+  DeviceMemory recv(device, core::Residency::kGpu, per_rank * n);
+  device.fill_zero(send.data(), per_rank);
+  device.synchronize();
+  for (int iteration = 0; iteration < config.warmup + config.iterations; ++iteration) {
+    world.barrier();
+    const Clock::time_point start = Clock::now();
+    world.all_gather(send.data(), recv.data(), static_cast<std::size_t>(per_rank));
+    device.synchronize();
+    const double seconds = seconds_since(start);
+    if (iteration >= config.warmup) series.seconds.push_back(seconds);
+  }
+  return series;
+}
+
+std::int32_t token_of(std::int64_t global_row, std::int64_t col, std::int64_t vocab) {
+  const std::uint64_t h =
+      core::mix64(static_cast<std::uint64_t>(global_row) * 0x100000001B3ull + static_cast<std::uint64_t>(col));
+  return static_cast<std::int32_t>(h % static_cast<std::uint64_t>(vocab));
+}
+
+// The stand-in for generation: identical on every member of an inference group, checkable anywhere.
+std::int32_t output_of(std::int32_t token, std::int64_t vocab) {
+  return static_cast<std::int32_t>((static_cast<std::int64_t>(token) * 7 + 3) % vocab);
+}
+
+void run_strategy(const BenchConfig& config, int rank, core::Device& device, core::Communicator* world,
+                  core::Strategy strategy, RankResult& result) {
+  const std::string name(core::strategy_name(strategy));
+  core::PlanOptions plan_options;
+  plan_options.bucket_bytes = config.bucket_bytes;
+  const core::RankPlan plan = core::make_rank_plan(config.spec, config.train, config.inference, rank, plan_options);
+
+  std::unique_ptr<core::LoopbackCommunicator> loopback;
+  core::Communicator* comm = world;
+  if (world == nullptr) {
+    loopback = core::make_loopback_communicator(rank, config.train.world_size(), device,
+                                                core::make_peer_data(strategy, plan, device, config.version));
+    comm = loopback.get();
+  }
+
+  // This rank's train parameters, as every train rank holds them at `version`.
+  std::vector<std::unique_ptr<core::FlatBuffer>> train_params;
+  std::vector<core::FlatBuffer*> train_pointers;
+  for (const core::BufferLayout& layout : plan.train_buffers) {
+    auto buffer = std::make_unique<core::FlatBuffer>(layout, core::BufferKind::kParams, device, nullptr, rank);
+    buffer->move_to(core::Residency::kGpu, false);
+    device.generate(layout, config.version, buffer->data());
+    train_pointers.push_back(buffer.get());
+    train_params.push_back(std::move(buffer));
+  }
+  const int shard_tp_rank = core::inference_tp_rank_of(strategy, config.train, config.inference, rank);
+  std::unique_ptr<ShardChecker> checker;
+  if (config.check) {
+    checker = std::make_unique<ShardChecker>(
+        device, core::inference_param_buffer(config.spec, config.inference, shard_tp_rank), config.version, kGiB);
+  }
+  device.synchronize();
+
+  std::int64_t bytes_received = 0;
+  {
+    std::unique_ptr<core::Transition> transition = core::make_transition(strategy, plan, *comm, device, nullptr);
+    Series& enter = result.phases[{"enter", name, "-"}];
+    enter.checked = config.check;
+    for (core::ExitPolicy policy : config.exit_policies) {
+      Series& exit = result.phases[{"exit", name, std::string(core::exit_policy_name(policy))}];
+      exit.checked = false;
+      for (int iteration = 0; iteration < config.warmup + config.iterations; ++iteration) {
+        const bool timed = iteration >= config.warmup;
+        transition->set_iteration(iteration);
+        if (loopback) loopback->reset_sequence();
+        line_up(world);
+        const std::int64_t before = device.bytes_in_use(core::Residency::kGpu);
+        Clock::time_point start = Clock::now();
+        core::FlatBuffer& shard = transition->enter(train_pointers);
+        device.synchronize();
+        double seconds = seconds_since(start);
+        const core::TransitionStats& entered = transition->last_enter();
+        if (timed) {
+          enter.seconds.push_back(seconds);
+          enter.bytes = std::max(enter.bytes, entered.bytes_network_received);
+          enter.extra_bytes = std::max(enter.extra_bytes, entered.peak_extra_device_bytes);
+          enter.host_bytes = std::max(enter.host_bytes, entered.bytes_host_to_device + entered.bytes_device_to_host);
+          if (checker) enter.wrong += checker->count_wrong(shard.data());
+        }
+        bytes_received = std::max(bytes_received, entered.bytes_network_received);
+
+        line_up(world);
+        start = Clock::now();
+        transition->exit(policy);
+        device.synchronize();
+        seconds = seconds_since(start);
+        const core::TransitionStats& exited = transition->last_exit();
+        if (timed) {
+          exit.seconds.push_back(seconds);
+          exit.bytes = std::max(exit.bytes, exited.bytes_network_received);
+          exit.extra_bytes = std::max(exit.extra_bytes, device.bytes_in_use(core::Residency::kGpu) - before);
+          exit.host_bytes = std::max(exit.host_bytes, exited.bytes_host_to_device + exited.bytes_device_to_host);
+        }
+      }
+    }
+  }
+  train_params.clear();
+  checker.reset();
+
+  // The bound for the bytes this strategy received: the same bytes over the same communicator, or (loopback) one
+  // device-to-device copy of them, which is what loopback's stand-in for the network does at best.
+  if (world != nullptr) {
+    result.bounds[{"collective." + name, "", ""}] = time_all_gather(config, device, *world, bytes_received, name);
+  } else if (bytes_received > 0) {
+    result.bounds[{"d2d.received." + name, "", ""}] =
+        time_copy(config, device, nullptr, core::Residency::kGpu, core::Residency::kGpu, bytes_received,
+                  copy_buffer_limit(device, bytes_received),
+                  "one device-to-device copy of the bytes " + name + " receives (loopback's network)");
+  }
+}
+
+void run_batch(const BenchConfig& config, int rank, core::Device& device, core::Communicator* world,
+               RankResult& result) {
+  std::unique_ptr<core::LoopbackCommunicator> loopback;
+  core::Communicator* comm = world;
+  if (world == nullptr) {
+    // What the peers would send is not known to the bench (it follows BatchRedistribution's own message order), so
+    // loopback peers send zeros of the right sizes and the batch phases go unchecked.
+    core::Device* zero_device = &device;
+    loopback = core::make_loopback_communicator(rank, config.train.world_size(), device,
+                                                [zero_device](int, std::uint64_t, void* dst, std::size_t bytes) {
+                                                  zero_device->fill_zero(dst, static_cast<std::int64_t>(bytes));
+                                                });
+    comm = loopback.get();
+  }
+  const bool check = config.check && world != nullptr;
+  const std::int64_t vocab = config.spec.vocab_size;
+  const std::int64_t rows = config.batch_rows;
+  const std::int64_t cols = config.batch_cols;
+  const core::TrainLayout::Coord train_coord = config.train.coord(rank);
+  const core::InferenceLayout::Coord inference_coord = config.inference.coord(rank);
+  const std::int64_t global_rows = rows * config.train.dp;
+  const std::int64_t group_rows = global_rows / config.inference.dp();
+
+  core::TokenBatch replica_batch;
+  if (train_coord.tp_rank == 0 && train_coord.pp_rank == 0) {
+    replica_batch.rows = rows;
+    replica_batch.cols = cols;
+    replica_batch.tokens.resize(static_cast<std::size_t>(rows * cols));
+    for (std::int64_t r = 0; r < rows; ++r) {
+      for (std::int64_t c = 0; c < cols; ++c) {
+        replica_batch.tokens[static_cast<std::size_t>(r * cols + c)] =
+            token_of(train_coord.dp_rank * rows + r, c, vocab);
+      }
+    }
+  }
+
+  core::BatchRedistribution batch(config.train, config.inference, *comm);
+  Series& pre = result.phases[{"batch.pre", "-", "-"}];
+  Series& post = result.phases[{"batch.post", "-", "-"}];
+  pre.checked = check;
+  post.checked = check;
+  for (int iteration = 0; iteration < config.warmup + config.iterations; ++iteration) {
+    const bool timed = iteration >= config.warmup;
+    if (loopback) loopback->reset_sequence();
+    line_up(world);
+    Clock::time_point start = Clock::now();
+    const core::TokenBatch group_batch = batch.preprocess(replica_batch, rows, cols);
+    double seconds = seconds_since(start);
+
+    core::TokenBatch outputs = group_batch;
+    for (std::int32_t& token : outputs.tokens) token = output_of(token, vocab);
+
+    line_up(world);
+    start = Clock::now();
+    const core::TokenBatch replica_outputs = batch.postprocess(outputs, rows);
+    const double post_seconds = seconds_since(start);
+    if (!timed) continue;
+
+    pre.seconds.push_back(seconds);
+    post.seconds.push_back(post_seconds);
+    pre.bytes = static_cast<std::int64_t>(group_batch.tokens.size() * sizeof(std::int32_t));
+    post.bytes = static_cast<std::int64_t>(replica_outputs.tokens.size() * sizeof(std::int32_t));
+    if (!check) continue;
+    // Inference group g holds global rows [g * group_rows, (g + 1) * group_rows); the replica gets its own rows back.
+    const std::int64_t first_row = inference_coord.dp_rank * group_rows;
+    if (group_batch.rows != group_rows || group_batch.cols != cols ||
+        static_cast<std::int64_t>(group_batch.tokens.size()) != group_rows * cols) {
+      pre.wrong += group_rows * cols;
+    } else {
+      for (std::int64_t r = 0; r < group_rows; ++r) {
+        for (std::int64_t c = 0; c < cols; ++c) {
+          pre.wrong += group_batch.tokens[static_cast<std::size_t>(r * cols + c)] != token_of(first_row + r, c, vocab);
+        }
+      }
+    }
+    if (replica_outputs.rows != rows || replica_outputs.cols != cols ||
+        static_cast<std::int64_t>(replica_outputs.tokens.size()) != rows * cols) {
+      post.wrong += rows * cols;
+    } else {
+      for (std::int64_t r = 0; r < rows; ++r) {
+        for (std::int64_t c = 0; c < cols; ++c) {
+          post.wrong += replica_outputs.tokens[static_cast<std::size_t>(r * cols + c)] !=
+                        output_of(token_of(train_coord.dp_rank * rows + r, c, vocab), vocab);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+double gigabytes_per_second(std::int64_t bytes, double seconds) {
+  return seconds > 0 ? static_cast<double>(bytes) / seconds / 1e9 : 0.0;
+}
+
+RankResult run_rank(const BenchConfig& config, int rank, core::Device& device, core::Communicator* world) {
+  RankResult result;
+  result.device_description = device.description();
+  const core::BufferLayout shard =
+      core::inference_param_buffer(config.spec, config.inference, config.inference.coord(rank).tp_rank);
+  result.shard_bytes = shard.bytes;
+
+  // The copy bounds first, while the device is empty: one copy of the whole inference shard's bytes, and pinned
+  // host<->device copies (of at most 2 GiB: bandwidth no longer grows at that size, and pinning costs time).
+  result.bounds[{"d2d.shard", "", ""}] =
+      time_copy(config, device, world, core::Residency::kGpu, core::Residency::kGpu, shard.bytes,
+                copy_buffer_limit(device, shard.bytes), "one device-to-device copy of the inference shard's bytes");
+  result.d2h_bytes = std::min(shard.bytes, 2 * kGiB);
+  result.bounds[{"h2d.pinned", "", ""}] =
+      time_copy(config, device, world, core::Residency::kGpu, core::Residency::kCpu, result.d2h_bytes, result.d2h_bytes,
+                "host-to-device copy from pinned host memory");
+  result.bounds[{"d2h.pinned", "", ""}] =
+      time_copy(config, device, world, core::Residency::kCpu, core::Residency::kGpu, result.d2h_bytes, result.d2h_bytes,
+                "device-to-host copy into pinned host memory");
+
+  for (core::Strategy strategy : config.strategies) {
+    if (!core::strategy_applies(strategy, config.spec, config.train, config.inference)) {
+      result.notes.push_back(std::string(core::strategy_name(strategy)) +
+                             " does not apply to train tp=" + std::to_string(config.train.tp) +
+                             " -> rollout tp'=" + std::to_string(config.inference.tp) +
+                             " (the seed needs tp % tp' == 0 and matching vocabulary padding); skipped");
+      continue;
+    }
+    run_strategy(config, rank, device, world, strategy, result);
+  }
+  run_batch(config, rank, device, world, result);
+  return result;
+}
+
+}  // namespace hybridshard::service::bench::detail

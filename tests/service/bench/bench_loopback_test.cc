@@ -1,0 +1,106 @@
+// A tiny bench run through the public entry point, on the CPU device with the loopback communicator: so that the
+// bench never rots. Asserts correctness and the shape of the output, never timings.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "hybridshard/service/bench/bench.h"
+
+#if defined(HYBRIDSHARD_TEST_WITH_JSON)
+#include <nlohmann/json.hpp>
+#endif
+
+namespace hybridshard::service::bench {
+namespace {
+
+BenchOptions tiny_loopback(int rank) {
+  BenchOptions options;
+  options.model = "tiny";
+  options.tp = 2;
+  options.pp = 2;
+  options.rollout_tp = 1;
+  options.comm = "loopback";
+  options.device = "cpu";
+  options.rank = rank;
+  options.iterations = 2;
+  options.warmup = 1;
+  options.batch_cols = 16;
+  options.cpu_device_memory = std::int64_t{4} << 30;
+  return options;
+}
+
+TEST(BenchLoopbackTest, report_has_every_phase_for_both_strategies_and_no_wrong_elements) {
+  const BenchReport report = run_bench_report(resolve_bench_options(tiny_loopback(3)));
+  int enters = 0;
+  int exits = 0;
+  int batches = 0;
+  for (const PhaseRow& row : report.rows) {
+    if (row.phase == "enter") {
+      ++enters;
+      EXPECT_TRUE(row.checked) << row.strategy;
+      EXPECT_EQ(row.wrong, 0) << row.strategy;
+      EXPECT_GT(row.bytes, 0) << row.strategy << ": rank 3 of tp=2 pp=2 -> tp'=1 must receive the other stage";
+      EXPECT_GT(row.peak_extra_bytes, 0) << row.strategy;
+    }
+    if (row.phase == "exit") ++exits;
+    if (row.phase.rfind("batch.", 0) == 0) {
+      ++batches;
+      EXPECT_FALSE(row.checked);  // loopback peers send zeros for the batch
+    }
+    EXPECT_GT(row.time_us, 0) << row.phase << " " << row.strategy;
+  }
+  EXPECT_EQ(enters, 2);
+  EXPECT_EQ(exits, 4);  // 2 strategies x (free, offload)
+  EXPECT_EQ(batches, 2);
+  EXPECT_EQ(report.total_wrong(), 0);
+  bool saw_d2d_shard = false;
+  for (const BoundRow& bound : report.bounds) saw_d2d_shard = saw_d2d_shard || bound.name == "d2d.shard";
+  EXPECT_TRUE(saw_d2d_shard);
+  EXPECT_FALSE(report.ratios.empty());
+}
+
+TEST(BenchLoopbackTest, run_bench_prints_the_tables_and_writes_the_json) {
+  BenchOptions options = tiny_loopback(0);
+  options.strategy = "hybridshard";
+  options.exit_policy = "free";
+  char path[] = "/tmp/bench_loopback_testXXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  options.json_file = path;
+  std::ostringstream out;
+  EXPECT_EQ(run_bench(options, out), 0) << out.str();
+  const std::string table = out.str();
+  for (const char* expected : {"# phase: enter", "# phase: exit", "# phase: batch.pre", "hybridshard", "d2d.shard",
+                               "h2d.pinned", "d2h.pinned", "Out of bounds values : 0 OK"}) {
+    EXPECT_NE(table.find(expected), std::string::npos) << expected << "\n" << table;
+  }
+  EXPECT_EQ(table.find("seed "), std::string::npos) << "--strategy hybridshard runs only hybridshard";
+  std::ifstream file(path);
+  std::stringstream json_text;
+  json_text << file.rdbuf();
+  std::remove(path);
+  EXPECT_NE(json_text.str().find("\"phase\": \"enter\""), std::string::npos);
+#if defined(HYBRIDSHARD_TEST_WITH_JSON)
+  const nlohmann::json json = nlohmann::json::parse(json_text.str());
+  ASSERT_EQ(json["rows"].size(), 4u);  // enter, exit(free), batch.pre, batch.post
+  EXPECT_EQ(json["rows"][0]["wrong"], 0);
+  EXPECT_EQ(json["wrong"], 0);
+#endif
+}
+
+TEST(BenchLoopbackTest, bad_options_exit_2_and_say_why) {
+  BenchOptions options;
+  options.comm = "smoke-signals";
+  std::ostringstream out;
+  EXPECT_EQ(run_bench(options, out), 2);
+  EXPECT_NE(out.str().find("smoke-signals"), std::string::npos) << out.str();
+}
+
+}  // namespace
+}  // namespace hybridshard::service::bench

@@ -1,0 +1,125 @@
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "hybridshard/core/error.h"
+#include "hybridshard/service/bench/bench.h"
+
+namespace hybridshard::service::bench {
+namespace {
+
+std::string problems_of(const BenchOptions& options) {
+  try {
+    resolve_bench_options(options);
+  } catch (const core::ConfigError& error) {
+    return error.what();
+  }
+  return {};
+}
+
+TEST(BenchOptionsTest, defaults_run_both_strategies_and_both_exit_policies_on_loopback) {
+  const BenchConfig config = resolve_bench_options(BenchOptions{});
+  ASSERT_EQ(config.strategies.size(), 2u);
+  EXPECT_EQ(config.strategies[0], core::Strategy::kHybridshard);
+  EXPECT_EQ(config.strategies[1], core::Strategy::kSeed);
+  ASSERT_EQ(config.exit_policies.size(), 2u);
+  EXPECT_EQ(config.exit_policies[0], core::ExitPolicy::kFree);
+  EXPECT_EQ(config.exit_policies[1], core::ExitPolicy::kOffload);
+  EXPECT_EQ(config.backend, core::Backend::kLoopback);
+  EXPECT_EQ(config.iterations, 20);
+  EXPECT_EQ(config.warmup, 5);
+  EXPECT_TRUE(config.check);
+  EXPECT_EQ(config.bucket_bytes, std::int64_t{256} << 20);
+  EXPECT_EQ(config.train.world_size(), 1);
+  EXPECT_EQ(config.inference.world_size, 1);
+}
+
+TEST(BenchOptionsTest, world_implies_data_parallel_size) {
+  BenchOptions options;
+  options.model = "llama3-8b";
+  options.world = 8;
+  options.tp = 2;
+  options.pp = 2;
+  options.rollout_tp = 1;
+  const BenchConfig config = resolve_bench_options(options);
+  EXPECT_EQ(config.train.dp, 2);
+  EXPECT_EQ(config.inference.world_size, 8);
+  EXPECT_EQ(config.inference.tp, 1);
+  EXPECT_EQ(config.spec.hidden_size, 4096);
+}
+
+TEST(BenchOptionsTest, shape_flags_override_the_preset) {
+  BenchOptions options;
+  options.model = "llama3-8b";
+  options.num_hidden_layers = 2;
+  options.dtype = "fp32";
+  const BenchConfig config = resolve_bench_options(options);
+  EXPECT_EQ(config.spec.num_hidden_layers, 2);
+  EXPECT_EQ(config.spec.dtype, core::DType::kFloat32);
+  EXPECT_EQ(config.spec.hidden_size, 4096);
+  EXPECT_NE(config.model_name.find("overridden"), std::string::npos);
+}
+
+TEST(BenchOptionsTest, every_problem_is_reported_at_once) {
+  BenchOptions options;
+  options.strategy = "fastest";
+  options.comm = "carrier-pigeon";
+  options.iterations = 0;
+  options.check = 2;
+  options.exit_policy = "keep";
+  const std::string problems = problems_of(options);
+  EXPECT_NE(problems.find("--strategy"), std::string::npos) << problems;
+  EXPECT_NE(problems.find("--comm"), std::string::npos) << problems;
+  EXPECT_NE(problems.find("-n"), std::string::npos) << problems;
+  EXPECT_NE(problems.find("-c"), std::string::npos) << problems;
+  EXPECT_NE(problems.find("--exit-policy"), std::string::npos) << problems;
+  EXPECT_NE(problems.find("5 problems"), std::string::npos) << problems;
+}
+
+TEST(BenchOptionsTest, unknown_preset_lists_the_known_ones) {
+  BenchOptions options;
+  options.model = "gpt-17";
+  const std::string problems = problems_of(options);
+  EXPECT_NE(problems.find("gpt-17"), std::string::npos) << problems;
+  EXPECT_NE(problems.find("llama3-8b"), std::string::npos) << problems;
+}
+
+TEST(BenchOptionsTest, loopback_rank_must_lie_in_the_world) {
+  BenchOptions options;
+  options.world = 4;
+  options.rank = 4;
+  EXPECT_NE(problems_of(options).find("--rank 4"), std::string::npos);
+}
+
+TEST(BenchOptionsTest, world_that_is_no_multiple_of_tp_times_pp_is_refused) {
+  BenchOptions options;
+  options.world = 6;
+  options.tp = 4;
+  EXPECT_NE(problems_of(options).find("--world 6"), std::string::npos);
+}
+
+TEST(BenchOptionsTest, batch_rows_must_split_over_the_inference_groups) {
+  BenchOptions options;
+  options.world = 4;
+  options.tp = 2;
+  options.rollout_tp = 1;
+  options.batch_rows = 6;  // dp 2 x 6 = 12 rows over 4 groups: fine
+  EXPECT_EQ(problems_of(options), "");
+  options.batch_rows = 3;  // 6 rows over 4 groups: not
+  EXPECT_NE(problems_of(options).find("--batch-rows 3"), std::string::npos);
+}
+
+TEST(BenchOptionsTest, default_batch_rows_split_evenly) {
+  BenchOptions options;
+  options.world = 8;
+  options.tp = 2;
+  options.pp = 2;
+  options.rollout_tp = 1;
+  const BenchConfig config = resolve_bench_options(options);
+  const std::int64_t groups = config.inference.dp();
+  EXPECT_EQ((config.batch_rows * config.train.dp) % groups, 0);
+  EXPECT_GT(config.batch_rows, 0);
+}
+
+}  // namespace
+}  // namespace hybridshard::service::bench
