@@ -1,0 +1,39 @@
+// `hybridshard run` without an external launcher: hosts the rendezvous store and the event stream, starts one
+// `hybridshard-rank` process per rank on this host, watches them, prints progress, and ends the job cleanly:
+//  - a rank that exits non-zero or dies of a signal, or whose heartbeats stop for runtime.timeout, ends the job:
+//    the message names the rank, its host and the phase it was in, every other rank is killed, the exit is 1;
+//  - the first Ctrl-C asks every rank to stop at the next phase boundary (store key "stop"); a second one kills.
+#pragma once
+
+#include <functional>
+#include <iosfwd>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "hybridshard/service/config/job_config.h"
+
+namespace hybridshard::service {
+
+struct LaunchOptions {
+  JobConfig job;
+  std::string job_file;     // what the ranks read (the user's file, or a temporary copy of the embedded default)
+  std::string rank_binary;  // hybridshard-rank
+  // Every event line from the ranks, and the launcher's own (rank_down, job_end), in arrival order. Called from the
+  // launcher's threads, one at a time.
+  std::function<void(const nlohmann::json&)> on_event;
+  std::ostream* progress = nullptr;  // progress lines (iteration, phase, time, bytes, memory); nullptr for none
+};
+
+struct LaunchResult {
+  int exit_code = 0;     // 0 ok, 1 a rank failed, 130 stopped by Ctrl-C
+  std::string message;   // why it ended
+  double seconds = 0;
+};
+
+LaunchResult run_launcher(const LaunchOptions& options);
+
+// Installs the SIGINT/SIGTERM handlers run_launcher reacts to (call once, before run_launcher).
+void install_launcher_signal_handlers();
+
+}  // namespace hybridshard::service

@@ -1,0 +1,28 @@
+// Who this process is in the job: from our own launcher, torchrun, Slurm or mpirun (their environment variables).
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace hybridshard::service {
+
+struct RankEnvironment {
+  int rank = 0;
+  int world_size = 1;
+  int local_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  // The store is hosted elsewhere (our launcher, torchrun's agent); otherwise rank 0 hosts it.
+  bool store_hosted_elsewhere = false;
+  std::string events_address;  // HYBRIDSHARD_EVENTS: where to stream events ("" under external launchers)
+  std::string launcher;        // "hybridshard", "torchrun", "slurm", "mpirun"
+  std::string host;            // this host's name
+};
+
+// Reads the environment. Returns nullopt when no launcher variables are set; an inconsistent environment (rank out
+// of range, non-numeric values) throws core::ConfigError naming the variable.
+std::optional<RankEnvironment> rank_environment_from_env();
+
+std::string this_host_name();
+
+}  // namespace hybridshard::service

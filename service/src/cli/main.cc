@@ -1,0 +1,179 @@
+// hybridshard: validate, plan, run, export and bench jobs that move LLM weights between the training layout and
+// the inference layout.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "export_command.h"
+#include "hybridshard/core/error.h"
+#include "hybridshard/core/events.h"
+#include "hybridshard/service/bench/bench.h"
+#include "hybridshard/service/bench/bench_cli.h"
+#include "hybridshard/service/config/job_config.h"
+#include "hybridshard/service/config/memory_plan.h"
+#include "hybridshard/service/launch/launcher.h"
+#include "hybridshard/service/observe/event_json.h"
+#include "hybridshard/service/observe/observer.h"
+
+namespace {
+
+using namespace hybridshard;
+using namespace hybridshard::service;
+
+constexpr int kExitInvalid = 2;
+
+// Loads the job (or the embedded default when `path` is empty); prints every problem and returns nullopt.
+std::optional<JobConfig> load_or_report(const std::string& path) {
+  LoadResult loaded = path.empty() ? load_job_config_from_string(default_job_yaml(), "<embedded default job>")
+                                   : load_job_config(path);
+  for (const Diagnostic& diagnostic : loaded.diagnostics) std::cerr << diagnostic.format() << "\n";
+  return loaded.job;
+}
+
+std::filesystem::path sibling_binary(const std::string& name) {
+  std::error_code error;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
+  return error ? std::filesystem::path(name) : self.parent_path() / name;
+}
+
+int command_validate(const std::string& path) {
+  std::optional<JobConfig> job = load_or_report(path);
+  if (!job) return kExitInvalid;
+  std::cout << path << ": ok (" << job->runtime.world_size << " ranks, train tp " << job->train.tp << " pp "
+            << job->train.pp << " vpp " << job->train.vpp << " dp " << job->train.dp << " -> rollout tp "
+            << job->rollout.tp << ")\n";
+  return 0;
+}
+
+int command_plan(const std::string& path) {
+  std::optional<JobConfig> job = load_or_report(path);
+  if (!job) return kExitInvalid;
+  const MemoryPlan plan = make_memory_plan(*job);
+  print_memory_plan(plan, std::cout);
+  return plan.fits ? 0 : 1;
+}
+
+struct RunFlags {
+  std::string job_file;
+  std::string metrics_listen;
+  bool metrics_listen_given = false;
+  std::string record;
+  double linger_seconds = 0;
+  bool quiet = false;
+};
+
+int command_run(const RunFlags& flags) {
+  std::optional<JobConfig> job = load_or_report(flags.job_file);
+  if (!job) return kExitInvalid;
+  if (flags.metrics_listen_given) job->metrics.listen = flags.metrics_listen;
+  if (!flags.record.empty()) job->metrics.record = flags.record;
+
+  // The ranks read the job from a file: the user's, or the embedded default written to a private temporary one.
+  std::string job_file = flags.job_file;
+  std::filesystem::path temporary;
+  if (job_file.empty()) {
+    temporary = std::filesystem::temp_directory_path() / ("hybridshard-job-" + std::to_string(::getpid()) + ".yaml");
+    std::ofstream(temporary) << default_job_yaml();
+    job_file = temporary.string();
+  }
+
+  Observer observer(observer_options(job->metrics));
+  observer.on_event(job_event_json(*job, core::wall_time_now()));
+  if (!flags.quiet) {
+    if (!observer.url().empty()) {
+      std::cout << "hybridshard: metrics " << observer.url() << "/metrics, status " << observer.url() << "/status\n";
+    }
+    if (!observer.record_path().empty()) std::cout << "hybridshard: recording to " << observer.record_path() << "\n";
+  }
+
+  LaunchOptions options;
+  options.job = *job;
+  options.job_file = job_file;
+  options.rank_binary = sibling_binary("hybridshard-rank").string();
+  options.progress = flags.quiet ? nullptr : &std::cout;
+  options.on_event = [&observer](const nlohmann::json& event) {
+    try {
+      observer.on_event(event);
+    } catch (const std::exception& error) {
+      std::cerr << "hybridshard: dropped an event: " << error.what() << "\n";
+    }
+  };
+  install_launcher_signal_handlers();
+  const LaunchResult result = run_launcher(options);
+  std::cout << "hybridshard: " << (result.exit_code == 0 ? "done" : "failed") << ": " << result.message << " ("
+            << result.seconds << " s)" << std::endl;
+  if (flags.linger_seconds > 0 && !observer.url().empty()) {
+    std::cout << "hybridshard: serving " << observer.url() << " for " << flags.linger_seconds << " s more"
+              << std::endl;
+    std::this_thread::sleep_for(std::chrono::duration<double>(flags.linger_seconds));
+  }
+  observer.close();
+  if (!temporary.empty()) std::filesystem::remove(temporary);
+  return result.exit_code;
+}
+
+int command_export(const std::string& path, const std::string& out_dir) {
+  std::optional<JobConfig> job = load_or_report(path);
+  if (!job) return kExitInvalid;
+  const int written = export_inference_shards(*job, out_dir, std::cout);
+  std::cout << "hybridshard: exported " << written << " inference shards to " << out_dir << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"hybridshard: moves LLM weights between the training layout (Megatron-Core) and the inference "
+               "layout (vLLM) on the same GPUs, and shows where every byte is"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("hybridshard ") + HYBRIDSHARD_VERSION);
+
+  std::string job_file;
+  CLI::App* validate = app.add_subcommand("validate", "Check a job file; every problem as FILE:LINE:COL: error: key");
+  validate->add_option("job", job_file, "Job file (YAML)")->required();
+
+  CLI::App* plan = app.add_subcommand("plan", "Per rank and phase: bytes of each buffer kind on GPU and host, the "
+                                              "peak, the network bytes of enter; whether it fits");
+  plan->add_option("job", job_file, "Job file (YAML)")->required();
+
+  RunFlags run_flags;
+  CLI::App* run = app.add_subcommand("run", "Run a job: one process per rank on this host (or join as one rank "
+                                            "under torchrun / Slurm / mpirun: use hybridshard-rank)");
+  run->add_option("job", run_flags.job_file, "Job file (YAML); none: the embedded default (4 CPU ranks, tiny model)");
+  run->add_option("--metrics-listen", run_flags.metrics_listen, "HOST:PORT for /metrics and /status ('' disables)");
+  run->add_option("--record", run_flags.record, "Write every event to this run record (JSON lines)");
+  run->add_option("--linger", run_flags.linger_seconds, "Keep serving metrics this many seconds after the job ends");
+  run->add_flag("--quiet", run_flags.quiet, "No progress lines");
+
+  std::string out_dir;
+  CLI::App* export_command = app.add_subcommand("export", "Run enter and write the first inference tp group's "
+                                                          "shards as DIR/rank-<r>.safetensors (vLLM names)");
+  export_command->add_option("job", job_file, "Job file (YAML)")->required();
+  export_command->add_option("--out", out_dir, "Output directory")->required();
+
+  bench::BenchOptions bench_options;
+  CLI::App* bench_command = app.add_subcommand("bench", "Benchmark enter, exit and batch re-distribution against the "
+                                                        "seed and the hardware bounds (nccl-tests style)");
+  bench::add_bench_flags(*bench_command, bench_options);
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (validate->parsed()) return command_validate(job_file);
+    if (plan->parsed()) return command_plan(job_file);
+    if (run->parsed()) {
+      run_flags.metrics_listen_given = run->count("--metrics-listen") > 0;
+      return command_run(run_flags);
+    }
+    if (export_command->parsed()) return command_export(job_file, out_dir);
+    if (bench_command->parsed()) return bench::run_bench(bench_options, std::cout);
+  } catch (const std::exception& error) {
+    std::cerr << "hybridshard: error: " << error.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,49 @@
+// hybridshard-rank: one rank of a job. Started by `hybridshard run` (one per rank), or by torchrun / Slurm / mpirun
+// with their environment variables:  hybridshard-rank --job JOB.yaml
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "hybridshard/core/error.h"
+#include "hybridshard/service/config/job_config.h"
+#include "hybridshard/service/launch/rank_environment.h"
+#include "rank_session.h"
+
+int main(int argc, char** argv) {
+  using namespace hybridshard;
+  std::string job_file;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--job") == 0 && i + 1 < argc) {
+      job_file = argv[++i];
+    } else if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+      std::cout << "usage: hybridshard-rank --job JOB.yaml   (rank and world from RANK/WORLD_SIZE/LOCAL_RANK/"
+                   "MASTER_ADDR/MASTER_PORT, SLURM_* or OMPI_COMM_WORLD_*)\n";
+      return 0;
+    } else {
+      std::cerr << "hybridshard-rank: unknown argument '" << argv[i] << "' (usage: hybridshard-rank --job JOB.yaml)\n";
+      return 2;
+    }
+  }
+  int rank = -1;
+  try {
+    std::optional<service::RankEnvironment> environment = service::rank_environment_from_env();
+    if (!environment) {
+      std::cerr << "hybridshard-rank: no rank environment (RANK and WORLD_SIZE, SLURM_PROCID and SLURM_NTASKS, or "
+                   "OMPI_COMM_WORLD_RANK and OMPI_COMM_WORLD_SIZE); to run a whole job on this host use "
+                   "`hybridshard run JOB.yaml`\n";
+      return 2;
+    }
+    rank = environment->rank;
+    service::LoadResult loaded = job_file.empty() ? service::load_job_config_from_string(
+                                                        service::default_job_yaml(), "<embedded default job>")
+                                                  : service::load_job_config(job_file);
+    if (!loaded.job) {
+      for (const service::Diagnostic& diagnostic : loaded.diagnostics) std::cerr << diagnostic.format() << "\n";
+      return 2;
+    }
+    return service::run_rank(*loaded.job, *environment, std::cout);
+  } catch (const std::exception& error) {
+    std::cerr << "[rank " << rank << "] error: " << error.what() << std::endl;
+    return 1;
+  }
+}

@@ -1,0 +1,420 @@
+#include "rank_session.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <iostream>
+#include <mutex>
+#include <thread>
+
+#include "hybridshard/core/batch.h"
+#include "hybridshard/core/communicator.h"
+#include "hybridshard/core/device.h"
+#include "hybridshard/core/error.h"
+#include "hybridshard/core/flat_buffer.h"
+#include "hybridshard/core/reshard_plan.h"
+#include "hybridshard/core/store.h"
+#include "hybridshard/core/transition.h"
+#include "hybridshard/core/weight_generator.h"
+#include "hybridshard/service/checkpoint/hf_checkpoint.h"
+#include "hybridshard/service/observe/event_json.h"
+#include "hybridshard/service/workloads/reference_model.h"
+#include "hybridshard/service/workloads/rollout.h"
+#include "hybridshard/service/workloads/train_step.h"
+#include "stream_event_sink.h"
+
+namespace hybridshard::service {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+bool use_cuda(const JobConfig& job) {
+  switch (job.runtime.backend) {
+    case BackendChoice::kNccl:
+      return true;
+    case BackendChoice::kGloo:
+      return false;
+    case BackendChoice::kAuto:
+      return core::cuda_available();
+  }
+  return false;
+}
+
+// Emits kPhaseBegin / kPhaseEnd (with its seconds) around a phase.
+class PhaseScope {
+ public:
+  PhaseScope(core::EventSink& events, int rank, int iteration, std::string phase)
+      : events_(events), rank_(rank), iteration_(iteration), phase_(std::move(phase)),
+        started_(Clock::now()) {
+    core::Event event;
+    event.type = core::EventType::kPhaseBegin;
+    event.time = core::wall_time_now();
+    event.rank = rank_;
+    event.iteration = iteration_;
+    event.phase = phase_;
+    events_.on_event(event);
+  }
+  ~PhaseScope() {
+    core::Event event;
+    event.type = core::EventType::kPhaseEnd;
+    event.time = core::wall_time_now();
+    event.rank = rank_;
+    event.iteration = iteration_;
+    event.phase = phase_;
+    event.seconds = std::chrono::duration<double>(Clock::now() - started_).count();
+    events_.on_event(event);
+  }
+
+ private:
+  core::EventSink& events_;
+  int rank_;
+  int iteration_;
+  std::string phase_;
+  Clock::time_point started_;
+};
+
+void emit_memory_sample(core::EventSink& events, core::Device& device, int rank, int iteration) {
+  core::Event event;
+  event.type = core::EventType::kMemorySample;
+  event.time = core::wall_time_now();
+  event.rank = rank;
+  event.iteration = iteration;
+  event.device_used = device.used_memory();
+  event.device_total = device.total_memory();
+  event.tracked = device.bytes_in_use(core::Residency::kGpu);
+  events.on_event(event);
+}
+
+// Samples device memory every interval from its own thread (the engine's byte counters are atomic).
+class MemorySampler {
+ public:
+  MemorySampler(core::EventSink& events, core::Device& device, int rank, double interval_seconds,
+                const std::atomic<int>& iteration)
+      : thread_([&, rank, interval_seconds] {
+          std::unique_lock lock(mutex_);
+          while (!stop_) {
+            cv_.wait_for(lock, std::chrono::duration<double>(interval_seconds));
+            if (!stop_) emit_memory_sample(events, device, rank, iteration.load());
+          }
+        }) {}
+  ~MemorySampler() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+// Prompts of train replica `replica` at `iteration`: the job's own, or seeded random token ids.
+core::TokenBatch replica_prompts(const JobConfig& job, int replica, int iteration) {
+  const RolloutConfig& settings = job.rollout_settings;
+  core::TokenBatch batch;
+  if (!settings.prompts.empty()) {
+    batch.rows = static_cast<std::int64_t>(settings.prompts.size());
+    batch.cols = static_cast<std::int64_t>(settings.prompts.front().size());
+    for (const auto& row : settings.prompts) batch.tokens.insert(batch.tokens.end(), row.begin(), row.end());
+    return batch;
+  }
+  batch.rows = settings.prompts_per_replica;
+  batch.cols = settings.prompt_length;
+  batch.tokens.resize(static_cast<std::size_t>(batch.rows * batch.cols));
+  for (std::int64_t i = 0; i < batch.rows * batch.cols; ++i) {
+    const std::uint64_t key = (std::uint64_t{job.model.seed} << 48) ^ (std::uint64_t(replica) << 32) ^
+                              (std::uint64_t(iteration) << 24) ^ static_cast<std::uint64_t>(i);
+    batch.tokens[static_cast<std::size_t>(i)] =
+        static_cast<std::int32_t>(core::mix64(key) % static_cast<std::uint64_t>(job.model.spec.vocab_size));
+  }
+  return batch;
+}
+
+std::int64_t rows_per_replica(const JobConfig& job) {
+  return job.rollout_settings.prompts.empty() ? job.rollout_settings.prompts_per_replica
+                                              : static_cast<std::int64_t>(job.rollout_settings.prompts.size());
+}
+
+std::int64_t prompt_cols(const JobConfig& job) {
+  return job.rollout_settings.prompts.empty() ? job.rollout_settings.prompt_length
+                                              : static_cast<std::int64_t>(job.rollout_settings.prompts.front().size());
+}
+
+// Fills a train-layout buffer (host memory of the right size) from a checkpoint, block by block.
+void fill_from_checkpoint(const HfCheckpoint& checkpoint, const core::ModelSpec& spec,
+                          const core::BufferLayout& layout, std::uint8_t* host) {
+  const std::vector<core::HfTensor> tensors = spec.hf_tensors();
+  const std::int64_t element = static_cast<std::int64_t>(core::dtype_size(layout.dtype));
+  std::fill(host, host + layout.bytes, std::uint8_t{0});
+  for (const core::LocalTensor& tensor : layout.tensors) {
+    for (const core::Block& block : tensor.blocks) {
+      std::uint8_t* destination =
+          host + tensor.offset_bytes + (block.local_row * tensor.cols + block.local_col) * element;
+      checkpoint.read_block(tensors[static_cast<std::size_t>(block.hf_tensor)], block.hf_row, block.hf_col,
+                            block.rows, block.cols, layout.dtype, destination, tensor.cols);
+    }
+  }
+}
+
+bool stop_requested(core::Store& store) { return store.check({"stop"}); }
+
+}  // namespace
+
+std::vector<int> rollout_group_of(const JobConfig& job, int rank) {
+  std::vector<int> members;
+  const int tp = job.rollout.tp;
+  if (job.runtime.strategy == core::Strategy::kSeed && job.train.tp % tp == 0) {
+    // verl's vLLM groups: strided inside the train tp group, micro data-parallel rank fastest.
+    const int micro = job.train.tp / tp;
+    const int train_tp_rank = job.train.coord(rank).tp_rank;
+    const int base = rank - train_tp_rank;
+    for (int shard = 0; shard < tp; ++shard) members.push_back(base + shard * micro + train_tp_rank % micro);
+  } else {
+    const int group = rank / tp;
+    for (int shard = 0; shard < tp; ++shard) members.push_back(group * tp + shard);
+  }
+  return members;
+}
+
+int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostream& log) {
+  const int rank = environment.rank;
+  core::set_error_rank(rank);
+  const core::ModelSpec& spec = job.model.spec;
+  if (environment.world_size != job.runtime.world_size) {
+    HS_THROW(core::ConfigError, "the launcher started " + std::to_string(environment.world_size) +
+                                    " ranks but runtime.world_size is " + std::to_string(job.runtime.world_size));
+  }
+
+  // Events first, so that everything after is reported.
+  std::unique_ptr<EventStreamClient> stream;
+  if (!environment.events_address.empty()) {
+    stream = std::make_unique<EventStreamClient>(environment.events_address, rank, job.runtime.timeout,
+                                                 std::chrono::milliseconds(500));
+  }
+  const bool print_progress = environment.events_address.empty() && rank == 0;
+  StreamEventSink events(rank, std::move(stream), print_progress ? &log : nullptr);
+
+  // Device and communicator.
+  const bool cuda = use_cuda(job);
+  std::unique_ptr<core::Device> device;
+  if (cuda) {
+    const int index = job.runtime.devices.empty()
+                          ? environment.local_rank
+                          : job.runtime.devices[static_cast<std::size_t>(environment.local_rank) %
+                                                job.runtime.devices.size()];
+    device = core::make_cuda_device(index);
+  } else {
+    device = core::make_cpu_device(job.runtime.cpu_device_memory);
+  }
+  events.send(rank_up_event_json(rank, environment.host, static_cast<long>(::getpid()), device->description(),
+                                 core::wall_time_now()));
+
+  core::StoreOptions store_options;
+  store_options.host = environment.master_addr;
+  store_options.port = environment.master_port;
+  store_options.is_server = !environment.store_hosted_elsewhere && rank == 0;
+  store_options.world_size = environment.world_size;
+  store_options.timeout = job.runtime.timeout;
+  std::unique_ptr<core::Store> store = core::Store::open(store_options);
+  std::unique_ptr<core::Store> world_store = store->scoped("world");
+  std::unique_ptr<core::Communicator> world =
+      cuda ? core::make_nccl_communicator(*world_store, rank, environment.world_size,
+                                          job.runtime.devices.empty() ? environment.local_rank
+                                                                      : job.runtime.devices[static_cast<std::size_t>(
+                                                                            environment.local_rank) %
+                                                                                            job.runtime.devices.size()],
+                                          job.runtime.timeout)
+           : core::make_gloo_communicator(*world_store, rank, environment.world_size, job.runtime.timeout);
+
+  // Every rank takes part in creating every rollout group; each keeps its own.
+  std::unique_ptr<core::Communicator> rollout_group;
+  std::vector<int> my_group = rollout_group_of(job, rank);
+  if (job.rollout.tp > 1) {
+    std::vector<std::vector<int>> groups;
+    for (int member = 0; member < environment.world_size; ++member) {
+      std::vector<int> group = rollout_group_of(job, member);
+      if (std::find(groups.begin(), groups.end(), group) == groups.end()) groups.push_back(group);
+    }
+    for (const std::vector<int>& group : groups) {
+      std::unique_ptr<core::Communicator> created = world->subgroup(group);
+      if (created) rollout_group = std::move(created);
+    }
+  }
+
+  // Plan and train parameters.
+  core::PlanOptions plan_options;
+  plan_options.bucket_bytes = job.memory.bucket_bytes;
+  core::RankPlan plan = core::make_rank_plan(spec, job.train, job.rollout, rank, plan_options);
+  const int inference_tp_rank = core::inference_tp_rank_of(job.runtime.strategy, job.train, job.rollout, rank);
+
+  std::optional<HfCheckpoint> checkpoint;
+  if (!job.model.checkpoint.empty()) checkpoint = HfCheckpoint::open(job.model.checkpoint);
+
+  std::vector<std::unique_ptr<core::FlatBuffer>> params;
+  std::vector<core::FlatBuffer*> param_pointers;
+  {
+    PhaseScope phase(events, rank, -1, "init");
+    for (const core::BufferLayout& layout : plan.train_buffers) {
+      auto buffer = std::make_unique<core::FlatBuffer>(layout, core::BufferKind::kParams, *device, &events, rank);
+      buffer->move_to(core::Residency::kGpu, /*keep_contents=*/false);
+      if (checkpoint) {
+        std::vector<std::uint8_t> host(static_cast<std::size_t>(layout.bytes));
+        fill_from_checkpoint(*checkpoint, spec, layout, host.data());
+        device->copy(buffer->data(), core::Residency::kGpu, host.data(), core::Residency::kCpu, layout.bytes);
+      } else {
+        device->generate(layout, job.model.seed, buffer->data());
+      }
+      param_pointers.push_back(buffer.get());
+      params.push_back(std::move(buffer));
+    }
+    device->synchronize();
+  }
+
+  workloads::AdamOptions adam;
+  adam.learning_rate = job.schedule.learning_rate;
+  workloads::TrainStep train(plan.train_buffers, param_pointers, *device, &events, rank, adam);
+
+  std::unique_ptr<workloads::ReferenceModel> reference;
+  const bool check = job.rollout_settings.check && spec.num_parameters() <= job.rollout_settings.check_max_parameters;
+  if (job.rollout_settings.check && !check && rank == 0) {
+    log << "[rank 0] note: the rollout reference check is off: " << spec.num_parameters()
+        << " parameters exceed rollout.check_max_parameters " << job.rollout_settings.check_max_parameters << "\n";
+  }
+  if (check) {
+    workloads::FullModelLoader loader;
+    if (checkpoint) {
+      loader = [&](const core::BufferLayout& full_layout, core::FlatBuffer& buffer) {
+        std::vector<std::uint8_t> host(static_cast<std::size_t>(full_layout.bytes));
+        fill_from_checkpoint(*checkpoint, spec, full_layout, host.data());
+        device->copy(buffer.data(), buffer.residency(), host.data(), core::Residency::kCpu, full_layout.bytes);
+        device->synchronize();
+      };
+    }
+    // The reference lives in host memory terms of the same device: it is the referee, not part of the job's budget,
+    // but it is tracked like everything else.
+    reference = std::make_unique<workloads::ReferenceModel>(spec, *device, &events, rank, adam, job.model.seed, loader);
+  }
+
+  std::unique_ptr<core::Transition> transition =
+      core::make_transition(job.runtime.strategy, plan, *world, *device, &events);
+  core::BatchRedistribution batches(job.train, job.rollout, *world);
+
+  // The KV cache budget: what the job gives, else gpu_memory_utilization of the device minus what is in use once the
+  // inference shards are in place (measured at the first rollout).
+  std::unique_ptr<workloads::Rollout> rollout;
+  auto make_rollout = [&] {
+    std::int64_t budget = job.rollout_settings.kv_cache_bytes;
+    if (budget <= 0) {
+      const double allowed = job.rollout_settings.gpu_memory_utilization * static_cast<double>(device->total_memory());
+      budget = static_cast<std::int64_t>(allowed) - device->used_memory();
+      const std::int64_t needed = rows_per_replica(job) * job.train.dp *
+                                  (prompt_cols(job) + job.rollout_settings.max_new_tokens) *
+                                  workloads::kv_cache_bytes_per_token(spec, job.rollout);
+      if (budget < needed) {
+        HS_THROW(core::OutOfMemoryError,
+                 "rank " + std::to_string(rank) + ": no room for the KV cache: rollout.gpu_memory_utilization " +
+                     std::to_string(job.rollout_settings.gpu_memory_utilization) + " of " +
+                     std::to_string(device->total_memory()) + " device bytes leaves " + std::to_string(budget) +
+                     " bytes after the weights, but the rollout needs " + std::to_string(needed));
+      }
+    }
+    rollout = std::make_unique<workloads::Rollout>(spec, job.rollout, inference_tp_rank, rollout_group.get(), *device,
+                                                   &events, rank, budget);
+  };
+
+  std::atomic<int> current_iteration{-1};
+  MemorySampler sampler(events, *device, rank, job.metrics.sample_interval_seconds, current_iteration);
+  emit_memory_sample(events, *device, rank, -1);
+
+  const int replica = job.train.coord(rank).dp_rank;
+  int exit_code = 0;
+  for (int iteration = 0; iteration < job.schedule.iterations; ++iteration) {
+    current_iteration = iteration;
+    events.set_iteration(iteration);
+    transition->set_iteration(iteration);
+    for (auto& buffer : params) buffer->set_iteration(iteration);
+
+    {
+      PhaseScope phase(events, rank, iteration, "train");
+      train.restore();
+      train.step(iteration);
+      if (reference) reference->step(iteration);
+      device->synchronize();
+    }
+    emit_memory_sample(events, *device, rank, iteration);
+
+    core::FlatBuffer* shard = nullptr;
+    {
+      PhaseScope phase(events, rank, iteration, "enter");
+      if (job.memory.offload_optimizer_in_rollout) train.offload_optimizer();
+      if (job.memory.free_grads_in_rollout) {
+        train.free_grads();
+      } else if (job.memory.offload_grads_in_rollout) {
+        train.offload_grads();
+      }
+      if (job.memory.offload_params_in_rollout) {
+        // The transition reads the params first; they go to the host once the shards are built.
+      }
+      shard = &transition->enter(param_pointers);
+      if (job.memory.offload_params_in_rollout) {
+        for (auto& buffer : params) buffer->move_to(core::Residency::kCpu, true);
+      }
+      device->synchronize();
+    }
+    emit_memory_sample(events, *device, rank, iteration);
+
+    {
+      PhaseScope phase(events, rank, iteration, "rollout");
+      if (!rollout) make_rollout();
+      rollout->set_iteration(iteration);
+      const core::TokenBatch replica_batch = replica_prompts(job, replica, iteration);
+      const core::TokenBatch prompts = batches.preprocess(replica_batch, rows_per_replica(job), prompt_cols(job));
+      const core::TokenBatch generated = rollout->generate(*shard, prompts, job.rollout_settings.max_new_tokens);
+      if (reference) {
+        reference->set_iteration(iteration);
+        const workloads::CheckResult result = reference->check(prompts, generated, rollout->last_token_logits());
+        if (!result.ok) {
+          HS_THROW(core::Error, "rank " + std::to_string(rank) + ": the rollout of iteration " +
+                                    std::to_string(iteration + 1) + " disagrees with the single-rank reference: " +
+                                    result.detail);
+        }
+      }
+      const core::TokenBatch outputs = batches.postprocess(generated, rows_per_replica(job));
+      if (outputs.rows != rows_per_replica(job)) {
+        HS_THROW(core::Error, "rank " + std::to_string(rank) + ": batch re-distribution returned " +
+                                  std::to_string(outputs.rows) + " rows, expected " +
+                                  std::to_string(rows_per_replica(job)));
+      }
+      if (job.memory.free_kv_cache_in_train) rollout->release_kv_cache();
+    }
+    emit_memory_sample(events, *device, rank, iteration);
+
+    {
+      PhaseScope phase(events, rank, iteration, "exit");
+      transition->exit(job.memory.exit_policy);
+      if (job.memory.offload_params_in_rollout) {
+        for (auto& buffer : params) buffer->move_to(core::Residency::kGpu, true);
+      }
+      device->synchronize();
+    }
+    emit_memory_sample(events, *device, rank, iteration);
+
+    if (stop_requested(*store)) {
+      log << "[rank " << rank << "] stopping after iteration " << iteration + 1 << " as the launcher asked\n";
+      exit_code = 130;
+      break;
+    }
+  }
+  world->barrier();
+  return exit_code;
+}
+
+}  // namespace hybridshard::service
