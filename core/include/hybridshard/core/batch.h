@@ -28,6 +28,9 @@ class BatchRedistribution {
   // `world` is the job's communicator on host memory (Gloo) or device memory (NCCL); batches live in host memory and
   // are staged as needed.
   BatchRedistribution(TrainLayout train, InferenceLayout inference, Communicator& world);
+  // For communicators on device memory (NCCL, loopback): messages are staged through `device`. Required for them;
+  // with Gloo the device is not used.
+  BatchRedistribution(TrainLayout train, InferenceLayout inference, Communicator& world, Device& device);
 
   // On train source ranks (tp rank 0, stage 0) `replica_batch` is the replica's batch; elsewhere it is ignored
   // (rows/cols must still be given: every replica has `rows_per_replica` rows of `cols` tokens).
@@ -41,6 +44,7 @@ class BatchRedistribution {
   TrainLayout train_;
   InferenceLayout inference_;
   Communicator& world_;
+  Device* device_ = nullptr;
 };
 
 }  // namespace hybridshard::core

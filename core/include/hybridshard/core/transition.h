@@ -76,11 +76,14 @@ class Transition {
   int iteration_ = -1;
 };
 
+// Collective for kSeed (it creates the pipeline and micro data-parallel groups with world.subgroup()).
 std::unique_ptr<Transition> make_transition(Strategy strategy, RankPlan plan, Communicator& world, Device& device,
                                             EventSink* events);
 
 // For the loopback communicator: what each peer of `rank` would send it during one enter of `strategy`, when every
-// train rank's parameters are weight_value(..., version). Knows the strategy's operation order.
-PeerDataProvider make_peer_data(Strategy strategy, const RankPlan& plan, Device& device, std::uint32_t version);
+// train rank's parameters are weight_value(..., version). Knows the strategy's operation order. `options` must be
+// those `plan` was made with (peers' plans are made from them; a mismatch throws ConfigError).
+PeerDataProvider make_peer_data(Strategy strategy, const RankPlan& plan, Device& device, std::uint32_t version,
+                                const PlanOptions& options = {});
 
 }  // namespace hybridshard::core
