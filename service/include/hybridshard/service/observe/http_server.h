@@ -1,0 +1,61 @@
+// A small read-only HTTP server (civetweb) for the job's endpoints: GET or HEAD of a fixed set of paths, everything
+// else 404 (unknown path) or 405 (other methods). Bounded: a fixed number of worker threads, a limit on the request
+// head, no request bodies, a timeout on every request. Listens on 127.0.0.1 unless told otherwise.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+namespace hybridshard::service {
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+};
+
+// Called on one of the server's worker threads for each request of its path; must be thread-safe. An exception
+// becomes a 500 answer carrying its message.
+using HttpHandler = std::function<HttpResponse()>;
+
+struct HttpServerOptions {
+  std::string listen = "127.0.0.1:9464";  // HOST:PORT, [IPV6]:PORT; port 0 picks a free port (see port())
+  int num_threads = 4;                    // worker threads; further connections wait in the queue
+  std::size_t max_request_bytes = 8192;   // request line plus headers; larger requests are refused
+  int request_timeout_ms = 10000;         // per request
+};
+
+// HOST:PORT or [HOST]:PORT with a numeric port in [0, 65535]; throws core::ConfigError naming what is wrong.
+struct ListenAddress {
+  std::string host;
+  int port = 0;
+};
+ListenAddress parse_listen_address(const std::string& listen);
+
+class HttpServer {
+ public:
+  // Starts listening; throws core::Error naming the address when it cannot (address in use, bad address).
+  // `routes` maps exact paths ("/metrics") to handlers; query strings are ignored.
+  HttpServer(HttpServerOptions options, std::map<std::string, HttpHandler> routes);
+  ~HttpServer();  // stop()
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  int port() const { return port_; }          // the bound port (the real one when 0 was asked for)
+  std::string host() const { return host_; }  // as given
+  std::string url() const;                    // "http://HOST:PORT"
+
+  // Stops accepting, waits for the requests in progress to finish. Idempotent.
+  void stop();
+
+ private:
+  struct Context;
+  std::unique_ptr<Context> context_;
+  std::string host_;
+  int port_ = 0;
+};
+
+}  // namespace hybridshard::service

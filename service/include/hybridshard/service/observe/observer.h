@@ -1,0 +1,68 @@
+// Everything the launcher does with the job's events: keeps the job state (GET /status), the Prometheus metrics
+// (GET /metrics) and the run record, and serves the endpoints. One Observer per job, in the launcher process (which
+// links no torch_cuda: see docs/architecture.md).
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+
+#include "hybridshard/core/events.h"
+#include "hybridshard/service/observe/http_server.h"
+#include "hybridshard/service/observe/job_state.h"
+#include "hybridshard/service/observe/metrics.h"
+#include "hybridshard/service/observe/record.h"
+
+namespace hybridshard::service {
+
+struct MetricsConfig;
+
+struct ObserverOptions {
+  std::string listen;  // "" for no HTTP endpoint; else HOST:PORT (port 0 picks one)
+  std::string record;  // "" for no run record
+  JobStateLimits limits;
+  HttpServerOptions http;  // http.listen is replaced by `listen`
+  std::string version = hybridshard_version();
+};
+
+// The options a job's `metrics:` section asks for.
+ObserverOptions observer_options(const MetricsConfig& metrics);
+
+// Thread-safe: on_event() may be called from several threads (one reader per rank), the endpoints answer on the
+// server's threads. Each event reaches the state, the metrics and the record in the order on_event() was called.
+class Observer : public core::EventSink {
+ public:
+  explicit Observer(ObserverOptions options);
+  ~Observer() override;  // close()
+
+  // One event, engine or launcher level (docs/record-format.md). A memory event without by_kind gets it filled in
+  // from the rank's buffers. Throws core::Error, recording nothing, when the event is malformed.
+  void on_event(const nlohmann::json& event);
+  void on_event(const core::Event& event) override;
+  // One line of a rank's event stream (JSON). Throws core::Error naming `source` when it is not a valid event.
+  void on_line(std::string_view line, std::string_view source = "event stream");
+
+  nlohmann::json status_json() const { return state_.status_json(); }
+  std::string metrics_text() const { return metrics_.text(); }
+  const JobState& state() const { return state_; }
+  const Metrics& metrics() const { return metrics_; }
+
+  int port() const;                 // 0 without an HTTP endpoint
+  std::string url() const;          // "" without an HTTP endpoint
+  std::string record_path() const;  // "" without a record
+
+  // Stops the HTTP server and closes (renames into place) the record. Idempotent; throws when the record cannot be
+  // finished.
+  void close();
+
+ private:
+  JobState state_;
+  Metrics metrics_;
+  std::unique_ptr<RecordWriter> record_;
+  std::unique_ptr<HttpServer> server_;
+  std::mutex order_mutex_;
+};
+
+}  // namespace hybridshard::service

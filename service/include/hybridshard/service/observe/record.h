@@ -1,0 +1,79 @@
+// The run record: every event of a run as JSON lines (docs/record-format.md), enough for the dashboard to replay it.
+//
+// Crash safety. RecordWriter writes to "<path>.partial" and renames it to <path> on close(). Each line goes to the
+// kernel in one write(2) as soon as it is written (no user-space buffer), so a crash of the process loses at most the
+// line being written. What a reader sees:
+//   - <path> exists: the run closed its record; every line is complete (the last is usually job_end).
+//   - only <path>.partial exists: the run died (or is still running). Every line but possibly the last is complete;
+//     the last may be cut short. RecordReader reports such a cut line (truncated_last_line()) when told to accept it,
+//     and fails otherwise. The job_end line is then missing, which is how the dashboard tells a crash.
+// A RecordWriter refuses to start when <path>.partial already exists (it is the record of a run that did not
+// finish; move it away first), and replaces an existing <path> only when it closes.
+#pragma once
+
+#include <cstdint>
+#include <istream>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace hybridshard::service {
+
+class RecordWriter {
+ public:
+  // Opens "<path>.partial"; throws core::Error naming the file when it cannot (or when it already exists).
+  explicit RecordWriter(std::string path);
+  ~RecordWriter();  // close(), errors swallowed: call close() to see them
+  RecordWriter(const RecordWriter&) = delete;
+  RecordWriter& operator=(const RecordWriter&) = delete;
+
+  // One JSON object per line. Thread-safe; throws core::Error when the write fails or after close().
+  void write(const nlohmann::json& event);
+
+  // Flushes to disk (fsync) and renames "<path>.partial" to <path>. Idempotent.
+  void close();
+
+  const std::string& path() const { return path_; }
+  std::string partial_path() const { return path_ + ".partial"; }
+  std::int64_t lines_written() const;
+
+ private:
+  std::string path_;
+  mutable std::mutex mutex_;
+  int fd_ = -1;
+  std::int64_t lines_ = 0;
+};
+
+struct RecordReadOptions {
+  // Accept a last line without its newline that is not valid JSON (a record whose writer crashed mid-line): it is
+  // not returned, and truncated_last_line() says so. Any other malformed line is still an error.
+  bool accept_truncated_last_line = false;
+};
+
+// Reads a record (or any stream of event lines). Skips nothing silently: a malformed line, an empty line or an
+// object without "type" is a core::Error naming the file and line number.
+class RecordReader {
+ public:
+  static RecordReader open(const std::string& path, RecordReadOptions options = {});
+  RecordReader(std::istream& in, std::string name, RecordReadOptions options = {});
+
+  // Every event, in order. Throws core::Error("FILE:LINE: ...").
+  std::vector<nlohmann::json> read_all();
+
+  // 1-based number of the truncated line that was dropped, 0 if none (only with accept_truncated_last_line).
+  long truncated_last_line() const { return truncated_line_; }
+  // True when the last event read was job_end.
+  bool complete() const { return complete_; }
+
+ private:
+  std::unique_ptr<std::istream> owned_;
+  std::istream* in_;
+  std::string name_;
+  RecordReadOptions options_;
+  long truncated_line_ = 0;
+  bool complete_ = false;
+};
+
+}  // namespace hybridshard::service

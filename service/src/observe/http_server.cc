@@ -1,0 +1,198 @@
+#include "hybridshard/service/observe/http_server.h"
+
+#include <civetweb.h>
+
+#include <cstring>
+#include <mutex>
+#include <string_view>
+
+#include "hybridshard/core/error.h"
+
+namespace hybridshard::service {
+namespace {
+
+const char* reason_phrase(int status) {
+  switch (status) {
+    case 200:
+      return "OK";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 413:
+      return "Payload Too Large";
+    case 500:
+      return "Internal Server Error";
+    default:
+      return "Unknown";
+  }
+}
+
+void send(mg_connection* connection, const HttpResponse& response, bool head, const char* extra_headers = "") {
+  mg_printf(connection,
+            "HTTP/1.1 %d %s\r\n"
+            "Content-Type: %s\r\n"
+            "Content-Length: %zu\r\n"
+            "Cache-Control: no-store\r\n"
+            "X-Content-Type-Options: nosniff\r\n"
+            "%s"
+            "Connection: close\r\n\r\n",
+            response.status, reason_phrase(response.status), response.content_type.c_str(), response.body.size(),
+            extra_headers);
+  if (!head && !response.body.empty()) mg_write(connection, response.body.data(), response.body.size());
+}
+
+HttpResponse text_response(int status, std::string body) {
+  HttpResponse response;
+  response.status = status;
+  response.body = std::move(body);
+  return response;
+}
+
+}  // namespace
+
+struct HttpServer::Context {
+  std::map<std::string, HttpHandler> routes;
+  mg_context* civetweb = nullptr;
+  std::mutex stop_mutex;
+
+  static int handle(mg_connection* connection, void* data) {
+    auto* self = static_cast<Context*>(data);
+    const mg_request_info* request = mg_get_request_info(connection);
+    const std::string_view method = request->request_method ? request->request_method : "";
+    const bool head = method == "HEAD";
+    if (method != "GET" && !head) {
+      send(connection, text_response(405, "only GET and HEAD are allowed\n"), false, "Allow: GET, HEAD\r\n");
+      return 405;
+    }
+    if (request->content_length > 0) {
+      send(connection, text_response(413, "requests to this server carry no body\n"), head);
+      return 413;
+    }
+    const char* uri = request->local_uri ? request->local_uri : "";
+    auto route = self->routes.find(uri);
+    if (route == self->routes.end()) {
+      send(connection, text_response(404, "not found; try /metrics, /status or /healthz\n"), head);
+      return 404;
+    }
+    HttpResponse response;
+    try {
+      response = route->second();
+    } catch (const std::exception& error) {
+      response = text_response(500, std::string("error: ") + error.what() + "\n");
+    }
+    send(connection, response, head);
+    return response.status;
+  }
+
+  static int log_message(const mg_connection*, const char*) {
+    return 1;  // civetweb's own logging off: failures to start are reported through mg_start2's error text
+  }
+};
+
+ListenAddress parse_listen_address(const std::string& listen) {
+  ListenAddress address;
+  std::string port_text;
+  if (!listen.empty() && listen.front() == '[') {
+    auto close = listen.find(']');
+    if (close == std::string::npos || close + 1 >= listen.size() || listen[close + 1] != ':') {
+      HS_THROW(core::ConfigError, "listen address '" + listen + "': expected [IPV6]:PORT");
+    }
+    address.host = listen.substr(0, close + 1);
+    port_text = listen.substr(close + 2);
+  } else {
+    auto colon = listen.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+      HS_THROW(core::ConfigError,
+               "listen address '" + listen + "': expected HOST:PORT, e.g. 127.0.0.1:9464 (0.0.0.0:PORT for all)");
+    }
+    address.host = listen.substr(0, colon);
+    port_text = listen.substr(colon + 1);
+    if (address.host.find(':') != std::string::npos) {
+      HS_THROW(core::ConfigError, "listen address '" + listen + "': write IPv6 addresses as [ADDRESS]:PORT");
+    }
+  }
+  if (port_text.empty() || port_text.size() > 5 || port_text.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoi(port_text) > 65535) {
+    HS_THROW(core::ConfigError, "listen address '" + listen + "': port '" + port_text + "' is not in 0..65535");
+  }
+  address.port = std::stoi(port_text);
+  return address;
+}
+
+HttpServer::HttpServer(HttpServerOptions options, std::map<std::string, HttpHandler> routes)
+    : context_(std::make_unique<Context>()) {
+  ListenAddress address = parse_listen_address(options.listen);
+  if (options.num_threads < 1 || options.num_threads > 256) {
+    HS_THROW(core::ConfigError,
+             "http server: num_threads " + std::to_string(options.num_threads) + " is not in 1..256");
+  }
+  if (options.max_request_bytes < 1024) {
+    HS_THROW(core::ConfigError, "http server: max_request_bytes must be at least 1024");
+  }
+  host_ = address.host;
+  context_->routes = std::move(routes);
+
+  static std::once_flag init_once;
+  std::call_once(init_once, [] { mg_init_library(0); });
+
+  const std::string ports = address.host + ":" + std::to_string(address.port);
+  const std::string threads = std::to_string(options.num_threads);
+  const std::string max_request = std::to_string(options.max_request_bytes);
+  const std::string timeout = std::to_string(options.request_timeout_ms);
+  const char* config[] = {"listening_ports",
+                          ports.c_str(),
+                          "num_threads",
+                          threads.c_str(),
+                          "max_request_size",
+                          max_request.c_str(),
+                          "request_timeout_ms",
+                          timeout.c_str(),
+                          "enable_keep_alive",
+                          "no",
+                          "enable_directory_listing",
+                          "no",
+                          nullptr};
+  mg_callbacks callbacks;
+  std::memset(&callbacks, 0, sizeof(callbacks));
+  callbacks.log_message = &Context::log_message;
+  mg_init_data init;
+  init.callbacks = &callbacks;
+  init.user_data = context_.get();
+  init.configuration_options = config;
+  char error_text[256] = {0};
+  unsigned error_code = 0;
+  mg_error_data error;
+  error.code = &error_code;
+  error.text = error_text;
+  error.text_buffer_size = sizeof(error_text);
+  context_->civetweb = mg_start2(&init, &error);
+  if (context_->civetweb == nullptr) {
+    HS_THROW(core::Error, "http server: cannot listen on " + options.listen + ": " +
+                              (error_text[0] ? error_text : "civetweb did not start"));
+  }
+  mg_set_request_handler(context_->civetweb, "/", &Context::handle, context_.get());
+
+  mg_server_port bound[4];
+  std::memset(bound, 0, sizeof(bound));
+  int count = mg_get_server_ports(context_->civetweb, 4, bound);
+  if (count < 1 || bound[0].port <= 0) {
+    stop();
+    HS_THROW(core::Error, "http server: listening on " + options.listen + " but cannot read back the port");
+  }
+  port_ = bound[0].port;
+}
+
+HttpServer::~HttpServer() { stop(); }
+
+void HttpServer::stop() {
+  std::lock_guard<std::mutex> lock(context_->stop_mutex);
+  if (context_->civetweb != nullptr) {
+    mg_stop(context_->civetweb);
+    context_->civetweb = nullptr;
+  }
+}
+
+std::string HttpServer::url() const { return "http://" + host_ + ":" + std::to_string(port_); }
+
+}  // namespace hybridshard::service
