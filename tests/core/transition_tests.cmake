@@ -1,1 +1,19 @@
-# To be written.
+# Transitions (hybridshard and seed strategies), loopback peer data and batch re-distribution (owner: transition).
+set(_hs_transition ${CMAKE_CURRENT_SOURCE_DIR}/transition)
+
+# Without a network: names, applicability, the seed's concatenation against the reference, one loopback rank.
+hybridshard_add_gtest(NAME transition_test LABEL unit
+  SOURCES ${_hs_transition}/transition_test.cc
+  LIBS hybridshard_test_reference GTest::gtest_main)
+target_include_directories(transition_test PRIVATE ${_hs_transition} ${PROJECT_SOURCE_DIR}/core/src)
+
+# Gloo ranks as threads on 127.0.0.1: the layout matrix for both strategies, and batch round trips.
+hybridshard_add_gtest(NAME transition_multirank_test LABEL multirank TIMEOUT 600
+  SOURCES ${_hs_transition}/transition_multirank_test.cc
+  LIBS hybridshard_test_reference GTest::gtest_main)
+target_include_directories(transition_multirank_test PRIVATE ${_hs_transition} ${CMAKE_CURRENT_SOURCE_DIR}/runtime)
+
+hybridshard_add_gtest(NAME batch_test LABEL multirank TIMEOUT 300
+  SOURCES ${_hs_transition}/batch_test.cc
+  LIBS hybridshard::core GTest::gtest_main)
+target_include_directories(batch_test PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/runtime)
