@@ -1,0 +1,140 @@
+#include "hybridshard/core/inference_layout.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "layout_test_support.h"
+#include "reference.h"
+
+namespace hybridshard::core {
+namespace {
+
+using testing::expect_well_formed;
+using testing::materialize;
+using testing::mentions;
+using testing::small_model;
+
+TEST(InferenceLayoutTest, rank_order_is_tp_fastest_then_dp) {
+  const InferenceLayout layout{.tp = 4, .world_size = 8};
+  EXPECT_EQ(layout.dp(), 2);
+  EXPECT_EQ(layout.coord(6).tp_rank, 2);
+  EXPECT_EQ(layout.coord(6).dp_rank, 1);
+  for (int rank = 0; rank < 8; ++rank) EXPECT_EQ(layout.rank_of(layout.coord(rank)), rank);
+}
+
+TEST(InferenceLayoutTest, vocabulary_is_padded_to_64_and_kv_heads_replicate_beyond_their_number) {
+  const ModelSpec spec = *model_preset("tiny");  // vocab 500, 2 kv heads
+  EXPECT_EQ((InferenceLayout{.tp = 1}).padded_vocab(spec), 512);
+  EXPECT_EQ((InferenceLayout{.tp = 1}).kv_heads_per_rank(spec), 2);
+  EXPECT_EQ((InferenceLayout{.tp = 2}).kv_heads_per_rank(spec), 1);
+  EXPECT_EQ((InferenceLayout{.tp = 4}).kv_heads_per_rank(spec), 1);
+  EXPECT_EQ((InferenceLayout{.tp = 8}).padded_vocab(*model_preset("qwen2.5-7b")), 152064);
+}
+
+TEST(InferenceLayoutTest, tp_beyond_kv_heads_replicates_each_kv_head_on_consecutive_ranks) {
+  const ModelSpec spec = *model_preset("tiny");  // 4 heads, 2 kv heads, head_dim 16
+  const InferenceLayout layout{.tp = 4, .world_size = 4};
+  for (int r = 0; r < 4; ++r) {
+    const BufferLayout buffer = inference_param_buffer(spec, layout, r);
+    const LocalTensor& qkv = buffer.tensors[2];
+    ASSERT_EQ(qkv.name, "model.layers.0.self_attn.qkv_proj.weight");
+    EXPECT_EQ(qkv.shape, (std::vector<std::int64_t>{48, 64}));  // one q head, one k head, one v head
+    ASSERT_EQ(qkv.blocks.size(), 3u);
+    EXPECT_EQ(qkv.blocks[0].hf_row, 16 * r);
+    EXPECT_EQ(qkv.blocks[1].hf_row, 16 * (r / 2)) << "rank " << r;
+    EXPECT_EQ(qkv.blocks[2].hf_row, 16 * (r / 2));
+  }
+}
+
+TEST(InferenceLayoutTest, tensors_are_vllm_names_in_order_and_tied_models_have_no_lm_head) {
+  ModelSpec spec = *model_preset("tiny");
+  spec.num_hidden_layers = 1;
+  const BufferLayout untied = inference_param_buffer(spec, InferenceLayout{.tp = 2, .world_size = 2}, 1);
+  std::vector<std::string> names;
+  for (const LocalTensor& t : untied.tensors) names.push_back(t.name);
+  EXPECT_EQ(names, (std::vector<std::string>{
+                       "model.embed_tokens.weight", "model.layers.0.input_layernorm.weight",
+                       "model.layers.0.self_attn.qkv_proj.weight", "model.layers.0.self_attn.o_proj.weight",
+                       "model.layers.0.post_attention_layernorm.weight", "model.layers.0.mlp.gate_up_proj.weight",
+                       "model.layers.0.mlp.down_proj.weight", "model.norm.weight", "lm_head.weight"}));
+  EXPECT_EQ(untied.name, "rollout.params");
+  EXPECT_EQ(untied.pp_rank, -1);
+  EXPECT_EQ(untied.tensors[0].shape, (std::vector<std::int64_t>{256, 64}));
+  EXPECT_EQ(untied.tensors[0].blocks[0].rows, 244);                         // rows 256..499; 12 padding rows
+  EXPECT_EQ(untied.tensors[3].shape, (std::vector<std::int64_t>{64, 32}));  // o_proj columns 32..63
+  EXPECT_EQ(untied.tensors[3].blocks[0].hf_col, 32);
+  spec.tie_word_embeddings = true;
+  const BufferLayout tied = inference_param_buffer(spec, InferenceLayout{.tp = 2, .world_size = 2}, 1);
+  EXPECT_EQ(tied.tensors.back().name, "model.norm.weight");
+}
+
+TEST(InferenceLayoutTest, validate_reports_every_problem) {
+  const ModelSpec spec = *model_preset("tiny");  // 4 heads, 2 kv heads, intermediate 128, vocab 500 -> 512
+  EXPECT_TRUE((InferenceLayout{.tp = 4, .world_size = 8}).validate(spec).empty());
+  ModelSpec odd = spec;
+  odd.num_attention_heads = 12;
+  odd.num_key_value_heads = 4;
+  odd.hidden_size = 96;
+  odd.intermediate_size = 100;
+  const auto problems = InferenceLayout{.tp = 3, .world_size = 4}.validate(odd);
+  EXPECT_TRUE(mentions(problems, "does not divide the world size 4"));
+  EXPECT_TRUE(mentions(problems, "must either divide num_key_value_heads 4 or be a multiple of it"));
+  EXPECT_TRUE(mentions(problems, "does not divide intermediate_size 100"));
+  EXPECT_TRUE(mentions(problems, "does not divide the padded vocabulary 512"));
+  EXPECT_EQ(problems.size(), 4u);
+  EXPECT_TRUE(mentions(InferenceLayout{.tp = 8, .world_size = 8}.validate(spec), "num_attention_heads 4"));
+  EXPECT_TRUE(mentions(InferenceLayout{.tp = 0}.validate(spec), "must be at least 1"));
+}
+
+struct InferenceCase {
+  std::string name;
+  ModelSpec spec;
+  int tp = 1;
+};
+
+void PrintTo(const InferenceCase& c, std::ostream* os) { *os << c.name; }
+
+std::vector<InferenceCase> inference_cases() {
+  const ModelSpec tiny = *model_preset("tiny");
+  ModelSpec tiny_tied_fp32 = tiny;
+  tiny_tied_fp32.tie_word_embeddings = true;
+  tiny_tied_fp32.dtype = DType::kFloat32;
+  const ModelSpec qwen = small_model(Architecture::kQwen2, 3, 8, 2, 1000, false, DType::kBFloat16);
+  const ModelSpec qwen_fp16 = small_model(Architecture::kQwen2, 2, 8, 8, 200, true, DType::kFloat16);
+  return {
+      {"tiny_tp1", tiny, 1},
+      {"tiny_tp2", tiny, 2},
+      {"tiny_tp4_kv_replicated", tiny, 4},
+      {"tiny_tied_fp32_tp2", tiny_tied_fp32, 2},
+      {"qwen_tp1", qwen, 1},
+      {"qwen_tp2", qwen, 2},
+      {"qwen_tp8_kv_replicated", qwen, 8},
+      {"qwen_tied_fp16_tp4", qwen_fp16, 4},
+  };
+}
+
+class InferenceLayoutMatrixTest : public ::testing::TestWithParam<InferenceCase> {};
+
+TEST_P(InferenceLayoutMatrixTest, every_rank_matches_the_reference_bit_for_bit) {
+  const InferenceCase& c = GetParam();
+  const InferenceLayout layout{.tp = c.tp, .world_size = c.tp};
+  ASSERT_TRUE(layout.validate(c.spec).empty());
+  for (int r = 0; r < c.tp; ++r) {
+    SCOPED_TRACE("tp rank " + std::to_string(r));
+    const BufferLayout buffer = inference_param_buffer(c.spec, layout, r);
+    EXPECT_EQ(buffer.dtype, c.spec.dtype);
+    expect_well_formed(buffer, c.spec);
+    for (const std::uint32_t version : {0u, 3u}) {
+      const auto expected = reference::expected_inference_buffer(c.spec, layout, r, version, buffer);
+      const auto actual = materialize(buffer, version);
+      EXPECT_EQ(reference::first_difference(buffer, expected, actual.data(), actual.size()), "");
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, InferenceLayoutMatrixTest, ::testing::ValuesIn(inference_cases()),
+                         [](const ::testing::TestParamInfo<InferenceCase>& test) { return test.param.name; });
+
+}  // namespace
+}  // namespace hybridshard::core

@@ -1,0 +1,194 @@
+#include "hybridshard/core/model_spec.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "hybridshard/core/dtype.h"
+#include "hybridshard/core/error.h"
+#include "hybridshard/core/residency.h"
+#include "hybridshard/core/weight_generator.h"
+#include "reference.h"
+
+namespace hybridshard::core {
+namespace {
+
+bool mentions(const std::vector<std::string>& problems, const std::string& text) {
+  for (const std::string& problem : problems) {
+    if (problem.find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
+TEST(ModelSpecTest, presets_are_valid_and_have_their_published_parameter_counts) {
+  const std::vector<std::pair<std::string, std::int64_t>> expected = {
+      {"llama3-8b", 8'030'261'248},
+      {"llama3-70b", 70'553'706'496},
+      {"qwen2.5-7b", 7'615'616'512},
+      {"qwen2.5-32b", 32'763'876'352},
+  };
+  for (const auto& [name, parameters] : expected) {
+    const auto spec = model_preset(name);
+    ASSERT_TRUE(spec.has_value()) << name;
+    EXPECT_TRUE(spec->validate().empty()) << name;
+    EXPECT_EQ(spec->num_parameters(), parameters) << name;
+  }
+  EXPECT_EQ(model_preset_names().size(), 5u);
+  for (const std::string& name : model_preset_names()) EXPECT_TRUE(model_preset(name).has_value()) << name;
+  EXPECT_FALSE(model_preset("gpt-5").has_value());
+}
+
+TEST(ModelSpecTest, tiny_preset_is_the_quickstart_model) {
+  const ModelSpec spec = *model_preset("tiny");
+  EXPECT_EQ(spec.architecture, Architecture::kLlama);
+  EXPECT_EQ(spec.num_hidden_layers, 4);
+  EXPECT_EQ(spec.hidden_size, 64);
+  EXPECT_EQ(spec.num_attention_heads, 4);
+  EXPECT_EQ(spec.num_key_value_heads, 2);
+  EXPECT_EQ(spec.intermediate_size, 128);
+  EXPECT_EQ(spec.vocab_size, 500);
+  EXPECT_FALSE(spec.tie_word_embeddings);
+  EXPECT_EQ(spec.dtype, DType::kBFloat16);
+  EXPECT_EQ(spec.resolved_head_dim(), 16);
+  EXPECT_EQ(model_preset("qwen2.5-32b")->architecture, Architecture::kQwen2);
+  EXPECT_EQ(model_preset("qwen2.5-32b")->rope_theta, 1e6);
+  EXPECT_EQ(model_preset("llama3-8b")->rope_theta, 500000.0);
+}
+
+TEST(ModelSpecTest, hf_tensors_are_in_checkpoint_order_with_positions_as_ids) {
+  ModelSpec spec = *model_preset("tiny");
+  spec.architecture = Architecture::kQwen2;
+  spec.num_hidden_layers = 2;
+  const std::vector<HfTensor> tensors = spec.hf_tensors();
+  const std::vector<std::string> layer = {
+      "input_layernorm.weight",  "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+      "self_attn.v_proj.weight", "self_attn.q_proj.bias",   "self_attn.k_proj.bias",
+      "self_attn.v_proj.bias",   "self_attn.o_proj.weight", "post_attention_layernorm.weight",
+      "mlp.gate_proj.weight",    "mlp.up_proj.weight",      "mlp.down_proj.weight"};
+  std::vector<std::string> names = {"model.embed_tokens.weight"};
+  for (int l = 0; l < 2; ++l) {
+    for (const std::string& n : layer) names.push_back("model.layers." + std::to_string(l) + "." + n);
+  }
+  names.push_back("model.norm.weight");
+  names.push_back("lm_head.weight");
+  ASSERT_EQ(tensors.size(), names.size());
+  std::int64_t total = 0;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    EXPECT_EQ(tensors[i].name, names[i]);
+    EXPECT_EQ(tensors[i].id, static_cast<int>(i));
+    total += tensors[i].numel();
+  }
+  EXPECT_EQ(total, spec.num_parameters());
+  EXPECT_EQ(tensors[2].kind, HfKind::kQ);
+  EXPECT_EQ(tensors[2].rows, 64);
+  EXPECT_EQ(tensors[3].rows, 32);  // k: 2 kv heads of 16
+  EXPECT_EQ(tensors[5].is_1d, true);
+  EXPECT_EQ(tensors[5].cols, 1);
+  EXPECT_EQ(tensors[8].rows, 64);    // o: [hidden, heads*head_dim]
+  EXPECT_EQ(tensors[12].cols, 128);  // down: [hidden, intermediate]
+  EXPECT_EQ(tensors[12].layer, 0);
+}
+
+TEST(ModelSpecTest, tied_embeddings_have_no_lm_head) {
+  ModelSpec spec = *model_preset("tiny");
+  spec.tie_word_embeddings = true;
+  const auto tensors = spec.hf_tensors();
+  EXPECT_EQ(tensors.back().name, "model.norm.weight");
+  EXPECT_EQ(spec.num_parameters(), model_preset("tiny")->num_parameters() - 500 * 64);
+}
+
+TEST(ModelSpecTest, validate_reports_every_problem_naming_the_key) {
+  ModelSpec spec;
+  spec.hidden_size = 66;
+  spec.num_attention_heads = 4;
+  spec.num_key_value_heads = 3;
+  spec.vocab_size = 0;
+  spec.intermediate_size = -1;
+  const auto problems = spec.validate();
+  EXPECT_EQ(problems.size(), 4u);
+  EXPECT_TRUE(mentions(problems, "vocab_size"));
+  EXPECT_TRUE(mentions(problems, "intermediate_size"));
+  EXPECT_TRUE(mentions(problems, "num_key_value_heads 3 does not divide num_attention_heads 4"));
+  EXPECT_TRUE(mentions(problems, "hidden_size 66"));
+  spec.head_dim = 16;  // an explicit head_dim lifts the hidden_size rule
+  EXPECT_EQ(spec.validate().size(), 3u);
+  EXPECT_TRUE(ModelSpec{}.validate().empty());
+}
+
+TEST(ModelSpecTest, names_parse_back) {
+  for (const DType dtype : {DType::kBFloat16, DType::kFloat16, DType::kFloat32}) {
+    EXPECT_EQ(parse_dtype(dtype_name(dtype)), dtype);
+  }
+  EXPECT_EQ(parse_dtype("bfloat16"), DType::kBFloat16);
+  EXPECT_EQ(parse_dtype("half"), DType::kFloat16);
+  EXPECT_EQ(parse_dtype("float"), DType::kFloat32);
+  EXPECT_FALSE(parse_dtype("int8").has_value());
+  EXPECT_EQ(parse_architecture("qwen2"), Architecture::kQwen2);
+  EXPECT_EQ(architecture_name(Architecture::kLlama), "llama");
+  EXPECT_FALSE(parse_architecture("mistral").has_value());
+  for (const Residency residency : {Residency::kGpu, Residency::kCpu, Residency::kNone}) {
+    EXPECT_EQ(parse_residency(residency_name(residency)), residency);
+  }
+  for (int k = 0; k < 7; ++k) {
+    const auto kind = static_cast<BufferKind>(k);
+    EXPECT_EQ(parse_buffer_kind(buffer_kind_name(kind)), kind);
+  }
+  EXPECT_EQ(buffer_kind_name(BufferKind::kOptimizerState), "optimizer");
+  EXPECT_FALSE(parse_residency("disk").has_value());
+}
+
+TEST(ErrorTest, what_names_file_line_rank_expression_and_library) {
+  set_error_rank(-1);
+  const Error plain("no rank yet", "a.cc", 7);
+  EXPECT_STREQ(plain.what(), "a.cc:7: no rank yet");
+  set_error_rank(37);
+  const CommError full("all-gather with rank 3 failed", "comm.cc", 12, "ncclAllGather(...)", "unhandled cuda error");
+  EXPECT_STREQ(full.what(),
+               "comm.cc:12: [rank 37] all-gather with rank 3 failed (expression: ncclAllGather(...); library: "
+               "unhandled cuda error)");
+  EXPECT_EQ(full.line(), 12);
+  EXPECT_EQ(full.expression(), "ncclAllGather(...)");
+  EXPECT_EQ(error_rank(), 37);
+  set_error_rank(-1);
+  try {
+    HS_CHECK(1 + 1 == 3, "arithmetic");
+    FAIL() << "HS_CHECK did not throw";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("arithmetic (expression: 1 + 1 == 3)"), std::string::npos);
+    EXPECT_NE(error.file().find("model_spec_test.cc"), std::string::npos);
+  }
+  EXPECT_THROW(HS_THROW(TimeoutError, "wait"), CommError);
+}
+
+TEST(ReferenceTest, bit_conversions_are_exact_for_weight_values_and_round_to_nearest_even) {
+  for (int k = -128; k < 128; ++k) {
+    const float value = static_cast<float>(k) / 128.0f;
+    EXPECT_EQ(reference::float_to_bf16(value), float_to_bf16_bits(value));
+    EXPECT_EQ(reference::bf16_to_float(reference::float_to_bf16(value)), value);
+    EXPECT_EQ(reference::fp16_to_float(reference::float_to_fp16(value)), value);
+  }
+  EXPECT_EQ(reference::float_to_fp16(1.0f), 0x3C00);
+  EXPECT_EQ(reference::float_to_fp16(-2.0f), 0xC000);
+  EXPECT_EQ(reference::float_to_fp16(65504.0f), 0x7BFF);
+  EXPECT_EQ(reference::float_to_fp16(1e6f), 0x7C00);
+  EXPECT_EQ(reference::float_to_fp16(5.9604645e-8f), 0x0001);       // smallest subnormal
+  EXPECT_EQ(reference::float_to_fp16(1.0f + 1.0f / 2048), 0x3C00);  // tie rounds to even
+  EXPECT_EQ(reference::float_to_fp16(1.0f + 3.0f / 2048), 0x3C02);
+  EXPECT_EQ(reference::float_to_bf16(1.0f + 1.0f / 256), 0x3F80);
+  EXPECT_EQ(reference::float_to_bf16(1.0f + 3.0f / 256), 0x3F82);
+  EXPECT_EQ(reference::fp16_to_float(0x0001), 5.9604645e-8f);
+}
+
+TEST(ReferenceTest, weight_values_depend_on_tensor_position_and_version) {
+  int differ_version = 0;
+  int differ_tensor = 0;
+  for (int row = 0; row < 64; ++row) {
+    differ_version += weight_value(3, row, 5, 0) != weight_value(3, row, 5, 1);
+    differ_tensor += weight_value(3, row, 5, 0) != weight_value(4, row, 5, 0);
+  }
+  EXPECT_GT(differ_version, 32);
+  EXPECT_GT(differ_tensor, 32);
+}
+
+}  // namespace
+}  // namespace hybridshard::core

@@ -1,0 +1,434 @@
+#include "hybridshard/core/reshard_plan.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <set>
+#include <string>
+#include <tuple>
+
+#include "hybridshard/core/error.h"
+#include "hybridshard/core/weight_generator.h"
+#include "layout_test_support.h"
+#include "reference.h"
+
+namespace hybridshard::core {
+namespace {
+
+using testing::small_model;
+
+constexpr std::uint32_t kVersion = 5;
+
+struct PlanCase {
+  std::string name;
+  ModelSpec spec;
+  TrainLayout train;
+  int inference_tp = 1;
+  std::int64_t bucket_bytes = 0;  // 0: the default
+};
+
+void PrintTo(const PlanCase& c, std::ostream* os) { *os << c.name; }
+
+InferenceLayout inference_of(const PlanCase& c) {
+  return InferenceLayout{.tp = c.inference_tp, .world_size = c.train.world_size()};
+}
+
+PlanOptions options_of(const PlanCase& c) {
+  PlanOptions options;
+  if (c.bucket_bytes > 0) options.bucket_bytes = c.bucket_bytes;
+  return options;
+}
+
+std::vector<RankPlan> plan_every_rank(const PlanCase& c) {
+  std::vector<RankPlan> plans;
+  for (int rank = 0; rank < c.train.world_size(); ++rank) {
+    plans.push_back(make_rank_plan(c.spec, c.train, inference_of(c), rank, options_of(c)));
+  }
+  return plans;
+}
+
+// Marks the bytes a piece writes at its destination; false if it writes outside [0, size).
+bool mark_destination(const Piece& piece, std::vector<int>& written) {
+  for (std::int64_t row = 0; row < piece.rows; ++row) {
+    const std::int64_t start = piece.dst_offset + row * piece.dst_stride;
+    if (start < 0 || start + piece.row_bytes > static_cast<std::int64_t>(written.size())) return false;
+    for (std::int64_t b = 0; b < piece.row_bytes; ++b) ++written[static_cast<std::size_t>(start + b)];
+  }
+  return true;
+}
+
+void copy_piece(const Piece& piece, const std::uint8_t* src, std::int64_t src_size, std::uint8_t* dst,
+                std::int64_t dst_size) {
+  for (std::int64_t row = 0; row < piece.rows; ++row) {
+    const std::int64_t from = piece.src_offset + row * piece.src_stride;
+    const std::int64_t to = piece.dst_offset + row * piece.dst_stride;
+    ASSERT_TRUE(from >= 0 && from + piece.row_bytes <= src_size) << "piece reads outside its source";
+    ASSERT_TRUE(to >= 0 && to + piece.row_bytes <= dst_size) << "piece writes outside its destination";
+    std::memcpy(dst + to, src + from, static_cast<std::size_t>(piece.row_bytes));
+  }
+}
+
+// The message side of a message's pieces must tile [0, bytes) in order, one contiguous run per piece.
+void expect_tiles_message(const Message& message, bool sending) {
+  std::int64_t next = 0;
+  for (const Piece& piece : message.pieces) {
+    const std::int64_t offset = sending ? piece.dst_offset : piece.src_offset;
+    const std::int64_t stride = sending ? piece.dst_stride : piece.src_stride;
+    EXPECT_EQ(offset, next);
+    if (piece.rows > 1) {
+      EXPECT_EQ(stride, piece.row_bytes);
+    }
+    EXPECT_EQ(piece.src_buffer >= 0, sending);
+    next += piece.bytes();
+  }
+  EXPECT_EQ(next, message.bytes);
+}
+
+std::vector<PlanCase> plan_cases() {
+  const ModelSpec tiny = *model_preset("tiny");
+  ModelSpec tied = tiny;
+  tied.tie_word_embeddings = true;
+  ModelSpec fp32 = tiny;
+  fp32.dtype = DType::kFloat32;
+  ModelSpec six = small_model(Architecture::kLlama, 6, 6, 3, 750, false, DType::kBFloat16);
+  const ModelSpec qwen = small_model(Architecture::kQwen2, 4, 8, 2, 1000, false, DType::kBFloat16);
+  const ModelSpec qwen_tied_fp16 = small_model(Architecture::kQwen2, 4, 6, 2, 300, true, DType::kFloat16);
+  const ModelSpec mha = small_model(Architecture::kLlama, 4, 4, 4, 256, false, DType::kFloat32);
+  ModelSpec round_vocab = tiny;
+  round_vocab.vocab_size = 512;
+  return {
+      {"tp2_to_tp1", tiny, {.tp = 2}, 1, 4096},
+      {"tp1_dp2_to_tp2", tiny, {.tp = 1, .dp = 2}, 2, 4096},
+      {"tp2_dp2_to_tp4_kv_replicated", tiny, {.tp = 2, .dp = 2}, 4, 4096},
+      {"tp1_pp3_dp2_to_tp3", six, {.tp = 1, .pp = 3, .dp = 2}, 3, 3000},
+      {"tp3_pp3_to_tp3", six, {.tp = 3, .pp = 3}, 3, 0},
+      {"tp2_pp2_vpp2_to_tp1", tiny, {.tp = 2, .pp = 2, .vpp = 2}, 1, 5000},
+      {"tp2_pp2_dp2_to_tp2", tiny, {.tp = 2, .pp = 2, .dp = 2}, 2, 4096},
+      {"tied_tp2_dp2_to_tp1", tied, {.tp = 2, .dp = 2}, 1, 4096},
+      {"tied_tp1_pp2_dp2_to_tp4", tied, {.tp = 1, .pp = 2, .dp = 2}, 4, 4096},
+      {"qwen2_tp2_pp2_to_tp4", qwen, {.tp = 2, .pp = 2}, 4, 4096},
+      {"qwen2_tp1_dp8_to_tp8_kv_replicated", qwen, {.tp = 1, .dp = 8}, 8, 0},
+      {"fp32_tp2_pp2_to_tp4_tiny_chunks", fp32, {.tp = 2, .pp = 2}, 4, 200},
+      {"fp16_tied_qwen2_tp2_pp2_vpp2_to_tp1", qwen_tied_fp16, {.tp = 2, .pp = 2, .vpp = 2}, 1, 4096},
+      {"tp_equal_tp2_dp2", tiny, {.tp = 2, .dp = 2}, 2, 4096},
+      {"tp4_pp2_to_tp2", mha, {.tp = 4, .pp = 2}, 2, 4096},
+      {"unpadded_vocab_tp2_to_tp4", round_vocab, {.tp = 2, .dp = 2}, 4, 0},
+  };
+}
+
+class ReshardPlanMatrixTest : public ::testing::TestWithParam<PlanCase> {};
+
+TEST_P(ReshardPlanMatrixTest, every_inference_byte_is_written_exactly_once) {
+  const PlanCase& c = GetParam();
+  for (const RankPlan& plan : plan_every_rank(c)) {
+    SCOPED_TRACE("rank " + std::to_string(plan.rank));
+    std::vector<int> written(static_cast<std::size_t>(plan.inference_buffer.bytes), 0);
+    for (const ByteRange& range : plan.zero_fill) {
+      ASSERT_TRUE(mark_destination(Piece{.dst_offset = range.offset, .rows = 1, .row_bytes = range.bytes}, written));
+    }
+    for (const Piece& piece : plan.local_pieces) ASSERT_TRUE(mark_destination(piece, written));
+    for (const Round& round : plan.rounds) {
+      for (const Message& message : round.recvs) {
+        for (const Piece& piece : message.pieces) ASSERT_TRUE(mark_destination(piece, written));
+      }
+    }
+    const auto wrong = std::find_if(written.begin(), written.end(), [](int n) { return n != 1; });
+    EXPECT_EQ(wrong, written.end()) << "byte " << (wrong - written.begin()) << " written " << *wrong << " times";
+  }
+}
+
+TEST_P(ReshardPlanMatrixTest, senders_and_receivers_agree_on_every_message) {
+  const PlanCase& c = GetParam();
+  const auto plans = plan_every_rank(c);
+  const std::int64_t chunk_bytes = plans.front().chunk_bytes;
+  std::map<std::tuple<int, int, std::size_t>, std::int64_t> sent;  // (from, to, round) -> bytes
+  std::map<std::tuple<int, int, std::size_t>, std::int64_t> received;
+  for (const RankPlan& plan : plans) {
+    EXPECT_EQ(plan.chunk_bytes, chunk_bytes) << "chunk_bytes must be global";
+    const int replica = c.train.coord(plan.rank).dp_rank;
+    for (std::size_t k = 0; k < plan.rounds.size(); ++k) {
+      for (const bool sending : {true, false}) {
+        const auto& messages = sending ? plan.rounds[k].sends : plan.rounds[k].recvs;
+        for (std::size_t i = 0; i < messages.size(); ++i) {
+          const Message& message = messages[i];
+          if (i > 0) {
+            EXPECT_LT(messages[i - 1].peer, message.peer) << "messages sorted by peer";
+          }
+          EXPECT_NE(message.peer, plan.rank);
+          EXPECT_EQ(c.train.coord(message.peer).dp_rank, replica) << "sources stay in the data-parallel replica";
+          EXPECT_GT(message.bytes, 0);
+          expect_tiles_message(message, sending);
+          std::int64_t rows = 0;
+          for (const Piece& piece : message.pieces) rows += piece.rows;
+          if (message.bytes > chunk_bytes) {
+            EXPECT_EQ(rows, 1) << "only a single row may exceed a chunk";
+          }
+          auto& book = sending ? sent : received;
+          const auto key =
+              sending ? std::make_tuple(plan.rank, message.peer, k) : std::make_tuple(message.peer, plan.rank, k);
+          EXPECT_TRUE(book.emplace(key, message.bytes).second);
+        }
+      }
+    }
+  }
+  EXPECT_EQ(sent, received);
+}
+
+TEST_P(ReshardPlanMatrixTest, running_every_plan_on_cpu_gives_the_reference_shards_and_predicted_bytes) {
+  const PlanCase& c = GetParam();
+  const auto plans = plan_every_rank(c);
+  const int world = c.train.world_size();
+  // Train buffers as the trainer holds them (from the reference, so a train-layout mistake cannot cancel out).
+  std::vector<std::vector<std::vector<std::uint8_t>>> train(static_cast<std::size_t>(world));
+  for (const RankPlan& plan : plans) {
+    const TrainLayout::Coord coord = c.train.coord(plan.rank);
+    for (const BufferLayout& buffer : plan.train_buffers) {
+      train[static_cast<std::size_t>(plan.rank)].push_back(reference::expected_train_buffer(
+          c.spec, c.train, coord.tp_rank, coord.pp_rank, buffer.vpp_chunk, kVersion, buffer));
+    }
+  }
+  std::vector<std::vector<std::uint8_t>> inference(static_cast<std::size_t>(world));
+  std::vector<std::int64_t> moved_local(static_cast<std::size_t>(world), 0);
+  std::vector<std::int64_t> moved_sent(static_cast<std::size_t>(world), 0);
+  std::vector<std::int64_t> moved_received(static_cast<std::size_t>(world), 0);
+  std::vector<std::int64_t> peak_staging(static_cast<std::size_t>(world), 0);
+  for (const RankPlan& plan : plans) {
+    auto& out = inference[static_cast<std::size_t>(plan.rank)];
+    out.assign(static_cast<std::size_t>(plan.inference_buffer.bytes), 0xA5);  // stale garbage
+    for (const ByteRange& range : plan.zero_fill) {
+      std::memset(out.data() + range.offset, 0, static_cast<std::size_t>(range.bytes));
+    }
+    for (const Piece& piece : plan.local_pieces) {
+      const auto& src = train[static_cast<std::size_t>(plan.rank)].at(static_cast<std::size_t>(piece.src_buffer));
+      copy_piece(piece, src.data(), static_cast<std::int64_t>(src.size()), out.data(),
+                 static_cast<std::int64_t>(out.size()));
+      moved_local[static_cast<std::size_t>(plan.rank)] += piece.bytes();
+    }
+  }
+  std::size_t num_rounds = 0;
+  for (const RankPlan& plan : plans) num_rounds = std::max(num_rounds, plan.rounds.size());
+  for (std::size_t k = 0; k < num_rounds; ++k) {
+    std::map<std::pair<int, int>, std::vector<std::uint8_t>> wire;  // (from, to) -> message of round k
+    for (const RankPlan& plan : plans) {
+      if (k >= plan.rounds.size()) continue;
+      std::int64_t staging = 0;
+      for (const Message& message : plan.rounds[k].sends) {
+        std::vector<std::uint8_t> bytes(static_cast<std::size_t>(message.bytes));
+        for (const Piece& piece : message.pieces) {
+          const auto& src = train[static_cast<std::size_t>(plan.rank)].at(static_cast<std::size_t>(piece.src_buffer));
+          copy_piece(piece, src.data(), static_cast<std::int64_t>(src.size()), bytes.data(), message.bytes);
+        }
+        moved_sent[static_cast<std::size_t>(plan.rank)] += message.bytes;
+        staging += message.bytes;
+        wire[{plan.rank, message.peer}] = std::move(bytes);
+      }
+      for (const Message& message : plan.rounds[k].recvs) staging += message.bytes;
+      peak_staging[static_cast<std::size_t>(plan.rank)] =
+          std::max(peak_staging[static_cast<std::size_t>(plan.rank)], staging);
+    }
+    for (const RankPlan& plan : plans) {
+      if (k >= plan.rounds.size()) continue;
+      auto& out = inference[static_cast<std::size_t>(plan.rank)];
+      for (const Message& message : plan.rounds[k].recvs) {
+        const auto found = wire.find({message.peer, plan.rank});
+        ASSERT_NE(found, wire.end()) << "rank " << plan.rank << " waits for a message rank " << message.peer
+                                     << " does not send in round " << k;
+        ASSERT_EQ(static_cast<std::int64_t>(found->second.size()), message.bytes);
+        for (const Piece& piece : message.pieces) {
+          copy_piece(piece, found->second.data(), message.bytes, out.data(), static_cast<std::int64_t>(out.size()));
+        }
+        moved_received[static_cast<std::size_t>(plan.rank)] += message.bytes;
+      }
+    }
+  }
+  for (const RankPlan& plan : plans) {
+    SCOPED_TRACE("rank " + std::to_string(plan.rank));
+    const auto r = static_cast<std::size_t>(plan.rank);
+    const int tp_rank = inference_of(c).coord(plan.rank).tp_rank;
+    const auto expected =
+        reference::expected_inference_buffer(c.spec, inference_of(c), tp_rank, kVersion, plan.inference_buffer);
+    EXPECT_EQ(reference::first_difference(plan.inference_buffer, expected, inference[r].data(), inference[r].size()),
+              "");
+    EXPECT_EQ(plan.bytes_local(), moved_local[r]);
+    EXPECT_EQ(plan.bytes_sent(), moved_sent[r]);
+    EXPECT_EQ(plan.bytes_received(), moved_received[r]);
+    EXPECT_EQ(plan.max_round_send_bytes() + plan.max_round_recv_bytes() >= peak_staging[r], true);
+    EXPECT_EQ(plan.peak_extra_bytes(),
+              plan.inference_buffer.bytes + plan.max_round_send_bytes() + plan.max_round_recv_bytes());
+    std::int64_t zero = 0;
+    for (const ByteRange& range : plan.zero_fill) zero += range.bytes;
+    EXPECT_EQ(plan.bytes_local() + plan.bytes_received() + zero, plan.inference_buffer.bytes);
+  }
+}
+
+// A rank copies locally exactly the elements its own train shards hold, and receives only the rest.
+TEST_P(ReshardPlanMatrixTest, a_rank_receives_only_what_its_own_shards_lack) {
+  const PlanCase& c = GetParam();
+  const auto hf = c.spec.hf_tensors();
+  const auto element = static_cast<std::int64_t>(dtype_size(c.spec.dtype));
+  for (const RankPlan& plan : plan_every_rank(c)) {
+    std::set<std::tuple<int, std::int64_t, std::int64_t>> own;  // (tensor, row, col) held by this rank
+    for (const BufferLayout& buffer : plan.train_buffers) {
+      for (const LocalTensor& tensor : buffer.tensors) {
+        for (const Block& b : tensor.blocks) {
+          for (std::int64_t r = 0; r < b.rows; ++r) {
+            for (std::int64_t col = 0; col < b.cols; ++col) own.emplace(b.hf_tensor, b.hf_row + r, b.hf_col + col);
+          }
+        }
+      }
+    }
+    std::int64_t local_elements = 0;
+    std::int64_t needed_elements = 0;
+    for (const LocalTensor& tensor : plan.inference_buffer.tensors) {
+      for (const Block& b : tensor.blocks) {
+        needed_elements += b.rows * b.cols;
+        for (std::int64_t r = 0; r < b.rows; ++r) {
+          for (std::int64_t col = 0; col < b.cols; ++col) {
+            local_elements += own.count({b.hf_tensor, b.hf_row + r, b.hf_col + col});
+          }
+        }
+      }
+    }
+    EXPECT_EQ(plan.bytes_local(), local_elements * element) << "rank " << plan.rank;
+    EXPECT_EQ(plan.bytes_received(), (needed_elements - local_elements) * element) << "rank " << plan.rank;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, ReshardPlanMatrixTest, ::testing::ValuesIn(plan_cases()),
+                         [](const ::testing::TestParamInfo<PlanCase>& test) { return test.param.name; });
+
+TEST(ReshardPlanTest, equal_tensor_parallelism_without_pipeline_needs_no_network) {
+  const ModelSpec spec = *model_preset("tiny");
+  const TrainLayout train{.tp = 2, .dp = 2};
+  for (int rank = 0; rank < 4; ++rank) {
+    const RankPlan plan = make_rank_plan(spec, train, InferenceLayout{.tp = 2, .world_size = 4}, rank);
+    EXPECT_TRUE(plan.rounds.empty());
+    EXPECT_EQ(plan.bytes_sent(), 0);
+    EXPECT_EQ(plan.peak_extra_bytes(), plan.inference_buffer.bytes);
+  }
+}
+
+TEST(ReshardPlanTest, other_stages_come_from_the_same_tensor_parallel_column) {
+  // tp == tp', two stages: every rank needs the other stage's layers, norms included, and takes all of them from the
+  // one rank of its column there.
+  const ModelSpec spec = *model_preset("tiny");
+  const TrainLayout train{.tp = 2, .pp = 2};
+  for (int rank = 0; rank < 4; ++rank) {
+    const RankPlan plan = make_rank_plan(spec, train, InferenceLayout{.tp = 2, .world_size = 4}, rank);
+    std::set<int> peers;
+    for (const Round& round : plan.rounds) {
+      for (const Message& message : round.recvs) peers.insert(message.peer);
+      for (const Message& message : round.sends) peers.insert(message.peer);
+    }
+    EXPECT_EQ(peers, (std::set<int>{rank ^ 2})) << "rank " << rank;
+  }
+}
+
+TEST(ReshardPlanTest, chunks_follow_the_bucket_and_the_largest_peer_count) {
+  const ModelSpec spec = *model_preset("tiny");
+  const TrainLayout train{.tp = 2, .dp = 2};  // -> tp' 1: each rank receives from one peer and sends to one
+  PlanOptions options;
+  options.bucket_bytes = 10'000;
+  const RankPlan plan = make_rank_plan(spec, train, InferenceLayout{.tp = 1, .world_size = 4}, 0, options);
+  EXPECT_EQ(plan.chunk_bytes, 10'000);
+  EXPECT_LE(plan.max_round_recv_bytes(), 10'000);
+  EXPECT_GE(static_cast<std::int64_t>(plan.rounds.size()),
+            (plan.bytes_received() + plan.chunk_bytes - 1) / plan.chunk_bytes);
+  EXPECT_LE(static_cast<std::int64_t>(plan.rounds.size()), 2 * plan.bytes_received() / plan.chunk_bytes + 1);
+  const RankPlan wide =
+      make_rank_plan(spec, TrainLayout{.tp = 2, .pp = 2}, InferenceLayout{.tp = 1, .world_size = 4}, 0, options);
+  EXPECT_EQ(wide.chunk_bytes, 10'000 / 3);  // rank 0 receives from the three other ranks
+}
+
+TEST(ReshardPlanTest, same_inputs_give_the_same_plan) {
+  const auto spec = *model_preset("tiny");
+  const TrainLayout train{.tp = 2, .pp = 2};
+  const InferenceLayout inference{.tp = 1, .world_size = 4};
+  PlanOptions options;
+  options.bucket_bytes = 4096;
+  const RankPlan a = make_rank_plan(spec, train, inference, 3, options);
+  const RankPlan b = make_rank_plan(spec, train, inference, 3, options);
+  ASSERT_EQ(a.rounds.size(), b.rounds.size());
+  for (std::size_t k = 0; k < a.rounds.size(); ++k) {
+    ASSERT_EQ(a.rounds[k].sends.size(), b.rounds[k].sends.size());
+    for (std::size_t i = 0; i < a.rounds[k].sends.size(); ++i) {
+      EXPECT_EQ(a.rounds[k].sends[i].bytes, b.rounds[k].sends[i].bytes);
+      EXPECT_EQ(a.rounds[k].sends[i].pieces.size(), b.rounds[k].sends[i].pieces.size());
+    }
+  }
+  EXPECT_EQ(a.bytes_local(), b.bytes_local());
+}
+
+TEST(ReshardPlanTest, unusable_inputs_throw_one_config_error_naming_every_problem) {
+  const ModelSpec spec = *model_preset("tiny");
+  try {
+    make_rank_plan(spec, TrainLayout{.tp = 4, .pp = 3}, InferenceLayout{.tp = 3, .world_size = 12}, 0);
+    FAIL() << "expected a ConfigError";
+  } catch (const ConfigError& error) {
+    const std::string what = error.what();
+    EXPECT_NE(what.find("tensor_model_parallel_size 4 must divide num_key_value_heads 2"), std::string::npos) << what;
+    EXPECT_NE(what.find("pipeline_model_parallel_size"), std::string::npos) << what;
+    EXPECT_NE(what.find("rollout tensor_model_parallel_size 3"), std::string::npos) << what;
+  }
+  try {
+    make_rank_plan(spec, TrainLayout{.tp = 2}, InferenceLayout{.tp = 1, .world_size = 4}, 0);
+    FAIL() << "expected a ConfigError";
+  } catch (const ConfigError& error) {
+    EXPECT_NE(std::string(error.what()).find("differs from the rollout world size 4"), std::string::npos);
+  }
+  EXPECT_THROW(make_rank_plan(spec, TrainLayout{.tp = 2}, InferenceLayout{.tp = 1, .world_size = 2}, 2), ConfigError);
+}
+
+// Every rank of a large job: 256 ranks of the tiny model.
+TEST(ReshardPlanTest, plans_for_256_ranks_cover_their_shards_and_pair_up) {
+  const ModelSpec spec = *model_preset("tiny");
+  const TrainLayout train{.tp = 2, .pp = 4, .dp = 32};
+  const InferenceLayout inference{.tp = 4, .world_size = 256};
+  PlanOptions options;
+  options.bucket_bytes = 16384;
+  std::map<std::tuple<int, int, std::size_t>, std::int64_t> sent;
+  std::map<std::tuple<int, int, std::size_t>, std::int64_t> received;
+  for (int rank = 0; rank < 256; ++rank) {
+    const RankPlan plan = make_rank_plan(spec, train, inference, rank, options);
+    std::int64_t zero = 0;
+    for (const ByteRange& range : plan.zero_fill) zero += range.bytes;
+    ASSERT_EQ(plan.bytes_local() + plan.bytes_received() + zero, plan.inference_buffer.bytes) << "rank " << rank;
+    for (std::size_t k = 0; k < plan.rounds.size(); ++k) {
+      for (const Message& m : plan.rounds[k].sends) sent[{rank, m.peer, k}] = m.bytes;
+      for (const Message& m : plan.rounds[k].recvs) received[{m.peer, rank, k}] = m.bytes;
+    }
+  }
+  EXPECT_EQ(sent, received);
+}
+
+// The largest preset on one node: byte totals add up and messages pair up, in both directions of tp.
+TEST(ReshardPlanTest, llama3_70b_on_8_ranks_accounts_for_every_byte) {
+  const ModelSpec spec = *model_preset("llama3-70b");
+  for (const auto& [train, inference_tp] :
+       std::vector<std::pair<TrainLayout, int>>{{TrainLayout{.tp = 8}, 4}, {TrainLayout{.tp = 4, .pp = 2}, 8}}) {
+    const InferenceLayout inference{.tp = inference_tp, .world_size = 8};
+    std::map<std::tuple<int, int, std::size_t>, std::int64_t> sent;
+    std::map<std::tuple<int, int, std::size_t>, std::int64_t> received;
+    std::int64_t total_received = 0;
+    for (int rank = 0; rank < 8; ++rank) {
+      const RankPlan plan = make_rank_plan(spec, train, inference, rank);
+      std::int64_t zero = 0;
+      for (const ByteRange& range : plan.zero_fill) zero += range.bytes;
+      EXPECT_EQ(plan.bytes_local() + plan.bytes_received() + zero, plan.inference_buffer.bytes);
+      EXPECT_LE(plan.max_round_send_bytes(), PlanOptions{}.bucket_bytes);
+      EXPECT_LE(plan.max_round_recv_bytes(), PlanOptions{}.bucket_bytes);
+      total_received += plan.bytes_received();
+      for (std::size_t k = 0; k < plan.rounds.size(); ++k) {
+        for (const Message& m : plan.rounds[k].sends) sent[{rank, m.peer, k}] = m.bytes;
+        for (const Message& m : plan.rounds[k].recvs) received[{m.peer, rank, k}] = m.bytes;
+      }
+    }
+    EXPECT_EQ(sent, received);
+    EXPECT_GT(total_received, 0);
+  }
+}
+
+}  // namespace
+}  // namespace hybridshard::core

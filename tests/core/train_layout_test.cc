@@ -1,0 +1,242 @@
+#include "hybridshard/core/train_layout.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+
+#include "hybridshard/core/error.h"
+#include "layout_test_support.h"
+#include "reference.h"
+
+namespace hybridshard::core {
+namespace {
+
+using testing::expect_well_formed;
+using testing::materialize;
+using testing::mentions;
+using testing::small_model;
+
+TEST(TrainLayoutTest, rank_order_is_tp_fastest_then_dp_then_pp) {
+  const TrainLayout layout{.tp = 2, .pp = 3, .vpp = 1, .dp = 4};
+  EXPECT_EQ(layout.world_size(), 24);
+  const TrainLayout::Coord c = layout.coord(13);  // 13 = 1*8 + 2*2 + 1
+  EXPECT_EQ(c.tp_rank, 1);
+  EXPECT_EQ(c.dp_rank, 2);
+  EXPECT_EQ(c.pp_rank, 1);
+  for (int rank = 0; rank < layout.world_size(); ++rank) EXPECT_EQ(layout.rank_of(layout.coord(rank)), rank);
+}
+
+TEST(TrainLayoutTest, vocabulary_is_padded_to_a_multiple_of_divisor_times_tp) {
+  const ModelSpec spec = *model_preset("tiny");  // vocab 500
+  EXPECT_EQ((TrainLayout{.tp = 1}).padded_vocab(spec), 512);
+  EXPECT_EQ((TrainLayout{.tp = 4}).padded_vocab(spec), 512);
+  EXPECT_EQ((TrainLayout{.tp = 8}).padded_vocab(spec), 1024);
+  EXPECT_EQ((TrainLayout{.tp = 2, .make_vocab_size_divisible_by = 1}).padded_vocab(spec), 500);
+  EXPECT_EQ((TrainLayout{.tp = 8}).padded_vocab(*model_preset("llama3-8b")), 129024);  // 128256 -> 126 * 1024
+}
+
+TEST(TrainLayoutTest, interleaved_chunks_take_layers_round_robin_over_stages) {
+  ModelSpec spec = *model_preset("tiny");
+  spec.num_hidden_layers = 8;
+  const TrainLayout layout{.tp = 1, .pp = 2, .vpp = 2};
+  EXPECT_EQ(layout.layers_of(spec, 0, 0), (std::vector<int>{0, 1}));
+  EXPECT_EQ(layout.layers_of(spec, 1, 0), (std::vector<int>{2, 3}));
+  EXPECT_EQ(layout.layers_of(spec, 0, 1), (std::vector<int>{4, 5}));
+  EXPECT_EQ(layout.layers_of(spec, 1, 1), (std::vector<int>{6, 7}));
+  EXPECT_EQ((TrainLayout{.pp = 4}).layers_of(spec, 3, 0), (std::vector<int>{6, 7}));
+}
+
+TEST(TrainLayoutTest, validate_names_megatron_keys_for_every_problem) {
+  const ModelSpec spec = *model_preset("tiny");  // 4 layers, 4 heads, 2 kv heads, intermediate 128
+  EXPECT_TRUE((TrainLayout{.tp = 2, .pp = 2, .vpp = 2, .dp = 2}).validate(spec).empty());
+  const auto problems = TrainLayout{.tp = 4, .pp = 3, .vpp = 1, .dp = 1}.validate(spec);
+  EXPECT_EQ(problems.size(), 2u);
+  EXPECT_TRUE(mentions(problems, "tensor_model_parallel_size 4 must divide num_key_value_heads 2"));
+  EXPECT_TRUE(mentions(problems, "num_hidden_layers 4 is not divisible by pipeline_model_parallel_size"));
+  const auto vpp_alone = TrainLayout{.tp = 1, .pp = 1, .vpp = 2}.validate(spec);
+  EXPECT_TRUE(mentions(vpp_alone, "virtual_pipeline_model_parallel_size 2 needs pipeline_model_parallel_size > 1"));
+  const auto zero = TrainLayout{.tp = 0, .pp = 1, .vpp = 1, .dp = 0}.validate(spec);
+  EXPECT_TRUE(mentions(zero, "tensor_model_parallel_size must be at least 1"));
+  EXPECT_TRUE(mentions(zero, "data_parallel_size must be at least 1"));
+  ModelSpec odd = spec;
+  odd.num_attention_heads = 6;
+  odd.num_key_value_heads = 6;
+  odd.hidden_size = 48;
+  odd.intermediate_size = 102;
+  const auto heads = TrainLayout{.tp = 4}.validate(odd);
+  EXPECT_TRUE(mentions(heads, "tensor_model_parallel_size 4 does not divide num_attention_heads 6"));
+  EXPECT_TRUE(mentions(heads, "does not divide intermediate_size 102"));
+}
+
+TEST(TrainLayoutTest, tensors_are_megatron_core_names_in_order) {
+  const ModelSpec spec = *model_preset("tiny");
+  const auto buffers = train_param_buffers(spec, TrainLayout{.tp = 2, .pp = 2}, 1, 1);
+  ASSERT_EQ(buffers.size(), 1u);
+  std::vector<std::string> names;
+  for (const LocalTensor& t : buffers[0].tensors) names.push_back(t.name);
+  const std::vector<std::string> layer = {"input_layernorm.weight",
+                                          "self_attention.linear_qkv.weight",
+                                          "self_attention.linear_proj.weight",
+                                          "pre_mlp_layernorm.weight",
+                                          "mlp.linear_fc1.weight",
+                                          "mlp.linear_fc2.weight"};
+  std::vector<std::string> expected;
+  for (int i = 0; i < 2; ++i) {
+    for (const std::string& n : layer) expected.push_back("decoder.layers." + std::to_string(i) + "." + n);
+  }
+  expected.push_back("decoder.final_layernorm.weight");
+  expected.push_back("output_layer.weight");
+  EXPECT_EQ(names, expected);
+  EXPECT_EQ(buffers[0].name, "train.params.pp1.vpp0");
+  EXPECT_EQ(buffers[0].pp_rank, 1);
+  // linear_qkv of tp rank 1 of 2: one query group (kv head 1) of 2 q heads + k + v, 16-wide heads.
+  const LocalTensor& qkv = buffers[0].tensors[1];
+  EXPECT_EQ(qkv.shape, (std::vector<std::int64_t>{64, 64}));
+  ASSERT_EQ(qkv.blocks.size(), 3u);
+  EXPECT_EQ(qkv.blocks[0].hf_row, 32);  // q heads 2, 3
+  EXPECT_EQ(qkv.blocks[1].hf_row, 16);  // k head 1
+  EXPECT_EQ(qkv.blocks[1].local_row, 32);
+  EXPECT_EQ(qkv.blocks[2].local_row, 48);
+  // output_layer: 256 padded rows per rank; rank 1 holds vocabulary rows 256..499 and 12 padding rows.
+  const LocalTensor& output = buffers[0].tensors.back();
+  EXPECT_EQ(output.shape, (std::vector<std::int64_t>{256, 64}));
+  ASSERT_EQ(output.blocks.size(), 1u);
+  EXPECT_EQ(output.blocks[0].hf_row, 256);
+  EXPECT_EQ(output.blocks[0].rows, 244);
+}
+
+TEST(TrainLayoutTest, tied_embeddings_keep_an_output_layer_copy_only_with_pipeline_stages) {
+  ModelSpec spec = *model_preset("tiny");
+  spec.tie_word_embeddings = true;
+  const auto single = train_param_buffers(spec, TrainLayout{.tp = 2}, 0, 0);
+  EXPECT_EQ(single[0].tensors.back().name, "decoder.final_layernorm.weight");
+  const auto last = train_param_buffers(spec, TrainLayout{.tp = 2, .pp = 2}, 0, 1);
+  EXPECT_EQ(last[0].tensors.back().name, "output_layer.weight");
+  EXPECT_EQ(last[0].tensors.back().blocks[0].hf_tensor, 0);  // the embedding's rows
+}
+
+struct TrainCase {
+  std::string name;
+  ModelSpec spec;
+  TrainLayout layout;
+};
+
+void PrintTo(const TrainCase& c, std::ostream* os) { *os << c.name; }
+
+std::vector<TrainCase> train_cases() {
+  const ModelSpec tiny = *model_preset("tiny");
+  ModelSpec tiny_tied = tiny;
+  tiny_tied.tie_word_embeddings = true;
+  ModelSpec tiny_fp32 = tiny;
+  tiny_fp32.dtype = DType::kFloat32;
+  const ModelSpec qwen = small_model(Architecture::kQwen2, 6, 8, 4, 1000, false, DType::kBFloat16);
+  const ModelSpec qwen_tied = small_model(Architecture::kQwen2, 4, 6, 2, 300, true, DType::kFloat16);
+  const ModelSpec mha = small_model(Architecture::kLlama, 6, 4, 4, 64, false, DType::kFloat32);
+  return {
+      {"tiny_tp1", tiny, {.tp = 1}},
+      {"tiny_tp2", tiny, {.tp = 2}},
+      {"tiny_tp2_pp2", tiny, {.tp = 2, .pp = 2}},
+      {"tiny_tp1_pp2_vpp2", tiny, {.tp = 1, .pp = 2, .vpp = 2}},
+      {"tiny_tp2_pp4", tiny, {.tp = 2, .pp = 4}},
+      {"tiny_tied_tp2_pp2_vpp2", tiny_tied, {.tp = 2, .pp = 2, .vpp = 2}},
+      {"tiny_tied_tp2", tiny_tied, {.tp = 2}},
+      {"tiny_fp32_tp2_divisor1", tiny_fp32, {.tp = 2, .make_vocab_size_divisible_by = 1}},
+      {"qwen_tp4_pp3", qwen, {.tp = 4, .pp = 3}},
+      {"qwen_tp2_pp3_vpp2", qwen, {.tp = 2, .pp = 3, .vpp = 2}},
+      {"qwen_tied_fp16_tp2_pp2", qwen_tied, {.tp = 2, .pp = 2}},
+      {"mha_tp4_pp2", mha, {.tp = 4, .pp = 2}},
+  };
+}
+
+class TrainLayoutMatrixTest : public ::testing::TestWithParam<TrainCase> {};
+
+TEST_P(TrainLayoutMatrixTest, every_buffer_matches_the_reference_bit_for_bit) {
+  const TrainCase& c = GetParam();
+  ASSERT_TRUE(c.spec.validate().empty());
+  ASSERT_TRUE(c.layout.validate(c.spec).empty());
+  for (int p = 0; p < c.layout.pp; ++p) {
+    for (int t = 0; t < c.layout.tp; ++t) {
+      const auto buffers = train_param_buffers(c.spec, c.layout, t, p);
+      ASSERT_EQ(static_cast<int>(buffers.size()), c.layout.vpp);
+      for (int v = 0; v < c.layout.vpp; ++v) {
+        const BufferLayout& buffer = buffers[static_cast<std::size_t>(v)];
+        SCOPED_TRACE("tp " + std::to_string(t) + " pp " + std::to_string(p) + " chunk " + std::to_string(v));
+        EXPECT_EQ(buffer.vpp_chunk, v);
+        EXPECT_EQ(buffer.dtype, c.spec.dtype);
+        expect_well_formed(buffer, c.spec);
+        for (const std::uint32_t version : {0u, 7u}) {
+          const auto expected = reference::expected_train_buffer(c.spec, c.layout, t, p, v, version, buffer);
+          const auto actual = materialize(buffer, version);
+          EXPECT_EQ(reference::first_difference(buffer, expected, actual.data(), actual.size()), "");
+        }
+      }
+    }
+  }
+}
+
+// Every element of every full tensor lives in the train shards: once for split tensors, tp times for replicated
+// norms, and twice per element for tied embeddings with pipeline stages (embedding and output_layer copy).
+TEST_P(TrainLayoutMatrixTest, shards_hold_every_full_tensor_element) {
+  const TrainCase& c = GetParam();
+  const auto hf = c.spec.hf_tensors();
+  std::vector<std::vector<int>> count(hf.size());
+  for (std::size_t i = 0; i < hf.size(); ++i) count[i].assign(static_cast<std::size_t>(hf[i].numel()), 0);
+  for (int p = 0; p < c.layout.pp; ++p) {
+    for (int t = 0; t < c.layout.tp; ++t) {
+      for (const BufferLayout& buffer : train_param_buffers(c.spec, c.layout, t, p)) {
+        for (const LocalTensor& tensor : buffer.tensors) {
+          for (const Block& b : tensor.blocks) {
+            for (std::int64_t r = 0; r < b.rows; ++r) {
+              for (std::int64_t col = 0; col < b.cols; ++col) {
+                ++count[static_cast<std::size_t>(b.hf_tensor)][static_cast<std::size_t>(
+                    (b.hf_row + r) * hf[static_cast<std::size_t>(b.hf_tensor)].cols + b.hf_col + col)];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  for (std::size_t i = 0; i < hf.size(); ++i) {
+    int copies = 1;
+    if (hf[i].kind == HfKind::kInputNorm || hf[i].kind == HfKind::kPostAttnNorm || hf[i].kind == HfKind::kFinalNorm) {
+      copies = c.layout.tp;
+    }
+    if (hf[i].kind == HfKind::kEmbedding && c.spec.tie_word_embeddings && c.layout.pp > 1) copies = 2;
+    for (const int n : count[i]) {
+      ASSERT_EQ(n, copies) << hf[i].name;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, TrainLayoutMatrixTest, ::testing::ValuesIn(train_cases()),
+                         [](const ::testing::TestParamInfo<TrainCase>& test) { return test.param.name; });
+
+TEST(TrainLayoutTest, reference_rejects_a_buffer_with_an_unknown_name_or_shape) {
+  const ModelSpec spec = *model_preset("tiny");
+  const TrainLayout layout{.tp = 2};
+  auto buffers = train_param_buffers(spec, layout, 0, 0);
+  BufferLayout renamed = buffers[0];
+  renamed.tensors[2].name = "decoder.layers.0.self_attention.linear_qkv.weights";
+  EXPECT_THROW(reference::expected_train_buffer(spec, layout, 0, 0, 0, 0, renamed), Error);
+  BufferLayout reshaped = buffers[0];
+  reshaped.tensors[2].shape = {32, 128};
+  reshaped.tensors[2].rows = 32;
+  reshaped.tensors[2].cols = 128;
+  EXPECT_THROW(reference::expected_train_buffer(spec, layout, 0, 0, 0, 0, reshaped), Error);
+  BufferLayout missing = buffers[0];
+  missing.tensors.pop_back();
+  EXPECT_THROW(reference::expected_train_buffer(spec, layout, 0, 0, 0, 0, missing), Error);
+  // A wrong block (the k rows of the other group) is caught bit-exactly.
+  BufferLayout wrong = buffers[0];
+  wrong.tensors[2].blocks[1].hf_row = 16;
+  const auto expected = reference::expected_train_buffer(spec, layout, 0, 0, 0, 0, wrong);
+  const auto actual = materialize(wrong, 0);
+  EXPECT_NE(
+      reference::first_difference(wrong, expected, actual.data(), actual.size()).find("linear_qkv.weight element"),
+      std::string::npos);
+}
+
+}  // namespace
+}  // namespace hybridshard::core
