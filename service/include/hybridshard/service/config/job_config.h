@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -71,6 +72,7 @@ struct RuntimeConfig {
   int master_port = 0;                 // 0: the launcher picks a free port
   std::chrono::milliseconds timeout{30000};  // any wait: rendezvous, collectives, heartbeats
   std::int64_t cpu_device_memory = std::int64_t{1} << 30;  // what a CPU rank reports as its device memory
+  std::int64_t device_memory = 0;  // per-GPU bytes `plan` checks against; 0: the device's own (CPU: cpu_device_memory)
 };
 
 struct MetricsConfig {
@@ -79,8 +81,17 @@ struct MetricsConfig {
   double sample_interval_seconds = 0.5;   // memory samples
 };
 
+// Where a key's value was written in the job file (1-based), and the key path as spelled there (an alias such as
+// "model.num_layers" for "model.num_hidden_layers").
+struct SourcePosition {
+  int line = 0;
+  int column = 0;
+  std::string key;
+};
+
 struct JobConfig {
   std::string file;  // where it was read from
+  std::map<std::string, SourcePosition> positions;  // canonical key path -> where it was written (load time)
   ModelConfig model;
   core::TrainLayout train;       // dp = world_size / (tp * pp)
   core::InferenceLayout rollout; // tp and world_size
