@@ -55,3 +55,22 @@ if(HYBRIDSHARD_WITH_CUDA)
   target_link_libraries(hybridshard_cuda INTERFACE CUDA::cudart ${HYBRIDSHARD_NCCL_LIBRARY})
   target_compile_definitions(hybridshard_cuda INTERFACE HYBRIDSHARD_WITH_CUDA=1)
 endif()
+
+# A prefix of Debian packages unpacked with dpkg -x (scripts/gpu on the GPU machine: prometheus-cpp, civetweb,
+# nlohmann-json, CLI11). Packages are found there through CMAKE_PREFIX_PATH; where a package's CMake file needs what
+# that machine lacks (prometheus-cpp asks for CURL and ZLIB), the users fall back to find_library/find_path. The
+# unpacked shared libraries need each other at link time (-rpath-link) and our binaries need them at run time (RPATH).
+set(HYBRIDSHARD_DEPS_PREFIX "" CACHE PATH "Prefix of unpacked dependency packages (its usr/ directory)")
+if(HYBRIDSHARD_DEPS_PREFIX)
+  list(APPEND CMAKE_PREFIX_PATH "${HYBRIDSHARD_DEPS_PREFIX}")
+  if(CMAKE_LIBRARY_ARCHITECTURE)
+    set(_hs_deps_lib "${HYBRIDSHARD_DEPS_PREFIX}/lib/${CMAKE_LIBRARY_ARCHITECTURE}")
+  else()
+    set(_hs_deps_lib "${HYBRIDSHARD_DEPS_PREFIX}/lib/x86_64-linux-gnu")
+  endif()
+  add_link_options("LINKER:-rpath-link,${_hs_deps_lib}")
+  list(APPEND CMAKE_BUILD_RPATH "${_hs_deps_lib}")
+  # prometheus-cpp-pull links civetweb-cpp and civetweb: found here so that a user of pull can link them directly.
+  find_library(HYBRIDSHARD_CIVETWEB_CPP_LIBRARY civetweb-cpp HINTS "${_hs_deps_lib}")
+  message(STATUS "hybridshard: dependency prefix ${HYBRIDSHARD_DEPS_PREFIX} (libraries in ${_hs_deps_lib})")
+endif()

@@ -1,1 +1,350 @@
-// To be written.
+// The NCCL communicator. Communicators are non-blocking (ncclConfig_t::blocking = 0) so that no NCCL call can block
+// past the timeout: every wait polls ncclCommGetAsyncError and a CUDA event, and a deadline, an error or abort()
+// ends in ncclCommAbort and an exception naming the rank, the operation and its sequence number.
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "detail/cuda_check.h"
+#include "hybridshard/core/communicator.h"
+#include "hybridshard/core/error.h"
+#include "hybridshard/core/store.h"
+
+namespace hybridshard::core {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// NCCL's state shared by a communicator and the subgroups split from it: the device, the stream, whether the stream
+// is the caller's.
+struct NcclContext {
+  int device_index = 0;
+  cudaStream_t stream = nullptr;
+  bool owns_stream = false;
+  ~NcclContext() {
+    if (owns_stream && stream != nullptr) {
+      cudaSetDevice(device_index);
+      cudaStreamDestroy(stream);
+    }
+  }
+};
+
+class NcclCommunicator final : public Communicator {
+ public:
+  NcclCommunicator(std::shared_ptr<NcclContext> context, ncclComm_t comm, int rank, int size,
+                   std::chrono::milliseconds timeout)
+      : context_(std::move(context)), comm_(comm), rank_(rank), size_(size), timeout_(timeout) {
+    HS_CUDA_CHECK(cudaSetDevice(context_->device_index));
+    HS_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+    HS_CUDA_CHECK(cudaMalloc(&barrier_scratch_, sizeof(float)));
+    HS_CUDA_CHECK(cudaMemsetAsync(barrier_scratch_, 0, sizeof(float), context_->stream));
+  }
+
+  ~NcclCommunicator() override {
+    cudaSetDevice(context_->device_index);
+    if (comm_ != nullptr) {
+      if (broken_) {
+        ncclCommAbort(comm_);
+      } else {
+        // Finalize flushes outstanding work; bounded by the timeout, else abort.
+        bool finalized = ncclCommFinalize(comm_) != ncclSuccess ? false : true;
+        const auto deadline = Clock::now() + timeout_;
+        ncclResult_t state = ncclInProgress;
+        while (finalized && Clock::now() < deadline) {
+          if (ncclCommGetAsyncError(comm_, &state) != ncclSuccess || state != ncclInProgress) break;
+          std::this_thread::sleep_for(std::chrono::microseconds(100));
+        }
+        if (!finalized || state != ncclSuccess) {
+          ncclCommAbort(comm_);
+        } else {
+          ncclCommDestroy(comm_);
+        }
+      }
+    }
+    if (barrier_scratch_ != nullptr) cudaFree(barrier_scratch_);
+    if (done_ != nullptr) cudaEventDestroy(done_);
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  Backend backend() const override { return Backend::kNccl; }
+  std::chrono::milliseconds timeout() const override { return timeout_; }
+
+  void all_gather(const void* send, void* recv, std::size_t bytes_per_rank) override {
+    const Operation op = begin("all_gather", bytes_per_rank);
+    if (bytes_per_rank == 0) return;
+    enqueue(op, [&] { return ncclAllGather(send, recv, bytes_per_rank, ncclUint8, comm_, context_->stream); });
+    finish(op);
+  }
+
+  void broadcast(void* data, std::size_t bytes, int root) override {
+    const Operation op = begin("broadcast", bytes);
+    check_peer(op, root);
+    if (bytes == 0) return;
+    enqueue(op, [&] { return ncclBroadcast(data, data, bytes, ncclUint8, root, comm_, context_->stream); });
+    finish(op);
+  }
+
+  void all_reduce_sum(float* data, std::size_t count) override {
+    const Operation op = begin("all_reduce_sum", count * sizeof(float));
+    if (count == 0) return;
+    enqueue(op, [&] { return ncclAllReduce(data, data, count, ncclFloat32, ncclSum, comm_, context_->stream); });
+    finish(op);
+  }
+
+  void exchange(std::span<const SendSpec> sends, std::span<const RecvSpec> recvs) override {
+    std::size_t total = 0;
+    for (const SendSpec& send : sends) total += send.bytes;
+    for (const RecvSpec& recv : recvs) total += recv.bytes;
+    const Operation op = begin("exchange", total);
+    std::vector<const SendSpec*> self_sends;
+    std::vector<const RecvSpec*> self_recvs;
+    for (const SendSpec& send : sends) {
+      check_peer(op, send.peer);
+      if (send.peer == rank_) self_sends.push_back(&send);
+    }
+    for (const RecvSpec& recv : recvs) {
+      check_peer(op, recv.peer);
+      if (recv.peer == rank_) self_recvs.push_back(&recv);
+    }
+    if (self_sends.size() != self_recvs.size()) {
+      fail<CommError>(op, -1,
+                      "lists " + std::to_string(self_sends.size()) + " sends to itself but " +
+                          std::to_string(self_recvs.size()) + " receives from itself",
+                      {}, false);
+    }
+    for (std::size_t i = 0; i < self_sends.size(); ++i) {
+      if (self_sends[i]->bytes != self_recvs[i]->bytes) {
+        fail<CommError>(op, rank_,
+                        "sends itself " + std::to_string(self_sends[i]->bytes) + " bytes but expects " +
+                            std::to_string(self_recvs[i]->bytes),
+                        {}, false);
+      }
+      if (self_sends[i]->bytes > 0) {
+        HS_CUDA_CHECK(cudaMemcpyAsync(self_recvs[i]->data, self_sends[i]->data, self_sends[i]->bytes,
+                                      cudaMemcpyDeviceToDevice, context_->stream));
+      }
+    }
+    bool any = false;
+    for (const SendSpec& send : sends) any = any || (send.peer != rank_ && send.bytes > 0);
+    for (const RecvSpec& recv : recvs) any = any || (recv.peer != rank_ && recv.bytes > 0);
+    if (any) {
+      // One group: NCCL posts every send and receive together, so no ordering between pairs can deadlock.
+      enqueue(op, [&] {
+        ncclResult_t result = ncclGroupStart();
+        if (result != ncclSuccess) return result;
+        for (const RecvSpec& recv : recvs) {
+          if (recv.peer == rank_ || recv.bytes == 0) continue;
+          result = ncclRecv(recv.data, recv.bytes, ncclUint8, recv.peer, comm_, context_->stream);
+          if (result != ncclSuccess && result != ncclInProgress) break;
+        }
+        for (const SendSpec& send : sends) {
+          if (result != ncclSuccess && result != ncclInProgress) break;
+          if (send.peer == rank_ || send.bytes == 0) continue;
+          result = ncclSend(send.data, send.bytes, ncclUint8, send.peer, comm_, context_->stream);
+        }
+        const ncclResult_t end = ncclGroupEnd();
+        return result != ncclSuccess && result != ncclInProgress ? result : end;
+      });
+    }
+    finish(op);
+  }
+
+  void barrier() override {
+    const Operation op = begin("barrier", 0);
+    auto* scratch = static_cast<float*>(barrier_scratch_);
+    enqueue(op, [&] { return ncclAllReduce(scratch, scratch, 1, ncclFloat32, ncclSum, comm_, context_->stream); });
+    finish(op);
+  }
+
+  std::unique_ptr<Communicator> subgroup(const std::vector<int>& ranks) override {
+    const Operation op = begin("subgroup", 0);
+    std::set<int> distinct(ranks.begin(), ranks.end());
+    if (ranks.empty() || distinct.size() != ranks.size()) {
+      fail<CommError>(op, -1, "subgroup ranks must be distinct and non-empty", {}, false);
+    }
+    for (int member : ranks) check_peer(op, member);
+    const auto found = std::find(ranks.begin(), ranks.end(), rank_);
+    const bool member = found != ranks.end();
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    ncclComm_t split = nullptr;
+    enqueue(op, [&] {
+      return ncclCommSplit(comm_, member ? 0 : NCCL_SPLIT_NOCOLOR, member ? static_cast<int>(found - ranks.begin()) : 0,
+                           &split, &config);
+    });
+    if (!member) return nullptr;
+    if (split == nullptr) fail<CommError>(op, -1, "ncclCommSplit gave no communicator to a member");
+    wait_ready(op, split);
+    return std::make_unique<NcclCommunicator>(context_, split, static_cast<int>(found - ranks.begin()),
+                                              static_cast<int>(ranks.size()), timeout_);
+  }
+
+  void abort() override { aborted_ = true; }
+
+ private:
+  struct Operation {
+    const char* name;
+    std::uint64_t sequence;
+    std::size_t bytes;
+    Clock::time_point start;
+    Clock::time_point deadline;
+  };
+
+  Operation begin(const char* name, std::size_t bytes) {
+    Operation op{name, sequence_++, bytes, Clock::now(), Clock::now() + timeout_};
+    if (aborted_ || broken_)
+      fail<CommError>(op, -1, broken_ ? "called on a broken communicator" : "called after abort()");
+    HS_CUDA_CHECK(cudaSetDevice(context_->device_index));
+    return op;
+  }
+
+  void check_peer(const Operation& op, int peer) {
+    if (peer < 0 || peer >= size_) {
+      fail<CommError>(op, peer, "names rank " + std::to_string(peer) + " outside [0, " + std::to_string(size_) + ")",
+                      {}, false);
+    }
+  }
+
+  // Aborts the communicator (unless the failure left it usable) and throws.
+  template <typename ErrorType>
+  [[noreturn]] void fail(const Operation& op, int peer, const std::string& what, const std::string& library = {},
+                         bool breaks = true) {
+    if (breaks && !broken_ && comm_ != nullptr) {
+      broken_ = true;
+      ncclCommAbort(comm_);
+      comm_ = nullptr;
+    }
+    const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - op.start);
+    std::string message = "nccl rank " + std::to_string(rank_) + "/" + std::to_string(size_) + " (process rank " +
+                          std::to_string(error_rank()) + ", cuda:" + std::to_string(context_->device_index) +
+                          "): " + op.name + " #" + std::to_string(op.sequence) + " (" + std::to_string(op.bytes) +
+                          " bytes";
+    if (peer >= 0) message += ", peer " + std::to_string(peer);
+    message += ") " + what + " after " + std::to_string(waited.count()) + " ms (timeout " +
+               std::to_string(timeout_.count()) + " ms)";
+    throw ErrorType(message, __FILE__, __LINE__, std::string("nccl ") + op.name, library);
+  }
+
+  // Issues NCCL calls, then waits until NCCL has queued them (non-blocking communicators may return ncclInProgress).
+  template <typename Issue>
+  void enqueue(const Operation& op, Issue&& issue) {
+    const ncclResult_t result = issue();
+    if (result != ncclSuccess && result != ncclInProgress) {
+      fail<CommError>(op, -1, "failed to start", ncclGetErrorString(result));
+    }
+    wait_ready(op, comm_);
+  }
+
+  void wait_ready(const Operation& op, ncclComm_t comm) {
+    for (;;) {
+      ncclResult_t state = ncclSuccess;
+      const ncclResult_t query = ncclCommGetAsyncError(comm, &state);
+      if (query != ncclSuccess) fail<CommError>(op, -1, "could not query its state", ncclGetErrorString(query));
+      if (state == ncclSuccess) return;
+      if (state != ncclInProgress) fail<CommError>(op, -1, "failed", ncclGetErrorString(state));
+      poll_deadline(op);
+    }
+  }
+
+  void poll_deadline(const Operation& op) {
+    if (aborted_) fail<CommError>(op, -1, "aborted");
+    if (Clock::now() >= op.deadline) fail<TimeoutError>(op, -1, "timed out");
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+
+  // Waits until everything queued for `op` ran on the GPU, watching NCCL's error state, the deadline and abort().
+  void finish(const Operation& op) {
+    HS_CUDA_CHECK(cudaEventRecord(done_, context_->stream));
+    for (;;) {
+      const cudaError_t status = cudaEventQuery(done_);
+      if (status == cudaSuccess) return;
+      if (status != cudaErrorNotReady) {
+        fail<CommError>(op, -1, "failed on the GPU", cudaGetErrorString(status));
+      }
+      ncclResult_t state = ncclSuccess;
+      if (ncclCommGetAsyncError(comm_, &state) == ncclSuccess && state != ncclSuccess && state != ncclInProgress) {
+        fail<CommError>(op, -1, "failed", ncclGetErrorString(state));
+      }
+      poll_deadline(op);
+    }
+  }
+
+  std::shared_ptr<NcclContext> context_;
+  ncclComm_t comm_;
+  int rank_;
+  int size_;
+  std::chrono::milliseconds timeout_;
+  cudaEvent_t done_ = nullptr;
+  void* barrier_scratch_ = nullptr;
+  std::atomic<bool> aborted_{false};
+  bool broken_ = false;
+  std::uint64_t sequence_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_nccl_communicator(Store& store, int rank, int world_size, int device_index,
+                                                     std::chrono::milliseconds timeout, void* stream) {
+  if (world_size <= 0 || rank < 0 || rank >= world_size) {
+    HS_THROW(ConfigError, "nccl: rank " + std::to_string(rank) + " is not in a world of " + std::to_string(world_size));
+  }
+  // NVLink SHARP multicast needs resources several jobs on one host cannot share (GPU.md): off unless asked for.
+  setenv("NCCL_NVLS_ENABLE", "0", 0);
+  HS_CUDA_CHECK(cudaSetDevice(device_index));
+
+  auto context = std::make_shared<NcclContext>();
+  context->device_index = device_index;
+  if (stream != nullptr) {
+    context->stream = static_cast<cudaStream_t>(stream);
+  } else {
+    // Own stream: first wait for everything already queued on the device (see communicator.h).
+    HS_CUDA_CHECK(cudaDeviceSynchronize());
+    HS_CUDA_CHECK(cudaStreamCreateWithFlags(&context->stream, cudaStreamNonBlocking));
+    context->owns_stream = true;
+  }
+
+  // Rank 0 makes the unique id and publishes it; the others read it, within the store's timeout.
+  auto scope = store.scoped("nccl");
+  ncclUniqueId id;
+  if (rank == 0) {
+    HS_NCCL_CHECK(ncclGetUniqueId(&id));
+    scope->set("unique_id", std::string(reinterpret_cast<const char*>(&id), sizeof id));
+  } else {
+    const std::string value = scope->get("unique_id");
+    if (value.size() != sizeof id) {
+      HS_THROW(CommError, "nccl rank " + std::to_string(rank) + ": the unique id in the store has " +
+                              std::to_string(value.size()) + " bytes, expected " + std::to_string(sizeof id));
+    }
+    std::memcpy(&id, value.data(), sizeof id);
+  }
+
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  ncclComm_t comm = nullptr;
+  HS_NCCL_CHECK(ncclCommInitRankConfig(&comm, world_size, id, rank, &config));
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    ncclResult_t state = ncclSuccess;
+    HS_NCCL_CHECK(ncclCommGetAsyncError(comm, &state));
+    if (state == ncclSuccess) break;
+    if (state != ncclInProgress || Clock::now() >= deadline) {
+      ncclCommAbort(comm);
+      const std::string message =
+          "nccl rank " + std::to_string(rank) + "/" + std::to_string(world_size) +
+          " (cuda:" + std::to_string(device_index) + "): ncclCommInitRank " +
+          (state == ncclInProgress ? "timed out after " + std::to_string(timeout.count()) + " ms"
+                                   : std::string("failed: ") + ncclGetErrorString(state));
+      if (state == ncclInProgress) throw TimeoutError(message, __FILE__, __LINE__, "ncclCommInitRankConfig");
+      throw CommError(message, __FILE__, __LINE__, "ncclCommInitRankConfig", ncclGetErrorString(state));
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  return std::make_unique<NcclCommunicator>(std::move(context), comm, rank, world_size, timeout);
+}
+
+}  // namespace hybridshard::core

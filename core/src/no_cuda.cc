@@ -14,7 +14,7 @@ std::unique_ptr<Device> make_cuda_device(int index) {
 }
 
 std::unique_ptr<Communicator> make_nccl_communicator(Store& store, int rank, int world_size, int device_index,
-                                                     std::chrono::milliseconds timeout) {
+                                                     std::chrono::milliseconds timeout, void* stream) {
   HS_THROW(Error, "nccl communicator requested (rank " + std::to_string(rank) + " of " + std::to_string(world_size) +
                       ") but hybridshard was built without CUDA (HYBRIDSHARD_WITH_CUDA=OFF)");
 }

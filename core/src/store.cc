@@ -2,6 +2,7 @@
 // both libtorch 1.13 and 2.x is used.
 #include "hybridshard/core/store.h"
 
+#include <algorithm>
 #include <exception>
 #include <string>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -121,7 +122,10 @@ std::unique_ptr<Store> Store::open(const StoreOptions& options) {
   tcp_options.isServer = options.is_server;
   if (options.world_size > 0) tcp_options.numWorkers = static_cast<std::size_t>(options.world_size);
   tcp_options.waitWorkers = false;  // the host must not block: in tests it is one of the ranks' threads
-  tcp_options.timeout = options.timeout;
+  // libtorch 1.13 counts the connect deadline in whole seconds (a 300 ms timeout fails at once): round up, at least
+  // 1 s. Waits for keys use options.timeout exactly (wait() and get() pass it explicitly).
+  const auto whole_seconds = std::chrono::ceil<std::chrono::seconds>(options.timeout);
+  tcp_options.timeout = std::max<std::chrono::milliseconds>(whole_seconds, std::chrono::seconds(1));
 
   c10::intrusive_ptr<c10d::TCPStore> tcp;
   try {

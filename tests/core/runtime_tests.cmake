@@ -1,1 +1,21 @@
-# To be written.
+# Runtime tests: devices, flat buffers, events, store and communicators (owner: runtime).
+set(_hs_runtime ${CMAKE_CURRENT_SOURCE_DIR}/runtime)
+
+hybridshard_add_gtest(NAME core_runtime_test LABEL unit
+  SOURCES ${_hs_runtime}/events_test.cc
+          ${_hs_runtime}/cpu_device_test.cc
+          ${_hs_runtime}/flat_buffer_test.cc
+          ${_hs_runtime}/loopback_communicator_test.cc
+  LIBS hybridshard::core GTest::gtest_main)
+
+hybridshard_add_gtest(NAME core_comm_test LABEL multirank TIMEOUT 180
+  SOURCES ${_hs_runtime}/store_test.cc
+          ${_hs_runtime}/gloo_communicator_test.cc
+  LIBS hybridshard::core GTest::gtest_main)
+
+# Exit code 77 (skipped) without a GPU: gpu_test_main.cc checks cuda_available() first.
+hybridshard_add_gtest(NAME core_cuda_test LABEL gpu TIMEOUT 600
+  SOURCES ${_hs_runtime}/gpu_test_main.cc
+          ${_hs_runtime}/cuda_device_test.cc
+          ${_hs_runtime}/nccl_communicator_test.cc
+  LIBS hybridshard::core)

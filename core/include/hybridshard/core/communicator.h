@@ -66,8 +66,10 @@ std::unique_ptr<Communicator> make_gloo_communicator(Store& store, int rank, int
                                                      std::chrono::milliseconds timeout);
 
 // NCCL on CUDA device `device_index`; rank 0 publishes the unique id through `store`. Throws Error without CUDA.
+// With `stream` (a cudaStream_t, e.g. Device::stream()), operations are queued on it, after the work already there;
+// without, on a stream of the communicator's own, after everything queued on the device so far.
 std::unique_ptr<Communicator> make_nccl_communicator(Store& store, int rank, int world_size, int device_index,
-                                                     std::chrono::milliseconds timeout);
+                                                     std::chrono::milliseconds timeout, void* stream = nullptr);
 
 bool gloo_available();  // built with c10d's ProcessGroupGloo
 
@@ -75,6 +77,10 @@ bool gloo_available();  // built with c10d's ProcessGroupGloo
 // `peer_data` the first time an operation runs (keyed by the operation's sequence number and peer) and kept in
 // device memory; later runs of the same sequence (bench iterations) replay it with device-to-device copies of the
 // same sizes, standing in for the network. reset_sequence() starts the next iteration's numbering at 0.
+// Every operation (all_gather, broadcast, all_reduce_sum, exchange, barrier) takes the next sequence number; subgroups
+// share their parent's numbering and name peers to the provider by world rank; all_reduce_sum asks for the reduced
+// result with peer -1. The cache and the send scratch are device allocations (counted in bytes_in_use) kept until
+// the communicator and all its subgroups are gone.
 // Sends are copied into a scratch buffer of the same size (the bytes a NIC would read).
 using PeerDataProvider = std::function<void(int peer, std::uint64_t sequence, void* device_dst, std::size_t bytes)>;
 class LoopbackCommunicator : public Communicator {

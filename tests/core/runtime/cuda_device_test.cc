@@ -1,0 +1,150 @@
+// The CPU device's checks on the CUDA device, plus bit-exact agreement of its kernels with the CPU device.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "device_checks.h"
+#include "hybridshard/core/communicator.h"
+#include "hybridshard/core/device.h"
+#include "hybridshard/core/error.h"
+#include "hybridshard/core/flat_buffer.h"
+
+namespace hybridshard::core {
+namespace {
+
+using testing::DeviceBytes;
+
+class CudaDeviceTest : public ::testing::Test {
+ protected:
+  void SetUp() override { device_ = make_cuda_device(0); }
+  std::unique_ptr<Device> device_;
+};
+
+TEST_F(CudaDeviceTest, describes_itself_and_its_memory) {
+  EXPECT_EQ(device_->type(), DeviceType::kCuda);
+  EXPECT_NE(device_->description().find("cuda:0"), std::string::npos) << device_->description();
+  EXPECT_GT(device_->total_memory(), 0);
+  EXPECT_GT(device_->used_memory(), 0);
+  EXPECT_NE(device_->stream(), nullptr);
+}
+
+TEST_F(CudaDeviceTest, accounts_every_allocation_to_the_byte) { testing::check_accounting(*device_); }
+
+TEST_F(CudaDeviceTest, an_impossible_allocation_throws_out_of_memory_and_keeps_accounting) {
+  const std::int64_t before = device_->bytes_in_use(Residency::kGpu);
+  EXPECT_THROW(device_->allocate(Residency::kGpu, std::int64_t{1} << 50), OutOfMemoryError);
+  EXPECT_EQ(device_->bytes_in_use(Residency::kGpu), before);
+}
+
+TEST_F(CudaDeviceTest, copy_pieces_matches_the_reference_for_aligned_and_unaligned_tables) {
+  for (std::uint32_t seed = 1; seed <= 8; ++seed) {
+    for (std::int64_t granule : {16, 8, 4, 2, 1}) testing::check_copy_pieces(*device_, seed, granule);
+  }
+}
+
+TEST_F(CudaDeviceTest, copy_pieces_agrees_with_the_cpu_device_on_large_pieces) {
+  // Pieces of many chunks each, so that chunk boundaries inside rows are exercised.
+  auto cpu = make_cpu_device(std::int64_t{1} << 30);
+  std::mt19937 random(99);
+  constexpr std::int64_t kSrc = 8 << 20;
+  std::vector<Piece> pieces;
+  std::int64_t dst_bytes = 0;
+  for (int i = 0; i < 24; ++i) {
+    Piece piece;
+    piece.src_buffer = i % 2 == 0 ? 0 : -1;
+    piece.row_bytes = 16 * (1 + static_cast<std::int64_t>(random() % 4096)) + (i % 3 == 0 ? 2 : 0);
+    piece.rows = 1 + static_cast<std::int64_t>(random() % 64);
+    piece.src_stride = piece.row_bytes + 16 * static_cast<std::int64_t>(random() % 4);
+    piece.dst_stride = piece.row_bytes;
+    piece.src_offset = 0;
+    piece.dst_offset = dst_bytes;
+    ASSERT_LE((piece.rows - 1) * piece.src_stride + piece.row_bytes, kSrc);
+    dst_bytes += piece.rows * piece.row_bytes;
+    dst_bytes = (dst_bytes + 15) / 16 * 16;
+    pieces.push_back(piece);
+  }
+  const auto host_src = testing::random_bytes(random, kSrc);
+  const auto host_message = testing::random_bytes(random, kSrc);
+  std::vector<std::uint8_t> expected(static_cast<std::size_t>(dst_bytes), 0);
+  std::vector<void*> cpu_bases{const_cast<std::uint8_t*>(host_src.data())};
+  cpu->copy_pieces(pieces, cpu_bases, host_message.data(), expected.data());
+
+  DeviceBytes src(*device_, kSrc), message(*device_, kSrc), dst(*device_, dst_bytes);
+  src.upload(host_src);
+  message.upload(host_message);
+  dst.upload(std::vector<std::uint8_t>(static_cast<std::size_t>(dst_bytes), 0));
+  std::vector<void*> bases{src.data};
+  device_->copy_pieces(pieces, bases, message.data, dst.data);
+  EXPECT_TRUE(dst.download() == expected);
+}
+
+TEST_F(CudaDeviceTest, generate_agrees_with_the_cpu_device_bit_for_bit) {
+  auto cpu = make_cpu_device(1 << 20);
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16, DType::kFloat32}) {
+    testing::check_generate(*device_, dtype, 5);
+    const BufferLayout layout = testing::sample_layout(dtype);
+    std::vector<std::uint8_t> expected(static_cast<std::size_t>(layout.bytes));
+    cpu->generate(layout, 5, expected.data());
+    DeviceBytes actual(*device_, layout.bytes);
+    device_->generate(layout, 5, actual.data);
+    EXPECT_TRUE(actual.download() == expected) << dtype_name(dtype);
+  }
+}
+
+TEST_F(CudaDeviceTest, counts_mismatches_by_element_size) { testing::check_count_mismatches(*device_); }
+
+TEST_F(CudaDeviceTest, flat_buffer_moves_through_pinned_memory_keep_contents) {
+  RecordingEventSink events;
+  const std::int64_t gpu_before = device_->bytes_in_use(Residency::kGpu);
+  FlatBufferInfo info;
+  info.name = "train.params.pp1.vpp0";
+  info.bytes = (3 << 20) + 6;
+  FlatBuffer buffer(info, *device_, &events, 0);
+  buffer.move_to(Residency::kGpu);
+  std::mt19937 random(3);
+  const auto pattern = testing::random_bytes(random, info.bytes);
+  device_->copy(buffer.data(), Residency::kGpu, pattern.data(), Residency::kCpu, info.bytes);
+  device_->synchronize();
+  buffer.move_to(Residency::kCpu);
+  EXPECT_EQ(device_->bytes_in_use(Residency::kGpu), gpu_before);
+  EXPECT_EQ(device_->bytes_in_use(Residency::kCpu), info.bytes);
+  EXPECT_EQ(std::memcmp(buffer.data(), pattern.data(), pattern.size()), 0);  // pinned memory is host-readable
+  buffer.move_to(Residency::kGpu);
+  std::vector<std::uint8_t> back(pattern.size());
+  device_->copy(back.data(), Residency::kCpu, buffer.data(), Residency::kGpu, info.bytes);
+  device_->synchronize();
+  EXPECT_TRUE(back == pattern);
+  int transfers = 0;
+  for (const Event& event : events.events()) transfers += event.type == EventType::kTransfer ? 1 : 0;
+  EXPECT_EQ(transfers, 2);
+}
+
+TEST_F(CudaDeviceTest, loopback_replays_peer_data_in_device_memory) {
+  int asked = 0;
+  auto comm =
+      make_loopback_communicator(0, 2, *device_, [&](int peer, std::uint64_t sequence, void* dst, std::size_t bytes) {
+        ++asked;
+        std::vector<std::uint8_t> host(bytes);
+        for (std::size_t i = 0; i < bytes; ++i) host[i] = static_cast<std::uint8_t>(peer + sequence + i);
+        device_->copy(dst, Residency::kGpu, host.data(), Residency::kCpu, static_cast<std::int64_t>(bytes));
+        device_->synchronize();
+      });
+  DeviceBytes send(*device_, 4096), recv(*device_, 8192);
+  std::mt19937 random(4);
+  const auto mine = testing::random_bytes(random, 4096);
+  send.upload(mine);
+  for (int iteration = 0; iteration < 3; ++iteration) {
+    comm->reset_sequence();
+    comm->all_gather(send.data, recv.data, 4096);
+    device_->synchronize();
+    const auto got = recv.download();
+    for (std::size_t i = 0; i < 4096; ++i) {
+      ASSERT_EQ(got[i], mine[i]);
+      ASSERT_EQ(got[4096 + i], static_cast<std::uint8_t>(1 + i));
+    }
+  }
+  EXPECT_EQ(asked, 1);
+}
+
+}  // namespace
+}  // namespace hybridshard::core
