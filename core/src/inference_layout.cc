@@ -13,6 +13,7 @@ namespace {
 using detail::HfIndex;
 using detail::make_block;
 using detail::make_tensor;
+using detail::throw_if_unusable;
 using detail::vocab_shard;
 using detail::whole_vector;
 
@@ -67,6 +68,7 @@ std::vector<std::string> InferenceLayout::validate(const ModelSpec& spec) const 
 BufferLayout inference_param_buffer(const ModelSpec& spec, const InferenceLayout& layout, int tp_rank) {
   HS_CHECK(tp_rank >= 0 && tp_rank < layout.tp,
            "inference tp rank " + num(tp_rank) + " is outside [0, " + num(layout.tp) + ")");
+  throw_if_unusable(spec, layout.validate(spec), "inference");
   const HfIndex hf(spec);
   const int tp = layout.tp;
   const std::int64_t h = spec.hidden_size;

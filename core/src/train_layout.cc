@@ -12,6 +12,7 @@ namespace {
 using detail::HfIndex;
 using detail::make_block;
 using detail::make_tensor;
+using detail::throw_if_unusable;
 using detail::vocab_shard;
 using detail::whole_vector;
 
@@ -91,6 +92,7 @@ std::vector<BufferLayout> train_param_buffers(const ModelSpec& spec, const Train
            "train tp rank " + num(tp_rank) + " is outside [0, " + num(layout.tp) + ")");
   HS_CHECK(pp_rank >= 0 && pp_rank < layout.pp,
            "train pp rank " + num(pp_rank) + " is outside [0, " + num(layout.pp) + ")");
+  throw_if_unusable(spec, layout.validate(spec), "train");
   const HfIndex hf(spec);
   const int tp = layout.tp;
   const std::int64_t h = spec.hidden_size;

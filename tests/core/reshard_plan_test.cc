@@ -310,6 +310,17 @@ TEST(ReshardPlanTest, equal_tensor_parallelism_without_pipeline_needs_no_network
   }
 }
 
+TEST(ReshardPlanTest, contiguous_copies_merge_into_few_pieces) {
+  // Same layout on both sides: only the per-group QKV interleave (six pieces for two groups) and the alignment gaps
+  // after the 128-byte norms (two per layer) break contiguity; everything else runs on in both buffers and merges.
+  const ModelSpec spec = *model_preset("tiny");
+  const RankPlan plan = make_rank_plan(spec, TrainLayout{}, InferenceLayout{}, 0);
+  EXPECT_TRUE(plan.rounds.empty());
+  EXPECT_LE(plan.local_pieces.size(), static_cast<std::size_t>(8 * spec.num_hidden_layers + 1));
+  EXPECT_GE(plan.local_pieces.size(), static_cast<std::size_t>(6 * spec.num_hidden_layers));
+  for (const Piece& piece : plan.local_pieces) EXPECT_GT(piece.bytes(), 0);
+}
+
 TEST(ReshardPlanTest, other_stages_come_from_the_same_tensor_parallel_column) {
   // tp == tp', two stages: every rank needs the other stage's layers, norms included, and takes all of them from the
   // one rank of its column there.

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "hybridshard/core/error.h"
+#include "hybridshard/core/inference_layout.h"
 #include "layout_test_support.h"
 #include "reference.h"
 
@@ -67,6 +68,13 @@ TEST(TrainLayoutTest, validate_names_megatron_keys_for_every_problem) {
   const auto heads = TrainLayout{.tp = 4}.validate(odd);
   EXPECT_TRUE(mentions(heads, "tensor_model_parallel_size 4 does not divide num_attention_heads 6"));
   EXPECT_TRUE(mentions(heads, "does not divide intermediate_size 102"));
+}
+
+TEST(TrainLayoutTest, buffers_of_an_unusable_layout_are_a_config_error) {
+  const ModelSpec spec = *model_preset("tiny");
+  EXPECT_THROW(train_param_buffers(spec, TrainLayout{.tp = 4}, 0, 0), ConfigError);
+  EXPECT_THROW(train_param_buffers(spec, TrainLayout{.tp = 2}, 2, 0), Error);
+  EXPECT_THROW(inference_param_buffer(spec, InferenceLayout{.tp = 3, .world_size = 3}, 0), ConfigError);
 }
 
 TEST(TrainLayoutTest, tensors_are_megatron_core_names_in_order) {
