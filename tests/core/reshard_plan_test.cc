@@ -269,12 +269,18 @@ TEST_P(ReshardPlanMatrixTest, a_rank_receives_only_what_its_own_shards_lack) {
   const auto hf = c.spec.hf_tensors();
   const auto element = static_cast<std::int64_t>(dtype_size(c.spec.dtype));
   for (const RankPlan& plan : plan_every_rank(c)) {
-    std::set<std::tuple<int, std::int64_t, std::int64_t>> own;  // (tensor, row, col) held by this rank
+    std::vector<std::vector<char>> own(hf.size());  // per full tensor: element held by this rank's train shards
+    for (std::size_t i = 0; i < hf.size(); ++i) own[i].assign(static_cast<std::size_t>(hf[i].numel()), 0);
+    const auto element_of = [&hf](const Block& b, std::int64_t r, std::int64_t col) {
+      return static_cast<std::size_t>((b.hf_row + r) * hf[static_cast<std::size_t>(b.hf_tensor)].cols + b.hf_col + col);
+    };
     for (const BufferLayout& buffer : plan.train_buffers) {
       for (const LocalTensor& tensor : buffer.tensors) {
         for (const Block& b : tensor.blocks) {
           for (std::int64_t r = 0; r < b.rows; ++r) {
-            for (std::int64_t col = 0; col < b.cols; ++col) own.emplace(b.hf_tensor, b.hf_row + r, b.hf_col + col);
+            for (std::int64_t col = 0; col < b.cols; ++col) {
+              own[static_cast<std::size_t>(b.hf_tensor)][element_of(b, r, col)] = 1;
+            }
           }
         }
       }
@@ -286,7 +292,7 @@ TEST_P(ReshardPlanMatrixTest, a_rank_receives_only_what_its_own_shards_lack) {
         needed_elements += b.rows * b.cols;
         for (std::int64_t r = 0; r < b.rows; ++r) {
           for (std::int64_t col = 0; col < b.cols; ++col) {
-            local_elements += own.count({b.hf_tensor, b.hf_row + r, b.hf_col + col});
+            local_elements += own[static_cast<std::size_t>(b.hf_tensor)][element_of(b, r, col)];
           }
         }
       }
