@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,6 +55,19 @@ PlanOptions small_buckets() {
   return options;
 }
 
+// Runs `body` on every rank; a rank's exception is reported with its rank before the first one is rethrown, so that
+// the cause shows and not only the peers' broken connections.
+void run_ranks(int world_size, const std::function<void(int)>& body) {
+  testing::run_ranks(world_size, [&](int rank) {
+    try {
+      body(rank);
+    } catch (const std::exception& error) {
+      ADD_FAILURE() << "rank " << rank << ": " << error.what();
+      throw;
+    }
+  });
+}
+
 // The device holds exactly the flat buffers the events say are resident, in both places.
 void expect_accounting(Device& device, const RecordingEventSink& events, const std::string& step) {
   const std::vector<Event> all = events.events();
@@ -64,7 +79,7 @@ TEST_P(TransitionMultirankTest, hybridshard_shards_match_the_reference_across_tr
   const LayoutCase& layout = GetParam();
   const InferenceLayout inference = layout.inference();
   const int world_size = layout.train.world_size();
-  testing::run_ranks(world_size, [&](int rank) {
+  run_ranks(world_size, [&](int rank) {
     std::unique_ptr<Store> store;
     auto comm = connect(rank, world_size, store);
     auto device = make_cpu_device(kCapacity);
@@ -147,7 +162,7 @@ TEST_P(TransitionMultirankTest, seed_gives_the_same_bytes_where_it_applies) {
     GTEST_SKIP() << "the seed does not apply to " << layout.name;
   }
   const int world_size = layout.train.world_size();
-  testing::run_ranks(world_size, [&](int rank) {
+  run_ranks(world_size, [&](int rank) {
     std::unique_ptr<Store> store;
     auto comm = connect(rank, world_size, store);
     auto device = make_cpu_device(kCapacity);
@@ -214,7 +229,7 @@ TEST_P(TransitionMultirankTest, seed_gives_the_same_bytes_where_it_applies) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, TransitionMultirankTest, ::testing::ValuesIn(testing::layout_matrix()),
-                         [](const ::testing::TestParamInfo<LayoutCase>& info) { return info.param.name; });
+                         [](const ::testing::TestParamInfo<LayoutCase>& case_info) { return case_info.param.name; });
 
 }  // namespace
 }  // namespace hybridshard::core
