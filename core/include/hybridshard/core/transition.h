@@ -43,6 +43,8 @@ bool strategy_applies(Strategy strategy, const ModelSpec& spec, const TrainLayou
 int inference_tp_rank_of(Strategy strategy, const TrainLayout& train, const InferenceLayout& inference, int rank);
 
 // free: drop the inference shards (and, for the seed, nothing else is kept); offload: keep them in pinned host memory.
+// The next enter never copies an offloaded shard back: a train step ran in between, so it is stale. enter allocates
+// the device copy afresh, frees the host copy and overwrites every byte (tensors, vocabulary padding, alignment gaps).
 enum class ExitPolicy : std::uint8_t { kFree, kOffload };
 std::string_view exit_policy_name(ExitPolicy policy);
 
