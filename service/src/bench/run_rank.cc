@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -69,16 +70,40 @@ Series time_copy(const BenchConfig& config, core::Device& device, core::Communic
   return series;
 }
 
-// A raw all-gather on the job's communicator in which every rank receives `bytes_received` bytes from the others.
+// The largest `value` of any rank (a collective: every rank calls it).
+std::int64_t max_over_ranks(core::Device& device, core::Communicator& world, std::int64_t value) {
+  const int n = world.size();
+  const auto bytes = static_cast<std::int64_t>(sizeof(std::int64_t));
+  DeviceMemory host(device, core::Residency::kCpu, bytes * n);
+  DeviceMemory send(device, core::Residency::kGpu, bytes);
+  DeviceMemory recv(device, core::Residency::kGpu, bytes * n);
+  std::memcpy(host.data(), &value, sizeof(value));
+  device.copy(send.data(), core::Residency::kGpu, host.data(), core::Residency::kCpu, bytes);
+  device.synchronize();
+  world.all_gather(send.data(), recv.data(), sizeof(std::int64_t));
+  device.copy(host.data(), core::Residency::kCpu, recv.data(), core::Residency::kGpu, bytes * n);
+  device.synchronize();
+  std::int64_t largest = 0;
+  for (int r = 0; r < n; ++r) {
+    std::int64_t each = 0;
+    std::memcpy(&each, host.data() + r * bytes, sizeof(each));
+    largest = std::max(largest, each);
+  }
+  return largest;
+}
+
+// A raw all-gather on the job's communicator in which every rank receives `bytes_received` bytes from the others
+// (the largest of any rank, so that all ranks move the same sizes).
 Series time_all_gather(const BenchConfig& config, core::Device& device, core::Communicator& world,
-                       std::int64_t bytes_received, const std::string& label) {
+                       std::int64_t rank_bytes_received, const std::string& label) {
   Series series;
   const int n = world.size();
+  const std::int64_t bytes_received = max_over_ranks(device, world, rank_bytes_received);
   if (n < 2 || bytes_received <= 0) return series;
   const std::int64_t per_rank = (bytes_received + n - 2) / (n - 1);
   series.bytes = per_rank * (n - 1);
   series.what = "all_gather on " + std::string(core::backend_name(world.backend())) + ", " + std::to_string(per_rank) +
-                " B per rank, the bytes " + label + " receives";
+                " B per rank, the bytes " + label + " receives (the largest of any rank)";
   DeviceMemory send(device, core::Residency::kGpu, per_rank);
   DeviceMemory recv(device, core::Residency::kGpu, per_rank * n);
   device.fill_zero(send.data(), per_rank);
@@ -232,7 +257,7 @@ void run_batch(const BenchConfig& config, int rank, core::Device& device, core::
     }
   }
 
-  core::BatchRedistribution batch(config.train, config.inference, *comm);
+  core::BatchRedistribution batch(config.train, config.inference, *comm, device);
   Series& pre = result.phases[{"batch.pre", "-", "-"}];
   Series& post = result.phases[{"batch.post", "-", "-"}];
   pre.checked = check;
@@ -319,7 +344,19 @@ RankResult run_rank(const BenchConfig& config, int rank, core::Device& device, c
                              " (the seed needs tp % tp' == 0 and matching vocabulary padding); skipped");
       continue;
     }
-    run_strategy(config, rank, device, world, strategy, result);
+    if (world != nullptr) {
+      run_strategy(config, rank, device, world, strategy, result);
+      continue;
+    }
+    // Alone on the device (loopback), a strategy that runs out of device memory is reported and the run goes on: on
+    // one GPU the seed's copies of a large model may not fit where hybridshard's do.
+    try {
+      run_strategy(config, rank, device, world, strategy, result);
+    } catch (const core::OutOfMemoryError& error) {
+      const std::string name(core::strategy_name(strategy));
+      std::erase_if(result.phases, [&](const auto& entry) { return std::get<1>(entry.first) == name; });
+      result.notes.push_back(name + " ran out of device memory and is left out: " + error.what());
+    }
   }
   run_batch(config, rank, device, world, result);
   return result;
