@@ -340,4 +340,11 @@ json parse_event_line(std::string_view line, long line_number) {
   return parsed;
 }
 
+std::string error_message(const core::Error& error) {
+  std::string text = error.what();
+  const std::string prefix = error.file() + ":" + std::to_string(error.line()) + ": ";
+  if (text.rfind(prefix, 0) == 0) text.erase(0, prefix.size());
+  return text;
+}
+
 }  // namespace hybridshard::service

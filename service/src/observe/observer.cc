@@ -61,7 +61,7 @@ void Observer::on_line(std::string_view line, std::string_view source) {
   try {
     on_event(parse_event_line(line));
   } catch (const core::Error& error) {
-    HS_THROW(core::Error, std::string(source) + ": " + error.what());
+    HS_THROW(core::Error, std::string(source) + ": " + error_message(error));
   }
 }
 

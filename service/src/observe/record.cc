@@ -114,7 +114,7 @@ std::vector<nlohmann::json> RecordReader::read_all() {
         truncated_line_ = number;
         break;
       }
-      HS_THROW(core::Error, name_ + ": " + error.what());
+      HS_THROW(core::Error, name_ + ": " + error_message(error));
     }
   }
   if (in_->bad()) HS_THROW(core::Error, "record: reading " + name_ + " failed after line " + std::to_string(number));

@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 
+#include "hybridshard/core/error.h"
 #include "hybridshard/core/events.h"
 
 namespace hybridshard::service {
@@ -56,5 +57,8 @@ std::string event_line(const nlohmann::json& event);
 // Parses one line; throws core::Error("line N: ...") when it is not a JSON object. `line_number` (> 0) only names
 // the place in the message.
 nlohmann::json parse_event_line(std::string_view line, long line_number = 0);
+
+// The message of `error` without its "file:line: " prefix, to wrap it in a message that names a place in the input.
+std::string error_message(const core::Error& error);
 
 }  // namespace hybridshard::service

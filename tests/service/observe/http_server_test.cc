@@ -1,0 +1,133 @@
+#include "hybridshard/service/observe/http_server.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+
+#include "hybridshard/core/error.h"
+#include "test_http_client.h"
+
+namespace hybridshard::service {
+namespace {
+
+using testing::http_get;
+using testing::raw_http;
+
+HttpServerOptions loopback_any_port() {
+  HttpServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.num_threads = 2;
+  return options;
+}
+
+std::map<std::string, HttpHandler> routes(std::atomic<int>* calls = nullptr) {
+  std::map<std::string, HttpHandler> table;
+  table["/status"] = [calls] {
+    if (calls) ++*calls;
+    return HttpResponse{200, "application/json", "{\"state\":\"running\"}"};
+  };
+  table["/fails"] = []() -> HttpResponse { throw std::runtime_error("the handler broke"); };
+  return table;
+}
+
+TEST(HttpServerTest, port_zero_binds_a_free_port_and_reads_it_back) {
+  HttpServer server(loopback_any_port(), routes());
+  EXPECT_GT(server.port(), 0);
+  EXPECT_EQ(server.url(), "http://127.0.0.1:" + std::to_string(server.port()));
+}
+
+TEST(HttpServerTest, get_of_a_route_answers_its_body_and_type) {
+  HttpServer server(loopback_any_port(), routes());
+  auto response = http_get(server.port(), "/status?verbose=1");
+  EXPECT_EQ(response.status, 200);
+  EXPECT_EQ(response.body, "{\"state\":\"running\"}");
+  EXPECT_NE(response.head.find("Content-Type: application/json"), std::string::npos) << response.head;
+  EXPECT_NE(response.head.find("Content-Length: 19"), std::string::npos) << response.head;
+}
+
+TEST(HttpServerTest, head_answers_headers_without_body) {
+  HttpServer server(loopback_any_port(), routes());
+  auto response = raw_http(server.port(), "HEAD /status HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(response.status, 200);
+  EXPECT_EQ(response.body, "");
+}
+
+TEST(HttpServerTest, unknown_path_is_404) {
+  HttpServer server(loopback_any_port(), routes());
+  EXPECT_EQ(http_get(server.port(), "/").status, 404);
+  EXPECT_EQ(http_get(server.port(), "/status/extra").status, 404);
+  EXPECT_EQ(http_get(server.port(), "/../etc/passwd").status, 404);
+}
+
+TEST(HttpServerTest, other_methods_are_405_and_never_reach_the_handler) {
+  std::atomic<int> calls{0};
+  HttpServer server(loopback_any_port(), routes(&calls));
+  for (const char* method : {"POST", "PUT", "DELETE", "PATCH"}) {
+    auto response =
+        raw_http(server.port(), std::string(method) + " /status HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
+    EXPECT_EQ(response.status, 405) << method;
+    EXPECT_NE(response.head.find("Allow: GET, HEAD"), std::string::npos) << response.head;
+  }
+  EXPECT_EQ(calls.load(), 0);
+}
+
+TEST(HttpServerTest, get_with_a_body_is_refused) {
+  std::atomic<int> calls{0};
+  HttpServer server(loopback_any_port(), routes(&calls));
+  auto response = raw_http(server.port(), "GET /status HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+  EXPECT_EQ(response.status, 413);
+  EXPECT_EQ(calls.load(), 0);
+}
+
+TEST(HttpServerTest, oversized_request_is_refused_and_the_server_keeps_serving) {
+  std::atomic<int> calls{0};
+  HttpServer server(loopback_any_port(), routes(&calls));
+  const std::string huge_header(64 * 1024, 'a');
+  auto response = raw_http(server.port(), "GET /status HTTP/1.1\r\nHost: x\r\nX-Padding: " + huge_header + "\r\n\r\n");
+  EXPECT_NE(response.status, 200);
+  EXPECT_EQ(calls.load(), 0);
+  const std::string long_path(16 * 1024, 'p');
+  EXPECT_NE(http_get(server.port(), "/" + long_path).status, 200);
+  EXPECT_EQ(http_get(server.port(), "/status").status, 200);
+}
+
+TEST(HttpServerTest, a_throwing_handler_answers_500_with_its_message) {
+  HttpServer server(loopback_any_port(), routes());
+  auto response = http_get(server.port(), "/fails");
+  EXPECT_EQ(response.status, 500);
+  EXPECT_NE(response.body.find("the handler broke"), std::string::npos);
+}
+
+TEST(HttpServerTest, a_port_in_use_is_an_error_naming_the_address) {
+  HttpServer first(loopback_any_port(), routes());
+  HttpServerOptions options = loopback_any_port();
+  options.listen = "127.0.0.1:" + std::to_string(first.port());
+  try {
+    HttpServer second(options, routes());
+    FAIL() << "no error";
+  } catch (const core::Error& error) {
+    EXPECT_NE(std::string(error.what()).find(options.listen), std::string::npos) << error.what();
+  }
+}
+
+TEST(HttpServerTest, listen_addresses_are_parsed_or_refused) {
+  EXPECT_EQ(parse_listen_address("127.0.0.1:9464").host, "127.0.0.1");
+  EXPECT_EQ(parse_listen_address("127.0.0.1:9464").port, 9464);
+  EXPECT_EQ(parse_listen_address("0.0.0.0:0").port, 0);
+  EXPECT_EQ(parse_listen_address("[::1]:80").host, "[::1]");
+  for (const char* bad :
+       {"9464", ":9464", "127.0.0.1:", "127.0.0.1:http", "127.0.0.1:65536", "::1:80", "[::1]80", "127.0.0.1:-1"}) {
+    EXPECT_THROW(parse_listen_address(bad), core::ConfigError) << bad;
+  }
+}
+
+TEST(HttpServerTest, stop_is_idempotent_and_closes_the_port) {
+  auto server = std::make_unique<HttpServer>(loopback_any_port(), routes());
+  const int port = server->port();
+  server->stop();
+  server->stop();
+  EXPECT_THROW(http_get(port, "/status"), std::runtime_error);
+}
+
+}  // namespace
+}  // namespace hybridshard::service

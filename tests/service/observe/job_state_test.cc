@@ -1,0 +1,193 @@
+#include "hybridshard/service/observe/job_state.h"
+
+#include <gtest/gtest.h>
+
+#include "event_sequence.h"
+#include "hybridshard/core/error.h"
+
+namespace hybridshard::service {
+namespace {
+
+using testing::SyntheticJob;
+
+void apply_all(JobState& state, const std::vector<nlohmann::json>& events) {
+  for (const nlohmann::json& event : events) state.apply(event);
+}
+
+const nlohmann::json& buffer_of(const nlohmann::json& status, int rank, const std::string& name) {
+  for (const nlohmann::json& buffer : status["ranks"][rank]["buffers"]) {
+    if (buffer["name"] == name) return buffer;
+  }
+  throw std::runtime_error("no buffer " + name + " on rank " + std::to_string(rank));
+}
+
+TEST(JobStateTest, starts_runs_and_finishes) {
+  SyntheticJob job;
+  JobState state;
+  EXPECT_EQ(state.state(), "starting");
+  std::vector<nlohmann::json> opening = testing::job_opening(job);
+  state.apply(opening[0]);  // the job event: ranks known, none up
+  nlohmann::json status = state.status_json();
+  EXPECT_EQ(status["state"], "starting");
+  EXPECT_EQ(status["job"]["world_size"], 2);
+  EXPECT_FALSE(status["job"].contains("type"));
+  ASSERT_EQ(status["ranks"].size(), 2u);
+  EXPECT_FALSE(status["ranks"][1]["up"].get<bool>());
+  EXPECT_DOUBLE_EQ(status["started"].get<double>(), job.start);
+
+  apply_all(state, {opening.begin() + 1, opening.end()});
+  EXPECT_EQ(state.state(), "running");
+  apply_all(state, testing::job_iteration(job, 0));
+  state.apply(job_end_event_json(true, "", 20.0, job.start + 20));
+  status = state.status_json();
+  EXPECT_EQ(status["state"], "finished");
+  EXPECT_EQ(status["iteration"], 0);
+  EXPECT_TRUE(status["ranks"][0]["up"].get<bool>());
+  EXPECT_EQ(status["ranks"][0]["host"], "127.0.0.1");
+  EXPECT_EQ(status["ranks"][0]["pid"], 1000);
+  EXPECT_EQ(status["ranks"][1]["device"], "cpu");
+}
+
+TEST(JobStateTest, failed_job_keeps_its_message_and_down_rank_its_reason) {
+  JobState state;
+  apply_all(state, testing::job_opening(SyntheticJob{}));
+  state.apply(rank_down_event_json(1, "127.0.0.1", "killed by signal 9", "enter", 2e9));
+  state.apply(job_end_event_json(false, "rank 1 on 127.0.0.1 died in enter", 5.0, 2e9 + 1));
+  nlohmann::json status = state.status_json();
+  EXPECT_EQ(status["state"], "failed");
+  EXPECT_EQ(status["message"], "rank 1 on 127.0.0.1 died in enter");
+  EXPECT_FALSE(status["ranks"][1]["up"].get<bool>());
+  EXPECT_EQ(status["ranks"][1]["down_reason"], "killed by signal 9");
+  EXPECT_TRUE(status["ranks"][0]["up"].get<bool>());
+  EXPECT_DOUBLE_EQ(status["time"].get<double>(), 2e9 + 1);
+}
+
+TEST(JobStateTest, buffers_follow_their_residency_through_the_phases) {
+  SyntheticJob job;
+  JobState state;
+  apply_all(state, testing::job_opening(job));
+  nlohmann::json status = state.status_json();
+  EXPECT_EQ(buffer_of(status, 0, "train.params.pp0.vpp0")["residency"], "gpu");
+  EXPECT_EQ(buffer_of(status, 0, "train.params.pp0.vpp0")["dtype"], "bf16");
+  EXPECT_EQ(buffer_of(status, 0, "train.params.pp0.vpp0")["bytes"], job.params_bytes);
+  EXPECT_EQ(buffer_of(status, 0, "rollout.params")["residency"], "none");
+  EXPECT_EQ(buffer_of(status, 0, "rollout.params")["kind"], "inference_params");
+
+  std::vector<nlohmann::json> iteration = testing::job_iteration(job, 0);
+  // Up to the end of rank 0's enter: inference shard on the device, optimizer state on the host.
+  std::size_t enter_end = 0;
+  while (!(iteration[enter_end]["type"] == "phase_end" && iteration[enter_end]["phase"] == "enter")) ++enter_end;
+  apply_all(state, {iteration.begin(), iteration.begin() + static_cast<long>(enter_end) + 1});
+  status = state.status_json();
+  EXPECT_EQ(buffer_of(status, 0, "rollout.params")["residency"], "gpu");
+  EXPECT_EQ(buffer_of(status, 0, "train.exp_avg.pp0.vpp0")["residency"], "cpu");
+  EXPECT_EQ(buffer_of(status, 1, "rollout.params")["residency"], "none");  // rank 1 has not entered yet
+  EXPECT_EQ(status["ranks"][0]["phase"], "");
+  EXPECT_DOUBLE_EQ(status["ranks"][0]["last_enter_seconds"].get<double>(), 0.012);
+  EXPECT_EQ(status["ranks"][0]["last_enter_network_bytes"], job.network_bytes);
+
+  apply_all(state, {iteration.begin() + static_cast<long>(enter_end) + 1, iteration.end()});
+  status = state.status_json();
+  EXPECT_EQ(buffer_of(status, 0, "rollout.params")["residency"], "none");
+  EXPECT_EQ(buffer_of(status, 1, "train.exp_avg.pp0.vpp0")["residency"], "gpu");
+  EXPECT_DOUBLE_EQ(status["ranks"][1]["last_exit_seconds"].get<double>(), 0.004);
+
+  core::Event destroyed;
+  destroyed.type = core::EventType::kBufferDestroyed;
+  destroyed.time = job.start + 100;
+  destroyed.rank = 1;
+  destroyed.buffer = "rollout.kv_cache";
+  destroyed.kind = core::BufferKind::kKvCache;
+  state.apply(destroyed);
+  status = state.status_json();
+  EXPECT_EQ(status["ranks"][1]["buffers"].size(), 5u);
+  EXPECT_EQ(status["ranks"][0]["buffers"].size(), 6u);
+}
+
+TEST(JobStateTest, current_phase_and_phase_intervals) {
+  SyntheticJob job;
+  JobState state;
+  apply_all(state, testing::job_opening(job));
+  state.apply(testing::phase_event(true, job.start + 50, 0, 4, "rollout"));
+  nlohmann::json status = state.status_json();
+  EXPECT_EQ(status["ranks"][0]["phase"], "rollout");
+  EXPECT_DOUBLE_EQ(status["ranks"][0]["phase_since"].get<double>(), job.start + 50);
+  EXPECT_EQ(status["ranks"][0]["iteration"], 4);
+  const nlohmann::json& open = status["phases"].back();
+  EXPECT_EQ(open["phase"], "rollout");
+  EXPECT_TRUE(open["end"].is_null());
+
+  state.apply(testing::phase_event(false, job.start + 51, 0, 4, "rollout", 1.0));
+  status = state.status_json();
+  const nlohmann::json& closed = status["phases"].back();
+  EXPECT_EQ(closed["rank"], 0);
+  EXPECT_EQ(closed["iteration"], 4);
+  EXPECT_DOUBLE_EQ(closed["begin"].get<double>(), job.start + 50);
+  EXPECT_DOUBLE_EQ(closed["end"].get<double>(), job.start + 51);
+}
+
+TEST(JobStateTest, memory_samples_get_gpu_bytes_by_kind) {
+  SyntheticJob job;
+  JobState state;
+  apply_all(state, testing::job_opening(job));
+  nlohmann::json by_kind = state.gpu_bytes_by_kind(0);
+  EXPECT_EQ(by_kind["params"], job.params_bytes);
+  EXPECT_EQ(by_kind["optimizer"], 2 * job.params_bytes);
+  EXPECT_EQ(by_kind["inference_params"], 0);
+  EXPECT_EQ(by_kind.size(), 7u);
+
+  state.apply(testing::memory_event(job.start + 1, 0, -1, 5000, 10000, 4000));
+  nlohmann::json status = state.status_json();
+  const nlohmann::json& sample = status["memory"].back();
+  EXPECT_EQ(sample["rank"], 0);
+  EXPECT_EQ(sample["device_used"], 5000);
+  EXPECT_EQ(sample["device_total"], 10000);
+  EXPECT_EQ(sample["tracked"], 4000);
+  EXPECT_EQ(sample["by_kind"], by_kind);
+  EXPECT_EQ(status["ranks"][0]["device_used"], 5000);
+}
+
+TEST(JobStateTest, history_is_bounded_per_rank_and_keeps_the_newest) {
+  JobState state(JobStateLimits{.memory_samples_per_rank = 3, .phases_per_rank = 2});
+  for (int i = 0; i < 10; ++i) {
+    for (int rank = 0; rank < 2; ++rank) {
+      state.apply(testing::memory_event(100.0 + i, rank, i, i, 100, i));
+      state.apply(testing::phase_event(true, 100.0 + i, rank, i, "train"));
+      state.apply(testing::phase_event(false, 100.5 + i, rank, i, "train", 0.5));
+    }
+  }
+  nlohmann::json status = state.status_json();
+  ASSERT_EQ(status["memory"].size(), 6u);
+  ASSERT_EQ(status["phases"].size(), 4u);
+  EXPECT_DOUBLE_EQ(status["memory"][0]["time"].get<double>(), 107.0);  // oldest kept, sorted by time
+  EXPECT_DOUBLE_EQ(status["memory"][5]["time"].get<double>(), 109.0);
+  EXPECT_EQ(status["phases"][0]["iteration"], 8);
+  EXPECT_EQ(status["phases"][3]["iteration"], 9);
+}
+
+TEST(JobStateTest, failed_checks_are_counted) {
+  SyntheticJob job;
+  JobState state;
+  apply_all(state, testing::job_opening(job));
+  apply_all(state, testing::job_iteration(job, 0, /*check_ok=*/false));
+  nlohmann::json status = state.status_json();
+  EXPECT_EQ(status["ranks"][0]["check_failures"], 1);
+  EXPECT_EQ(status["ranks"][0]["last_check"]["ok"], false);
+  EXPECT_EQ(status["ranks"][0]["last_check"]["name"], "rollout_reference");
+  EXPECT_EQ(status["ranks"][0]["last_check"]["detail"], "token 3 differs");
+}
+
+TEST(JobStateTest, malformed_event_is_refused_and_changes_nothing) {
+  JobState state;
+  apply_all(state, testing::job_opening(SyntheticJob{}));
+  const nlohmann::json before = state.status_json();
+  nlohmann::json bad = testing::memory_event(1e10, 0, 5, 1, 2, 3);
+  bad.erase("tracked");
+  EXPECT_THROW(state.apply(bad), core::Error);
+  EXPECT_THROW(state.apply(nlohmann::json{{"type", "job"}, {"time", 1.0}, {"world_size", 0}}), core::Error);
+  EXPECT_THROW(state.apply(nlohmann::json{{"type", "job"}, {"time", 1.0}, {"world_size", 1 << 30}}), core::Error);
+  EXPECT_EQ(state.status_json(), before);
+}
+
+}  // namespace
+}  // namespace hybridshard::service
