@@ -125,7 +125,7 @@ INSTANTIATE_TEST_SUITE_P(Layouts, BatchTest,
                                            BatchCase{"tp1_pp2_dp2_to_tp4", train_layout(1, 2, 2), 4, 5},
                                            BatchCase{"tp2_pp3_to_tp3_uneven", train_layout(2, 3, 1), 3, 7},
                                            BatchCase{"tp2_dp3_to_tp2_uneven", train_layout(2, 1, 3), 2, 5}),
-                         [](const ::testing::TestParamInfo<BatchCase>& info) { return info.param.name; });
+                         [](const ::testing::TestParamInfo<BatchCase>& case_info) { return case_info.param.name; });
 
 PeerDataProvider unused_peers() {
   return [](int, std::uint64_t, void*, std::size_t) { ADD_FAILURE() << "no peer should be asked"; };
