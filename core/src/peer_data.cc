@@ -7,6 +7,7 @@
 //                 round-k send to this rank, packed from the peer's generated train buffers.
 //   kSeed:        with pp > 1, one broadcast per (stage, chunk) in stage-major order; then, with tp / tp' > 1, one
 //                 all-gather per tensor-parallel tensor in the seed's model order (seed_schedule()).
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
@@ -85,6 +86,15 @@ class HybridshardPeers {
     auto found = plans_.find(peer);
     if (found == plans_.end()) {
       RankPlan made = make_rank_plan(plan_.spec, plan_.train, plan_.inference, peer, options_);
+      if (made.chunk_bytes != plan_.chunk_bytes && made.chunk_bytes > 0) {
+        // Other options than the plan's: chunk_bytes is bucket_bytes split over the job's busiest pair count, so
+        // that count and then the plan's bucket size follow from the two chunk sizes. Checked again below.
+        const std::int64_t pairs = std::max<std::int64_t>(1, options_.bucket_bytes / made.chunk_bytes);
+        PlanOptions recovered = options_;
+        recovered.bucket_bytes = plan_.chunk_bytes * pairs;
+        made = make_rank_plan(plan_.spec, plan_.train, plan_.inference, peer, recovered);
+        if (made.chunk_bytes == plan_.chunk_bytes) options_ = recovered;
+      }
       if (made.chunk_bytes != plan_.chunk_bytes) {
         HS_THROW(ConfigError, "make_peer_data: rank " + std::to_string(peer) + "'s plan has chunk_bytes " +
                                   std::to_string(made.chunk_bytes) + " but rank " + std::to_string(plan_.rank) +

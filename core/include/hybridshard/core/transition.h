@@ -83,8 +83,9 @@ std::unique_ptr<Transition> make_transition(Strategy strategy, RankPlan plan, Co
                                             EventSink* events);
 
 // For the loopback communicator: what each peer of `rank` would send it during one enter of `strategy`, when every
-// train rank's parameters are weight_value(..., version). Knows the strategy's operation order. `options` must be
-// those `plan` was made with (peers' plans are made from them; a mismatch throws ConfigError).
+// train rank's parameters are weight_value(..., version). Knows the strategy's operation order. `options` should be
+// those `plan` was made with (peers' plans are made from them); otherwise the bucket size is recovered from
+// plan.chunk_bytes, and a peer plan whose chunks still differ throws ConfigError.
 PeerDataProvider make_peer_data(Strategy strategy, const RankPlan& plan, Device& device, std::uint32_t version,
                                 const PlanOptions& options = {});
 
