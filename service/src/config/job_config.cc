@@ -119,6 +119,19 @@ std::string key_named_in(const std::string& message, const std::vector<KeyWord>&
   return key;
 }
 
+const std::vector<KeyWord>& train_keys() {
+  static const std::vector<KeyWord> kTrainKeys{
+      {"tensor_model_parallel_size", "train.tensor_model_parallel_size"},
+      {"pipeline_model_parallel_size", "train.pipeline_model_parallel_size"},
+      {"virtual_pipeline_model_parallel_size", "train.virtual_pipeline_model_parallel_size"},
+      {"make_vocab_size_divisible_by", "train.make_vocab_size_divisible_by"},
+      {"tp", "train.tensor_model_parallel_size"},
+      {"pp", "train.pipeline_model_parallel_size"},
+      {"vpp", "train.virtual_pipeline_model_parallel_size"},
+  };
+  return kTrainKeys;
+}
+
 class Validator {
  public:
   explicit Validator(const JobConfig& job) : job_(job) {}
@@ -170,7 +183,13 @@ class Validator {
       (vary_tp ? layout.tp : layout.pp) = candidate;
       if (world % (layout.tp * layout.pp) != 0) continue;
       layout.dp = world / (layout.tp * layout.pp);
-      if (layout.validate(job_.model.spec).empty()) values.push_back(candidate);
+      // Only this key's own problems count: a bad pipeline size must not hide the tensor-parallel sizes that work.
+      const std::string varied = vary_tp ? "train.tensor_model_parallel_size" : "train.pipeline_model_parallel_size";
+      bool works = true;
+      for (const std::string& problem : layout.validate(job_.model.spec)) {
+        if (key_named_in(problem, train_keys(), "train") == varied) works = false;
+      }
+      if (works) values.push_back(candidate);
     }
     return values;
   }
@@ -263,17 +282,8 @@ class Validator {
                                                       suggestion("tensor_model_parallel_size", working_rollout()));
     }
 
-    static const std::vector<KeyWord> kTrainKeys{
-        {"tensor_model_parallel_size", "train.tensor_model_parallel_size"},
-        {"pipeline_model_parallel_size", "train.pipeline_model_parallel_size"},
-        {"virtual_pipeline_model_parallel_size", "train.virtual_pipeline_model_parallel_size"},
-        {"make_vocab_size_divisible_by", "train.make_vocab_size_divisible_by"},
-        {"tp", "train.tensor_model_parallel_size"},
-        {"pp", "train.pipeline_model_parallel_size"},
-        {"vpp", "train.virtual_pipeline_model_parallel_size"},
-    };
     for (const std::string& problem : train.validate(spec)) {
-      const std::string key = key_named_in(problem, kTrainKeys, "train");
+      const std::string key = key_named_in(problem, train_keys(), "train");
       std::string hint;
       if (key == "train.tensor_model_parallel_size")
         hint = suggestion("tensor_model_parallel_size", working_train(true));

@@ -1,0 +1,75 @@
+// What `hybridshard plan` prints: per rank and per phase (train, enter, rollout, exit), the bytes of each buffer kind
+// on the device and in pinned host memory, the device peak, the network bytes of enter, and whether it all fits.
+// Computed from the job alone (layouts, core::make_rank_plan, the memory policy); nothing runs.
+//
+// Accounting, per rank (N = parameters of the rank's train shards, model dtype of size s):
+//   params        N * s per vpp chunk (train.params.pp<P>.vpp<V>)
+//   grads         4N (fp32 main gradients)
+//   master_params 4N (fp32 master weights; none when the model dtype is fp32)
+//   optimizer     8N (Adam exp_avg + exp_avg_sq, fp32)
+//   inference_params  the rank's inference shard (vLLM layout)
+//   kv_cache      rollout.kv_cache_bytes, else gpu_memory_utilization * device memory - everything else on the
+//                 device during rollout (vLLM's rule), at least what the batch needs
+//   staging       enter's send + receive staging of the largest round (hybridshard); the seed strategy instead keeps
+//                 the other pipeline stages' params (on the host between phases) and per-tensor gather temporaries
+// Phases: train (steady state), enter (peak of the transition), rollout (generation), exit (peak of the exit: the
+// inference shard is still on the device while it is freed or copied to the host).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "hybridshard/core/residency.h"
+#include "hybridshard/service/config/job_config.h"
+
+namespace hybridshard::service {
+
+enum class PlanPhase : std::uint8_t { kTrain, kEnter, kRollout, kExit };
+inline constexpr int kNumPlanPhases = 4;
+std::string_view plan_phase_name(PlanPhase phase);  // "train", "enter", "rollout", "exit"
+
+inline constexpr int kNumBufferKinds = 7;  // core::BufferKind values
+
+struct PhaseMemory {
+  PlanPhase phase = PlanPhase::kTrain;
+  std::array<std::int64_t, kNumBufferKinds> device{};  // by core::BufferKind
+  std::array<std::int64_t, kNumBufferKinds> host{};    // pinned host, by core::BufferKind
+  std::int64_t device_total() const;
+  std::int64_t host_total() const;
+};
+
+struct RankMemoryPlan {
+  int rank = 0;
+  core::TrainLayout::Coord train;
+  core::InferenceLayout::Coord rollout;
+  std::vector<std::int64_t> params_per_chunk;  // bytes of each vpp chunk's parameter buffer
+  std::array<PhaseMemory, kNumPlanPhases> phases;
+  std::int64_t kv_cache_needed = 0;  // what the batch needs (rows x (prompt + new tokens) x layers x K and V)
+  std::int64_t peak_device = 0;      // the largest phase total
+  std::int64_t peak_host = 0;
+  std::int64_t enter_network_received = 0;
+  std::int64_t enter_network_sent = 0;
+  bool network_estimated = false;  // seed strategy: a formula, not a plan
+  bool fits = true;
+  std::vector<std::string> notes;  // why it does not fit, what was assumed
+};
+
+struct MemoryPlan {
+  std::int64_t device_memory = 0;  // bytes per device the plan was checked against
+  bool device_is_cpu = false;      // CPU ranks (gloo): runtime.cpu_device_memory
+  std::vector<RankMemoryPlan> ranks;
+  bool fits() const;
+};
+
+// `device_memory`: bytes per device to check against; 0 takes runtime.device_memory, else (gloo backend)
+// runtime.cpu_device_memory, else 80 GB. Throws core::ConfigError when the job's layouts are unusable (validate
+// first).
+MemoryPlan make_memory_plan(const JobConfig& job, std::int64_t device_memory = 0);
+
+// A readable table: one block per distinct rank shape (ranks with identical numbers are listed together), a row per
+// buffer kind, columns per phase (device / host), then the peak, enter's network bytes and the verdict.
+std::string format_memory_plan(const JobConfig& job, const MemoryPlan& plan);
+
+}  // namespace hybridshard::service

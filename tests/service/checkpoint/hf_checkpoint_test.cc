@@ -1,0 +1,206 @@
+// Hugging Face checkpoint directories: config.json, single and sharded safetensors, every tensor checked.
+#include "hybridshard/service/checkpoint/hf_checkpoint.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "hybridshard/core/error.h"
+
+namespace hybridshard::service {
+namespace {
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = std::filesystem::temp_directory_path() /
+            ("hs-checkpoint-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  static inline int counter_ = 0;
+  std::filesystem::path path_;
+};
+
+// Element i of tensor t: a value exact in fp32 and distinct across tensors.
+float value_of(int tensor, std::int64_t index) { return static_cast<float>(tensor * 1000 + index % 1000); }
+
+core::ModelSpec tiny_spec(core::Architecture architecture = core::Architecture::kLlama) {
+  core::ModelSpec spec = *core::model_preset("tiny");
+  spec.architecture = architecture;
+  spec.num_hidden_layers = 2;
+  spec.dtype = core::DType::kFloat32;
+  return spec;
+}
+
+void write_tiny(const std::filesystem::path& directory, const core::ModelSpec& spec, std::int64_t max_shard = 0) {
+  write_hf_checkpoint(
+      directory, spec,
+      [](const core::HfTensor& tensor, void* data) {
+        auto* out = static_cast<float*>(data);
+        for (std::int64_t i = 0; i < tensor.numel(); ++i) out[i] = value_of(tensor.id, i);
+      },
+      max_shard);
+}
+
+std::string check_text(const std::filesystem::path& directory) {
+  std::string text;
+  for (const std::string& problem : check_hf_checkpoint(directory).problems) text += problem + "\n";
+  return text;
+}
+
+TEST(HfCheckpointTest, config_json_of_a_llama_3_8b_reads_into_a_model_spec) {
+  const std::string config = R"({
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+    "intermediate_size": 14336, "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+    "vocab_size": 128256, "rope_theta": 500000.0, "rms_norm_eps": 1e-05, "tie_word_embeddings": false,
+    "torch_dtype": "bfloat16", "max_position_embeddings": 8192, "rope_scaling": null})";
+  const core::ModelSpec spec = parse_hf_config(config, "config.json");
+  EXPECT_EQ(spec.architecture, core::Architecture::kLlama);
+  EXPECT_EQ(spec.num_hidden_layers, 32);
+  EXPECT_EQ(spec.num_key_value_heads, 8);
+  EXPECT_EQ(spec.vocab_size, 128256);
+  EXPECT_EQ(spec.rope_theta, 500000.0);
+  EXPECT_EQ(spec.rms_norm_eps, 1e-5);
+  EXPECT_EQ(spec.dtype, core::DType::kBFloat16);
+  EXPECT_EQ(spec.max_position_embeddings, 8192);
+}
+
+TEST(HfCheckpointTest, bad_config_json_names_the_key) {
+  try {
+    parse_hf_config(R"({"model_type": "mistral", "hidden_size": "big"})", "/x/config.json");
+    FAIL() << "no error";
+  } catch (const core::ConfigError& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find("/x/config.json: model_type 'mistral' is not supported"), std::string::npos) << message;
+    EXPECT_NE(message.find("hidden_size must be a whole number"), std::string::npos) << message;
+    EXPECT_NE(message.find("missing num_hidden_layers"), std::string::npos) << message;
+  }
+  EXPECT_THROW(parse_hf_config("not json", "config.json"), core::ConfigError);
+}
+
+TEST(HfCheckpointTest, written_checkpoint_opens_and_reads_back_every_tensor) {
+  for (auto architecture : {core::Architecture::kLlama, core::Architecture::kQwen2}) {
+    TempDir dir;
+    const core::ModelSpec spec = tiny_spec(architecture);
+    write_tiny(dir.path(), spec);
+    const HfCheckpoint checkpoint = HfCheckpoint::open(dir.path());
+    EXPECT_EQ(checkpoint.spec().architecture, architecture);
+    EXPECT_EQ(checkpoint.spec().num_hidden_layers, 2);
+    EXPECT_EQ(checkpoint.files().size(), 1u);
+    for (const core::HfTensor& tensor : spec.hf_tensors()) {
+      std::vector<float> data(static_cast<std::size_t>(tensor.numel()));
+      checkpoint.read(tensor, core::DType::kFloat32, data.data());
+      for (std::int64_t i = 0; i < tensor.numel(); i += 97) {
+        ASSERT_EQ(data[static_cast<std::size_t>(i)], value_of(tensor.id, i)) << tensor.name << " " << i;
+      }
+    }
+  }
+}
+
+TEST(HfCheckpointTest, read_block_takes_a_sub_rectangle_converted) {
+  TempDir dir;
+  const core::ModelSpec spec = tiny_spec();
+  write_tiny(dir.path(), spec);
+  const HfCheckpoint checkpoint = HfCheckpoint::open(dir.path());
+  const core::HfTensor q = spec.hf_tensors()[2];  // layer 0 q_proj [heads*d, hidden]
+  ASSERT_EQ(q.kind, core::HfKind::kQ);
+  const std::int64_t rows = 3;
+  const std::int64_t cols = 5;
+  const std::int64_t stride = 8;
+  std::vector<float> block(static_cast<std::size_t>(rows * stride), -1.0f);
+  checkpoint.read_block(q, 4, 7, rows, cols, core::DType::kFloat32, block.data(), stride);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t c = 0; c < cols; ++c) {
+      EXPECT_EQ(block[static_cast<std::size_t>(r * stride + c)], value_of(q.id, (4 + r) * q.cols + 7 + c));
+    }
+    EXPECT_EQ(block[static_cast<std::size_t>(r * stride + cols)], -1.0f);  // untouched past the block
+  }
+  EXPECT_THROW(checkpoint.read_block(q, q.rows - 1, 0, 2, 1, core::DType::kFloat32, block.data(), 1),
+               core::ConfigError);
+}
+
+TEST(HfCheckpointTest, sharded_checkpoint_with_index_opens_and_reads) {
+  TempDir dir;
+  const core::ModelSpec spec = tiny_spec();
+  write_tiny(dir.path(), spec, 64 << 10);
+  EXPECT_TRUE(std::filesystem::exists(dir.path() / "model.safetensors.index.json"));
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "model.safetensors"));
+  const HfCheckpoint checkpoint = HfCheckpoint::open(dir.path());
+  EXPECT_GT(checkpoint.files().size(), 1u);
+  const core::HfTensor last = spec.hf_tensors().back();
+  std::vector<std::uint16_t> bf16(static_cast<std::size_t>(last.numel()));
+  checkpoint.read(last, core::DType::kBFloat16, bf16.data());
+  float first = 0;
+  std::uint32_t bits = static_cast<std::uint32_t>(bf16[1]) << 16;
+  std::memcpy(&first, &bits, 4);
+  // 20001 in bf16: the step between 2^14 and 2^15 is 128, so it rounds to 156 * 128 = 19968.
+  ASSERT_EQ(value_of(last.id, 1), 20001.0f);
+  EXPECT_EQ(first, 19968.0f);
+  std::vector<float> exact(static_cast<std::size_t>(last.numel()));
+  checkpoint.read(last, core::DType::kFloat32, exact.data());
+  EXPECT_EQ(exact[1], 20001.0f);
+}
+
+TEST(HfCheckpointTest, missing_pieces_are_all_reported_by_file_and_tensor) {
+  TempDir dir;
+  const core::ModelSpec spec = tiny_spec();
+  EXPECT_NE(check_text(dir.path() / "absent").find("no such directory"), std::string::npos);
+  EXPECT_NE(check_text(dir.path()).find("config.json: cannot open"), std::string::npos);
+  EXPECT_NE(check_text(dir.path()).find("no model.safetensors or model.safetensors.index.json"), std::string::npos);
+
+  // A file that lacks one tensor and has another with the wrong shape.
+  write_tiny(dir.path(), spec);
+  const std::vector<core::HfTensor> tensors = spec.hf_tensors();
+  std::vector<std::vector<float>> data;
+  std::vector<SafetensorsEntry> entries;
+  for (const core::HfTensor& tensor : tensors) {
+    if (tensor.name == "model.norm.weight") continue;
+    data.emplace_back(static_cast<std::size_t>(tensor.numel()), 0.0f);
+    std::vector<std::int64_t> shape =
+        tensor.is_1d ? std::vector<std::int64_t>{tensor.rows} : std::vector<std::int64_t>{tensor.rows, tensor.cols};
+    if (tensor.name == "model.layers.1.mlp.down_proj.weight") shape = {tensor.cols, tensor.rows};
+    entries.push_back({tensor.name, core::DType::kFloat32, shape, data.back().data()});
+  }
+  write_safetensors(dir.path() / "model.safetensors", entries);
+  const std::string text = check_text(dir.path());
+  EXPECT_NE(text.find("model.safetensors: tensor 'model.norm.weight' is missing"), std::string::npos) << text;
+  EXPECT_NE(text.find("tensor 'model.layers.1.mlp.down_proj.weight' has shape [128, 64], config.json implies "
+                      "[64, 128]"),
+            std::string::npos)
+      << text;
+  EXPECT_THROW(HfCheckpoint::open(dir.path()), core::ConfigError);
+}
+
+TEST(HfCheckpointTest, truncated_shard_and_escaping_index_are_refused) {
+  TempDir dir;
+  const core::ModelSpec spec = tiny_spec();
+  write_tiny(dir.path(), spec, 64 << 10);
+  std::filesystem::path shard;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+    if (entry.path().filename().string().rfind("model-00002-of-", 0) == 0) shard = entry.path();
+  }
+  ASSERT_FALSE(shard.empty()) << "expected several shards";
+  std::filesystem::resize_file(shard, std::filesystem::file_size(shard) / 2);
+  const std::string truncated = check_text(dir.path());
+  EXPECT_NE(truncated.find(shard.filename().string() + ": tensor '"), std::string::npos) << truncated;
+  EXPECT_NE(truncated.find("truncated file?"), std::string::npos) << truncated;
+
+  std::ofstream(dir.path() / "model.safetensors.index.json")
+      << R"({"weight_map": {"model.embed_tokens.weight": "../../etc/passwd"}})";
+  EXPECT_NE(check_text(dir.path()).find("not a file name in the checkpoint directory"), std::string::npos);
+  std::ofstream(dir.path() / "model.safetensors.index.json") << "[]";
+  EXPECT_NE(check_text(dir.path()).find("no \"weight_map\" object"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace hybridshard::service

@@ -1,0 +1,208 @@
+// The shipped jobs (configs/*.yaml) validate, the broken examples give exactly the expected diagnostics, and the
+// memory plan adds up.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "hybridshard/core/reshard_plan.h"
+#include "hybridshard/service/config/job_config.h"
+#include "hybridshard/service/config/memory_plan.h"
+
+namespace hybridshard::service {
+namespace {
+
+const std::filesystem::path kSource = HYBRIDSHARD_SOURCE_DIR;
+
+JobConfig load_valid(const std::filesystem::path& path) {
+  LoadResult result = load_job_config(path.string());
+  std::string text;
+  for (const Diagnostic& diagnostic : result.diagnostics) text += diagnostic.format() + "\n";
+  EXPECT_TRUE(result.job.has_value()) << text;
+  return result.job.value_or(JobConfig{});
+}
+
+// Diagnostics of a broken example, with the directory stripped from the file name.
+std::vector<std::string> diagnostics_of(const std::string& name) {
+  const std::filesystem::path path = kSource / "tests/service/config/data" / name;
+  const LoadResult result = load_job_config(path.string());
+  EXPECT_FALSE(result.job.has_value());
+  std::vector<std::string> lines;
+  for (const Diagnostic& diagnostic : result.diagnostics) {
+    std::string line = diagnostic.format();
+    const std::string prefix = path.parent_path().string() + "/";
+    if (line.rfind(prefix, 0) == 0) line = line.substr(prefix.size());
+    lines.push_back(line);
+  }
+  return lines;
+}
+
+std::string read_text(const std::filesystem::path& path) {
+  std::ifstream stream(path);
+  std::stringstream buffer;
+  buffer << stream.rdbuf();
+  return buffer.str();
+}
+
+TEST(ConfigsTest, quickstart_file_is_the_default_job) {
+  EXPECT_EQ(read_text(kSource / "configs/quickstart.yaml"), default_job_yaml());
+  const JobConfig job = load_valid(kSource / "configs/quickstart.yaml");
+  EXPECT_EQ(job.runtime.world_size, 4);
+  EXPECT_EQ(job.runtime.backend, BackendChoice::kGloo);
+}
+
+TEST(ConfigsTest, llama3_8b_job_is_valid_and_fits_on_80_gb) {
+  const JobConfig job = load_valid(kSource / "configs/llama3-8b.yaml");
+  EXPECT_EQ(job.model.spec.hidden_size, 4096);
+  EXPECT_EQ(job.train.tp, 4);
+  EXPECT_EQ(job.train.pp, 2);
+  EXPECT_EQ(job.rollout.tp, 2);
+  EXPECT_EQ(job.runtime.backend, BackendChoice::kNccl);
+  const MemoryPlan plan = make_memory_plan(job);
+  ASSERT_EQ(plan.ranks.size(), 8u);
+  EXPECT_TRUE(plan.fits()) << format_memory_plan(job, plan);
+}
+
+TEST(ConfigsTest, qwen25_32b_job_is_valid_and_fits_on_80_gb) {
+  const JobConfig job = load_valid(kSource / "configs/qwen2.5-32b.yaml");
+  EXPECT_EQ(job.model.spec.architecture, core::Architecture::kQwen2);
+  EXPECT_EQ(job.train.tp, 8);
+  EXPECT_EQ(job.rollout.tp, 4);
+  const MemoryPlan plan = make_memory_plan(job);
+  EXPECT_TRUE(plan.fits()) << format_memory_plan(job, plan);
+}
+
+TEST(ConfigsTest, llama3_70b_job_is_valid_and_its_rollout_side_fits) {
+  const JobConfig job = load_valid(kSource / "configs/llama3-70b.yaml");
+  EXPECT_EQ(job.model.spec.num_hidden_layers, 80);
+  EXPECT_EQ(job.train.tp, 8);
+  EXPECT_EQ(job.rollout.tp, 8);
+  const MemoryPlan plan = make_memory_plan(job);
+  ASSERT_EQ(plan.ranks.size(), 8u);
+  const RankMemoryPlan& rank = plan.ranks[0];
+  // 18 bytes per parameter in training: more than a card, and the plan says so.
+  EXPECT_GT(rank.phases[0].device_total(), plan.device_memory);
+  EXPECT_FALSE(plan.fits());
+  EXPECT_NE(format_memory_plan(job, plan).find("does not fit: train needs"), std::string::npos);
+  // Enter, rollout and exit fit with the optimizer and gradients on the host.
+  for (int phase = 1; phase < kNumPlanPhases; ++phase) {
+    EXPECT_LE(rank.phases[static_cast<std::size_t>(phase)].device_total(), plan.device_memory) << phase;
+  }
+}
+
+TEST(ConfigsTest, typos_and_wrong_types_give_the_expected_diagnostics) {
+  const std::vector<std::string> expected{
+      "typos_and_types.yaml:4:3: error: model.hiden_size: unknown key 'hiden_size'; did you mean 'hidden_size'?",
+      "typos_and_types.yaml:6:31: error: train.tensor_model_parallel_size: expected a whole number, got '2.5'",
+      "typos_and_types.yaml:9:10: error: rollout.check: expected true or false, got 'yes'",
+      "typos_and_types.yaml:11:17: error: memory.bucket_bytes: expected a size such as 4096, 256MiB or 80GB: unknown "
+      "unit 'Mb'; use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB",
+      "typos_and_types.yaml:14:12: error: runtime.backend: 'mpi' is not one of auto, nccl or gloo",
+  };
+  EXPECT_EQ(diagnostics_of("typos_and_types.yaml"), expected);
+}
+
+TEST(ConfigsTest, layouts_that_do_not_divide_give_the_expected_diagnostics) {
+  const std::vector<std::string> expected{
+      "layout_does_not_divide.yaml:5:31: error: train.tensor_model_parallel_size: tensor_model_parallel_size 4 must "
+      "divide num_key_value_heads 2 (Megatron-Core splits whole query groups); tensor_model_parallel_size values "
+      "that work here: 1 or 2",
+      "layout_does_not_divide.yaml:6:33: error: train.pipeline_model_parallel_size: num_hidden_layers 4 is not "
+      "divisible by pipeline_model_parallel_size * virtual_pipeline_model_parallel_size = 3 * 1; "
+      "pipeline_model_parallel_size values that work here: 1",
+      "layout_does_not_divide.yaml:8:31: error: rollout.tensor_model_parallel_size: 5 does not divide world_size 12; "
+      "tensor_model_parallel_size values that work here: 1, 2 or 4",
+  };
+  EXPECT_EQ(diagnostics_of("layout_does_not_divide.yaml"), expected);
+}
+
+TEST(ConfigsTest, duplicates_and_conflicts_give_the_expected_diagnostics) {
+  const std::vector<std::string> expected{
+      "duplicates_and_conflicts.yaml:4:15: error: model.num_layers: 6 conflicts with model.num_hidden_layers 4 (line "
+      "3); give one of them",
+      "duplicates_and_conflicts.yaml:8:3: error: runtime.world_size: duplicate key 'world_size' (first given at line "
+      "7); give each key once",
+      "duplicates_and_conflicts.yaml:10:11: error: metrics.listen: '127.0.0.1:99999' is not HOST:PORT (e.g. "
+      "127.0.0.1:9464, [::1]:9464, or \"\" for no endpoint)",
+  };
+  EXPECT_EQ(diagnostics_of("duplicates_and_conflicts.yaml"), expected);
+}
+
+TEST(MemoryPlanTest, quickstart_plan_adds_up_per_rank_and_phase) {
+  const JobConfig job = load_valid(kSource / "configs/quickstart.yaml");
+  const MemoryPlan plan = make_memory_plan(job);
+  EXPECT_EQ(plan.device_memory, job.runtime.cpu_device_memory);
+  EXPECT_TRUE(plan.device_is_cpu);
+  ASSERT_EQ(plan.ranks.size(), 4u);
+  for (const RankMemoryPlan& rank : plan.ranks) {
+    const core::RankPlan reshard = core::make_rank_plan(job.model.spec, job.train, job.rollout, rank.rank,
+                                                        core::PlanOptions{job.memory.bucket_bytes});
+    std::int64_t params = 0;
+    for (const auto& buffer : reshard.train_buffers) params += buffer.bytes;
+    const std::int64_t numel = params / 2;  // bf16
+    const auto& train = rank.phases[0];
+    const auto& enter = rank.phases[1];
+    const auto& rollout = rank.phases[2];
+    const auto kind = [](core::BufferKind k) { return static_cast<std::size_t>(k); };
+    EXPECT_EQ(train.device[kind(core::BufferKind::kParams)], params);
+    EXPECT_EQ(train.device[kind(core::BufferKind::kGrads)], 4 * numel);
+    EXPECT_EQ(train.device[kind(core::BufferKind::kMasterParams)], 4 * numel);
+    EXPECT_EQ(train.device[kind(core::BufferKind::kOptimizerState)], 8 * numel);
+    EXPECT_EQ(train.device[kind(core::BufferKind::kInferenceParams)], 0);  // exit_policy free
+    EXPECT_EQ(train.device[kind(core::BufferKind::kKvCache)], 0);          // free_kv_cache_in_train
+    // Offloaded for the rollout: optimizer, master weights and gradients live on the host.
+    EXPECT_EQ(rollout.device[kind(core::BufferKind::kOptimizerState)], 0);
+    EXPECT_EQ(rollout.host[kind(core::BufferKind::kOptimizerState)], 8 * numel);
+    EXPECT_EQ(rollout.host[kind(core::BufferKind::kGrads)], 4 * numel);
+    EXPECT_EQ(rollout.device[kind(core::BufferKind::kInferenceParams)], reshard.inference_buffer.bytes);
+    EXPECT_EQ(enter.device[kind(core::BufferKind::kStaging)],
+              reshard.max_round_send_bytes() + reshard.max_round_recv_bytes());
+    // vLLM's rule: the KV cache fills gpu_memory_utilization of the device.
+    EXPECT_EQ(rollout.device_total(), static_cast<std::int64_t>(0.5 * static_cast<double>(plan.device_memory)));
+    EXPECT_EQ(rank.enter_network_received, reshard.bytes_received());
+    EXPECT_EQ(rank.enter_network_sent, reshard.bytes_sent());
+    EXPECT_TRUE(rank.fits);
+  }
+  const std::string table = format_memory_plan(job, plan);
+  EXPECT_NE(table.find("enter network: receives"), std::string::npos) << table;
+  EXPECT_NE(table.find("inference_params"), std::string::npos) << table;
+  EXPECT_NE(table.find("\nfits\n"), std::string::npos) << table;
+}
+
+TEST(MemoryPlanTest, too_little_device_memory_does_not_fit_and_says_why) {
+  const JobConfig job = load_valid(kSource / "configs/quickstart.yaml");
+  const MemoryPlan plan = make_memory_plan(job, 64 << 10);
+  EXPECT_FALSE(plan.fits());
+  const std::string table = format_memory_plan(job, plan);
+  EXPECT_NE(table.find("DOES NOT FIT"), std::string::npos) << table;
+  EXPECT_NE(table.find("does not fit: "), std::string::npos) << table;
+}
+
+TEST(MemoryPlanTest, policy_fields_move_buffers_between_device_and_host) {
+  LoadResult result = load_job_config_from_string(default_job_yaml(), "quickstart.yaml");
+  ASSERT_TRUE(result.job);
+  JobConfig job = *result.job;
+  job.memory.offload_optimizer_in_rollout = false;
+  job.memory.free_grads_in_rollout = true;
+  job.memory.offload_params_in_rollout = true;
+  job.memory.exit_policy = core::ExitPolicy::kOffload;
+  job.memory.free_kv_cache_in_train = false;
+  const MemoryPlan plan = make_memory_plan(job);
+  const auto kind = [](core::BufferKind k) { return static_cast<std::size_t>(k); };
+  const RankMemoryPlan& rank = plan.ranks[0];
+  const auto& train = rank.phases[0];
+  const auto& rollout = rank.phases[2];
+  const auto& exit = rank.phases[3];
+  EXPECT_GT(rollout.device[kind(core::BufferKind::kOptimizerState)], 0);
+  EXPECT_EQ(rollout.device[kind(core::BufferKind::kGrads)] + rollout.host[kind(core::BufferKind::kGrads)], 0);
+  EXPECT_EQ(rollout.device[kind(core::BufferKind::kParams)], 0);
+  EXPECT_GT(rollout.host[kind(core::BufferKind::kParams)], 0);
+  EXPECT_GT(train.host[kind(core::BufferKind::kInferenceParams)], 0);
+  EXPECT_GT(exit.host[kind(core::BufferKind::kInferenceParams)], 0);
+  EXPECT_GT(train.device[kind(core::BufferKind::kKvCache)], 0);
+}
+
+}  // namespace
+}  // namespace hybridshard::service

@@ -1,0 +1,519 @@
+// Job files: every value read, every problem reported with line, column and key path, nothing crashes or hangs.
+#include "hybridshard/service/config/job_config.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "hybridshard/service/checkpoint/hf_checkpoint.h"
+#include "hybridshard/service/config/units.h"
+
+namespace hybridshard::service {
+namespace {
+
+LoadResult load(const std::string& yaml) { return load_job_config_from_string(yaml, "job.yaml"); }
+
+std::vector<std::string> formatted(const LoadResult& result) {
+  std::vector<std::string> lines;
+  for (const Diagnostic& diagnostic : result.diagnostics) lines.push_back(diagnostic.format());
+  return lines;
+}
+
+std::string all_text(const LoadResult& result) {
+  std::string text;
+  for (const std::string& line : formatted(result)) text += line + "\n";
+  return text;
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = std::filesystem::temp_directory_path() /
+            ("hs-config-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  static inline int counter_ = 0;
+  std::filesystem::path path_;
+};
+
+void write_file(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+TEST(JobConfigTest, quickstart_job_loads_without_diagnostics) {
+  const LoadResult result = load(default_job_yaml());
+  ASSERT_TRUE(result.job.has_value()) << all_text(result);
+  const JobConfig& job = *result.job;
+  EXPECT_EQ(job.runtime.world_size, 4);
+  EXPECT_EQ(job.runtime.backend, BackendChoice::kGloo);
+  EXPECT_EQ(job.train.tp, 2);
+  EXPECT_EQ(job.train.pp, 2);
+  EXPECT_EQ(job.train.dp, 1);
+  EXPECT_EQ(job.rollout.tp, 1);
+  EXPECT_EQ(job.rollout.world_size, 4);
+  EXPECT_EQ(job.schedule.iterations, 3);
+  EXPECT_EQ(job.metrics.listen, "127.0.0.1:9464");
+  EXPECT_EQ(job.memory.bucket_bytes, std::int64_t{1} << 20);
+  EXPECT_EQ(job.runtime.timeout, std::chrono::seconds(30));
+  EXPECT_EQ(job.model.spec.num_hidden_layers, 4);
+  EXPECT_EQ(job.model.spec.vocab_size, 500);
+  EXPECT_EQ(job.model.spec.architecture, core::Architecture::kLlama);
+  EXPECT_EQ(job.model.spec.dtype, core::DType::kBFloat16);
+  EXPECT_TRUE(job.validate().empty());
+}
+
+TEST(JobConfigTest, every_section_reads_its_values) {
+  const LoadResult result = load(R"(model:
+  preset: qwen2.5-7b
+  num_layers: 4
+  dtype: fp16
+  seed: 7
+train:
+  tensor_model_parallel_size: 2
+  pipeline_model_parallel_size: 2
+  virtual_pipeline_model_parallel_size: 2
+  make_vocab_size_divisible_by: 64
+rollout:
+  tensor_model_parallel_size: 2
+  gpu_memory_utilization: 0.75
+  max_new_tokens: 3
+  prompts: [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]]
+  kv_cache_bytes: 64MiB
+  check: false
+  check_max_parameters: 1_000
+memory:
+  exit_policy: offload
+  offload_optimizer_in_rollout: false
+  free_grads_in_rollout: true
+  offload_params_in_rollout: true
+  free_kv_cache_in_train: false
+  bucket_bytes: 1.5MiB
+schedule: {iterations: 5, learning_rate: 1e-4}
+runtime:
+  world_size: 8
+  backend: nccl
+  strategy: seed
+  devices: [0, 1, 2, 3, 4, 5, 6, 7]
+  master_addr: node-a
+  master_port: 29500
+  timeout: 1.5s
+  cpu_device_memory: 2GB
+  device_memory: 79GiB
+metrics: {listen: "[::1]:9000", record: run.jsonl, sample_interval_seconds: 2}
+)");
+  ASSERT_TRUE(result.job.has_value()) << all_text(result);
+  const JobConfig& job = *result.job;
+  EXPECT_EQ(job.model.preset, "qwen2.5-7b");
+  EXPECT_EQ(job.model.spec.architecture, core::Architecture::kQwen2);
+  EXPECT_EQ(job.model.spec.num_hidden_layers, 4);
+  EXPECT_EQ(job.model.spec.hidden_size, 3584);
+  EXPECT_EQ(job.model.spec.dtype, core::DType::kFloat16);
+  EXPECT_EQ(job.model.seed, 7u);
+  EXPECT_EQ(job.train.vpp, 2);
+  EXPECT_EQ(job.train.dp, 2);
+  EXPECT_EQ(job.train.make_vocab_size_divisible_by, 64);
+  EXPECT_EQ(job.rollout.tp, 2);
+  EXPECT_DOUBLE_EQ(job.rollout_settings.gpu_memory_utilization, 0.75);
+  EXPECT_EQ(job.rollout_settings.prompts.size(), 4u);
+  EXPECT_EQ(job.rollout_settings.prompts_per_replica, 2);  // 4 prompts over 2 train replicas
+  EXPECT_EQ(job.rollout_settings.kv_cache_bytes, 64 << 20);
+  EXPECT_FALSE(job.rollout_settings.check);
+  EXPECT_EQ(job.rollout_settings.check_max_parameters, 1000);
+  EXPECT_EQ(job.memory.exit_policy, core::ExitPolicy::kOffload);
+  EXPECT_FALSE(job.memory.offload_optimizer_in_rollout);
+  EXPECT_TRUE(job.memory.free_grads_in_rollout);
+  EXPECT_TRUE(job.memory.offload_params_in_rollout);
+  EXPECT_FALSE(job.memory.free_kv_cache_in_train);
+  EXPECT_EQ(job.memory.bucket_bytes, 3 << 19);
+  EXPECT_EQ(job.schedule.iterations, 5);
+  EXPECT_DOUBLE_EQ(job.schedule.learning_rate, 1e-4);
+  EXPECT_EQ(job.runtime.backend, BackendChoice::kNccl);
+  EXPECT_EQ(job.runtime.strategy, core::Strategy::kSeed);
+  EXPECT_EQ(job.runtime.devices.size(), 8u);
+  EXPECT_EQ(job.runtime.master_addr, "node-a");
+  EXPECT_EQ(job.runtime.master_port, 29500);
+  EXPECT_EQ(job.runtime.timeout, std::chrono::milliseconds(1500));
+  EXPECT_EQ(job.runtime.cpu_device_memory, 2'000'000'000);
+  EXPECT_EQ(job.runtime.device_memory, std::int64_t{79} << 30);
+  EXPECT_EQ(job.metrics.listen, "[::1]:9000");
+  EXPECT_EQ(job.metrics.record, "run.jsonl");
+  EXPECT_DOUBLE_EQ(job.metrics.sample_interval_seconds, 2.0);
+  EXPECT_EQ(job.positions.at("train.tensor_model_parallel_size").line, 7);
+  EXPECT_EQ(job.positions.at("train.tensor_model_parallel_size").column, 31);
+}
+
+TEST(JobConfigTest, diagnostic_formats_file_line_column_key_and_message) {
+  const Diagnostic placed{"job.yaml", 12, 5, "train.tensor_model_parallel_size", "3 does not divide 32"};
+  EXPECT_EQ(placed.format(), "job.yaml:12:5: error: train.tensor_model_parallel_size: 3 does not divide 32");
+  const Diagnostic unplaced{"job.yaml", 0, 0, "runtime.world_size", "must be at least 1"};
+  EXPECT_EQ(unplaced.format(), "job.yaml: error: runtime.world_size: must be at least 1");
+}
+
+TEST(JobConfigTest, unknown_key_names_its_place_and_the_closest_known_key) {
+  const LoadResult result = load("train:\n  tensor_model_paralel_size: 2\n");
+  ASSERT_FALSE(result.job.has_value());
+  ASSERT_EQ(result.diagnostics.size(), 1u) << all_text(result);
+  EXPECT_EQ(result.diagnostics[0].format(),
+            "job.yaml:2:3: error: train.tensor_model_paralel_size: unknown key 'tensor_model_paralel_size'; did you "
+            "mean 'tensor_model_parallel_size'?");
+}
+
+TEST(JobConfigTest, unknown_section_lists_the_known_ones_when_nothing_is_close) {
+  const LoadResult result = load("optimizer:\n  lr: 1\n");
+  ASSERT_EQ(result.diagnostics.size(), 1u) << all_text(result);
+  EXPECT_EQ(result.diagnostics[0].line, 1);
+  EXPECT_NE(result.diagnostics[0].message.find("model, train, rollout, memory, schedule, runtime and metrics"),
+            std::string::npos)
+      << result.diagnostics[0].message;
+}
+
+TEST(JobConfigTest, wrong_types_are_reported_at_the_value) {
+  const LoadResult result = load(R"(train:
+  tensor_model_parallel_size: two
+rollout:
+  check: maybe
+  gpu_memory_utilization: [0.5]
+runtime:
+  world_size: "4"
+)");
+  ASSERT_FALSE(result.job.has_value());
+  const auto lines = formatted(result);
+  ASSERT_EQ(lines.size(), 4u) << all_text(result);
+  EXPECT_EQ(lines[0], "job.yaml:2:31: error: train.tensor_model_parallel_size: expected a whole number, got 'two'");
+  EXPECT_EQ(lines[1], "job.yaml:4:10: error: rollout.check: expected true or false, got 'maybe'");
+  EXPECT_EQ(lines[2], "job.yaml:5:27: error: rollout.gpu_memory_utilization: expected a number, got a list");
+  EXPECT_EQ(lines[3], "job.yaml:7:15: error: runtime.world_size: expected a whole number, got the quoted text \"4\"");
+}
+
+TEST(JobConfigTest, every_problem_is_reported_at_once_in_file_order) {
+  const LoadResult result = load(R"(runtime:
+  world_size: 0
+schedule:
+  iterations: -3
+  learning_rate: 0
+memory:
+  exit_policy: drop
+  bucket_bytes: -1MiB
+)");
+  ASSERT_FALSE(result.job.has_value());
+  ASSERT_EQ(result.diagnostics.size(), 5u) << all_text(result);
+  int previous_line = 0;
+  for (const Diagnostic& diagnostic : result.diagnostics) {
+    EXPECT_GT(diagnostic.line, previous_line);
+    previous_line = diagnostic.line;
+  }
+  EXPECT_EQ(result.diagnostics[0].key, "runtime.world_size");
+  EXPECT_EQ(result.diagnostics[0].message, "0 is too small; at least 1");
+  EXPECT_EQ(result.diagnostics[3].message, "'drop' is not one of free or offload");
+  EXPECT_NE(result.diagnostics[4].message.find("cannot be negative"), std::string::npos);
+}
+
+TEST(JobConfigTest, duplicate_keys_are_errors_naming_the_first) {
+  const LoadResult result = load("runtime:\n  world_size: 4\n  world_size: 8\n");
+  ASSERT_FALSE(result.job.has_value());
+  ASSERT_EQ(result.diagnostics.size(), 1u) << all_text(result);
+  EXPECT_EQ(result.diagnostics[0].format(),
+            "job.yaml:3:3: error: runtime.world_size: duplicate key 'world_size' (first given at line 2); give each "
+            "key once");
+}
+
+TEST(JobConfigTest, duplicate_sections_are_errors) {
+  const LoadResult result = load("train: {}\nrollout: {}\ntrain: {}\n");
+  ASSERT_EQ(result.diagnostics.size(), 1u) << all_text(result);
+  EXPECT_EQ(result.diagnostics[0].line, 3);
+  EXPECT_EQ(result.diagnostics[0].key, "train");
+}
+
+TEST(JobConfigTest, alias_bomb_is_refused_within_a_bounded_budget) {
+  std::string yaml = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+  for (int level = 1; level <= 12; ++level) {
+    yaml += "a" + std::to_string(level) + ": &a" + std::to_string(level) + " [";
+    for (int k = 0; k < 10; ++k) yaml += std::string(k ? ", " : "") + "*a" + std::to_string(level - 1);
+    yaml += "]\n";
+  }
+  const LoadResult result = load(yaml);
+  ASSERT_FALSE(result.job.has_value());
+  ASSERT_EQ(result.diagnostics.size(), 1u) << all_text(result);
+  EXPECT_NE(result.diagnostics[0].message.find("aliases"), std::string::npos) << result.diagnostics[0].message;
+}
+
+TEST(JobConfigTest, small_aliases_are_expanded) {
+  const LoadResult result = load(R"(train: &layout
+  tensor_model_parallel_size: 2
+rollout:
+  tensor_model_parallel_size: 2
+runtime: {world_size: 2}
+)");
+  ASSERT_TRUE(result.job.has_value()) << all_text(result);
+  const LoadResult reused = load("runtime:\n  world_size: &w 2\ntrain:\n  tensor_model_parallel_size: *w\n");
+  ASSERT_TRUE(reused.job.has_value()) << all_text(reused);
+  EXPECT_EQ(reused.job->train.tp, 2);
+}
+
+TEST(JobConfigTest, huge_numbers_are_reported_not_wrapped) {
+  const LoadResult result = load(R"(runtime:
+  world_size: 99999999999999999999999
+  cpu_device_memory: 99999999999TiB
+rollout:
+  check_max_parameters: 9223372036854775808
+)");
+  ASSERT_FALSE(result.job.has_value());
+  const auto lines = formatted(result);
+  ASSERT_EQ(lines.size(), 3u) << all_text(result);
+  EXPECT_NE(lines[0].find("runtime.world_size: 99999999999999999999999 is too large"), std::string::npos) << lines[0];
+  EXPECT_NE(lines[1].find("larger than 2^63-1 bytes"), std::string::npos) << lines[1];
+  EXPECT_NE(lines[2].find("rollout.check_max_parameters: 9223372036854775808 is too large"), std::string::npos)
+      << lines[2];
+}
+
+TEST(JobConfigTest, syntax_error_has_line_and_column) {
+  const LoadResult result = load("train:\n  tensor_model_parallel_size: [2\nrollout: {}\n");
+  ASSERT_FALSE(result.job.has_value());
+  ASSERT_EQ(result.diagnostics.size(), 1u) << all_text(result);
+  EXPECT_GT(result.diagnostics[0].line, 0);
+  EXPECT_NE(result.diagnostics[0].message.find("YAML syntax"), std::string::npos);
+}
+
+TEST(JobConfigTest, empty_binary_and_non_mapping_files_are_errors) {
+  for (const std::string& text : {std::string(), std::string("   \n# only a comment\n")}) {
+    const LoadResult result = load(text);
+    ASSERT_EQ(result.diagnostics.size(), 1u);
+    EXPECT_NE(result.diagnostics[0].message.find("empty"), std::string::npos);
+  }
+  const LoadResult binary = load(std::string("model:\n  preset: ti\0ny\n", 20));
+  ASSERT_EQ(binary.diagnostics.size(), 1u);
+  EXPECT_EQ(binary.diagnostics[0].line, 2);
+  EXPECT_EQ(binary.diagnostics[0].column, 13);
+  EXPECT_NE(binary.diagnostics[0].message.find("0x00"), std::string::npos);
+  const LoadResult utf8 = load("model:\n  preset: \xff\xfe\n");
+  ASSERT_EQ(utf8.diagnostics.size(), 1u);
+  const LoadResult list = load("- model\n- train\n");
+  ASSERT_EQ(list.diagnostics.size(), 1u);
+  EXPECT_NE(list.diagnostics[0].message.find("mapping of sections"), std::string::npos);
+  const LoadResult two = load("train: {}\n---\ntrain: {}\n");
+  ASSERT_EQ(two.diagnostics.size(), 1u);
+  EXPECT_NE(two.diagnostics[0].message.find("more than one YAML document"), std::string::npos);
+}
+
+TEST(JobConfigTest, deep_nesting_ends_with_an_error) {
+  const std::string deep = "model: " + std::string(100000, '[') + std::string(100000, ']') + "\n";
+  const LoadResult result = load(deep);
+  ASSERT_FALSE(result.job.has_value());
+  EXPECT_FALSE(result.diagnostics.empty());
+}
+
+TEST(JobConfigTest, megatron_alias_conflicting_with_hugging_face_name_is_an_error) {
+  const LoadResult conflict = load("model:\n  num_hidden_layers: 4\n  num_layers: 8\n");
+  ASSERT_EQ(conflict.diagnostics.size(), 1u) << all_text(conflict);
+  EXPECT_EQ(conflict.diagnostics[0].format(),
+            "job.yaml:3:15: error: model.num_layers: 8 conflicts with model.num_hidden_layers 4 (line 2); give one "
+            "of them");
+  const LoadResult agree = load("model:\n  num_hidden_layers: 4\n  num_layers: 4\n  ffn_hidden_size: 256\n");
+  ASSERT_TRUE(agree.job.has_value()) << all_text(agree);
+  EXPECT_EQ(agree.job->model.spec.intermediate_size, 256);
+}
+
+TEST(JobConfigTest, sizes_that_do_not_divide_name_the_key_and_the_values_that_work) {
+  const LoadResult result = load(R"(model:
+  preset: tiny
+train:
+  tensor_model_parallel_size: 3
+runtime:
+  world_size: 3
+rollout:
+  prompts_per_replica: 3
+)");
+  ASSERT_FALSE(result.job.has_value());
+  bool found = false;
+  for (const Diagnostic& diagnostic : result.diagnostics) {
+    if (diagnostic.key == "train.tensor_model_parallel_size") {
+      found = true;
+      EXPECT_EQ(diagnostic.line, 4);
+      EXPECT_NE(diagnostic.message.find("values that work here: 1"), std::string::npos) << diagnostic.message;
+    }
+  }
+  EXPECT_TRUE(found) << all_text(result);
+}
+
+TEST(JobConfigTest, world_size_must_be_a_multiple_of_tp_times_pp) {
+  const LoadResult result = load(R"(train: {tensor_model_parallel_size: 2, pipeline_model_parallel_size: 2}
+runtime: {world_size: 6}
+)");
+  ASSERT_FALSE(result.job.has_value());
+  ASSERT_FALSE(result.diagnostics.empty());
+  EXPECT_EQ(result.diagnostics[0].key, "runtime.world_size");
+  EXPECT_EQ(result.diagnostics[0].line, 2);
+  EXPECT_NE(result.diagnostics[0].message.find("not a multiple of"), std::string::npos);
+}
+
+TEST(JobConfigTest, rollout_needs_a_row_per_replica_and_a_dividing_tp) {
+  const LoadResult result = load(R"(rollout:
+  tensor_model_parallel_size: 3
+  prompts_per_replica: 1
+runtime: {world_size: 4}
+)");
+  ASSERT_FALSE(result.job.has_value());
+  const std::string text = all_text(result);
+  EXPECT_NE(text.find("job.yaml:2:31: error: rollout.tensor_model_parallel_size: 3 does not divide world_size 4"),
+            std::string::npos)
+      << text;
+  const LoadResult rows = load(
+      "train: {tensor_model_parallel_size: 2, pipeline_model_parallel_size: 2}\nrollout: {prompts_per_replica: "
+      "1}\nruntime: {world_size: 4}\n");
+  ASSERT_EQ(rows.diagnostics.size(), 1u) << all_text(rows);
+  EXPECT_EQ(rows.diagnostics[0].key, "rollout.prompts_per_replica");
+  EXPECT_NE(rows.diagnostics[0].message.find("use at least 4"), std::string::npos);
+}
+
+TEST(JobConfigTest, prompts_must_be_rectangular_and_inside_the_vocabulary) {
+  const LoadResult result = load(R"(model: {preset: tiny}
+rollout:
+  prompts: [[1, 2], [3], [4, 500], [5, 6]]
+runtime: {world_size: 1}
+)");
+  ASSERT_FALSE(result.job.has_value());
+  const std::string text = all_text(result);
+  EXPECT_NE(text.find("prompt 1 has 1 tokens but prompt 0 has 2"), std::string::npos) << text;
+  EXPECT_NE(text.find("prompt 2 has token id 500, outside the vocabulary [0, 500)"), std::string::npos) << text;
+}
+
+TEST(JobConfigTest, unknown_preset_and_enum_values_suggest_the_closest) {
+  const LoadResult result = load("model: {preset: llama3-8B}\nruntime: {backend: ncl, strategy: seeds}\n");
+  const std::string text = all_text(result);
+  EXPECT_NE(text.find("model.preset: 'llama3-8B' is not one of"), std::string::npos) << text;
+  EXPECT_NE(text.find("did you mean 'llama3-8b'?"), std::string::npos) << text;
+  EXPECT_NE(text.find("did you mean 'nccl'?"), std::string::npos) << text;
+  EXPECT_NE(text.find("did you mean 'seed'?"), std::string::npos) << text;
+}
+
+TEST(JobConfigTest, seed_strategy_needs_rollout_tp_dividing_train_tp) {
+  const LoadResult result = load(R"(train: {tensor_model_parallel_size: 1}
+rollout: {tensor_model_parallel_size: 2}
+runtime: {world_size: 2, strategy: seed}
+)");
+  ASSERT_FALSE(result.job.has_value());
+  bool found = false;
+  for (const Diagnostic& diagnostic : result.diagnostics) found |= diagnostic.key == "runtime.strategy";
+  EXPECT_TRUE(found) << all_text(result);
+}
+
+TEST(JobConfigTest, validate_of_a_job_built_in_code_reports_without_places) {
+  JobConfig job;
+  job.file = "built.yaml";
+  job.runtime.world_size = 4;
+  job.train.tp = 2;
+  job.train.pp = 2;
+  job.train.dp = 1;
+  job.rollout.world_size = 4;
+  job.rollout_settings.prompts_per_replica = 4;
+  EXPECT_TRUE(job.validate().empty());
+  job.train.tp = 3;
+  job.runtime.world_size = 6;
+  const auto diagnostics = job.validate();
+  ASSERT_FALSE(diagnostics.empty());
+  EXPECT_EQ(diagnostics[0].line, 0);
+  EXPECT_EQ(diagnostics[0].file, "built.yaml");
+}
+
+TEST(JobConfigTest, listen_address_and_timeout_are_checked) {
+  const LoadResult result = load("metrics: {listen: localhost}\nruntime: {timeout: 30 parsecs}\n");
+  const std::string text = all_text(result);
+  EXPECT_NE(text.find("metrics.listen: 'localhost' is not HOST:PORT"), std::string::npos) << text;
+  EXPECT_NE(text.find("runtime.timeout: expected a duration"), std::string::npos) << text;
+}
+
+TEST(JobConfigTest, missing_job_file_and_directory_are_reported) {
+  const LoadResult missing = load_job_config("/nonexistent/job.yaml");
+  ASSERT_EQ(missing.diagnostics.size(), 1u);
+  EXPECT_EQ(missing.diagnostics[0].format(),
+            "/nonexistent/job.yaml: error: cannot read the job file: it does not exist");
+  TempDir dir;
+  const LoadResult directory = load_job_config(dir.path().string());
+  ASSERT_EQ(directory.diagnostics.size(), 1u);
+  EXPECT_NE(directory.diagnostics[0].message.find("directory"), std::string::npos);
+}
+
+TEST(JobConfigTest, checkpoint_shape_comes_from_config_json_relative_to_the_job_file) {
+  TempDir dir;
+  core::ModelSpec spec = *core::model_preset("tiny");
+  spec.num_hidden_layers = 2;
+  spec.dtype = core::DType::kFloat32;
+  write_hf_checkpoint(dir.path() / "ckpt", spec, [](const core::HfTensor& tensor, void* data) {
+    std::memset(data, 0, static_cast<std::size_t>(tensor.numel()) * 4);
+  });
+  write_file(dir.path() / "job.yaml", "model:\n  checkpoint: ckpt\n  dtype: bf16\nruntime: {world_size: 1}\n");
+  const LoadResult result = load_job_config((dir.path() / "job.yaml").string());
+  ASSERT_TRUE(result.job.has_value()) << all_text(result);
+  EXPECT_EQ(result.job->model.spec.num_hidden_layers, 2);
+  EXPECT_EQ(result.job->model.spec.dtype, core::DType::kBFloat16);  // converted on load
+  EXPECT_EQ(result.job->model.checkpoint, (dir.path() / "ckpt").string());
+
+  write_file(dir.path() / "conflict.yaml", "model:\n  checkpoint: ckpt\n  num_hidden_layers: 4\n");
+  const LoadResult conflict = load_job_config((dir.path() / "conflict.yaml").string());
+  ASSERT_EQ(conflict.diagnostics.size(), 1u) << all_text(conflict);
+  EXPECT_EQ(conflict.diagnostics[0].line, 3);
+  EXPECT_NE(conflict.diagnostics[0].message.find("differs from num_hidden_layers 2"), std::string::npos);
+}
+
+TEST(JobConfigTest, missing_or_truncated_checkpoint_is_reported_at_the_checkpoint_key) {
+  TempDir dir;
+  const LoadResult missing =
+      load_job_config_from_string("model:\n  checkpoint: " + (dir.path() / "nothing").string() + "\n", "job.yaml");
+  ASSERT_EQ(missing.diagnostics.size(), 1u) << all_text(missing);
+  EXPECT_EQ(missing.diagnostics[0].key, "model.checkpoint");
+  EXPECT_EQ(missing.diagnostics[0].line, 2);
+  EXPECT_NE(missing.diagnostics[0].message.find("no such directory"), std::string::npos);
+
+  core::ModelSpec spec = *core::model_preset("tiny");
+  write_hf_checkpoint(dir.path() / "ckpt", spec, [](const core::HfTensor& tensor, void* data) {
+    std::memset(data, 0, static_cast<std::size_t>(tensor.numel()) * 2);
+  });
+  const auto file = dir.path() / "ckpt" / "model.safetensors";
+  std::filesystem::resize_file(file, std::filesystem::file_size(file) - 100);
+  const LoadResult truncated =
+      load_job_config_from_string("model:\n  checkpoint: " + (dir.path() / "ckpt").string() + "\n", "job.yaml");
+  ASSERT_FALSE(truncated.diagnostics.empty());
+  EXPECT_EQ(truncated.diagnostics[0].key, "model.checkpoint");
+  EXPECT_NE(truncated.diagnostics[0].message.find("truncated"), std::string::npos) << all_text(truncated);
+}
+
+TEST(UnitsTest, byte_sizes_parse_with_binary_and_decimal_units) {
+  EXPECT_EQ(parse_byte_size("4096"), 4096);
+  EXPECT_EQ(parse_byte_size("256MiB"), std::int64_t{256} << 20);
+  EXPECT_EQ(parse_byte_size("1.5 GiB"), std::int64_t{3} << 29);
+  EXPECT_EQ(parse_byte_size("80GB"), 80'000'000'000);
+  EXPECT_EQ(parse_byte_size("1_000B"), 1000);
+  std::string why;
+  EXPECT_FALSE(parse_byte_size("12Mib", &why));
+  EXPECT_NE(why.find("unknown unit 'Mib'"), std::string::npos);
+  EXPECT_FALSE(parse_byte_size("-1", &why));
+  EXPECT_FALSE(parse_byte_size("0.3B", &why));
+  EXPECT_NE(why.find("whole number"), std::string::npos);
+  EXPECT_FALSE(parse_byte_size("8EiB", &why));
+  EXPECT_FALSE(parse_byte_size("9223372036854775808", &why));
+  EXPECT_EQ(parse_byte_size("9223372036854775807"), std::numeric_limits<std::int64_t>::max());
+  EXPECT_FALSE(parse_byte_size("", &why));
+}
+
+TEST(UnitsTest, durations_parse_and_bytes_format) {
+  EXPECT_EQ(parse_duration("30s"), std::chrono::seconds(30));
+  EXPECT_EQ(parse_duration("500ms"), std::chrono::milliseconds(500));
+  EXPECT_EQ(parse_duration("2m"), std::chrono::minutes(2));
+  EXPECT_EQ(parse_duration("10"), std::chrono::seconds(10));
+  EXPECT_FALSE(parse_duration("3 days"));
+  EXPECT_FALSE(parse_duration("-1s"));
+  EXPECT_EQ(format_bytes(512), "512 B");
+  EXPECT_EQ(format_bytes(std::int64_t{3} << 29), "1.50 GiB");
+}
+
+}  // namespace
+}  // namespace hybridshard::service
