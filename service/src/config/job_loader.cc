@@ -489,7 +489,6 @@ class Loader {
     };
     std::map<std::string, Given> given;  // canonical name -> node
     std::map<std::string, std::int64_t> integers;
-    core::ModelSpec overrides;
     std::optional<core::Architecture> architecture;
     std::optional<core::DType> dtype;
     std::optional<bool> tie;

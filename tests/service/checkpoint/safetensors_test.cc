@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -163,6 +164,38 @@ TEST(SafetensorsTest, every_malformed_header_is_refused_with_a_clear_error) {
     const std::string message = open_error(path);
     EXPECT_NE(message.find(test.expected), std::string::npos) << test.name << ": " << message;
     EXPECT_NE(message.find(path.string()), std::string::npos) << test.name << " does not name the file: " << message;
+  }
+}
+
+TEST(SafetensorsTest, mutated_headers_are_refused_or_read_never_anything_else) {
+  TempDir dir;
+  const std::string header =
+      R"({"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},)"
+      R"("b":{"dtype":"BF16","shape":[4],"data_offsets":[16,24]}})";
+  const std::string data(24, '\x01');
+  std::mt19937 random(777);
+  const std::string alphabet = "{}[]:,\"0123456789-eE.FBI ";
+  for (int round = 0; round < 2000; ++round) {
+    std::string text = header;
+    for (int e = 0; e < 1 + static_cast<int>(random() % 4); ++e) {
+      const std::size_t at = random() % text.size();
+      if (random() % 2) {
+        text[at] = alphabet[random() % alphabet.size()];
+      } else {
+        text.erase(at, 1 + random() % 4);
+      }
+    }
+    const auto path = write_raw(dir / "mutated.safetensors", text, data);
+    try {
+      const SafetensorsFile file = SafetensorsFile::open(path);
+      for (const SafetensorsTensor& tensor : file.tensors()) {
+        ASSERT_LE(tensor.data_end, file.file_bytes() - file.data_offset()) << text;
+        std::vector<float> values(static_cast<std::size_t>(tensor.numel()));
+        file.read(tensor, core::DType::kFloat32, values.data());
+      }
+    } catch (const core::ConfigError& error) {
+      EXPECT_NE(std::string(error.what()).find(path.string()), std::string::npos) << text;
+    }
   }
 }
 

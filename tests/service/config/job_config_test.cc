@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 
 #include "hybridshard/service/checkpoint/hf_checkpoint.h"
@@ -484,6 +485,38 @@ TEST(JobConfigTest, missing_or_truncated_checkpoint_is_reported_at_the_checkpoin
   ASSERT_FALSE(truncated.diagnostics.empty());
   EXPECT_EQ(truncated.diagnostics[0].key, "model.checkpoint");
   EXPECT_NE(truncated.diagnostics[0].message.find("truncated"), std::string::npos) << all_text(truncated);
+}
+
+TEST(JobConfigTest, mutated_job_files_never_throw_and_always_answer) {
+  // Byte flips, insertions and truncations of the quickstart: each load ends with a job or with diagnostics.
+  const std::string original = default_job_yaml();
+  std::mt19937 random(12345);
+  const std::string alphabet = "{}[]:,-&*!|>'\"#%@` \n\t0123456789abcxyz.\x00\xff";
+  for (int round = 0; round < 3000; ++round) {
+    std::string text = original;
+    const int edits = 1 + static_cast<int>(random() % 6);
+    for (int e = 0; e < edits && !text.empty(); ++e) {
+      const std::size_t at = random() % text.size();
+      switch (random() % 4) {
+        case 0:
+          text[at] = alphabet[random() % alphabet.size()];
+          break;
+        case 1:
+          text.insert(at, 1, alphabet[random() % alphabet.size()]);
+          break;
+        case 2:
+          text.erase(at, 1 + random() % 8);
+          break;
+        default:
+          text.resize(at);
+          break;
+      }
+    }
+    LoadResult result;
+    ASSERT_NO_THROW(result = load(text)) << text;
+    EXPECT_TRUE(result.job.has_value() != !result.diagnostics.empty()) << text;
+    for (const Diagnostic& diagnostic : result.diagnostics) EXPECT_FALSE(diagnostic.message.empty()) << text;
+  }
 }
 
 TEST(UnitsTest, byte_sizes_parse_with_binary_and_decimal_units) {
