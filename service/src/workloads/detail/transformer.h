@@ -1,0 +1,52 @@
+// The decoder of Llama / Qwen2 as Hugging Face transformers computes it, in fp32, on one tensor-parallel shard.
+// Shared by the rollout (vLLM shards, tp' ranks) and the reference (full weights, one rank).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <functional>
+
+namespace hybridshard::service::workloads::detail {
+
+// This shard's heads: `heads` query heads, `kv_heads` key/value heads (heads % kv_heads == 0; query head j uses kv
+// head j / (heads / kv_heads), which is GQA's mapping restricted to a vLLM shard).
+struct AttentionShape {
+  std::int64_t heads = 0;
+  std::int64_t kv_heads = 0;
+  std::int64_t head_dim = 0;
+};
+
+// One layer's weights on this shard, fp32. Biases are undefined tensors for llama.
+struct LayerWeights {
+  at::Tensor input_norm;  // [h]
+  at::Tensor q, k, v;     // [heads*d, h], [kv_heads*d, h], [kv_heads*d, h]
+  at::Tensor q_bias, k_bias, v_bias;
+  at::Tensor o;          // [h, heads*d]
+  at::Tensor post_norm;  // [h]
+  at::Tensor gate, up;   // [I_shard, h]
+  at::Tensor down;       // [h, I_shard]
+};
+
+// Sums a contiguous fp32 tensor in place over the tensor-parallel group (nothing on one rank).
+using AllReduce = std::function<void(at::Tensor&)>;
+
+// HF's rotary tables for positions [start, start + length): cos and sin, [length, head_dim], fp32.
+struct Rotary {
+  at::Tensor cos;
+  at::Tensor sin;
+};
+Rotary rotary(std::int64_t start, std::int64_t length, std::int64_t head_dim, double theta,
+              const at::TensorOptions& options);
+
+// HF LlamaRMSNorm: x * rsqrt(mean(x^2) + eps) * weight.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+// One decoder layer over x [B, S, h] at positions [start, start + S). With a cache ([B, S_max, kv_heads, d] for keys
+// and values), the new keys and values are written at [start, start + S) and attention covers [0, start + S);
+// without one, start must be 0. Causal.
+at::Tensor decoder_layer(const at::Tensor& x, const LayerWeights& weights, const AttentionShape& shape,
+                         const Rotary& rope, std::int64_t start, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                         const AllReduce& all_reduce, double eps);
+
+}  // namespace hybridshard::service::workloads::detail
