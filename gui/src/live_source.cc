@@ -1,0 +1,113 @@
+#include "live_source.h"
+
+#include <QNetworkAccessManager>
+#include <QNetworkReply>
+#include <QNetworkRequest>
+#include <algorithm>
+
+#include "status_json.h"
+
+namespace hybridshard::gui {
+
+namespace {
+
+QUrl status_url_for(const QUrl& url) {
+  QUrl result = url;
+  QString path = result.path();
+  if (path.endsWith(QLatin1String("/status"))) return result;
+  if (path.endsWith('/')) path.chop(1);
+  result.setPath(path + QStringLiteral("/status"));
+  return result;
+}
+
+}  // namespace
+
+LiveSource::LiveSource(const QUrl& url, LiveSourceOptions options, QObject* parent)
+    : DataSource(parent),
+      status_url_(status_url_for(url)),
+      options_(options),
+      network_(new QNetworkAccessManager(this)) {
+  poll_timer_.setInterval(options_.poll_interval_ms);
+  connect(&poll_timer_, &QTimer::timeout, this, &LiveSource::poll);
+  connect(network_, &QNetworkAccessManager::finished, this, &LiveSource::on_finished);
+  set_connection_state(ConnectionState::kConnecting, status_url_.toString());
+}
+
+void LiveSource::start() {
+  poll();
+  poll_timer_.start();
+}
+
+void LiveSource::poll() {
+  check_stale();
+  if (in_flight_) return;  // the previous request is still within its timeout
+  QNetworkRequest request(status_url_);
+  request.setTransferTimeout(options_.request_timeout_ms);
+  request.setRawHeader("Accept", "application/json");
+  in_flight_ = network_->get(request);
+}
+
+void LiveSource::check_stale() {
+  if (had_data_ && connection_state() == ConnectionState::kConnected &&
+      since_last_good_.elapsed() > options_.stale_after_ms) {
+    set_connection_state(
+        ConnectionState::kStale,
+        QStringLiteral("no valid answer for %1 s").arg(since_last_good_.elapsed() / 1000.0, 0, 'f', 1));
+  }
+}
+
+void LiveSource::on_finished(QNetworkReply* reply) {
+  reply->deleteLater();
+  if (reply == in_flight_) in_flight_ = nullptr;
+  const QString age =
+      had_data_ ? QStringLiteral(" (last good answer %1 s ago)").arg(since_last_good_.elapsed() / 1000.0, 0, 'f', 1)
+                : QString();
+  if (reply->error() == QNetworkReply::OperationCanceledError) {
+    // setTransferTimeout aborts with OperationCanceledError.
+    const QString detail = QStringLiteral("no answer from %1 within %2 s%3")
+                               .arg(status_url_.toString())
+                               .arg(options_.request_timeout_ms / 1000.0)
+                               .arg(age);
+    set_connection_state(had_data_ ? ConnectionState::kStale : ConnectionState::kRefused, detail);
+    return;
+  }
+  if (reply->error() != QNetworkReply::NoError) {
+    const int http_status = reply->attribute(QNetworkRequest::HttpStatusCodeAttribute).toInt();
+    QString detail = http_status > 0 ? QStringLiteral("%1: HTTP %2").arg(status_url_.toString()).arg(http_status)
+                                     : QStringLiteral("%1: %2").arg(status_url_.toString(), reply->errorString());
+    set_connection_state(ConnectionState::kRefused, detail + age);
+    return;
+  }
+  StatusParseResult parsed = parse_status(reply->readAll());
+  if (!parsed.ok) {
+    set_connection_state(ConnectionState::kMalformed, parsed.error + age);
+    return;
+  }
+  had_data_ = true;
+  ++polls_answered_;
+  since_last_good_.start();
+  merge_history(&parsed.snapshot);
+  publish(std::move(parsed.snapshot));
+  set_connection_state(ConnectionState::kConnected, status_url_.toString());
+}
+
+void LiveSource::merge_history(JobSnapshot* snapshot) {
+  // The endpoint keeps a window of recent samples; the dashboard keeps everything since it connected.
+  for (const MemorySample& sample : snapshot->memory) {
+    QVector<MemorySample>& samples = memory_[sample.rank];
+    if (samples.isEmpty() || sample.time > samples.back().time) samples.push_back(sample);
+    if (samples.size() > options_.max_samples_per_rank) {
+      samples.erase(samples.begin(), samples.begin() + (samples.size() - options_.max_samples_per_rank));
+    }
+  }
+  for (const PhaseInterval& phase : snapshot->phases) phases_.insert({phase.rank, phase.begin}, phase);
+  snapshot->memory.clear();
+  for (const QVector<MemorySample>& samples : std::as_const(memory_)) snapshot->memory += samples;
+  std::stable_sort(snapshot->memory.begin(), snapshot->memory.end(),
+                   [](const MemorySample& a, const MemorySample& b) { return a.time < b.time; });
+  snapshot->phases = QVector<PhaseInterval>(phases_.begin(), phases_.end());
+  std::stable_sort(snapshot->phases.begin(), snapshot->phases.end(),
+                   [](const PhaseInterval& a, const PhaseInterval& b) { return a.begin < b.begin; });
+}
+
+}  // namespace hybridshard::gui

@@ -1,0 +1,62 @@
+// A run record (docs/record-format.md: JSON lines, one event each) and the state it describes at any moment.
+#pragma once
+
+#include <QJsonObject>
+#include <QString>
+#include <QVector>
+
+#include "job_snapshot.h"
+
+namespace hybridshard::gui {
+
+struct RecordEvent {
+  double time = 0;
+  QString type;
+  int rank = -1;
+  int iteration = -1;
+  QJsonObject fields;
+};
+
+class RunRecord {
+ public:
+  // Reads `path`. Returns false with `error` ("run.jsonl:17: not JSON: ...") on the first bad line; a last line cut
+  // short (a record still being written) is ignored. Events are ordered by time, ties in file order.
+  bool load(const QString& path, QString* error);
+  bool load_from_data(const QByteArray& data, const QString& name, QString* error);
+
+  const QVector<RecordEvent>& events() const { return events_; }
+  bool empty() const { return events_.isEmpty(); }
+  double begin_time() const { return events_.isEmpty() ? 0 : events_.front().time; }
+  double end_time() const { return events_.isEmpty() ? 0 : events_.back().time; }
+
+ private:
+  QVector<RecordEvent> events_;
+};
+
+// Rebuilds the job's state by applying the record's events in order. Moving forward applies only the new events;
+// moving back starts again from the first event, so any time can be reached from any other.
+class RecordPlayer {
+ public:
+  explicit RecordPlayer(const RunRecord* record) : record_(record) {}
+
+  // State after every event with time <= `time` (epoch seconds).
+  const JobSnapshot& seek(double time);
+  const JobSnapshot& snapshot() const { return snapshot_; }
+
+ private:
+  void reset();
+  void apply(const RecordEvent& event);
+  RankState& rank_state(int rank);
+
+  const RunRecord* record_;
+  JobSnapshot snapshot_;
+  int next_event_ = 0;
+  double position_ = -1;
+  bool positioned_ = false;
+  QHash<int, std::int64_t> enter_network_bytes_;  // per rank, during the current enter
+};
+
+// State of a whole record at `time`: a one-shot RecordPlayer.
+JobSnapshot snapshot_at(const RunRecord& record, double time);
+
+}  // namespace hybridshard::gui

@@ -1,0 +1,143 @@
+#include "timeline_models.h"
+
+#include <QMap>
+#include <algorithm>
+
+namespace hybridshard::gui {
+
+namespace {
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+}  // namespace
+
+void MemorySeriesModel::set_snapshot(const JobSnapshot& snapshot) {
+  snapshot_ = snapshot;
+  snapshot_.ranks.clear();
+  snapshot_.phases.clear();
+  rebuild();
+}
+
+void MemorySeriesModel::set_ranks(const QVector<int>& ranks) {
+  ranks_ = ranks;
+  std::sort(ranks_.begin(), ranks_.end());
+  rebuild();
+}
+
+void MemorySeriesModel::rebuild() {
+  beginResetModel();
+  rows_.clear();
+  const double origin = snapshot_.origin();
+  now_ = snapshot_.time - origin;
+  QMap<int, const MemorySample*> latest;
+  const QStringList& kinds = buffer_kinds();
+  for (int index = 0; index < snapshot_.memory.size(); ++index) {
+    const MemorySample& sample = snapshot_.memory[index];
+    if (!std::binary_search(ranks_.begin(), ranks_.end(), sample.rank)) continue;
+    latest[sample.rank] = &sample;
+    // Samples of several ranks at the same time make one row.
+    const bool more_at_same_time =
+        index + 1 < snapshot_.memory.size() && snapshot_.memory[index + 1].time == sample.time;
+    if (more_at_same_time) continue;
+    std::array<double, kColumnCount> row{};
+    row[kTime] = sample.time - origin;
+    for (const MemorySample* last : std::as_const(latest)) {
+      for (int kind = 0; kind < kinds.size(); ++kind) row[kFirstKind + kind] += last->by_kind.value(kinds[kind]) / kGiB;
+      row[kTracked] += last->tracked / kGiB;
+      row[kUntracked] += std::max<std::int64_t>(0, last->device_used - last->tracked) / kGiB;
+      row[kDeviceUsed] += last->device_used / kGiB;
+      row[kDeviceTotal] += last->device_total / kGiB;
+    }
+    rows_.push_back(row);
+  }
+  endResetModel();
+}
+
+int MemorySeriesModel::rowCount(const QModelIndex& parent) const { return parent.isValid() ? 0 : rows_.size(); }
+
+int MemorySeriesModel::columnCount(const QModelIndex& parent) const { return parent.isValid() ? 0 : kColumnCount; }
+
+QVariant MemorySeriesModel::data(const QModelIndex& index, int role) const {
+  if (!checkIndex(index, CheckIndexOption::IndexIsValid | CheckIndexOption::ParentIsInvalid)) return {};
+  if (role != Qt::DisplayRole && role != Qt::EditRole) return {};
+  return rows_[index.row()][index.column()];
+}
+
+QVariant MemorySeriesModel::headerData(int section, Qt::Orientation orientation, int role) const {
+  if (orientation != Qt::Horizontal || role != Qt::DisplayRole)
+    return QAbstractTableModel::headerData(section, orientation, role);
+  if (section == kTime) return QStringLiteral("Time (s)");
+  if (section >= kFirstKind && section < kTracked) return buffer_kind_label(buffer_kinds().value(section - kFirstKind));
+  switch (section) {
+    case kTracked:
+      return QStringLiteral("Tracked (GiB)");
+    case kUntracked:
+      return QStringLiteral("Untracked (GiB)");
+    case kDeviceUsed:
+      return QStringLiteral("Device used (GiB)");
+    case kDeviceTotal:
+      return QStringLiteral("Capacity (GiB)");
+    default:
+      return {};
+  }
+}
+
+void PhaseIntervalModel::set_snapshot(const JobSnapshot& snapshot) {
+  snapshot_ = snapshot;
+  snapshot_.ranks.clear();
+  snapshot_.memory.clear();
+  rebuild();
+}
+
+void PhaseIntervalModel::set_ranks(const QVector<int>& ranks) {
+  ranks_ = ranks;
+  std::sort(ranks_.begin(), ranks_.end());
+  rebuild();
+}
+
+void PhaseIntervalModel::rebuild() {
+  beginResetModel();
+  rows_.clear();
+  const double origin = snapshot_.origin();
+  for (const PhaseInterval& phase : std::as_const(snapshot_.phases)) {
+    if (!std::binary_search(ranks_.begin(), ranks_.end(), phase.rank)) continue;
+    PhaseInterval row = phase;
+    row.begin = phase.begin - origin;
+    row.end = (phase.end >= 0 ? phase.end : snapshot_.time) - origin;
+    rows_.push_back(row);
+  }
+  endResetModel();
+}
+
+int PhaseIntervalModel::rowCount(const QModelIndex& parent) const { return parent.isValid() ? 0 : rows_.size(); }
+
+int PhaseIntervalModel::columnCount(const QModelIndex& parent) const { return parent.isValid() ? 0 : kColumnCount; }
+
+QVariant PhaseIntervalModel::data(const QModelIndex& index, int role) const {
+  if (!checkIndex(index, CheckIndexOption::IndexIsValid | CheckIndexOption::ParentIsInvalid)) return {};
+  if (role != Qt::DisplayRole) return {};
+  const PhaseInterval& row = rows_[index.row()];
+  switch (index.column()) {
+    case kRank:
+      return row.rank;
+    case kIteration:
+      return row.iteration;
+    case kPhase:
+      return row.phase;
+    case kBegin:
+      return row.begin;
+    case kEnd:
+      return row.end;
+    default:
+      return {};
+  }
+}
+
+QVariant PhaseIntervalModel::headerData(int section, Qt::Orientation orientation, int role) const {
+  if (orientation != Qt::Horizontal || role != Qt::DisplayRole)
+    return QAbstractTableModel::headerData(section, orientation, role);
+  static const char* const kNames[] = {"Rank", "Iteration", "Phase", "Begin (s)", "End (s)"};
+  return section >= 0 && section < kColumnCount ? QVariant(QString::fromLatin1(kNames[section])) : QVariant();
+}
+
+}  // namespace hybridshard::gui

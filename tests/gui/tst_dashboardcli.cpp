@@ -1,0 +1,109 @@
+// The hybridshard-dashboard program: --screenshot writes a PNG and exits 0; bad arguments and files exit non-zero
+// with a message.
+#include <QImage>
+#include <QProcess>
+#include <QTemporaryDir>
+#include <QtTest>
+
+#include "fake_status_server.h"
+#include "test_support.h"
+
+namespace {
+
+struct Run {
+  int exit_code = -1;
+  QString output;
+};
+
+Run run_dashboard(const QStringList& arguments) {
+  QProcess process;
+  process.setProcessChannelMode(QProcess::MergedChannels);
+  QProcessEnvironment environment = QProcessEnvironment::systemEnvironment();
+  environment.insert("QT_QPA_PLATFORM", "offscreen");
+  process.setProcessEnvironment(environment);
+  process.start(QStringLiteral(HYBRIDSHARD_DASHBOARD_EXE), arguments);
+  Run run;
+  if (!process.waitForFinished(60000)) {
+    process.kill();
+    process.waitForFinished(5000);
+    run.output = QStringLiteral("timed out");
+    return run;
+  }
+  run.exit_code = process.exitStatus() == QProcess::NormalExit ? process.exitCode() : -1;
+  run.output = QString::fromUtf8(process.readAll());
+  return run;
+}
+
+}  // namespace
+
+class TestDashboardCli : public QObject {
+  Q_OBJECT
+
+ private slots:
+  void screenshot_of_a_replay_data() {
+    QTest::addColumn<QStringList>("extra");
+    QTest::newRow("end of the run") << QStringList();
+    QTest::newRow("in a rollout, two ranks") << QStringList{"--at", "30", "--ranks", "0,2"};
+    QTest::newRow("small window") << QStringList{"--at", "11.8", "--size", "1024x700"};
+  }
+
+  void screenshot_of_a_replay() {
+    QFETCH(QStringList, extra);
+    QTemporaryDir dir;
+    QVERIFY(dir.isValid());
+    const QString path = dir.filePath("shot.png");
+    const Run run = run_dashboard(
+        QStringList{"--replay", hybridshard::gui::testing::sample_record_path(), "--screenshot", path} + extra);
+    QVERIFY2(run.exit_code == 0, qPrintable(run.output));
+    const QImage image(path);
+    QVERIFY2(!image.isNull(), qPrintable(run.output));
+    QVERIFY(image.width() >= 1000 && image.height() >= 700);
+    QVERIFY(QFileInfo(path).size() > 10000);
+  }
+
+  void screenshot_of_a_live_job() {
+    hybridshard::gui::testing::FakeStatusServer server;
+    QVERIFY(server.listen_on_loopback());
+    server.set_response(hybridshard::gui::testing::status_document(8));
+    QTemporaryDir dir;
+    const QString path = dir.filePath("live.png");
+    // The child process polls this process's server: serve it while waiting.
+    QProcess process;
+    process.setProcessChannelMode(QProcess::MergedChannels);
+    QProcessEnvironment environment = QProcessEnvironment::systemEnvironment();
+    environment.insert("QT_QPA_PLATFORM", "offscreen");
+    process.setProcessEnvironment(environment);
+    process.start(QStringLiteral(HYBRIDSHARD_DASHBOARD_EXE), {"--connect", server.url(), "--screenshot", path});
+    QTRY_VERIFY_WITH_TIMEOUT(process.state() == QProcess::NotRunning, 60000);
+    const QString output = QString::fromUtf8(process.readAll());
+    QVERIFY2(process.exitCode() == 0, qPrintable(output));
+    QVERIFY2(output.contains("connected"), qPrintable(output));
+    QVERIFY(!QImage(path).isNull());
+  }
+
+  void errors_exit_non_zero_with_a_message_data() {
+    QTest::addColumn<QStringList>("arguments");
+    QTest::addColumn<QString>("message");
+    QTest::newRow("no source") << QStringList{} << "exactly one of --connect URL and --replay FILE";
+    QTest::newRow("missing record") << QStringList{"--replay", "/nonexistent/run.jsonl"} << "/nonexistent/run.jsonl";
+    QTest::newRow("bad size") << QStringList{"--replay", hybridshard::gui::testing::sample_record_path(), "--size",
+                                             "big"}
+                              << "--size";
+    QTest::newRow("bad ranks") << QStringList{"--replay", hybridshard::gui::testing::sample_record_path(), "--ranks",
+                                              "x"}
+                               << "--ranks";
+  }
+
+  void errors_exit_non_zero_with_a_message() {
+    QFETCH(QStringList, arguments);
+    QFETCH(QString, message);
+    QTemporaryDir dir;
+    const Run run = run_dashboard(arguments + QStringList{"--screenshot", dir.filePath("never.png")});
+    QVERIFY2(run.exit_code != 0, qPrintable(run.output));
+    QVERIFY2(run.output.contains(message), qPrintable(run.output));
+    QVERIFY(!QFileInfo::exists(dir.filePath("never.png")));
+  }
+};
+
+QTEST_MAIN(TestDashboardCli)
+#include "tst_dashboardcli.moc"
