@@ -29,6 +29,27 @@ std::string pad(std::string text, std::size_t width) {
 
 std::string compact_bytes(std::int64_t bytes) { return bytes == 0 ? std::string("-") : format_bytes(bytes); }
 
+// "llama, 32 layers, ... parameters" and "world 8: train tp 4 pp 2 ... -> rollout tp 2 ...".
+std::string plan_title(const JobConfig& job) {
+  const core::ModelSpec& spec = job.model.spec;
+  std::string text;
+  char line[512];
+  std::snprintf(
+      line, sizeof line, "%s, %lld layers, hidden %lld, %lld heads (%lld kv), vocab %lld, %s: %.2f B parameters\n",
+      std::string(core::architecture_name(spec.architecture)).c_str(), static_cast<long long>(spec.num_hidden_layers),
+      static_cast<long long>(spec.hidden_size), static_cast<long long>(spec.num_attention_heads),
+      static_cast<long long>(spec.num_key_value_heads), static_cast<long long>(spec.vocab_size),
+      std::string(core::dtype_name(spec.dtype)).c_str(), static_cast<double>(spec.num_parameters()) / 1e9);
+  text += line;
+  std::snprintf(line, sizeof line,
+                "world %d: train tp %d pp %d vpp %d dp %d -> rollout tp %d dp %d; strategy %s, exit %s\n",
+                job.runtime.world_size, job.train.tp, job.train.pp, job.train.vpp, job.train.dp, job.rollout.tp,
+                job.rollout.dp(), std::string(core::strategy_name(job.runtime.strategy)).c_str(),
+                std::string(core::exit_policy_name(job.memory.exit_policy)).c_str());
+  text += line;
+  return text;
+}
+
 }  // namespace
 
 std::string_view plan_phase_name(PlanPhase phase) {
@@ -47,10 +68,6 @@ std::string_view plan_phase_name(PlanPhase phase) {
 
 std::int64_t PhaseMemory::device_total() const { return sum(device); }
 std::int64_t PhaseMemory::host_total() const { return sum(host); }
-
-bool MemoryPlan::fits() const {
-  return std::all_of(ranks.begin(), ranks.end(), [](const RankMemoryPlan& rank) { return rank.fits; });
-}
 
 MemoryPlan make_memory_plan(const JobConfig& job, std::int64_t device_memory) {
   MemoryPlan plan;
@@ -90,6 +107,7 @@ MemoryPlan make_memory_plan(const JobConfig& job, std::int64_t device_memory) {
     return it->second;
   };
 
+  plan.title = plan_title(job);
   for (int rank = 0; rank < world; ++rank) {
     const core::RankPlan rank_plan =
         core::make_rank_plan(spec, train, rollout, rank, core::PlanOptions{memory.bucket_bytes});
@@ -222,28 +240,15 @@ MemoryPlan make_memory_plan(const JobConfig& job, std::int64_t device_memory) {
     }
     if (assumed_gpu) out.notes.push_back("device memory assumed 80 GB; set runtime.device_memory to check another");
     if (seed) out.notes.push_back("seed strategy: network bytes and gather temporaries are estimates");
+    plan.fits = plan.fits && out.fits;
     plan.ranks.push_back(std::move(out));
   }
   return plan;
 }
 
-std::string format_memory_plan(const JobConfig& job, const MemoryPlan& plan) {
-  const core::ModelSpec& spec = job.model.spec;
-  std::string text;
+std::string format_memory_plan(const MemoryPlan& plan) {
+  std::string text = plan.title;
   char line[512];
-  std::snprintf(
-      line, sizeof line, "%s, %lld layers, hidden %lld, %lld heads (%lld kv), vocab %lld, %s: %.2f B parameters\n",
-      std::string(core::architecture_name(spec.architecture)).c_str(), static_cast<long long>(spec.num_hidden_layers),
-      static_cast<long long>(spec.hidden_size), static_cast<long long>(spec.num_attention_heads),
-      static_cast<long long>(spec.num_key_value_heads), static_cast<long long>(spec.vocab_size),
-      std::string(core::dtype_name(spec.dtype)).c_str(), static_cast<double>(spec.num_parameters()) / 1e9);
-  text += line;
-  std::snprintf(line, sizeof line,
-                "world %d: train tp %d pp %d vpp %d dp %d -> rollout tp %d dp %d; strategy %s, exit %s\n",
-                job.runtime.world_size, job.train.tp, job.train.pp, job.train.vpp, job.train.dp, job.rollout.tp,
-                job.rollout.dp(), std::string(core::strategy_name(job.runtime.strategy)).c_str(),
-                std::string(core::exit_policy_name(job.memory.exit_policy)).c_str());
-  text += line;
   text += "device memory per rank: " + format_bytes(plan.device_memory) +
           (plan.device_is_cpu ? " (CPU ranks: runtime.cpu_device_memory)\n" : "\n");
 
@@ -303,8 +308,10 @@ std::string format_memory_plan(const JobConfig& job, const MemoryPlan& plan) {
     text += "  kv cache the batch needs: " + format_bytes(rank.kv_cache_needed) + "\n";
     for (const std::string& note : rank.notes) text += "  " + note + "\n";
   }
-  text += plan.fits() ? "\nfits\n" : "\nDOES NOT FIT\n";
+  text += plan.fits ? "\nfits\n" : "\nDOES NOT FIT\n";
   return text;
 }
+
+void print_memory_plan(const MemoryPlan& plan, std::ostream& out) { out << format_memory_plan(plan); }
 
 }  // namespace hybridshard::service

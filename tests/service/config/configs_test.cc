@@ -62,7 +62,7 @@ TEST(ConfigsTest, llama3_8b_job_is_valid_and_fits_on_80_gb) {
   EXPECT_EQ(job.runtime.backend, BackendChoice::kNccl);
   const MemoryPlan plan = make_memory_plan(job);
   ASSERT_EQ(plan.ranks.size(), 8u);
-  EXPECT_TRUE(plan.fits()) << format_memory_plan(job, plan);
+  EXPECT_TRUE(plan.fits) << format_memory_plan(plan);
 }
 
 TEST(ConfigsTest, qwen25_32b_job_is_valid_and_fits_on_80_gb) {
@@ -71,7 +71,7 @@ TEST(ConfigsTest, qwen25_32b_job_is_valid_and_fits_on_80_gb) {
   EXPECT_EQ(job.train.tp, 8);
   EXPECT_EQ(job.rollout.tp, 4);
   const MemoryPlan plan = make_memory_plan(job);
-  EXPECT_TRUE(plan.fits()) << format_memory_plan(job, plan);
+  EXPECT_TRUE(plan.fits) << format_memory_plan(plan);
 }
 
 TEST(ConfigsTest, llama3_70b_job_is_valid_and_its_rollout_side_fits) {
@@ -84,8 +84,8 @@ TEST(ConfigsTest, llama3_70b_job_is_valid_and_its_rollout_side_fits) {
   const RankMemoryPlan& rank = plan.ranks[0];
   // 18 bytes per parameter in training: more than a card, and the plan says so.
   EXPECT_GT(rank.phases[0].device_total(), plan.device_memory);
-  EXPECT_FALSE(plan.fits());
-  EXPECT_NE(format_memory_plan(job, plan).find("does not fit: train needs"), std::string::npos);
+  EXPECT_FALSE(plan.fits);
+  EXPECT_NE(format_memory_plan(plan).find("does not fit: train needs"), std::string::npos);
   // Enter, rollout and exit fit with the optimizer and gradients on the host.
   for (int phase = 1; phase < kNumPlanPhases; ++phase) {
     EXPECT_LE(rank.phases[static_cast<std::size_t>(phase)].device_total(), plan.device_memory) << phase;
@@ -165,7 +165,7 @@ TEST(MemoryPlanTest, quickstart_plan_adds_up_per_rank_and_phase) {
     EXPECT_EQ(rank.enter_network_sent, reshard.bytes_sent());
     EXPECT_TRUE(rank.fits);
   }
-  const std::string table = format_memory_plan(job, plan);
+  const std::string table = format_memory_plan(plan);
   EXPECT_NE(table.find("enter network: receives"), std::string::npos) << table;
   EXPECT_NE(table.find("inference_params"), std::string::npos) << table;
   EXPECT_NE(table.find("\nfits\n"), std::string::npos) << table;
@@ -174,8 +174,8 @@ TEST(MemoryPlanTest, quickstart_plan_adds_up_per_rank_and_phase) {
 TEST(MemoryPlanTest, too_little_device_memory_does_not_fit_and_says_why) {
   const JobConfig job = load_valid(kSource / "configs/quickstart.yaml");
   const MemoryPlan plan = make_memory_plan(job, 64 << 10);
-  EXPECT_FALSE(plan.fits());
-  const std::string table = format_memory_plan(job, plan);
+  EXPECT_FALSE(plan.fits);
+  const std::string table = format_memory_plan(plan);
   EXPECT_NE(table.find("DOES NOT FIT"), std::string::npos) << table;
   EXPECT_NE(table.find("does not fit: "), std::string::npos) << table;
 }

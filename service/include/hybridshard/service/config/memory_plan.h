@@ -18,6 +18,7 @@
 
 #include <array>
 #include <cstdint>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -57,10 +58,11 @@ struct RankMemoryPlan {
 };
 
 struct MemoryPlan {
+  std::string title;               // the model and the layouts, for the table's head
   std::int64_t device_memory = 0;  // bytes per device the plan was checked against
   bool device_is_cpu = false;      // CPU ranks (gloo): runtime.cpu_device_memory
   std::vector<RankMemoryPlan> ranks;
-  bool fits() const;
+  bool fits = true;  // every rank fits
 };
 
 // `device_memory`: bytes per device to check against; 0 takes runtime.device_memory, else (gloo backend)
@@ -70,6 +72,7 @@ MemoryPlan make_memory_plan(const JobConfig& job, std::int64_t device_memory = 0
 
 // A readable table: one block per distinct rank shape (ranks with identical numbers are listed together), a row per
 // buffer kind, columns per phase (device / host), then the peak, enter's network bytes and the verdict.
-std::string format_memory_plan(const JobConfig& job, const MemoryPlan& plan);
+std::string format_memory_plan(const MemoryPlan& plan);
+void print_memory_plan(const MemoryPlan& plan, std::ostream& out);  // format_memory_plan to `out`
 
 }  // namespace hybridshard::service
