@@ -124,7 +124,7 @@ DashboardWindow::DashboardWindow(DataSource* source, QWidget* parent)
   top->addWidget(side);
   top->setStretchFactor(0, 1);
   top->setStretchFactor(1, 1);
-  top->setSizes({880, 700});
+  top->setSizes({900, 680});
 
   auto* timeline_panel = new QFrame(central);
   timeline_panel->setObjectName(QStringLiteral("card"));

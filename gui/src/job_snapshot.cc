@@ -160,10 +160,10 @@ QString short_buffer_name(const QString& name, bool with_chunk) {
     if (with_chunk && !match.captured(4).isEmpty()) text += QStringLiteral(" c") + match.captured(4);
     return text;
   }
-  if (name == QLatin1String("rollout.params")) return QStringLiteral("rollout params");
+  if (name == QLatin1String("rollout.params")) return QStringLiteral("inference");
   if (name == QLatin1String("rollout.kv_cache")) return QStringLiteral("KV cache");
-  if (name == QLatin1String("enter.staging.send")) return QStringLiteral("staging send");
-  if (name == QLatin1String("enter.staging.recv")) return QStringLiteral("staging recv");
+  if (name == QLatin1String("enter.staging.send")) return QStringLiteral("staging tx");
+  if (name == QLatin1String("enter.staging.recv")) return QStringLiteral("staging rx");
   return name;
 }
 

@@ -54,10 +54,17 @@ QVariant RankTableModel::data(const QModelIndex& index, int role) const {
         if (rank.phase.isEmpty()) return QStringLiteral("\u2014");
         return QStringLiteral("%1 (%2 s)").arg(rank.phase).arg(std::max(0.0, time_ - rank.phase_since), 0, 'f', 1);
       case kIteration:
-        return rank.iteration >= 0 ? QVariant(rank.iteration) : QVariant(QStringLiteral("\u2014"));
-      case kDeviceUsed:
+        // 1-based, as in the job summary ("2 / 3"); the record's iteration field is 0-based.
+        return rank.iteration >= 0 ? QVariant(rank.iteration + 1) : QVariant(QStringLiteral("\u2014"));
+      case kDeviceUsed: {
         if (rank.device_total <= 0) return format_bytes(rank.device_used);
-        return QStringLiteral("%1 / %2").arg(format_bytes(rank.device_used), format_bytes(rank.device_total));
+        // "20.3 / 79.6 GiB" when both have the same unit.
+        QString used = format_bytes(rank.device_used);
+        const QString total = format_bytes(rank.device_total);
+        const QString unit = total.section(' ', 1);
+        if (used.section(' ', 1) == unit) used = used.section(' ', 0, 0);
+        return QStringLiteral("%1 / %2").arg(used, total);
+      }
       case kHeadroom:
         return headroom >= 0 ? QStringLiteral("%1 %").arg(100 * headroom, 0, 'f', 1) : QString();
       case kTracked:
@@ -133,7 +140,7 @@ QVariant RankTableModel::headerData(int section, Qt::Orientation orientation, in
     case kIteration:
       return QStringLiteral("Iter");
     case kDeviceUsed:
-      return QStringLiteral("Device used / total");
+      return QStringLiteral("Used / total");
     case kHeadroom:
       return QStringLiteral("Free");
     case kTracked:

@@ -150,8 +150,9 @@ ResidencyGridView::ResidencyGridView(BufferGridModel* model, QWidget* parent)
   table_->setMouseTracking(true);
   table_->setVerticalScrollMode(QAbstractItemView::ScrollPerPixel);
   table_->setHorizontalScrollMode(QAbstractItemView::ScrollPerPixel);
-  table_->horizontalHeader()->setSectionResizeMode(QHeaderView::Stretch);
-  table_->horizontalHeader()->setMinimumSectionSize(76);
+  // Columns as wide as their title and cells need; the last one takes what is left.
+  table_->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
+  table_->horizontalHeader()->setStretchLastSection(true);
   table_->horizontalHeader()->setHighlightSections(false);
   table_->verticalHeader()->setSectionResizeMode(QHeaderView::Fixed);
   table_->verticalHeader()->setDefaultSectionSize(28);

@@ -1,6 +1,7 @@
 #include "timeline_models.h"
 
 #include <QMap>
+#include <QSet>
 #include <algorithm>
 
 namespace hybridshard::gui {
@@ -31,6 +32,11 @@ void MemorySeriesModel::rebuild() {
   now_ = snapshot_.time - origin;
   QMap<int, const MemorySample*> latest;
   const QStringList& kinds = buffer_kinds();
+  // Rows start once every selected rank that has samples has reported, so that a sum never lacks a rank.
+  QSet<int> reporting;
+  for (const MemorySample& sample : std::as_const(snapshot_.memory)) {
+    if (std::binary_search(ranks_.begin(), ranks_.end(), sample.rank)) reporting.insert(sample.rank);
+  }
   for (int index = 0; index < snapshot_.memory.size(); ++index) {
     const MemorySample& sample = snapshot_.memory[index];
     if (!std::binary_search(ranks_.begin(), ranks_.end(), sample.rank)) continue;
@@ -38,7 +44,7 @@ void MemorySeriesModel::rebuild() {
     // Samples of several ranks at the same time make one row.
     const bool more_at_same_time =
         index + 1 < snapshot_.memory.size() && snapshot_.memory[index + 1].time == sample.time;
-    if (more_at_same_time) continue;
+    if (more_at_same_time || latest.size() < reporting.size()) continue;
     std::array<double, kColumnCount> row{};
     row[kTime] = sample.time - origin;
     for (const MemorySample* last : std::as_const(latest)) {
