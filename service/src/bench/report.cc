@@ -212,6 +212,25 @@ BenchReport combine_ranks(const BenchConfig& config, const std::vector<RankResul
               static_cast<double>(hs_enter->peak_extra_bytes) / static_cast<double>(shard_bytes + config.bucket_bytes),
               "<=", 1.0);
   }
+  // The per-step profile of the first rank (rank 0, or the loopback rank): means per timed run of the phase.
+  if (!ranks.empty()) {
+    const RankResult& first = ranks.front();
+    for (const auto& [key, total] : first.steps) {
+      const auto& [strategy, phase, operation, path] = key;
+      const std::string policy = phase.rfind("exit.", 0) == 0 ? phase.substr(5) : "-";
+      const auto series = first.phases.find({phase.rfind("exit.", 0) == 0 ? "exit" : phase, strategy, policy});
+      const std::size_t runs = series == first.phases.end() ? 0 : series->second.seconds.size();
+      if (runs == 0) continue;
+      StepRow step;
+      step.strategy = strategy;
+      step.phase = phase;
+      step.operation = operation;
+      step.path = path;
+      step.bytes = total.bytes / static_cast<std::int64_t>(runs);
+      step.time_us = total.seconds / static_cast<double>(runs) * 1e6;
+      report.steps.push_back(step);
+    }
+  }
   return report;
 }
 
@@ -337,6 +356,25 @@ void print_bench_report(const BenchReport& report, std::ostream& out) {
     pad(out, ratio.op + " " + fixed(ratio.target, 1), 12);
     out << (ratio.met ? "yes" : "NO") << '\n';
   }
+  if (!report.steps.empty()) {
+    out << "#\n# steps of the first rank (the engine's transfer events; mean per timed run; an exchange counted "
+           "once)\n# ";
+    pad(out, "strategy", 11);
+    pad(out, "phase", 12);
+    pad(out, "path", 16);
+    pad(out, "bytes", 14);
+    pad(out, "time(us)", 12);
+    out << " operation\n";
+    for (const StepRow& step : report.steps) {
+      out << "  ";
+      pad(out, step.strategy, 11);
+      pad(out, step.phase, 12);
+      pad(out, step.path, 16);
+      pad(out, std::to_string(step.bytes), 14);
+      pad(out, fixed(step.time_us, 1), 12);
+      out << ' ' << step.operation << '\n';
+    }
+  }
   for (const std::string& note : report.notes) out << "# note: " << note << '\n';
   const std::int64_t wrong = report.total_wrong();
   out << "# Out of bounds values : " << wrong << (wrong == 0 ? " OK" : " FAILED") << '\n';
@@ -372,6 +410,14 @@ std::string bench_report_json(const BenchReport& report) {
     out << (i ? "," : "") << "\n    {\"name\": " << json_string(ratio.name)
         << ", \"value\": " << json_number(ratio.value) << ", \"op\": " << json_string(ratio.op)
         << ", \"target\": " << json_number(ratio.target) << ", \"met\": " << (ratio.met ? "true" : "false") << "}";
+  }
+  out << "\n  ],\n  \"steps\": [";
+  for (std::size_t i = 0; i < report.steps.size(); ++i) {
+    const StepRow& step = report.steps[i];
+    out << (i ? "," : "") << "\n    {\"strategy\": " << json_string(step.strategy)
+        << ", \"phase\": " << json_string(step.phase) << ", \"operation\": " << json_string(step.operation)
+        << ", \"path\": " << json_string(step.path) << ", \"bytes\": " << step.bytes
+        << ", \"time_us\": " << json_number(step.time_us) << "}";
   }
   out << "\n  ],\n  \"notes\": [";
   for (std::size_t i = 0; i < report.notes.size(); ++i) out << (i ? ", " : "") << json_string(report.notes[i]);

@@ -1,17 +1,21 @@
 // One rank's benchmark: the copy bounds, then per strategy the enter/exit loop (with the bit-exact check and the
 // collective bound for the bytes that strategy received), then the batch re-distribution.
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "detail/measure.h"
 #include "detail/shard_check.h"
 #include "hybridshard/core/batch.h"
 #include "hybridshard/core/error.h"
+#include "hybridshard/core/events.h"
 #include "hybridshard/core/flat_buffer.h"
 #include "hybridshard/core/reshard_plan.h"
 #include "hybridshard/core/transition.h"
@@ -24,12 +28,51 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
+// Progress on stderr (rank 0, or the loopback rank), so that a long run shows where it is.
+void progress(const BenchConfig& config, int rank, const std::string& what) {
+  if (config.backend != core::Backend::kLoopback && rank != 0) return;
+  static const Clock::time_point process_start = Clock::now();
+  std::fprintf(stderr, "# [%8.2f s] rank %d: %s\n", seconds_since(process_start), rank, what.c_str());
+}
+
 constexpr std::int64_t kMiB = std::int64_t{1} << 20;
 constexpr std::int64_t kGiB = std::int64_t{1} << 30;
 
 // Lines the ranks up before each timed step (no-op for loopback, which has no peers).
 void line_up(core::Communicator* world) {
   if (world != nullptr) world->barrier();
+}
+
+// "enter.round12.recv" -> "enter.round*.recv": one row per kind of step, not per round, peer or layer.
+std::string step_pattern(const std::string& operation) {
+  std::string pattern;
+  for (std::size_t i = 0; i < operation.size(); ++i) {
+    if (std::isdigit(static_cast<unsigned char>(operation[i])) != 0) {
+      if (pattern.empty() || pattern.back() != '*') pattern += '*';
+    } else {
+      pattern += operation[i];
+    }
+  }
+  return pattern;
+}
+
+// Adds one timed phase's transfer events to the step totals. An exchange emits one event per message with the same
+// seconds, so events of one operation name count their longest time once.
+void add_steps(const std::vector<core::Event>& events, const std::string& strategy, const std::string& phase,
+               std::map<StepKey, StepTotal>& steps) {
+  std::map<std::pair<std::string, core::TransferPath>, std::pair<double, std::int64_t>> by_operation;
+  for (const core::Event& event : events) {
+    if (event.type != core::EventType::kTransfer) continue;
+    auto& [seconds, bytes] = by_operation[{event.operation, event.path}];
+    seconds = std::max(seconds, event.seconds);
+    bytes += event.bytes;
+  }
+  for (const auto& [operation, total] : by_operation) {
+    StepTotal& step = steps[{strategy, phase, step_pattern(operation.first),
+                             std::string(core::transfer_path_name(operation.second))}];
+    step.seconds += total.first;
+    step.bytes += total.second;
+  }
 }
 
 // Free device memory that a bound may use for its two buffers, leaving room for what the run still needs.
@@ -137,6 +180,7 @@ void run_strategy(const BenchConfig& config, int rank, core::Device& device, cor
   plan_options.bucket_bytes = config.bucket_bytes;
   const core::RankPlan plan = core::make_rank_plan(config.spec, config.train, config.inference, rank, plan_options);
 
+  progress(config, rank, name + ": plan made, preparing train weights");
   std::unique_ptr<core::LoopbackCommunicator> loopback;
   core::Communicator* comm = world;
   if (world == nullptr) {
@@ -165,18 +209,23 @@ void run_strategy(const BenchConfig& config, int rank, core::Device& device, cor
 
   std::int64_t bytes_received = 0;
   {
-    std::unique_ptr<core::Transition> transition = core::make_transition(strategy, plan, *comm, device, nullptr);
+    core::RecordingEventSink events;
+    std::unique_ptr<core::Transition> transition = core::make_transition(strategy, plan, *comm, device, &events);
     Series& enter = result.phases[{"enter", name, "-"}];
     enter.checked = config.check;
     for (core::ExitPolicy policy : config.exit_policies) {
       Series& exit = result.phases[{"exit", name, std::string(core::exit_policy_name(policy))}];
       exit.checked = false;
+      progress(config, rank,
+               name + ": enter / exit(" + std::string(core::exit_policy_name(policy)) + ") x " +
+                   std::to_string(config.warmup + config.iterations));
       for (int iteration = 0; iteration < config.warmup + config.iterations; ++iteration) {
         const bool timed = iteration >= config.warmup;
         transition->set_iteration(iteration);
         if (loopback) loopback->reset_sequence();
         line_up(world);
         const std::int64_t before = device.bytes_in_use(core::Residency::kGpu);
+        events.clear();
         Clock::time_point start = Clock::now();
         core::FlatBuffer& shard = transition->enter(train_pointers);
         device.synchronize();
@@ -187,11 +236,13 @@ void run_strategy(const BenchConfig& config, int rank, core::Device& device, cor
           enter.bytes = std::max(enter.bytes, entered.bytes_network_received);
           enter.extra_bytes = std::max(enter.extra_bytes, entered.peak_extra_device_bytes);
           enter.host_bytes = std::max(enter.host_bytes, entered.bytes_host_to_device + entered.bytes_device_to_host);
+          add_steps(events.events(), name, "enter", result.steps);
           if (checker) enter.wrong += checker->count_wrong(shard.data());
         }
         bytes_received = std::max(bytes_received, entered.bytes_network_received);
 
         line_up(world);
+        events.clear();
         start = Clock::now();
         transition->exit(policy);
         device.synchronize();
@@ -202,6 +253,7 @@ void run_strategy(const BenchConfig& config, int rank, core::Device& device, cor
           exit.bytes = std::max(exit.bytes, exited.bytes_network_received);
           exit.extra_bytes = std::max(exit.extra_bytes, device.bytes_in_use(core::Residency::kGpu) - before);
           exit.host_bytes = std::max(exit.host_bytes, exited.bytes_host_to_device + exited.bytes_device_to_host);
+          add_steps(events.events(), name, "exit." + std::string(core::exit_policy_name(policy)), result.steps);
         }
       }
     }
@@ -211,6 +263,7 @@ void run_strategy(const BenchConfig& config, int rank, core::Device& device, cor
 
   // The bound for the bytes this strategy received: the same bytes over the same communicator, or (loopback) one
   // device-to-device copy of them, which is what loopback's stand-in for the network does at best.
+  progress(config, rank, name + ": bound for the received bytes");
   if (world != nullptr) {
     result.bounds[{"collective." + name, "", ""}] = time_all_gather(config, device, *world, bytes_received, name);
   } else if (bytes_received > 0) {
@@ -257,6 +310,7 @@ void run_batch(const BenchConfig& config, int rank, core::Device& device, core::
     }
   }
 
+  progress(config, rank, "batch re-distribution");
   core::BatchRedistribution batch(config.train, config.inference, *comm, device);
   Series& pre = result.phases[{"batch.pre", "-", "-"}];
   Series& post = result.phases[{"batch.post", "-", "-"}];
@@ -325,6 +379,7 @@ RankResult run_rank(const BenchConfig& config, int rank, core::Device& device, c
 
   // The copy bounds first, while the device is empty: one copy of the whole inference shard's bytes, and pinned
   // host<->device copies (of at most 2 GiB: bandwidth no longer grows at that size, and pinning costs time).
+  progress(config, rank, "bounds: d2d copy of the shard, pinned h2d and d2h");
   result.bounds[{"d2d.shard", "", ""}] =
       time_copy(config, device, world, core::Residency::kGpu, core::Residency::kGpu, shard.bytes,
                 copy_buffer_limit(device, shard.bytes), "one device-to-device copy of the inference shard's bytes");

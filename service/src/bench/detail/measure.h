@@ -27,8 +27,17 @@ struct Series {
 // (phase, strategy, policy) for phases; (bound name, "", "") for bounds.
 using SeriesKey = std::tuple<std::string, std::string, std::string>;
 
+// Time and bytes of one kind of engine step (from the transition's kTransfer events), summed over timed iterations.
+struct StepTotal {
+  double seconds = 0;
+  std::int64_t bytes = 0;
+};
+// (strategy, phase, operation with its numbers replaced by '*', transfer path).
+using StepKey = std::tuple<std::string, std::string, std::string, std::string>;
+
 struct RankResult {
   std::map<SeriesKey, Series> phases;
+  std::map<StepKey, StepTotal> steps;
   std::map<SeriesKey, Series> bounds;
   std::vector<std::string> notes;
   std::string device_description;

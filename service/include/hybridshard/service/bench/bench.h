@@ -130,12 +130,24 @@ struct RatioRow {
   bool met = false;
 };
 
+// One kind of engine step inside a phase, from the transition's transfer events (rank 0, or the loopback rank):
+// mean time and bytes per timed iteration. The per-step profile behind a phase's time.
+struct StepRow {
+  std::string strategy;
+  std::string phase;      // "enter", "exit.free", "exit.offload"
+  std::string operation;  // the engine's operation name, numbers replaced by '*' ("enter.round*.recv")
+  std::string path;       // "network", "host_to_device", "device_to_host", "device_to_device"
+  std::int64_t bytes = 0;
+  double time_us = 0;
+};
+
 struct BenchReport {
   std::vector<std::string> header;  // "# ..." lines: model, layouts, comm, device, flags
   int world_size = 1;
   std::vector<PhaseRow> rows;
   std::vector<BoundRow> bounds;
   std::vector<RatioRow> ratios;
+  std::vector<StepRow> steps;
   std::vector<std::string> notes;  // strategies skipped and why, and other remarks
   std::int64_t total_wrong() const;
 };

@@ -15,6 +15,8 @@
 namespace hybridshard::service::bench {
 
 inline void add_bench_flags(CLI::App& app, BenchOptions& o) {
+  // A flag given twice takes its last value (scripts append overrides to their defaults).
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--model", o.model, "Model preset: tiny, llama3-8b, llama3-70b, qwen2.5-7b, qwen2.5-32b");
   app.add_option("--job", o.job_file, "Job file (YAML): model, layouts, bucket, exit policy, timeout");
   app.add_option("--architecture", o.architecture, "Shape override: llama | qwen2");
