@@ -33,8 +33,8 @@ void fill_train_buffer(const JobConfig& job, const HfCheckpoint* checkpoint, con
   device.fill_zero(data, layout.bytes);
   for (const core::LocalTensor& tensor : layout.tensors) {
     for (const core::Block& block : tensor.blocks) {
-      checkpoint->read_block(tensors[static_cast<std::size_t>(block.hf_tensor)], block.hf_row, block.hf_col,
-                             block.rows, block.cols, layout.dtype,
+      checkpoint->read_block(tensors[static_cast<std::size_t>(block.hf_tensor)], block.hf_row, block.hf_col, block.rows,
+                             block.cols, layout.dtype,
                              base + tensor.offset_bytes + (block.local_row * tensor.cols + block.local_col) * element,
                              tensor.cols);
     }

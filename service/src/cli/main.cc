@@ -29,8 +29,8 @@ constexpr int kExitInvalid = 2;
 
 // Loads the job (or the embedded default when `path` is empty); prints every problem and returns nullopt.
 std::optional<JobConfig> load_or_report(const std::string& path) {
-  LoadResult loaded = path.empty() ? load_job_config_from_string(default_job_yaml(), "<embedded default job>")
-                                   : load_job_config(path);
+  LoadResult loaded =
+      path.empty() ? load_job_config_from_string(default_job_yaml(), "<embedded default job>") : load_job_config(path);
   for (const Diagnostic& diagnostic : loaded.diagnostics) std::cerr << diagnostic.format() << "\n";
   return loaded.job;
 }
@@ -108,8 +108,7 @@ int command_run(const RunFlags& flags) {
   std::cout << "hybridshard: " << (result.exit_code == 0 ? "done" : "failed") << ": " << result.message << " ("
             << result.seconds << " s)" << std::endl;
   if (flags.linger_seconds > 0 && !observer.url().empty()) {
-    std::cout << "hybridshard: serving " << observer.url() << " for " << flags.linger_seconds << " s more"
-              << std::endl;
+    std::cout << "hybridshard: serving " << observer.url() << " for " << flags.linger_seconds << " s more" << std::endl;
     std::this_thread::sleep_for(std::chrono::duration<double>(flags.linger_seconds));
   }
   observer.close();
@@ -128,8 +127,9 @@ int command_export(const std::string& path, const std::string& out_dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"hybridshard: moves LLM weights between the training layout (Megatron-Core) and the inference "
-               "layout (vLLM) on the same GPUs, and shows where every byte is"};
+  CLI::App app{
+      "hybridshard: moves LLM weights between the training layout (Megatron-Core) and the inference "
+      "layout (vLLM) on the same GPUs, and shows where every byte is"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("hybridshard ") + HYBRIDSHARD_VERSION);
 
@@ -137,13 +137,15 @@ int main(int argc, char** argv) {
   CLI::App* validate = app.add_subcommand("validate", "Check a job file; every problem as FILE:LINE:COL: error: key");
   validate->add_option("job", job_file, "Job file (YAML)")->required();
 
-  CLI::App* plan = app.add_subcommand("plan", "Per rank and phase: bytes of each buffer kind on GPU and host, the "
-                                              "peak, the network bytes of enter; whether it fits");
+  CLI::App* plan = app.add_subcommand("plan",
+                                      "Per rank and phase: bytes of each buffer kind on GPU and host, the "
+                                      "peak, the network bytes of enter; whether it fits");
   plan->add_option("job", job_file, "Job file (YAML)")->required();
 
   RunFlags run_flags;
-  CLI::App* run = app.add_subcommand("run", "Run a job: one process per rank on this host (or join as one rank "
-                                            "under torchrun / Slurm / mpirun: use hybridshard-rank)");
+  CLI::App* run = app.add_subcommand("run",
+                                     "Run a job: one process per rank on this host (or join as one rank "
+                                     "under torchrun / Slurm / mpirun: use hybridshard-rank)");
   run->add_option("job", run_flags.job_file, "Job file (YAML); none: the embedded default (4 CPU ranks, tiny model)");
   run->add_option("--metrics-listen", run_flags.metrics_listen, "HOST:PORT for /metrics and /status ('' disables)");
   run->add_option("--record", run_flags.record, "Write every event to this run record (JSON lines)");
@@ -151,14 +153,16 @@ int main(int argc, char** argv) {
   run->add_flag("--quiet", run_flags.quiet, "No progress lines");
 
   std::string out_dir;
-  CLI::App* export_command = app.add_subcommand("export", "Run enter and write the first inference tp group's "
-                                                          "shards as DIR/rank-<r>.safetensors (vLLM names)");
+  CLI::App* export_command = app.add_subcommand("export",
+                                                "Run enter and write the first inference tp group's "
+                                                "shards as DIR/rank-<r>.safetensors (vLLM names)");
   export_command->add_option("job", job_file, "Job file (YAML)")->required();
   export_command->add_option("--out", out_dir, "Output directory")->required();
 
   bench::BenchOptions bench_options;
-  CLI::App* bench_command = app.add_subcommand("bench", "Benchmark enter, exit and batch re-distribution against the "
-                                                        "seed and the hardware bounds (nccl-tests style)");
+  CLI::App* bench_command = app.add_subcommand("bench",
+                                               "Benchmark enter, exit and batch re-distribution against the "
+                                               "seed and the hardware bounds (nccl-tests style)");
   bench::add_bench_flags(*bench_command, bench_options);
 
   CLI11_PARSE(app, argc, argv);

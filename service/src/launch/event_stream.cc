@@ -70,8 +70,9 @@ EventStreamClient::EventStreamClient(const std::string& address, int rank, std::
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while ((fd_ = connect_once(host, port)) < 0) {
     if (std::chrono::steady_clock::now() > deadline) {
-      HS_THROW(core::CommError, "rank " + std::to_string(rank) + " could not connect to the launcher's event stream at " +
-                                    address + " within " + std::to_string(timeout.count()) + " ms");
+      HS_THROW(core::CommError, "rank " + std::to_string(rank) +
+                                    " could not connect to the launcher's event stream at " + address + " within " +
+                                    std::to_string(timeout.count()) + " ms");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -127,7 +128,8 @@ EventStreamServer::EventStreamServer(const std::string& host, int port, LineHand
   listen_fd_ = ::socket(result->ai_family, result->ai_socktype | SOCK_CLOEXEC, result->ai_protocol);
   int one = 1;
   setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (listen_fd_ < 0 || ::bind(listen_fd_, result->ai_addr, result->ai_addrlen) != 0 || ::listen(listen_fd_, 256) != 0) {
+  if (listen_fd_ < 0 || ::bind(listen_fd_, result->ai_addr, result->ai_addrlen) != 0 ||
+      ::listen(listen_fd_, 256) != 0) {
     const std::string reason = std::strerror(errno);
     freeaddrinfo(result);
     if (listen_fd_ >= 0) ::close(listen_fd_);
@@ -189,8 +191,8 @@ void EventStreamServer::read_loop(int connection, int fd) {
     }
     pending.erase(0, start);
     if (pending.size() > kMaxEventLineBytes) {
-      std::cerr << "hybridshard: dropping event connection " << connection << ": a line exceeds "
-                << kMaxEventLineBytes << " bytes\n";
+      std::cerr << "hybridshard: dropping event connection " << connection << ": a line exceeds " << kMaxEventLineBytes
+                << " bytes\n";
       break;
     }
   }

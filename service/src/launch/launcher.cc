@@ -72,9 +72,15 @@ pid_t spawn_rank(const LaunchOptions& options, int rank, int master_port, const 
   std::vector<std::string> environment;
   for (char** entry = environ; *entry != nullptr; ++entry) {
     const std::string_view item(*entry);
-    static constexpr std::string_view kOwned[] = {"RANK=",        "WORLD_SIZE=",         "LOCAL_RANK=",
-                                                  "MASTER_ADDR=", "MASTER_PORT=",        "HYBRIDSHARD_EVENTS=",
-                                                  "LOCAL_WORLD_SIZE=", "TORCHELASTIC_USE_AGENT_STORE="};
+    static constexpr std::string_view kOwned[] = {"RANK=",
+                                                  "WORLD_SIZE=",
+                                                  "LOCAL_RANK=",
+                                                  "MASTER_ADDR=",
+                                                  "MASTER_PORT=",
+                                                  "HYBRIDSHARD_EVENTS=",
+                                                  "LOCAL_WORLD_SIZE=",
+                                                  "TORCHELASTIC_USE_AGENT_STORE=",
+                                                  "HYBRIDSHARD_LAUNCHER="};
     bool owned = false;
     for (std::string_view prefix : kOwned) owned = owned || item.starts_with(prefix);
     if (!owned) environment.emplace_back(item);
@@ -86,6 +92,7 @@ pid_t spawn_rank(const LaunchOptions& options, int rank, int master_port, const 
   environment.push_back("MASTER_ADDR=" + job.runtime.master_addr);
   environment.push_back("MASTER_PORT=" + std::to_string(master_port));
   environment.push_back("HYBRIDSHARD_EVENTS=" + events_address);
+  environment.push_back("HYBRIDSHARD_LAUNCHER=1");
 
   std::vector<std::string> arguments = {options.rank_binary, "--job", options.job_file};
   const pid_t launcher_pid = ::getpid();
@@ -208,9 +215,13 @@ LaunchResult run_launcher(const LaunchOptions& options) {
           total = std::max(total, other.device_total);
         }
         std::ostringstream line_out;
-        line_out << "iter " << (iteration + 1) << "/" << job.schedule.iterations << "  " << std::left << std::setw(8)
-                 << phase << std::right << std::fixed << std::setprecision(2) << std::setw(10)
-                 << entry.max_seconds * 1e3 << " ms";
+        if (iteration >= 0) {
+          line_out << "iter " << (iteration + 1) << "/" << job.schedule.iterations << "  ";
+        } else {
+          line_out << "          ";
+        }
+        line_out << std::left << std::setw(8) << phase << std::right << std::fixed << std::setprecision(2)
+                 << std::setw(10) << entry.max_seconds * 1e3 << " ms";
         if (phase == "enter") line_out << "  net " << mib(entry.network_bytes / world_size) << "/rank";
         line_out << "  device " << mib(max_used) << " of " << mib(total) << " (max rank)";
         *out << line_out.str() << std::endl;
@@ -235,9 +246,9 @@ LaunchResult run_launcher(const LaunchOptions& options) {
 
   if (out != nullptr) {
     *out << "hybridshard: " << world_size << " ranks, train tp " << job.train.tp << " pp " << job.train.pp << " vpp "
-         << job.train.vpp << " dp " << job.train.dp << " -> rollout tp " << job.rollout.tp << " dp "
-         << job.rollout.dp() << ", " << job.schedule.iterations << " iterations, store "
-         << job.runtime.master_addr << ":" << store->port() << std::endl;
+         << job.train.vpp << " dp " << job.train.dp << " -> rollout tp " << job.rollout.tp << " dp " << job.rollout.dp()
+         << ", " << job.schedule.iterations << " iterations, store " << job.runtime.master_addr << ":" << store->port()
+         << std::endl;
   }
 
   for (int rank = 0; rank < world_size; ++rank) {
@@ -299,7 +310,8 @@ LaunchResult run_launcher(const LaunchOptions& options) {
       }
       if (silent_rank >= 0) {
         fail(silent_rank, "stopped answering (no heartbeat for " +
-                              std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout).count()) + " s)");
+                              std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout).count()) +
+                              " s)");
         break;
       }
     }
@@ -314,7 +326,8 @@ LaunchResult run_launcher(const LaunchOptions& options) {
     if (interrupts == 1 && !stop_requested) {
       stop_requested = true;
       store->set("stop", "1");
-      if (out != nullptr) *out << "hybridshard: stopping at the next phase boundary (Ctrl-C again to kill)" << std::endl;
+      if (out != nullptr)
+        *out << "hybridshard: stopping at the next phase boundary (Ctrl-C again to kill)" << std::endl;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }

@@ -41,7 +41,7 @@ std::optional<RankEnvironment> rank_environment_from_env() {
     result.rank = env_int("RANK", 0);
     result.world_size = env_int("WORLD_SIZE", 1);
     result.local_rank = env_int("LOCAL_RANK", 0);
-    result.launcher = env("HYBRIDSHARD_EVENTS") != nullptr ? "hybridshard" : "torchrun";
+    result.launcher = env("HYBRIDSHARD_LAUNCHER") != nullptr ? "hybridshard" : "torchrun";
   } else if (env("SLURM_PROCID") != nullptr && env("SLURM_NTASKS") != nullptr) {
     result.rank = env_int("SLURM_PROCID", 0);
     result.world_size = env_int("SLURM_NTASKS", 1);
@@ -63,8 +63,8 @@ std::optional<RankEnvironment> rank_environment_from_env() {
   result.master_port = env_int("MASTER_PORT", 29500);
   // torchrun's agent hosts its own TCPStore at MASTER_PORT; our launcher hosts one too.
   const char* agent_store = env("TORCHELASTIC_USE_AGENT_STORE");
-  result.store_hosted_elsewhere = result.launcher == "hybridshard" ||
-                                  (agent_store != nullptr && std::string(agent_store) == "True");
+  result.store_hosted_elsewhere =
+      result.launcher == "hybridshard" || (agent_store != nullptr && std::string(agent_store) == "True");
   if (const char* events = env("HYBRIDSHARD_EVENTS")) result.events_address = events;
   result.host = this_host_name();
   return result;

@@ -34,9 +34,9 @@ int main(int argc, char** argv) {
       return 2;
     }
     rank = environment->rank;
-    service::LoadResult loaded = job_file.empty() ? service::load_job_config_from_string(
-                                                        service::default_job_yaml(), "<embedded default job>")
-                                                  : service::load_job_config(job_file);
+    service::LoadResult loaded =
+        job_file.empty() ? service::load_job_config_from_string(service::default_job_yaml(), "<embedded default job>")
+                         : service::load_job_config(job_file);
     if (!loaded.job) {
       for (const service::Diagnostic& diagnostic : loaded.diagnostics) std::cerr << diagnostic.format() << "\n";
       return 2;

@@ -6,6 +6,8 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <csignal>
+#include <cstdlib>
 #include <iostream>
 #include <mutex>
 #include <thread>
@@ -43,12 +45,37 @@ bool use_cuda(const JobConfig& job) {
   return false;
 }
 
+// Fault injection for the reliability tests: HYBRIDSHARD_FAULT="RANK:PHASE:ACTION[:ITERATION]" makes rank RANK
+// kill itself (ACTION kill), stop itself (stop: SIGSTOP, as a hung process) or throw (error) when PHASE begins
+// (in ITERATION, default the first). Off unless the variable is set.
+void maybe_inject_fault(int rank, int iteration, const std::string& phase) {
+  const char* spec = std::getenv("HYBRIDSHARD_FAULT");
+  if (spec == nullptr || *spec == '\0') return;
+  std::vector<std::string> parts;
+  std::string part;
+  for (const char* c = spec;; ++c) {
+    if (*c == ':' || *c == '\0') {
+      parts.push_back(part);
+      part.clear();
+      if (*c == '\0') break;
+    } else {
+      part.push_back(*c);
+    }
+  }
+  if (parts.size() < 3) return;
+  const int fault_iteration = parts.size() > 3 ? std::atoi(parts[3].c_str()) : (phase == "init" ? -1 : 0);
+  if (std::atoi(parts[0].c_str()) != rank || parts[1] != phase || fault_iteration != iteration) return;
+  std::cerr << "[rank " << rank << "] injecting fault '" << parts[2] << "' at " << phase << std::endl;
+  if (parts[2] == "kill") ::raise(SIGKILL);
+  if (parts[2] == "stop") ::raise(SIGSTOP);
+  if (parts[2] == "error") HS_THROW(core::Error, "injected fault in phase " + phase);
+}
+
 // Emits kPhaseBegin / kPhaseEnd (with its seconds) around a phase.
 class PhaseScope {
  public:
   PhaseScope(core::EventSink& events, int rank, int iteration, std::string phase)
-      : events_(events), rank_(rank), iteration_(iteration), phase_(std::move(phase)),
-        started_(Clock::now()) {
+      : events_(events), rank_(rank), iteration_(iteration), phase_(std::move(phase)), started_(Clock::now()) {
     core::Event event;
     event.type = core::EventType::kPhaseBegin;
     event.time = core::wall_time_now();
@@ -56,6 +83,7 @@ class PhaseScope {
     event.iteration = iteration_;
     event.phase = phase_;
     events_.on_event(event);
+    maybe_inject_fault(rank_, iteration_, phase_);
   }
   ~PhaseScope() {
     core::Event event;
@@ -149,8 +177,8 @@ std::int64_t prompt_cols(const JobConfig& job) {
 }
 
 // Fills a train-layout buffer (host memory of the right size) from a checkpoint, block by block.
-void fill_from_checkpoint(const HfCheckpoint& checkpoint, const core::ModelSpec& spec,
-                          const core::BufferLayout& layout, std::uint8_t* host) {
+void fill_from_checkpoint(const HfCheckpoint& checkpoint, const core::ModelSpec& spec, const core::BufferLayout& layout,
+                          std::uint8_t* host) {
   const std::vector<core::HfTensor> tensors = spec.hf_tensors();
   const std::int64_t element = static_cast<std::int64_t>(core::dtype_size(layout.dtype));
   std::fill(host, host + layout.bytes, std::uint8_t{0});
@@ -158,8 +186,8 @@ void fill_from_checkpoint(const HfCheckpoint& checkpoint, const core::ModelSpec&
     for (const core::Block& block : tensor.blocks) {
       std::uint8_t* destination =
           host + tensor.offset_bytes + (block.local_row * tensor.cols + block.local_col) * element;
-      checkpoint.read_block(tensors[static_cast<std::size_t>(block.hf_tensor)], block.hf_row, block.hf_col,
-                            block.rows, block.cols, layout.dtype, destination, tensor.cols);
+      checkpoint.read_block(tensors[static_cast<std::size_t>(block.hf_tensor)], block.hf_row, block.hf_col, block.rows,
+                            block.cols, layout.dtype, destination, tensor.cols);
     }
   }
 }
@@ -206,10 +234,10 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
   const bool cuda = use_cuda(job);
   std::unique_ptr<core::Device> device;
   if (cuda) {
-    const int index = job.runtime.devices.empty()
-                          ? environment.local_rank
-                          : job.runtime.devices[static_cast<std::size_t>(environment.local_rank) %
-                                                job.runtime.devices.size()];
+    const int index =
+        job.runtime.devices.empty()
+            ? environment.local_rank
+            : job.runtime.devices[static_cast<std::size_t>(environment.local_rank) % job.runtime.devices.size()];
     device = core::make_cuda_device(index);
   } else {
     device = core::make_cpu_device(job.runtime.cpu_device_memory);
@@ -226,12 +254,13 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
   std::unique_ptr<core::Store> store = core::Store::open(store_options);
   std::unique_ptr<core::Store> world_store = store->scoped("world");
   std::unique_ptr<core::Communicator> world =
-      cuda ? core::make_nccl_communicator(*world_store, rank, environment.world_size,
-                                          job.runtime.devices.empty() ? environment.local_rank
-                                                                      : job.runtime.devices[static_cast<std::size_t>(
-                                                                            environment.local_rank) %
-                                                                                            job.runtime.devices.size()],
-                                          job.runtime.timeout)
+      cuda ? core::make_nccl_communicator(
+                 *world_store, rank, environment.world_size,
+                 job.runtime.devices.empty()
+                     ? environment.local_rank
+                     : job.runtime
+                           .devices[static_cast<std::size_t>(environment.local_rank) % job.runtime.devices.size()],
+                 job.runtime.timeout)
            : core::make_gloo_communicator(*world_store, rank, environment.world_size, job.runtime.timeout);
 
   // Every rank takes part in creating every rollout group; each keeps its own.
@@ -383,8 +412,8 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
         const workloads::CheckResult result = reference->check(prompts, generated, rollout->last_token_logits());
         if (!result.ok) {
           HS_THROW(core::Error, "rank " + std::to_string(rank) + ": the rollout of iteration " +
-                                    std::to_string(iteration + 1) + " disagrees with the single-rank reference: " +
-                                    result.detail);
+                                    std::to_string(iteration + 1) +
+                                    " disagrees with the single-rank reference: " + result.detail);
         }
       }
       const core::TokenBatch outputs = batches.postprocess(generated, rows_per_replica(job));

@@ -4,7 +4,6 @@
 
 #include <iosfwd>
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 #include "hybridshard/core/events.h"

@@ -7,9 +7,8 @@
 
 #include <functional>
 #include <iosfwd>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "hybridshard/service/config/job_config.h"
 
@@ -26,8 +25,8 @@ struct LaunchOptions {
 };
 
 struct LaunchResult {
-  int exit_code = 0;     // 0 ok, 1 a rank failed, 130 stopped by Ctrl-C
-  std::string message;   // why it ended
+  int exit_code = 0;    // 0 ok, 1 a rank failed, 130 stopped by Ctrl-C
+  std::string message;  // why it ended
   double seconds = 0;
 };
 
