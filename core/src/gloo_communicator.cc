@@ -280,8 +280,10 @@ class GlooCommunicator final : public Communicator {
         work->wait(std::min(remaining, kWaitSlice));
         return;
       } catch (const std::exception& e) {
-        // A slice that ran out leaves the work incomplete; a failed collective completes with its error.
+        // A slice that ran out leaves the work incomplete; a failed collective completes with its error. The work
+        // may also complete between the slice running out and this check: then it succeeded.
         if (work->isCompleted()) {
+          if (!work->exception()) return;
           if (aborted_) fail<CommError>(op, -1, "aborted", e.what());
           fail<CommError>(op, -1, "failed", e.what());
         }
