@@ -90,7 +90,7 @@ TEST(RolloutTest, one_corrupted_tensor_fails_the_check) {
   const core::BufferLayout shard_layout = core::inference_param_buffer(spec, layout, 0);
   auto shard = testing::shard_from_full(spec, reference, shard_layout, core::BufferKind::kInferenceParams, *device);
   // Swap the two halves of layer 1's down_proj (a wrong reorder, as a broken transition would make).
-  const core::LocalTensor& down = testing::find_tensor(shard_layout, "model.layers.1.mlp.down_proj.weight");
+  const core::LocalTensor down = testing::find_tensor(shard_layout, "model.layers.1.mlp.down_proj.weight");
   auto* base = static_cast<unsigned char*>(shard->data()) + down.offset_bytes;
   const std::size_t half = static_cast<std::size_t>(down.numel() / 2) * core::dtype_size(spec.dtype);
   std::vector<unsigned char> scratch(base, base + half);
