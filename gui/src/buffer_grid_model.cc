@@ -41,7 +41,8 @@ void BufferGridModel::rebuild(const JobSnapshot& snapshot, QVector<Row>* rows, Q
       if (it == row_of.end()) {
         Row row;
         row.key = group;
-        row.group_start = rows->isEmpty() || rows->back().key.section('/', 0, 0) != host;
+        // A heavier line where the pipeline stage changes (every row is a new host group anyway).
+        row.group_start = !rows->isEmpty() && rows->back().key.section('/', 1, 1) != group.section('/', 1, 1);
         it = row_of.insert(group, rows->size());
         rows->push_back(row);
       }

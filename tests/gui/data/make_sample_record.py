@@ -13,17 +13,23 @@ the job event):
   iteration i (0, 1, 2) starts at 2.0 + 18.0 * i: train 9.0 s, enter ~0.95 s, rollout 7.0 s (from +10.0), exit
   ~0.66 s (from +17.0); the job ends at ~56.5 s.
 """
+import argparse
 import json
 import math
 import os
 
+parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+parser.add_argument("--world", type=int, default=4, help="ranks (a multiple of 4; two GPUs per host)")
+parser.add_argument("--out", help="output file (default: quickstart_tp2pp2_tp1.jsonl beside this script)")
+args = parser.parse_args()
+
 T0 = 1764079200.0
 GIB = 1024 ** 3
-WORLD = 4
-TP, PP, DP = 2, 2, 1
+WORLD = args.world
+TP, PP, DP = 2, 2, args.world // 4
 ITERATIONS = 3
 DEVICE_TOTAL = 85520809984  # H100 80GB as cudaMemGetInfo reports it
-HOSTS = ["node-a", "node-a", "node-b", "node-b"]
+HOSTS = ["node-a", "node-a", "node-b", "node-b"] if WORLD == 4 else [f"node-{r // 8:03d}" for r in range(WORLD)]
 BUCKET = 256 * 1024 * 1024
 
 LAYERS, HIDDEN, HEADS, KV_HEADS, FFN, VOCAB = 32, 4096, 32, 8, 14336, 128256
@@ -278,7 +284,7 @@ while t <= end + 0.5:
 
 events.extend(samples)
 events.sort(key=lambda e: e["time"])
-out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quickstart_tp2pp2_tp1.jsonl")
+out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "quickstart_tp2pp2_tp1.jsonl")
 with open(out, "w") as f:
     for e in events:
         f.write(json.dumps(e, separators=(",", ":")) + "\n")
