@@ -129,7 +129,11 @@ BenchReport combine_ranks(const BenchConfig& config, const std::vector<RankResul
 
   // Rows in a fixed order: enter, exit per policy, then the batch phases; hybridshard before seed.
   std::vector<SeriesKey> order;
-  for (core::Strategy strategy : config.strategies) order.emplace_back("enter", core::strategy_name(strategy), "-");
+  for (core::ExitPolicy policy : config.exit_policies) {
+    for (core::Strategy strategy : config.strategies) {
+      order.emplace_back("enter", core::strategy_name(strategy), core::exit_policy_name(policy));
+    }
+  }
   for (core::ExitPolicy policy : config.exit_policies) {
     for (core::Strategy strategy : config.strategies) {
       order.emplace_back("exit", core::strategy_name(strategy), core::exit_policy_name(policy));
@@ -179,15 +183,18 @@ BenchReport combine_ranks(const BenchConfig& config, const std::vector<RankResul
   // -> tp'=1; every other layout, and CPU ranks, have 3x.
   const bool ten_x_layout = config.train.tp == 2 && config.train.pp == 2 && config.inference.tp == 1 &&
                             config.backend != core::Backend::kGloo;
-  const PhaseRow* hs_enter = find_row(report, "enter", "hybridshard", "-");
-  const PhaseRow* seed_enter = find_row(report, "enter", "seed", "-");
+  // Enter as it runs after the first exit policy (free, when measured): the shard is built from nothing.
+  const std::string first_policy(core::exit_policy_name(config.exit_policies.front()));
+  const PhaseRow* hs_enter = find_row(report, "enter", "hybridshard", first_policy);
   for (core::ExitPolicy policy : config.exit_policies) {
     const std::string policy_name(core::exit_policy_name(policy));
+    const PhaseRow* hs_enter_here = find_row(report, "enter", "hybridshard", policy_name);
+    const PhaseRow* seed_enter = find_row(report, "enter", "seed", policy_name);
     const PhaseRow* hs_exit = find_row(report, "exit", "hybridshard", policy_name);
     const PhaseRow* seed_exit = find_row(report, "exit", "seed", policy_name);
-    if (hs_enter && seed_enter && hs_exit && seed_exit && hs_enter->time_us + hs_exit->time_us > 0) {
+    if (hs_enter_here && seed_enter && hs_exit && seed_exit && hs_enter_here->time_us + hs_exit->time_us > 0) {
       add_ratio(report, "seed/hybridshard time of enter+exit(" + policy_name + ")",
-                (seed_enter->time_us + seed_exit->time_us) / (hs_enter->time_us + hs_exit->time_us),
+                (seed_enter->time_us + seed_exit->time_us) / (hs_enter_here->time_us + hs_exit->time_us),
                 ">=", ten_x_layout ? 10.0 : 3.0);
     }
   }
@@ -217,8 +224,10 @@ BenchReport combine_ranks(const BenchConfig& config, const std::vector<RankResul
     const RankResult& first = ranks.front();
     for (const auto& [key, total] : first.steps) {
       const auto& [strategy, phase, operation, path] = key;
-      const std::string policy = phase.rfind("exit.", 0) == 0 ? phase.substr(5) : "-";
-      const auto series = first.phases.find({phase.rfind("exit.", 0) == 0 ? "exit" : phase, strategy, policy});
+      // "enter.free": the enter runs before exit(free); "exit.free": exit(free).
+      const std::size_t dot = phase.find('.');
+      const std::string policy = dot == std::string::npos ? "-" : phase.substr(dot + 1);
+      const auto series = first.phases.find({phase.substr(0, dot), strategy, policy});
       const std::size_t runs = series == first.phases.end() ? 0 : series->second.seconds.size();
       if (runs == 0) continue;
       StepRow step;
@@ -298,7 +307,7 @@ void print_bench_report(const BenchReport& report, std::ostream& out) {
     if (row.phase != phase) {
       phase = row.phase;
       out << "#\n# phase: " << phase
-          << (phase == "enter"  ? " (extra = peak extra device bytes)"
+          << (phase == "enter"  ? " (policy = the exit before it; extra = peak extra device bytes)"
               : phase == "exit" ? " (extra = device bytes still held after exit)"
                                 : " (bytes = the batch the rank ends with)")
           << "\n";

@@ -211,9 +211,11 @@ void run_strategy(const BenchConfig& config, int rank, core::Device& device, cor
   {
     core::RecordingEventSink events;
     std::unique_ptr<core::Transition> transition = core::make_transition(strategy, plan, *comm, device, &events);
-    Series& enter = result.phases[{"enter", name, "-"}];
-    enter.checked = config.check;
     for (core::ExitPolicy policy : config.exit_policies) {
+      // Enter is kept apart by the exit that came before it: after an offload, enter also has the host copy to
+      // deal with.
+      Series& enter = result.phases[{"enter", name, std::string(core::exit_policy_name(policy))}];
+      enter.checked = config.check;
       Series& exit = result.phases[{"exit", name, std::string(core::exit_policy_name(policy))}];
       exit.checked = false;
       progress(config, rank,
@@ -236,7 +238,7 @@ void run_strategy(const BenchConfig& config, int rank, core::Device& device, cor
           enter.bytes = std::max(enter.bytes, entered.bytes_network_received);
           enter.extra_bytes = std::max(enter.extra_bytes, entered.peak_extra_device_bytes);
           enter.host_bytes = std::max(enter.host_bytes, entered.bytes_host_to_device + entered.bytes_device_to_host);
-          add_steps(events.events(), name, "enter", result.steps);
+          add_steps(events.events(), name, "enter." + std::string(core::exit_policy_name(policy)), result.steps);
           if (checker) enter.wrong += checker->count_wrong(shard.data());
         }
         bytes_received = std::max(bytes_received, entered.bytes_network_received);

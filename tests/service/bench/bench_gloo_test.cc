@@ -32,7 +32,7 @@ TEST(BenchGlooTest, four_ranks_tp2_pp2_to_tp1_have_no_wrong_elements_and_every_r
     }
     EXPECT_EQ(row.wrong, 0) << row.phase << " " << row.strategy;
   }
-  EXPECT_EQ(rows, 2 + 4 + 2);  // enter x 2 strategies, exit x 2 x 2 policies, batch pre and post
+  EXPECT_EQ(rows, 4 + 4 + 2);  // (enter, exit) x 2 strategies x 2 policies, batch pre and post
   int collectives = 0;
   for (const BoundRow& bound : report.bounds) collectives += bound.name.rfind("collective.", 0) == 0;
   EXPECT_EQ(collectives, 2);

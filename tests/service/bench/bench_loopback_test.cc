@@ -54,8 +54,8 @@ TEST(BenchLoopbackTest, report_has_every_phase_for_both_strategies_and_no_wrong_
     }
     EXPECT_GT(row.time_us, 0) << row.phase << " " << row.strategy;
   }
-  EXPECT_EQ(enters, 2);
-  EXPECT_EQ(exits, 4);  // 2 strategies x (free, offload)
+  EXPECT_EQ(enters, 4);  // 2 strategies x (after free, after offload)
+  EXPECT_EQ(exits, 4);   // 2 strategies x (free, offload)
   EXPECT_EQ(batches, 2);
   EXPECT_EQ(report.total_wrong(), 0);
   bool saw_d2d_shard = false;
@@ -88,7 +88,7 @@ TEST(BenchLoopbackTest, run_bench_prints_the_tables_and_writes_the_json) {
   EXPECT_NE(json_text.str().find("\"phase\": \"enter\""), std::string::npos);
 #if defined(HYBRIDSHARD_TEST_WITH_JSON)
   const nlohmann::json json = nlohmann::json::parse(json_text.str());
-  ASSERT_EQ(json["rows"].size(), 4u);  // enter, exit(free), batch.pre, batch.post
+  ASSERT_EQ(json["rows"].size(), 4u);  // enter (after free), exit(free), batch.pre, batch.post
   EXPECT_EQ(json["rows"][0]["wrong"], 0);
   EXPECT_EQ(json["wrong"], 0);
 #endif

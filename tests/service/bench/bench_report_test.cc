@@ -44,9 +44,9 @@ std::vector<RankResult> two_ranks() {
     rank.shard_bytes = 1'000'000;
     rank.device_description = "cpu";
     // Rank 1 is slower in iteration 0, rank 0 in iteration 1: the slowest per iteration is 4 ms then 6 ms.
-    rank.phases[{"enter", "hybridshard", "-"}] = series(r == 0 ? std::vector{0.002, 0.006} : std::vector{0.004, 0.001},
-                                                        r == 0 ? 500'000 : 400'000, r == 1 ? 3 : 0);
-    rank.phases[{"enter", "seed", "-"}] = series({0.050, 0.050}, 2'000'000);
+    rank.phases[{"enter", "hybridshard", "free"}] = series(
+        r == 0 ? std::vector{0.002, 0.006} : std::vector{0.004, 0.001}, r == 0 ? 500'000 : 400'000, r == 1 ? 3 : 0);
+    rank.phases[{"enter", "seed", "free"}] = series({0.050, 0.050}, 2'000'000);
     rank.phases[{"exit", "hybridshard", "free"}] = series({0.001, 0.001}, 0);
     rank.phases[{"exit", "seed", "free"}] = series({0.010, 0.010}, 0);
     rank.phases[{"batch.pre", "-", "-"}] = series({0.001, 0.001}, 4096);
@@ -79,7 +79,7 @@ TEST(BenchReportTest, rows_come_in_phase_order_with_both_strategies) {
   const BenchReport report = detail::combine_ranks(two_rank_config(), two_ranks());
   std::vector<std::string> seen;
   for (const PhaseRow& row : report.rows) seen.push_back(row.phase + "/" + row.strategy + "/" + row.policy);
-  EXPECT_EQ(seen, (std::vector<std::string>{"enter/hybridshard/-", "enter/seed/-", "exit/hybridshard/free",
+  EXPECT_EQ(seen, (std::vector<std::string>{"enter/hybridshard/free", "enter/seed/free", "exit/hybridshard/free",
                                             "exit/seed/free", "batch.pre/-/-", "batch.post/-/-"}));
   ASSERT_EQ(report.bounds.size(), 2u);
   EXPECT_EQ(report.bounds[0].name, "d2d.shard");
@@ -109,7 +109,7 @@ TEST(BenchReportTest, ratios_state_value_target_and_whether_met) {
 
 TEST(BenchReportTest, a_missed_target_reads_NO) {
   std::vector<RankResult> ranks = two_ranks();
-  for (RankResult& rank : ranks) rank.phases[{"enter", "hybridshard", "-"}] = series({0.040, 0.040}, 500'000);
+  for (RankResult& rank : ranks) rank.phases[{"enter", "hybridshard", "free"}] = series({0.040, 0.040}, 500'000);
   const BenchReport report = detail::combine_ranks(two_rank_config(), ranks);
   std::ostringstream table;
   print_bench_report(report, table);
