@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -278,8 +279,13 @@ LaunchResult run_launcher(const LaunchOptions& options) {
     result.exit_code = 1;
   };
 
-  while (true) {
-    // Children.
+  // Reaps the ranks that exited; appends those that failed to `failures`. Returns how many still run. After a stop
+  // request, a rank that stopped at the boundary (exit 130) has not failed.
+  struct Failure {
+    int rank;
+    int status;
+  };
+  auto reap = [&](std::vector<Failure>& failures) {
     int running = 0;
     for (int rank = 0; rank < world_size; ++rank) {
       RankState& state = ranks[static_cast<std::size_t>(rank)];
@@ -288,13 +294,60 @@ LaunchResult run_launcher(const LaunchOptions& options) {
       const pid_t done = ::waitpid(state.pid, &status, WNOHANG);
       if (done == state.pid) {
         state.running = false;
-        const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-        if (!ok && result.exit_code == 0) fail(rank, describe_status(status));
+        const bool ok =
+            WIFEXITED(status) && (WEXITSTATUS(status) == 0 || (stop_requested && WEXITSTATUS(status) == 130));
+        if (!ok) failures.push_back({rank, status});
         continue;
       }
       ++running;
     }
-    if (result.exit_code != 0) break;
+    return running;
+  };
+  // Lower is more likely the cause: a signal, then an error of the rank's own, then a collective that failed
+  // (kRankExitCommFailure), which is what the peers of a failed rank report.
+  auto cause_rank = [](int status) {
+    if (WIFSIGNALED(status)) return 0;
+    return WEXITSTATUS(status) == kRankExitCommFailure ? 2 : 1;
+  };
+
+  while (true) {
+    // Children. One failure brings the peers down within moments (their collectives fail), and the rank that failed
+    // first may be the last to exit: gather exits for a short while, then name the most likely cause.
+    std::vector<Failure> failures;
+    int running = reap(failures);
+    if (!failures.empty()) {
+      const auto settle_until = Clock::now() + std::chrono::milliseconds(1500);
+      auto best = [&] {
+        return *std::min_element(failures.begin(), failures.end(), [&](const Failure& a, const Failure& b) {
+          return cause_rank(a.status) < cause_rank(b.status);
+        });
+      };
+      while (running > 0 && cause_rank(best().status) == 2 && Clock::now() < settle_until) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        running = reap(failures);
+      }
+      const Failure cause = best();
+      // Peers that fail on a collective while a rank is silent: the silent (stopped) rank is the cause.
+      int silent_rank = -1;
+      std::int64_t silent_seconds = 0;
+      if (cause_rank(cause.status) == 2) {
+        std::lock_guard lock(mutex);
+        const auto now = Clock::now();
+        for (int rank = 0; rank < world_size && silent_rank < 0; ++rank) {
+          const RankState& state = ranks[static_cast<std::size_t>(rank)];
+          if (state.running && now - state.last_seen > std::chrono::milliseconds(1500)) {
+            silent_rank = rank;
+            silent_seconds = std::chrono::duration_cast<std::chrono::seconds>(now - state.last_seen).count();
+          }
+        }
+      }
+      if (silent_rank >= 0) {
+        fail(silent_rank, "stopped answering (no heartbeat for " + std::to_string(silent_seconds) + " s)");
+      } else {
+        fail(cause.rank, describe_status(cause.status));
+      }
+      break;
+    }
     if (running == 0) break;
 
     // Silence.

@@ -6,6 +6,7 @@
 
 #include "hybridshard/core/error.h"
 #include "hybridshard/service/config/job_config.h"
+#include "hybridshard/service/launch/launcher.h"
 #include "hybridshard/service/launch/rank_environment.h"
 #include "rank_session.h"
 
@@ -42,6 +43,11 @@ int main(int argc, char** argv) {
       return 2;
     }
     return service::run_rank(*loaded.job, *environment, std::cout);
+  } catch (const core::CommError& error) {
+    // A collective or the store failed: usually the consequence of a peer that died or stopped first. A distinct
+    // code lets the launcher name that peer rather than this rank.
+    std::cerr << "[rank " << rank << "] error: " << error.what() << std::endl;
+    return service::kRankExitCommFailure;
   } catch (const std::exception& error) {
     std::cerr << "[rank " << rank << "] error: " << error.what() << std::endl;
     return 1;

@@ -192,7 +192,14 @@ void fill_from_checkpoint(const HfCheckpoint& checkpoint, const core::ModelSpec&
   }
 }
 
-bool stop_requested(core::Store& store) { return store.check({"stop"}); }
+// Whether every rank stops after `iteration`. Ranks that read the launcher's "stop" key on their own could disagree
+// (the key set between two ranks' reads), and a rank that went on would wait for the others in a collective until it
+// timed out: rank 0 decides for the iteration and the others read its decision (waiting up to the store's timeout).
+bool stop_agreed(core::Store& store, int rank, int iteration) {
+  const std::string key = "stop_after/" + std::to_string(iteration);
+  if (rank == 0) store.set(key, store.check({"stop"}) ? "1" : "0");
+  return store.get(key) == "1";
+}
 
 }  // namespace
 
@@ -436,7 +443,7 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
     }
     emit_memory_sample(events, *device, rank, iteration);
 
-    if (stop_requested(*store)) {
+    if (stop_agreed(*store, rank, iteration)) {
       log << "[rank " << rank << "] stopping after iteration " << iteration + 1 << " as the launcher asked\n";
       exit_code = 130;
       break;

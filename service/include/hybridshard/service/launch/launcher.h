@@ -30,6 +30,10 @@ struct LaunchResult {
   double seconds = 0;
 };
 
+// Exit code of a hybridshard-rank whose collective or store operation failed (core::CommError): most often the
+// consequence of another rank's failure, so the launcher names a rank that failed otherwise when there is one.
+inline constexpr int kRankExitCommFailure = 3;
+
 LaunchResult run_launcher(const LaunchOptions& options);
 
 // Installs the SIGINT/SIGTERM handlers run_launcher reacts to (call once, before run_launcher).
