@@ -73,6 +73,19 @@ int command_run(const RunFlags& flags) {
   if (flags.metrics_listen_given) job->metrics.listen = flags.metrics_listen;
   if (!flags.record.empty()) job->metrics.record = flags.record;
 
+  // Refuse a job whose plan does not fit the device memory, when that memory is known here (CPU ranks, or
+  // runtime.device_memory given): better than ranks failing one allocation at a time.
+  if (job->runtime.backend == BackendChoice::kGloo || job->runtime.device_memory > 0) {
+    const MemoryPlan plan = make_memory_plan(*job);
+    if (!plan.fits) {
+      print_memory_plan(plan, std::cerr);
+      std::cerr << "hybridshard: error: " << job->file << ": the job does not fit the device memory ("
+                << (plan.device_is_cpu ? "runtime.cpu_device_memory" : "runtime.device_memory")
+                << "); see the plan above\n";
+      return 1;
+    }
+  }
+
   // The ranks read the job from a file: the user's, or the embedded default written to a private temporary one.
   std::string job_file = flags.job_file;
   std::filesystem::path temporary;
