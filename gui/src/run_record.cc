@@ -5,6 +5,7 @@
 #include <QJsonParseError>
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "status_json.h"
 
@@ -98,8 +99,18 @@ RankState& RecordPlayer::rank_state(int rank) {
 
 namespace {
 
+// double -> integer without undefined behaviour: NaN gives 0, values beyond the type's range saturate (a record or
+// status document may hold any JSON number).
+template <typename Int>
+Int saturate(double value) {
+  if (std::isnan(value)) return 0;
+  if (value <= static_cast<double>(std::numeric_limits<Int>::min())) return std::numeric_limits<Int>::min();
+  if (value >= static_cast<double>(std::numeric_limits<Int>::max())) return std::numeric_limits<Int>::max();
+  return static_cast<Int>(value);
+}
+
 std::int64_t bytes_field(const QJsonObject& fields, const char* key) {
-  return static_cast<std::int64_t>(fields.value(QLatin1String(key)).toDouble());
+  return saturate<std::int64_t>(fields.value(QLatin1String(key)).toDouble());
 }
 
 QString text_field(const QJsonObject& fields, const char* key) { return fields.value(QLatin1String(key)).toString(); }
@@ -193,7 +204,7 @@ void RecordPlayer::apply(const RecordEvent& event) {
     sample.tracked = bytes_field(fields, "tracked");
     const QJsonObject by_kind = fields.value(QLatin1String("by_kind")).toObject();
     for (auto it = by_kind.begin(); it != by_kind.end(); ++it) {
-      sample.by_kind.insert(it.key(), static_cast<std::int64_t>(it.value().toDouble()));
+      sample.by_kind.insert(it.key(), saturate<std::int64_t>(it.value().toDouble()));
     }
     rank.device_used = sample.device_used;
     rank.device_total = sample.device_total;

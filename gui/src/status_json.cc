@@ -6,9 +6,20 @@
 #include <QJsonValue>
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace hybridshard::gui {
 namespace {
+
+// double -> integer without undefined behaviour: NaN gives 0, values beyond the type's range saturate (a record or
+// status document may hold any JSON number).
+template <typename Int>
+Int saturate(double value) {
+  if (std::isnan(value)) return 0;
+  if (value <= static_cast<double>(std::numeric_limits<Int>::min())) return std::numeric_limits<Int>::min();
+  if (value >= static_cast<double>(std::numeric_limits<Int>::max())) return std::numeric_limits<Int>::max();
+  return static_cast<Int>(value);
+}
 
 // Reads typed fields of one JSON object; the first problem is kept with its key path.
 class FieldReader {
@@ -31,10 +42,10 @@ class FieldReader {
   std::int64_t bytes(const char* key, bool required) {
     const double value = number(key, required);
     if (value < 0) fail(key, QStringLiteral("expected a size >= 0, got %1").arg(value));
-    return static_cast<std::int64_t>(value);
+    return saturate<std::int64_t>(value);
   }
   int integer(const char* key, bool required, int fallback = 0) {
-    return static_cast<int>(number(key, required, fallback));
+    return saturate<int>(number(key, required, fallback));
   }
   QString text(const char* key, bool required) {
     const QJsonValue value = object_.value(QLatin1String(key));
@@ -236,7 +247,7 @@ StatusParseResult parse_status(const QByteArray& body) {
       if (!it.value().isDouble() && error.isEmpty()) {
         error = QStringLiteral("%1.by_kind.%2: expected a number").arg(path, it.key());
       }
-      sample.by_kind.insert(it.key(), static_cast<std::int64_t>(it.value().toDouble()));
+      sample.by_kind.insert(it.key(), saturate<std::int64_t>(it.value().toDouble()));
     }
     snapshot.memory.push_back(std::move(sample));
   }
