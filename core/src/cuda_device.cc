@@ -1,9 +1,18 @@
-// The CUDA device: cudaMalloc for "gpu", cudaHostAlloc (pinned) for "cpu", one non-blocking compute stream for every
-// copy and kernel, and exact accounting of what this device allocated. Piece tables and generate tables are uploaded
-// through a pinned staging area into a device scratch area; neither is counted in bytes_in_use (they are this
-// device's working memory, not buffers), but both show in used_memory().
+// The CUDA device: device memory and pinned host memory through a caching allocator, one non-blocking compute stream
+// for every copy and kernel, and exact accounting of what this device allocated. Piece tables and generate tables are
+// uploaded through a pinned staging area into a device scratch area; neither is counted in bytes_in_use (they are
+// this device's working memory, not buffers), but both show in used_memory().
+//
+// The cache (like PyTorch's caching allocator, without splitting blocks): sizes are rounded (512 B below 1 MiB, 2 MiB
+// above), deallocate records an event on the stream and keeps the block in a size-ordered free list of its residency,
+// and allocate takes the smallest cached block of at least the rounded size and at most a quarter above it, after
+// that block's event (the work queued before the free) has completed. So exit(free) costs no cudaFree, an enter after
+// it no cudaMalloc, and an offload no cudaHostAlloc after the first. An allocation that does not fit releases every
+// cached block of its residency and tries once more; empty_cache() releases them all.
 #include <algorithm>
 #include <cstring>
+#include <limits>
+#include <map>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -54,13 +63,14 @@ class CudaDevice final : public Device {
     cudaSetDevice(index_);
     cudaStreamSynchronize(stream_);
     // Buffers still allocated belong to owners that outlived their device: free them rather than leak.
-    for (auto& [pointer, allocation] : allocations_) {
-      if (allocation.where == Residency::kGpu) {
-        cudaFree(pointer);
-      } else {
-        cudaFreeHost(pointer);
+    for (auto& [pointer, allocation] : allocations_) free_block(allocation.where, pointer);
+    for (std::size_t i = 0; i < 2; ++i) {
+      for (auto& [size, block] : cache_[i]) {
+        free_block(i == 0 ? Residency::kGpu : Residency::kCpu, block.pointer);
+        cudaEventDestroy(block.freed);
       }
     }
+    for (cudaEvent_t event : spare_events_) cudaEventDestroy(event);
     if (scratch_ != nullptr) cudaFree(scratch_);
     if (staging_ != nullptr) cudaFreeHost(staging_);
     cudaEventDestroy(staging_free_);
@@ -74,62 +84,95 @@ class CudaDevice final : public Device {
     if (where == Residency::kNone) HS_THROW(Error, "cuda device: cannot allocate with residency none");
     if (bytes < 0) HS_THROW(Error, "cuda device: negative allocation of " + std::to_string(bytes) + " bytes");
     HS_CUDA_CHECK(cudaSetDevice(index_));
-    void* pointer = nullptr;
-    // A zero-byte buffer still gets a unique address (one byte, not counted).
-    const auto size = static_cast<std::size_t>(std::max<std::int64_t>(bytes, 1));
-    const cudaError_t error =
-        where == Residency::kGpu ? cudaMalloc(&pointer, size) : cudaHostAlloc(&pointer, size, cudaHostAllocPortable);
-    if (error != cudaSuccess) {
-      cudaGetLastError();
-      std::size_t free_bytes = 0, total_bytes = 0;
-      cudaMemGetInfo(&free_bytes, &total_bytes);
-      const std::string message =
-          "cuda device " + std::to_string(index_) + ": cannot allocate " + std::to_string(bytes) + " bytes (" +
-          where_name(where) + "): " + std::to_string(bytes_in_use(where)) + " bytes in use by hybridshard, " +
-          std::to_string(free_bytes) + " of " + std::to_string(total_bytes) + " device bytes free";
-      if (error == cudaErrorMemoryAllocation) {
-        throw OutOfMemoryError(message, __FILE__, __LINE__, where == Residency::kGpu ? "cudaMalloc" : "cudaHostAlloc",
-                               cudaGetErrorString(error));
-      }
-      throw Error(message, __FILE__, __LINE__, where == Residency::kGpu ? "cudaMalloc" : "cudaHostAlloc",
-                  cudaGetErrorString(error));
-    }
+    // A zero-byte buffer still gets a unique address (a small block, not counted in bytes_in_use).
+    const std::size_t size = rounded_size(std::max<std::int64_t>(bytes, 1));
+    const std::size_t i = index(where);
     std::lock_guard<std::mutex> lock(mutex_);
-    allocations_[pointer] = Allocation{where, bytes};
-    in_use_[index(where)] += bytes;
+
+    void* pointer = nullptr;
+    std::size_t held = 0;
+    const auto cached = cache_[i].lower_bound(size);
+    if (cached != cache_[i].end() && cached->first <= size + size / 4) {
+      // Work queued before the free may still use the block; normally long done.
+      HS_CUDA_CHECK(cudaEventSynchronize(cached->second.freed));
+      pointer = cached->second.pointer;
+      held = cached->first;
+      spare_events_.push_back(cached->second.freed);
+      cache_[i].erase(cached);
+    } else {
+      cudaError_t error = driver_allocate(where, size, &pointer);
+      if (error == cudaErrorMemoryAllocation && !cache_[i].empty()) {
+        cudaGetLastError();
+        release_cached(i);
+        error = driver_allocate(where, size, &pointer);
+      }
+      if (error != cudaSuccess) {
+        cudaGetLastError();
+        std::size_t free_bytes = 0, total_bytes = 0;
+        cudaMemGetInfo(&free_bytes, &total_bytes);
+        const std::string message = "cuda device " + std::to_string(index_) + ": cannot allocate " +
+                                    std::to_string(bytes) + " bytes (" + where_name(where) +
+                                    "): " + std::to_string(in_use_[i]) + " bytes in use by hybridshard, " +
+                                    std::to_string(held_[i] - in_use_[i]) + " cached, " + std::to_string(free_bytes) +
+                                    " of " + std::to_string(total_bytes) + " device bytes free";
+        const char* call = where == Residency::kGpu ? "cudaMalloc" : "cudaHostAlloc";
+        if (error == cudaErrorMemoryAllocation) {
+          throw OutOfMemoryError(message, __FILE__, __LINE__, call, cudaGetErrorString(error));
+        }
+        throw Error(message, __FILE__, __LINE__, call, cudaGetErrorString(error));
+      }
+      held = size;
+      held_[i] += static_cast<std::int64_t>(size);
+    }
+    allocations_[pointer] = Allocation{where, bytes, held};
+    in_use_[i] += bytes;
     return pointer;
   }
 
   void deallocate(Residency where, void* pointer, std::int64_t bytes) override {
     if (pointer == nullptr) return;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      const auto found = allocations_.find(pointer);
-      if (found == allocations_.end()) {
-        HS_THROW(Error, "cuda device: deallocate of a pointer this device did not allocate");
-      }
-      if (found->second.where != where || found->second.bytes != bytes) {
-        HS_THROW(Error, "cuda device: deallocate(" + where_name(where) + ", " + std::to_string(bytes) +
-                            " bytes) of an allocation made as (" + where_name(found->second.where) + ", " +
-                            std::to_string(found->second.bytes) + " bytes)");
-      }
-      in_use_[index(where)] -= bytes;
-      allocations_.erase(found);
-    }
     HS_CUDA_CHECK(cudaSetDevice(index_));
-    // Work queued on the stream may still read or write it.
-    HS_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    if (where == Residency::kGpu) {
-      HS_CUDA_CHECK(cudaFree(pointer));
-    } else {
-      HS_CUDA_CHECK(cudaFreeHost(pointer));
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto found = allocations_.find(pointer);
+    if (found == allocations_.end()) {
+      HS_THROW(Error, "cuda device: deallocate of a pointer this device did not allocate");
     }
+    if (found->second.where != where || found->second.bytes != bytes) {
+      HS_THROW(Error, "cuda device: deallocate(" + where_name(where) + ", " + std::to_string(bytes) +
+                          " bytes) of an allocation made as (" + where_name(found->second.where) + ", " +
+                          std::to_string(found->second.bytes) + " bytes)");
+    }
+    // Work queued on the stream may still read or write the block: its next owner waits for this event.
+    cudaEvent_t freed = nullptr;
+    if (spare_events_.empty()) {
+      HS_CUDA_CHECK(cudaEventCreateWithFlags(&freed, cudaEventDisableTiming));
+    } else {
+      freed = spare_events_.back();
+      spare_events_.pop_back();
+    }
+    HS_CUDA_CHECK(cudaEventRecord(freed, stream_));
+    cache_[index(where)].emplace(found->second.held, CachedBlock{pointer, freed});
+    in_use_[index(where)] -= bytes;
+    allocations_.erase(found);
   }
 
   std::int64_t bytes_in_use(Residency where) const override {
     if (where == Residency::kNone) return 0;
     std::lock_guard<std::mutex> lock(mutex_);
     return in_use_[index(where)];
+  }
+
+  std::int64_t bytes_cached(Residency where) const override {
+    if (where == Residency::kNone) return 0;
+    std::lock_guard<std::mutex> lock(mutex_);
+    return held_[index(where)] - in_use_[index(where)];
+  }
+
+  void empty_cache() override {
+    HS_CUDA_CHECK(cudaSetDevice(index_));
+    std::lock_guard<std::mutex> lock(mutex_);
+    release_cached(0);
+    release_cached(1);
   }
 
   std::int64_t total_memory() const override {
@@ -163,7 +206,7 @@ class CudaDevice final : public Device {
                    void* dst_base) override {
     std::vector<detail::DevicePiece> table;
     table.reserve(pieces.size());
-    std::int64_t num_chunks = 0;
+    std::vector<detail::DeviceChunk> chunks;
     for (std::size_t i = 0; i < pieces.size(); ++i) {
       const Piece& piece = pieces[i];
       const void* base = nullptr;
@@ -191,14 +234,31 @@ class CudaDevice final : public Device {
       entry.vector_bytes =
           common_alignment({reinterpret_cast<std::uintptr_t>(entry.src), reinterpret_cast<std::uintptr_t>(entry.dst),
                             static_cast<std::uint64_t>(piece.row_bytes), src_stride, dst_stride});
-      entry.first_chunk = num_chunks;
-      num_chunks += (piece.bytes() + detail::kCopyChunkBytes - 1) / detail::kCopyChunkBytes;
+      // Chunks hold a whole number of vectors: kCopyChunkBytes is a multiple of every vector width.
+      const std::int64_t num_piece_chunks = (piece.bytes() + detail::kCopyChunkBytes - 1) / detail::kCopyChunkBytes;
+      if (num_piece_chunks > std::numeric_limits<std::int32_t>::max() ||
+          table.size() >= static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max())) {
+        HS_THROW(Error, "copy_pieces: piece " + std::to_string(i) + " of " + std::to_string(piece.bytes()) +
+                            " bytes is beyond the kernel's chunk table");
+      }
+      const auto piece_index = static_cast<std::int32_t>(table.size());
+      for (std::int64_t chunk = 0; chunk < num_piece_chunks; ++chunk) {
+        chunks.push_back({piece_index, static_cast<std::int32_t>(chunk)});
+      }
       table.push_back(entry);
     }
     if (table.empty()) return;
-    const auto* device_table =
-        static_cast<const detail::DevicePiece*>(upload(table.data(), table.size() * sizeof(table[0])));
-    detail::launch_copy_pieces(device_table, static_cast<std::int32_t>(table.size()), num_chunks, stream_);
+    // One upload: the piece table, then the per-block chunk table (8-byte aligned: DevicePiece holds 8-byte fields).
+    static_assert(sizeof(detail::DevicePiece) % alignof(detail::DeviceChunk) == 0);
+    const std::size_t table_bytes = table.size() * sizeof(table[0]);
+    const std::size_t chunk_bytes = chunks.size() * sizeof(chunks[0]);
+    upload_buffer_.resize(table_bytes + chunk_bytes);
+    std::memcpy(upload_buffer_.data(), table.data(), table_bytes);
+    std::memcpy(upload_buffer_.data() + table_bytes, chunks.data(), chunk_bytes);
+    auto* device_tables = static_cast<unsigned char*>(upload(upload_buffer_.data(), upload_buffer_.size()));
+    detail::launch_copy_pieces(reinterpret_cast<const detail::DevicePiece*>(device_tables),
+                               reinterpret_cast<const detail::DeviceChunk*>(device_tables + table_bytes),
+                               static_cast<std::int64_t>(chunks.size()), stream_);
   }
 
   void generate(const BufferLayout& layout, std::uint32_t version, void* base) override {
@@ -260,9 +320,45 @@ class CudaDevice final : public Device {
  private:
   struct Allocation {
     Residency where = Residency::kNone;
-    std::int64_t bytes = 0;
+    std::int64_t bytes = 0;  // asked for
+    std::size_t held = 0;    // the block's size
+  };
+  struct CachedBlock {
+    void* pointer = nullptr;
+    cudaEvent_t freed = nullptr;  // recorded on the stream at deallocate
   };
   static std::size_t index(Residency where) { return where == Residency::kGpu ? 0 : 1; }
+
+  // 512 B granules below 1 MiB, 2 MiB (the driver's own granule for large allocations) above.
+  static std::size_t rounded_size(std::int64_t bytes) {
+    const auto size = static_cast<std::size_t>(bytes);
+    const std::size_t granule = size < (std::size_t{1} << 20) ? 512 : std::size_t{2} << 20;
+    return (size + granule - 1) / granule * granule;
+  }
+
+  static cudaError_t driver_allocate(Residency where, std::size_t size, void** pointer) {
+    return where == Residency::kGpu ? cudaMalloc(pointer, size) : cudaHostAlloc(pointer, size, cudaHostAllocPortable);
+  }
+
+  static void free_block(Residency where, void* pointer) {
+    if (where == Residency::kGpu) {
+      cudaFree(pointer);
+    } else {
+      cudaFreeHost(pointer);
+    }
+  }
+
+  // Hands every cached block of residency index `i` back to the driver. Caller holds mutex_.
+  void release_cached(std::size_t i) {
+    const Residency where = i == 0 ? Residency::kGpu : Residency::kCpu;
+    for (auto& [size, block] : cache_[i]) {
+      HS_CUDA_CHECK(cudaEventSynchronize(block.freed));
+      HS_CUDA_CHECK(where == Residency::kGpu ? cudaFree(block.pointer) : cudaFreeHost(block.pointer));
+      held_[i] -= static_cast<std::int64_t>(size);
+      spare_events_.push_back(block.freed);
+    }
+    cache_[i].clear();
+  }
 
   // Copies `bytes` from host memory into the device scratch area, ordered on the stream; returns the device address.
   // The pinned staging area is reused only after the previous upload left it (staging_free_).
@@ -295,8 +391,12 @@ class CudaDevice final : public Device {
   void* staging_ = nullptr;
   std::size_t capacity_ = 0;
   mutable std::mutex mutex_;
-  std::int64_t in_use_[2] = {0, 0};
+  std::int64_t in_use_[2] = {0, 0};  // bytes asked for by live buffers, per residency index
+  std::int64_t held_[2] = {0, 0};    // bytes of every block held from the driver: live and cached
   std::unordered_map<void*, Allocation> allocations_;
+  std::multimap<std::size_t, CachedBlock> cache_[2];  // free blocks by size, per residency index
+  std::vector<cudaEvent_t> spare_events_;
+  std::vector<unsigned char> upload_buffer_;
 };
 
 }  // namespace

@@ -1,6 +1,8 @@
-// One kernel for a whole table of 2-D piece copies. Thread block b copies chunk b: it finds its piece by binary search
-// over first_chunk, then moves up to kCopyChunkBytes of the piece (row-major over rows x row_bytes) with the widest
-// vector the piece's alignment allows. Launch count, not bandwidth, is what per-piece copies lose (GPU.md).
+// One kernel for a whole table of 2-D piece copies. The host gives every thread block its chunk (piece and chunk
+// within the piece) in a per-block table, so no block searches. A block copies up to kCopyChunkBytes of one piece
+// (row-major over rows x row_bytes) with the widest vector the piece's alignment allows; each thread divides once to
+// find its first (row, column) and then advances by the block's width with adds only. Launch count and per-vector
+// integer division, not bandwidth, are what a gather kernel loses against a plain copy (GPU.md).
 #include <cstdint>
 
 #include "detail/cuda_check.h"
@@ -12,43 +14,54 @@ namespace {
 constexpr int kCopyThreads = 256;
 constexpr int kUnroll = 4;  // loads in flight per thread before their stores
 
-__device__ int find_piece(const DevicePiece* pieces, int num_pieces, std::int64_t chunk) {
-  int lo = 0;
-  int hi = num_pieces - 1;
-  while (lo < hi) {  // the last piece whose first_chunk <= chunk
-    const int mid = (lo + hi + 1) / 2;
-    if (pieces[mid].first_chunk <= chunk) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  return lo;
+// a / b for non-negative values; 32-bit division (a few times cheaper on the GPU) when both fit.
+__device__ __forceinline__ std::int64_t divide(std::int64_t a, std::int64_t b) {
+  if (((a | b) >> 32) == 0) return static_cast<std::uint32_t>(a) / static_cast<std::uint32_t>(b);
+  return a / b;
 }
 
 template <typename Vector>
 __device__ void copy_chunk(const DevicePiece& piece, std::int64_t chunk_in_piece) {
   constexpr std::int64_t kWidth = sizeof(Vector);
+  constexpr std::int64_t kChunkVectors = kCopyChunkBytes / kWidth;
   const std::int64_t row_vectors = piece.row_bytes / kWidth;
   const std::int64_t total_vectors = piece.rows * row_vectors;
-  constexpr std::int64_t kChunkVectors = kCopyChunkBytes / kWidth;
   const std::int64_t begin = chunk_in_piece * kChunkVectors;
   const std::int64_t end = begin + kChunkVectors < total_vectors ? begin + kChunkVectors : total_vectors;
 
-  // Each thread handles vectors begin + threadIdx.x + k * blockDim.x; kUnroll of them are loaded before any store.
-  for (std::int64_t base = begin + threadIdx.x; base < end; base += static_cast<std::int64_t>(kUnroll) * blockDim.x) {
+  std::int64_t v = begin + threadIdx.x;
+  if (v >= end) return;
+  // Invariant at the top of each step: vector v sits at (row, col) of the piece, at src_offset / dst_offset.
+  const std::int64_t row = divide(v, row_vectors);
+  std::int64_t col = v - row * row_vectors;
+  std::int64_t src_offset = row * piece.src_stride + col * kWidth;
+  std::int64_t dst_offset = row * piece.dst_stride + col * kWidth;
+  // Moving on by kCopyThreads vectors is step_rows rows and step_cols columns, plus one row when the column wraps.
+  const std::int64_t step_rows = divide(kCopyThreads, row_vectors);
+  const std::int64_t step_cols = kCopyThreads - step_rows * row_vectors;
+  const std::int64_t src_step = step_rows * piece.src_stride + step_cols * kWidth;
+  const std::int64_t dst_step = step_rows * piece.dst_stride + step_cols * kWidth;
+  const std::int64_t src_wrap = piece.src_stride - row_vectors * kWidth;
+  const std::int64_t dst_wrap = piece.dst_stride - row_vectors * kWidth;
+
+  for (; v < end; v += static_cast<std::int64_t>(kUnroll) * kCopyThreads) {
     Vector values[kUnroll];
     std::int64_t dst_offsets[kUnroll];
 #pragma unroll
     for (int k = 0; k < kUnroll; ++k) {
-      const std::int64_t v = base + static_cast<std::int64_t>(k) * blockDim.x;
-      if (v < end) {
-        const std::int64_t row = v / row_vectors;
-        const std::int64_t col = v - row * row_vectors;
-        values[k] = *reinterpret_cast<const Vector*>(piece.src + row * piece.src_stride + col * kWidth);
-        dst_offsets[k] = row * piece.dst_stride + col * kWidth;
+      if (v + static_cast<std::int64_t>(k) * kCopyThreads < end) {
+        values[k] = *reinterpret_cast<const Vector*>(piece.src + src_offset);
+        dst_offsets[k] = dst_offset;
       } else {
         dst_offsets[k] = -1;
+      }
+      col += step_cols;
+      src_offset += src_step;
+      dst_offset += dst_step;
+      if (col >= row_vectors) {
+        col -= row_vectors;
+        src_offset += src_wrap;
+        dst_offset += dst_wrap;
       }
     }
 #pragma unroll
@@ -59,26 +72,25 @@ __device__ void copy_chunk(const DevicePiece& piece, std::int64_t chunk_in_piece
 }
 
 __global__ void __launch_bounds__(kCopyThreads)
-    copy_pieces_kernel(const DevicePiece* pieces, int num_pieces, std::int64_t num_chunks) {
-  for (std::int64_t chunk = blockIdx.x; chunk < num_chunks; chunk += gridDim.x) {
-    const int index = find_piece(pieces, num_pieces, chunk);
-    const DevicePiece piece = pieces[index];
-    const std::int64_t chunk_in_piece = chunk - piece.first_chunk;
+    copy_pieces_kernel(const DevicePiece* pieces, const DeviceChunk* chunks, std::int64_t num_chunks) {
+  for (std::int64_t block = blockIdx.x; block < num_chunks; block += gridDim.x) {
+    const DeviceChunk chunk = chunks[block];
+    const DevicePiece piece = pieces[chunk.piece];
     switch (piece.vector_bytes) {
       case 16:
-        copy_chunk<uint4>(piece, chunk_in_piece);
+        copy_chunk<uint4>(piece, chunk.chunk);
         break;
       case 8:
-        copy_chunk<uint2>(piece, chunk_in_piece);
+        copy_chunk<uint2>(piece, chunk.chunk);
         break;
       case 4:
-        copy_chunk<unsigned int>(piece, chunk_in_piece);
+        copy_chunk<unsigned int>(piece, chunk.chunk);
         break;
       case 2:
-        copy_chunk<unsigned short>(piece, chunk_in_piece);
+        copy_chunk<unsigned short>(piece, chunk.chunk);
         break;
       default:
-        copy_chunk<unsigned char>(piece, chunk_in_piece);
+        copy_chunk<unsigned char>(piece, chunk.chunk);
         break;
     }
   }
@@ -100,12 +112,12 @@ __global__ void count_mismatches_kernel(const Element* actual, const Element* ex
 
 }  // namespace
 
-void launch_copy_pieces(const DevicePiece* pieces, std::int32_t num_pieces, std::int64_t num_chunks,
+void launch_copy_pieces(const DevicePiece* pieces, const DeviceChunk* chunks, std::int64_t num_chunks,
                         cudaStream_t stream) {
-  if (num_pieces <= 0 || num_chunks <= 0) return;
+  if (num_chunks <= 0) return;
   constexpr std::int64_t kMaxBlocks = 1 << 30;
   const auto blocks = static_cast<unsigned int>(num_chunks < kMaxBlocks ? num_chunks : kMaxBlocks);
-  copy_pieces_kernel<<<blocks, kCopyThreads, 0, stream>>>(pieces, num_pieces, num_chunks);
+  copy_pieces_kernel<<<blocks, kCopyThreads, 0, stream>>>(pieces, chunks, num_chunks);
   HS_CUDA_CHECK_LAUNCH();
 }
 

@@ -10,12 +10,12 @@ namespace hybridshard::core::detail {
 
 // Each thread block of the piece kernel copies one chunk of this many bytes of one piece (the last chunk of a piece
 // may be shorter).
-inline constexpr std::int64_t kCopyChunkBytes = 32 * 1024;
+inline constexpr std::int64_t kCopyChunkBytes = 64 * 1024;
 // Each thread block of the generate kernel writes one chunk of this many elements of one block.
 inline constexpr std::int64_t kGenerateChunkElements = 8 * 1024;
 
 // One 2-D piece with resolved addresses. `vector_bytes` (16, 8, 4, 2 or 1) divides both addresses, row_bytes and the
-// strides; `first_chunk` is the number of chunks of all earlier pieces (ascending over the table).
+// strides.
 struct DevicePiece {
   const unsigned char* src = nullptr;
   unsigned char* dst = nullptr;
@@ -23,8 +23,14 @@ struct DevicePiece {
   std::int64_t row_bytes = 0;
   std::int64_t src_stride = 0;
   std::int64_t dst_stride = 0;
-  std::int64_t first_chunk = 0;
   std::int32_t vector_bytes = 1;
+};
+
+// The per-block table of the piece kernel: block b copies chunk `chunk` (counted from 0 within the piece, each
+// kCopyChunkBytes of the piece's row-major bytes) of piece `piece`. Computed on the host, so no block searches.
+struct DeviceChunk {
+  std::int32_t piece = 0;
+  std::int32_t chunk = 0;
 };
 
 // One generate entry (see generate_table.h) with its first chunk.
@@ -39,7 +45,8 @@ struct DeviceGenerateEntry {
   std::int32_t hf_tensor = 0;
 };
 
-void launch_copy_pieces(const DevicePiece* pieces, std::int32_t num_pieces, std::int64_t num_chunks,
+// One block per entry of `chunks` (num_chunks of them), each copying its chunk of `pieces`.
+void launch_copy_pieces(const DevicePiece* pieces, const DeviceChunk* chunks, std::int64_t num_chunks,
                         cudaStream_t stream);
 
 void launch_generate(const DeviceGenerateEntry* entries, std::int32_t num_entries, std::int64_t num_chunks, void* base,

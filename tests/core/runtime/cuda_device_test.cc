@@ -36,6 +36,70 @@ TEST_F(CudaDeviceTest, an_impossible_allocation_throws_out_of_memory_and_keeps_a
   EXPECT_EQ(device_->bytes_in_use(Residency::kGpu), before);
 }
 
+TEST_F(CudaDeviceTest, a_freed_block_is_reused_by_the_next_allocation_of_its_size) {
+  for (Residency where : {Residency::kGpu, Residency::kCpu}) {
+    const std::int64_t in_use = device_->bytes_in_use(where);
+    void* first = device_->allocate(where, (3 << 20) + 5);
+    const std::int64_t cached_while_live = device_->bytes_cached(where);
+    device_->deallocate(where, first, (3 << 20) + 5);
+    EXPECT_EQ(device_->bytes_in_use(where), in_use) << residency_name(where);
+    EXPECT_EQ(device_->bytes_cached(where), cached_while_live + (3 << 20) + 5) << residency_name(where);
+    void* second = device_->allocate(where, 3 << 20);
+    EXPECT_EQ(second, first) << residency_name(where);
+    EXPECT_EQ(device_->bytes_in_use(where), in_use + (3 << 20)) << residency_name(where);
+    // A much smaller request does not take a large cached block.
+    void* small = device_->allocate(where, 4096);
+    EXPECT_NE(small, first);
+    device_->deallocate(where, small, 4096);
+    device_->deallocate(where, second, 3 << 20);
+  }
+}
+
+TEST_F(CudaDeviceTest, empty_cache_hands_every_cached_block_back) {
+  void* block = device_->allocate(Residency::kGpu, 256 << 20);
+  device_->deallocate(Residency::kGpu, block, 256 << 20);
+  void* pinned = device_->allocate(Residency::kCpu, 8 << 20);
+  device_->deallocate(Residency::kCpu, pinned, 8 << 20);
+  EXPECT_EQ(device_->bytes_cached(Residency::kGpu), 256 << 20);
+  EXPECT_EQ(device_->bytes_cached(Residency::kCpu), 8 << 20);
+  const std::int64_t used = device_->used_memory();
+  device_->empty_cache();
+  EXPECT_EQ(device_->bytes_cached(Residency::kGpu), 0);
+  EXPECT_EQ(device_->bytes_cached(Residency::kCpu), 0);
+  EXPECT_LE(device_->used_memory(), used - (256 << 20));
+}
+
+TEST_F(CudaDeviceTest, a_reused_pinned_block_holds_what_work_queued_before_its_free_wrote) {
+  constexpr std::int64_t kBytes = 64 << 20;
+  std::mt19937 random(11);
+  const auto pattern = testing::random_bytes(random, kBytes);
+  DeviceBytes source(*device_, kBytes);
+  source.upload(pattern);
+  void* pinned = device_->allocate(Residency::kCpu, kBytes);
+  std::memset(pinned, 0, kBytes);
+  // Queued, not waited for: the free must not let the next owner see the block before the copy lands.
+  device_->copy(pinned, Residency::kCpu, source.data, Residency::kGpu, kBytes);
+  device_->deallocate(Residency::kCpu, pinned, kBytes);
+  void* reused = device_->allocate(Residency::kCpu, kBytes);
+  ASSERT_EQ(reused, pinned);
+  EXPECT_EQ(std::memcmp(reused, pattern.data(), pattern.size()), 0);
+  device_->deallocate(Residency::kCpu, reused, kBytes);
+}
+
+TEST_F(CudaDeviceTest, memory_freed_into_the_cache_serves_a_larger_allocation_that_needs_it) {
+  const std::int64_t free_bytes = device_->total_memory() - device_->used_memory();
+  // Together the two do not fit, and the second is too large to take the first's block.
+  const std::int64_t first_bytes = free_bytes / 100 * 55;
+  const std::int64_t second_bytes = free_bytes / 100 * 75;
+  void* first = device_->allocate(Residency::kGpu, first_bytes);
+  device_->deallocate(Residency::kGpu, first, first_bytes);
+  EXPECT_GE(device_->bytes_cached(Residency::kGpu), first_bytes);
+  void* second = device_->allocate(Residency::kGpu, second_bytes);
+  EXPECT_EQ(device_->bytes_in_use(Residency::kGpu), second_bytes);
+  EXPECT_LT(device_->bytes_cached(Residency::kGpu), first_bytes);  // the first block went back to the driver
+  device_->deallocate(Residency::kGpu, second, second_bytes);
+}
+
 TEST_F(CudaDeviceTest, copy_pieces_matches_the_reference_for_aligned_and_unaligned_tables) {
   for (std::uint32_t seed = 1; seed <= 8; ++seed) {
     for (std::int64_t granule : {16, 8, 4, 2, 1}) testing::check_copy_pieces(*device_, seed, granule);

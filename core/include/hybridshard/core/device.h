@@ -30,6 +30,19 @@ class Device {
   virtual void deallocate(Residency where, void* pointer, std::int64_t bytes) = 0;
   virtual std::int64_t bytes_in_use(Residency where) const = 0;
 
+  // Caching (CUDA): deallocate keeps the block for the next allocate of a like size instead of handing it back to
+  // the driver, so freeing is ~free and the next phase reuses the memory without cudaMalloc / cudaHostAlloc.
+  // bytes_cached(where) is what the device holds from the driver beyond bytes_in_use(where): free cached blocks plus
+  // the rounding of live ones (bytes_in_use + bytes_cached = all that is held). used_memory() counts cached device
+  // blocks too (the driver sees them). An allocate that does not fit releases the cache and retries before it throws;
+  // empty_cache() hands every cached block back now (e.g. before a phase sized from total - used, or another process
+  // needs the memory). Devices without a cache hold nothing beyond bytes_in_use.
+  virtual std::int64_t bytes_cached(Residency where) const {
+    (void)where;
+    return 0;
+  }
+  virtual void empty_cache() {}
+
   // What the device reports: total and used memory (CUDA: cudaMemGetInfo; CPU: the configured capacity and what
   // this process's device-standing allocations hold).
   virtual std::int64_t total_memory() const = 0;
