@@ -414,6 +414,7 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
       const core::TokenBatch replica_batch = replica_prompts(job, replica, iteration);
       const core::TokenBatch prompts = batches.preprocess(replica_batch, rows_per_replica(job), prompt_cols(job));
       const core::TokenBatch generated = rollout->generate(*shard, prompts, job.rollout_settings.max_new_tokens);
+      emit_memory_sample(events, *device, rank, iteration);  // the KV cache at its fullest
       if (reference) {
         reference->set_iteration(iteration);
         const workloads::CheckResult result = reference->check(prompts, generated, rollout->last_token_logits());
