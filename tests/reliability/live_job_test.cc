@@ -93,31 +93,7 @@ TEST_F(LiveJobTest, prometheus_and_status_see_all_four_ranks_of_a_real_job) {
                        "--web.listen-address=127.0.0.1:" + std::to_string(prometheus_port), "--log.level=warn"},
                       {}, dir / "prometheus");
 
-  const fs::path job = dir / "job.yaml";
-  std::ofstream(job) << quickstart_with({{"iterations", "3"}});
-  ChildProcess launcher({hybridshard_binary(), "run", job.string(), "--metrics-listen",
-                         "127.0.0.1:" + std::to_string(metrics_port), "--linger", "120"},
-                        {}, dir / "launcher");
-  ASSERT_TRUE(launcher.wait_for_output(
-      [](const std::string& out) { return out.find("hybridshard: serving") != std::string::npos; },
-      std::chrono::seconds(120)))
-      << launcher.wait(std::chrono::seconds(1)).describe();
-  ASSERT_NE(launcher.out().find("hybridshard: done"), std::string::npos) << launcher.out() << launcher.err();
-
-  // GET /status: 4 ranks, each with its buffers.
-  const RawHttpResponse status = http_get(metrics_port, "/status");
-  ASSERT_EQ(status.status, 200) << status.head;
-  const nlohmann::json document = nlohmann::json::parse(status.body);
-  ASSERT_EQ(document["ranks"].size(), 4u) << document.dump(1);
-  for (const nlohmann::json& rank : document["ranks"]) {
-    EXPECT_FALSE(rank["buffers"].empty()) << rank.dump(1);
-    std::int64_t bytes = 0;
-    for (const nlohmann::json& buffer : rank["buffers"]) bytes += buffer.value("bytes", std::int64_t{0});
-    EXPECT_GT(bytes, 0) << rank.dump(1);
-  }
-  EXPECT_EQ(document.value("state", ""), "finished");
-
-  // Through Prometheus: buffer bytes and phase durations of every rank (polled until scraped, 60 s at most).
+  // Prometheus first (it takes seconds to start), so that it scrapes the whole job.
   auto query = [&](const std::string& promql) -> nlohmann::json {
     try {
       const RawHttpResponse response = raw_http(
@@ -130,9 +106,55 @@ TEST_F(LiveJobTest, prometheus_and_status_see_all_four_ranks_of_a_real_job) {
       return nullptr;
     }
   };
+  const auto ready_deadline = Clock::now() + std::chrono::seconds(60);
+  while (Clock::now() < ready_deadline && query("up").is_null() && !server.poll()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  ASSERT_FALSE(query("up").is_null()) << "prometheus did not answer\n" << server.err() << server.out();
+
+  const fs::path job = dir / "job.yaml";
+  std::ofstream(job) << quickstart_with({{"iterations", "10"}});
+  ChildProcess launcher({hybridshard_binary(), "run", job.string(), "--metrics-listen",
+                         "127.0.0.1:" + std::to_string(metrics_port), "--linger", "120"},
+                        {}, dir / "launcher");
+
+  // GET /status while the job runs: 4 ranks, each with its buffers (at the end they are all freed).
+  nlohmann::json document;
+  auto four_ranks_with_buffers = [](const nlohmann::json& status) {
+    if (!status.is_object() || !status.contains("ranks") || status["ranks"].size() != 4) return false;
+    for (const nlohmann::json& rank : status["ranks"]) {
+      std::int64_t bytes = 0;
+      for (const nlohmann::json& buffer : rank.value("buffers", nlohmann::json::array())) {
+        bytes += buffer.value("bytes", std::int64_t{0});
+      }
+      if (bytes <= 0) return false;
+    }
+    return true;
+  };
+  const auto status_deadline = Clock::now() + std::chrono::seconds(120);
+  while (Clock::now() < status_deadline && !launcher.poll()) {
+    try {
+      const RawHttpResponse status = http_get(metrics_port, "/status");
+      if (status.status == 200) document = nlohmann::json::parse(status.body, nullptr, false);
+    } catch (const std::exception&) {
+      // not listening yet
+    }
+    if (four_ranks_with_buffers(document)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(four_ranks_with_buffers(document)) << document.dump(1);
+
+  ASSERT_TRUE(launcher.wait_for_output(
+      [](const std::string& out) { return out.find("hybridshard: serving") != std::string::npos; },
+      std::chrono::seconds(120)))
+      << launcher.wait(std::chrono::seconds(1)).describe();
+  ASSERT_NE(launcher.out().find("hybridshard: done"), std::string::npos) << launcher.out() << launcher.err();
+
+  // Through Prometheus: buffer bytes (the most each rank held: at the end every buffer is freed) and phase durations
+  // of every rank (polled until scraped, 60 s at most).
   const std::set<std::string> all = {"0", "1", "2", "3"};
   for (const std::string& promql :
-       {std::string("sum by (rank) (hybridshard_buffer_bytes)"),
+       {std::string("sum by (rank) (max_over_time(hybridshard_buffer_bytes[10m]))"),
         std::string("sum by (rank) (hybridshard_phase_duration_seconds_count{phase=\"enter\"})"),
         std::string("sum by (rank) (hybridshard_phase_duration_seconds_sum{phase=\"train\"})")}) {
     std::set<std::string> seen;
@@ -143,9 +165,21 @@ TEST_F(LiveJobTest, prometheus_and_status_see_all_four_ranks_of_a_real_job) {
     }
     EXPECT_EQ(seen, all) << promql << "\nprometheus log:\n" << server.err() << server.out();
   }
-  const nlohmann::json enters = query("hybridshard_phase_duration_seconds_count{phase=\"enter\"}");
-  ASSERT_TRUE(enters.is_array());
-  for (const nlohmann::json& series : enters) EXPECT_EQ(series["value"][1].get<std::string>(), "3") << series.dump();
+  // Once scraped after the end: every rank's 10 enters, no more, no less.
+  nlohmann::json enters;
+  auto ten_each = [](const nlohmann::json& result) {
+    if (!result.is_array() || result.size() != 4) return false;
+    for (const nlohmann::json& series : result) {
+      if (series["value"][1].get<std::string>() != "10") return false;
+    }
+    return true;
+  };
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (Clock::now() < deadline &&
+         !ten_each(enters = query("hybridshard_phase_duration_seconds_count{phase=\"enter\"}"))) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  EXPECT_TRUE(ten_each(enters)) << enters.dump(1);
 }
 
 // wrk's summary: requests, and the failure lines it prints only when there were failures.
