@@ -141,7 +141,7 @@ void RecordPlayer::apply(const RecordEvent& event) {
   if (type == QLatin1String("rank_up")) {
     rank.up = true;
     rank.host = text_field(fields, "host");
-    rank.pid = static_cast<qint64>(fields.value(QLatin1String("pid")).toDouble());
+    rank.pid = saturate<qint64>(fields.value(QLatin1String("pid")).toDouble());
     rank.device = text_field(fields, "device");
   } else if (type == QLatin1String("rank_down")) {
     rank.up = false;

@@ -135,7 +135,7 @@ void parse_rank(const QJsonObject& object, const QString& path, QString* error, 
   FieldReader reader(object, path, error);
   rank->rank = reader.integer("rank", true);
   rank->host = reader.text("host", false);
-  rank->pid = static_cast<qint64>(reader.number("pid", false));
+  rank->pid = saturate<qint64>(reader.number("pid", false));
   rank->up = reader.boolean("up", false, true);
   rank->device = reader.text("device", false);
   rank->phase = reader.text("phase", false);
