@@ -6,12 +6,15 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "child_process.h"
 #include "hybridshard/service/observe/record.h"
+#include "test_http_client.h"
 
 namespace hybridshard::testing {
 namespace {
@@ -178,6 +181,55 @@ TEST_F(OperatorTest, ctrl_c_stops_every_rank_at_a_phase_boundary_with_exit_130) 
   }
   EXPECT_EQ(events.back().value("type", ""), "job_end");
   expect_no_rank_left(rank_pids(events));
+}
+
+// The value of the sample of `name` whose labels include every one of `labels` (`rank="2"`), from a /metrics text;
+// nullopt when there is none.
+std::optional<double> sample_value(const std::string& text, const std::string& name,
+                                   const std::vector<std::string>& labels) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(name + "{", 0) != 0 && line.rfind(name + " ", 0) != 0) continue;
+    bool all = true;
+    for (const std::string& label : labels) all = all && line.find(label) != std::string::npos;
+    if (all) return std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return std::nullopt;
+}
+
+TEST_F(OperatorTest, metrics_after_a_fault_say_what_happened_and_keep_what_came_before) {
+  ScratchDir dir("fault-metrics");
+  const fs::path job = dir / "job.yaml";
+  std::ofstream(job) << test_job();
+  const int port = free_loopback_port();
+  ChildProcess launcher({hybridshard_binary(), "run", job.string(), "--metrics-listen",
+                         "127.0.0.1:" + std::to_string(port), "--linger", "60"},
+                        {{"HYBRIDSHARD_FAULT", "2:enter:kill"}}, dir / "launcher");
+  ASSERT_TRUE(launcher.wait_for_output(
+      [](const std::string& out) { return out.find("hybridshard: serving") != std::string::npos; },
+      std::chrono::seconds(90)))
+      << launcher.wait(std::chrono::seconds(1)).describe();
+  EXPECT_NE(launcher.out().find("failed: rank 2"), std::string::npos) << launcher.out();
+  const RawHttpResponse metrics = http_get(port, "/metrics");
+  ASSERT_EQ(metrics.status, 200) << metrics.head;
+  EXPECT_EQ(sample_value(metrics.body, "hybridshard_job_state", {"state=\"failed\""}), 1.0) << metrics.body;
+  EXPECT_EQ(sample_value(metrics.body, "hybridshard_rank_up", {"rank=\"2\""}), 0.0) << metrics.body;
+  // What came before the fault: every rank's train of the first iteration, and rank 2's enter never ended.
+  for (int rank = 0; rank < 4; ++rank) {
+    const std::string label = "rank=\"" + std::to_string(rank) + "\"";
+    EXPECT_EQ(sample_value(metrics.body, "hybridshard_phase_duration_seconds_count", {label, "phase=\"train\""}), 1.0)
+        << "rank " << rank << "\n"
+        << metrics.body;
+  }
+  const std::optional<double> enters =
+      sample_value(metrics.body, "hybridshard_phase_duration_seconds_count", {"rank=\"2\"", "phase=\"enter\""});
+  EXPECT_TRUE(!enters.has_value() || *enters == 0.0) << metrics.body;
+  const RawHttpResponse status = http_get(port, "/status");
+  ASSERT_EQ(status.status, 200);
+  const nlohmann::json document = nlohmann::json::parse(status.body);
+  EXPECT_EQ(document.value("state", ""), "failed");
+  EXPECT_NE(document.value("message", "").find("rank 2"), std::string::npos) << document.dump(1);
 }
 
 TEST_F(OperatorTest, a_job_that_does_not_fit_the_device_memory_is_refused_with_its_plan) {
