@@ -35,11 +35,11 @@ std::string plan_title(const JobConfig& job) {
   std::string text;
   char line[512];
   std::snprintf(
-      line, sizeof line, "%s, %lld layers, hidden %lld, %lld heads (%lld kv), vocab %lld, %s: %.2f B parameters\n",
+      line, sizeof line, "%s, %lld layers, hidden %lld, %lld heads (%lld kv), vocab %lld, %s: %lld parameters\n",
       std::string(core::architecture_name(spec.architecture)).c_str(), static_cast<long long>(spec.num_hidden_layers),
       static_cast<long long>(spec.hidden_size), static_cast<long long>(spec.num_attention_heads),
       static_cast<long long>(spec.num_key_value_heads), static_cast<long long>(spec.vocab_size),
-      std::string(core::dtype_name(spec.dtype)).c_str(), static_cast<double>(spec.num_parameters()) / 1e9);
+      std::string(core::dtype_name(spec.dtype)).c_str(), static_cast<long long>(spec.num_parameters()));
   text += line;
   std::snprintf(line, sizeof line,
                 "world %d: train tp %d pp %d vpp %d dp %d -> rollout tp %d dp %d; strategy %s, exit %s\n",
@@ -271,7 +271,7 @@ std::string format_memory_plan(const MemoryPlan& plan) {
   static constexpr std::array<BufferKind, kNumBufferKinds> kKinds{
       BufferKind::kParams,          BufferKind::kGrads,   BufferKind::kMasterParams, BufferKind::kOptimizerState,
       BufferKind::kInferenceParams, BufferKind::kKvCache, BufferKind::kStaging};
-  constexpr std::size_t kWidth = 12;
+  constexpr std::size_t kWidth = 16;
   for (const auto& group : groups) {
     text += "\nrank";
     text += group.size() > 1 ? "s " : " ";

@@ -22,6 +22,7 @@
 #include "hybridshard/core/transition.h"
 #include "hybridshard/core/weight_generator.h"
 #include "hybridshard/service/checkpoint/hf_checkpoint.h"
+#include "hybridshard/service/config/memory_plan.h"
 #include "hybridshard/service/observe/event_json.h"
 #include "hybridshard/service/workloads/reference_model.h"
 #include "hybridshard/service/workloads/rollout.h"
@@ -249,6 +250,19 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
   } else {
     device = core::make_cpu_device(job.runtime.cpu_device_memory);
   }
+  // A rank whose plan does not fit its device refuses to start, and says why with the whole plan.
+  {
+    const MemoryPlan memory =
+        make_memory_plan(job, job.runtime.device_memory > 0 ? job.runtime.device_memory : device->total_memory());
+    const RankMemoryPlan& mine = memory.ranks.at(static_cast<std::size_t>(rank));
+    if (!mine.fits) {
+      std::string why;
+      for (const std::string& note : mine.notes) why += "\n  " + note;
+      HS_THROW(core::OutOfMemoryError, "rank " + std::to_string(rank) + " on " + environment.host +
+                                           ": the job does not fit this device (" + device->description() + "):" + why +
+                                           "\n" + format_memory_plan(memory));
+    }
+  }
   events.send(rank_up_event_json(rank, environment.host, static_cast<long>(::getpid()), device->description(),
                                  core::wall_time_now()));
 
@@ -350,7 +364,9 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
     std::int64_t budget = job.rollout_settings.kv_cache_bytes;
     if (budget <= 0) {
       const double allowed = job.rollout_settings.gpu_memory_utilization * static_cast<double>(device->total_memory());
-      budget = static_cast<std::int64_t>(allowed) - device->used_memory();
+      // Blocks the device keeps cached are free for the KV cache to take.
+      budget =
+          static_cast<std::int64_t>(allowed) - (device->used_memory() - device->bytes_cached(core::Residency::kGpu));
       const std::int64_t needed = rows_per_replica(job) * job.train.dp *
                                   (prompt_cols(job) + job.rollout_settings.max_new_tokens) *
                                   workloads::kv_cache_bytes_per_token(spec, job.rollout);
