@@ -355,7 +355,7 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
 
   std::unique_ptr<core::Transition> transition =
       core::make_transition(job.runtime.strategy, plan, *world, *device, &events);
-  core::BatchRedistribution batches(job.train, job.rollout, *world);
+  core::BatchRedistribution batches(job.train, job.rollout, *world, *device);
 
   // The KV cache budget: what the job gives, else gpu_memory_utilization of the device minus what is in use once the
   // inference shards are in place (measured at the first rollout).
