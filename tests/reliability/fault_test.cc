@@ -215,13 +215,11 @@ TEST_F(OperatorTest, metrics_after_a_fault_say_what_happened_and_keep_what_came_
   ASSERT_EQ(metrics.status, 200) << metrics.head;
   EXPECT_EQ(sample_value(metrics.body, "hybridshard_job_state", {"state=\"failed\""}), 1.0) << metrics.body;
   EXPECT_EQ(sample_value(metrics.body, "hybridshard_rank_up", {"rank=\"2\""}), 0.0) << metrics.body;
-  // What came before the fault: every rank's train of the first iteration, and rank 2's enter never ended.
-  for (int rank = 0; rank < 4; ++rank) {
-    const std::string label = "rank=\"" + std::to_string(rank) + "\"";
-    EXPECT_EQ(sample_value(metrics.body, "hybridshard_phase_duration_seconds_count", {label, "phase=\"train\""}), 1.0)
-        << "rank " << rank << "\n"
-        << metrics.body;
-  }
+  // What came before the fault: rank 2 finished the train phase of the first iteration (its enter began), and its
+  // enter never ended. (The other ranks may have been killed mid-train: they run the phase at their own pace.)
+  EXPECT_EQ(sample_value(metrics.body, "hybridshard_phase_duration_seconds_count", {"rank=\"2\"", "phase=\"train\""}),
+            1.0)
+      << metrics.body;
   const std::optional<double> enters =
       sample_value(metrics.body, "hybridshard_phase_duration_seconds_count", {"rank=\"2\"", "phase=\"enter\""});
   EXPECT_TRUE(!enters.has_value() || *enters == 0.0) << metrics.body;
