@@ -3,6 +3,7 @@
 #include <civetweb.h>
 
 #include <cstring>
+#include <future>
 #include <mutex>
 #include <string_view>
 
@@ -29,16 +30,14 @@ const char* reason_phrase(int status) {
 }
 
 void send(mg_connection* connection, const HttpResponse& response, bool head, const char* extra_headers = "") {
-  mg_printf(connection,
-            "HTTP/1.1 %d %s\r\n"
-            "Content-Type: %s\r\n"
-            "Content-Length: %zu\r\n"
-            "Cache-Control: no-store\r\n"
-            "X-Content-Type-Options: nosniff\r\n"
-            "%s"
-            "Connection: close\r\n\r\n",
-            response.status, reason_phrase(response.status), response.content_type.c_str(), response.body.size(),
-            extra_headers);
+  // Built with std::string, not mg_printf: civetweb's workers run on small fixed stacks (100 KiB in Debian's build,
+  // less the static TLS of the libraries the process links), and glibc's printf needs more than is left there.
+  std::string header = "HTTP/1.1 " + std::to_string(response.status) + " " + reason_phrase(response.status) +
+                       "\r\nContent-Type: " + response.content_type +
+                       "\r\nContent-Length: " + std::to_string(response.body.size()) +
+                       "\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n" + extra_headers +
+                       "Connection: close\r\n\r\n";
+  mg_write(connection, header.data(), header.size());
   if (!head && !response.body.empty()) mg_write(connection, response.body.data(), response.body.size());
 }
 
@@ -77,7 +76,9 @@ struct HttpServer::Context {
     }
     HttpResponse response;
     try {
-      response = route->second();
+      // Rendered on a thread of its own: civetweb's workers have small fixed stacks (100 KiB in Debian's build), and
+      // in a process that links libtorch its static TLS takes half of that; rendering the status there overflowed.
+      response = std::async(std::launch::async, route->second).get();
     } catch (const std::exception& error) {
       response = text_response(500, std::string("error: ") + error.what() + "\n");
     }
