@@ -121,8 +121,13 @@ int command_run(const RunFlags& flags) {
   std::cout << "hybridshard: " << (result.exit_code == 0 ? "done" : "failed") << ": " << result.message << " ("
             << result.seconds << " s)" << std::endl;
   if (flags.linger_seconds > 0 && !observer.url().empty()) {
-    std::cout << "hybridshard: serving " << observer.url() << " for " << flags.linger_seconds << " s more" << std::endl;
-    std::this_thread::sleep_for(std::chrono::duration<double>(flags.linger_seconds));
+    std::cout << "hybridshard: serving " << observer.url() << " for " << flags.linger_seconds
+              << " s more (Ctrl-C ends it)" << std::endl;
+    const int interrupts = launcher_interrupt_count();
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(flags.linger_seconds);
+    while (std::chrono::steady_clock::now() < until && launcher_interrupt_count() == interrupts) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
   }
   observer.close();
   if (!temporary.empty()) std::filesystem::remove(temporary);

@@ -463,12 +463,14 @@ class Loader {
 
   void read_metrics(const YamlNode& node) {
     MetricsConfig& metrics = job_.metrics;
-    section(node, "metrics", {"listen", "record", "sample_interval_seconds"},
+    section(node, "metrics", {"listen", "record", "sample_interval_seconds", "serve_priority"},
             [&](const YamlNode& value, const std::string& key) {
               if (value.key == "listen") {
                 if (auto v = text(value, key)) metrics.listen = *v;
               } else if (value.key == "record") {
                 if (auto v = text(value, key)) metrics.record = *v;
+              } else if (value.key == "serve_priority") {
+                if (auto v = choice(value, key, {"idle", "low", "normal"})) metrics.serve_priority = *v;
               } else if (auto v = real(value, key, 0.0, 3600.0, true)) {
                 metrics.sample_interval_seconds = *v;
               }

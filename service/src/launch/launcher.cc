@@ -154,6 +154,8 @@ void install_launcher_signal_handlers() {
   ::sigaction(SIGTERM, &action, nullptr);
 }
 
+int launcher_interrupt_count() { return g_interrupts.load(); }
+
 LaunchResult run_launcher(const LaunchOptions& options) {
   const JobConfig& job = options.job;
   const int world_size = job.runtime.world_size;

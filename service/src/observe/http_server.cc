@@ -1,9 +1,11 @@
 #include "hybridshard/service/observe/http_server.h"
 
 #include <civetweb.h>
+#include <sched.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <cstring>
-#include <future>
 #include <mutex>
 #include <string_view>
 
@@ -53,6 +55,7 @@ HttpResponse text_response(int status, std::string body) {
 struct HttpServer::Context {
   std::map<std::string, HttpHandler> routes;
   mg_context* civetweb = nullptr;
+  ServePriority priority = ServePriority::kNormal;
   std::mutex stop_mutex;
 
   static int handle(mg_connection* connection, void* data) {
@@ -76,9 +79,7 @@ struct HttpServer::Context {
     }
     HttpResponse response;
     try {
-      // Rendered on a thread of its own: civetweb's workers have small fixed stacks (100 KiB in Debian's build), and
-      // in a process that links libtorch its static TLS takes half of that; rendering the status there overflowed.
-      response = std::async(std::launch::async, route->second).get();
+      response = route->second();
     } catch (const std::exception& error) {
       response = text_response(500, std::string("error: ") + error.what() + "\n");
     }
@@ -86,10 +87,32 @@ struct HttpServer::Context {
     return response.status;
   }
 
+  // Every thread of the server (listener, workers) runs at the priority asked for: serving yields to the job.
+  static void* init_thread(const mg_context* civetweb, int /*thread_type*/) {
+    const auto* self = static_cast<const Context*>(mg_get_user_data(civetweb));
+    // Linux keeps the policy and the nice value per thread; failing to lower them (a seccomp filter, say) is not an
+    // error: the server then serves at the priority it has.
+    if (self == nullptr) return nullptr;
+    if (self->priority == ServePriority::kIdle) {
+      sched_param param{};
+      (void)::sched_setscheduler(0, SCHED_IDLE, &param);
+    } else if (self->priority == ServePriority::kLow) {
+      (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
+    }
+    return nullptr;
+  }
+
   static int log_message(const mg_connection*, const char*) {
     return 1;  // civetweb's own logging off: failures to start are reported through mg_start2's error text
   }
 };
+
+ServePriority serve_priority_from_name(const std::string& name) {
+  if (name == "idle") return ServePriority::kIdle;
+  if (name == "low") return ServePriority::kLow;
+  if (name == "normal") return ServePriority::kNormal;
+  HS_THROW(core::ConfigError, "serve priority '" + name + "' is not one of idle, low or normal");
+}
 
 ListenAddress parse_listen_address(const std::string& listen) {
   ListenAddress address;
@@ -133,6 +156,7 @@ HttpServer::HttpServer(HttpServerOptions options, std::map<std::string, HttpHand
   }
   host_ = address.host;
   context_->routes = std::move(routes);
+  context_->priority = options.priority;
 
   static std::once_flag init_once;
   std::call_once(init_once, [] { mg_init_library(0); });
@@ -157,6 +181,7 @@ HttpServer::HttpServer(HttpServerOptions options, std::map<std::string, HttpHand
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
   callbacks.log_message = &Context::log_message;
+  callbacks.init_thread = &Context::init_thread;
   mg_init_data init;
   init.callbacks = &callbacks;
   init.user_data = context_.get();

@@ -1,6 +1,7 @@
 #include "hybridshard/service/observe/observer.h"
 
 #include <cstdio>
+#include <future>
 
 #include "hybridshard/core/error.h"
 #include "hybridshard/service/config/job_config.h"
@@ -12,6 +13,7 @@ ObserverOptions observer_options(const MetricsConfig& metrics) {
   ObserverOptions options;
   options.listen = metrics.listen;
   options.record = metrics.record;
+  options.http.priority = serve_priority_from_name(metrics.serve_priority);
   return options;
 }
 
@@ -19,13 +21,23 @@ Observer::Observer(ObserverOptions options) : state_(options.limits), metrics_(o
   if (!options.record.empty()) record_ = std::make_unique<RecordWriter>(options.record);
   if (!options.listen.empty()) {
     options.http.listen = options.listen;
+    // Rendered on a thread of its own: civetweb's workers have small fixed stacks (see http_server.h), and rendering
+    // the status there overflowed in the launcher, which links libtorch.
+    auto on_own_thread = [](std::function<std::string()> render) {
+      return [render = std::move(render)] { return std::async(std::launch::async, render).get(); };
+    };
+    metrics_cache_ =
+        std::make_unique<ResponseCache>(on_own_thread([this] { return metrics_.text(); }), options.max_age);
+    status_cache_ = std::make_unique<ResponseCache>(
+        on_own_thread(
+            [this] { return state_.status_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }),
+        options.max_age);
     std::map<std::string, HttpHandler> routes;
     routes["/metrics"] = [this] {
-      return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", metrics_.text()};
+      return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", *metrics_cache_->get(generation_.load())};
     };
     routes["/status"] = [this] {
-      return HttpResponse{200, "application/json",
-                          state_.status_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)};
+      return HttpResponse{200, "application/json", *status_cache_->get(generation_.load())};
     };
     routes["/healthz"] = [] { return HttpResponse{200, "text/plain; charset=utf-8", "ok\n"}; };
     server_ = std::make_unique<HttpServer>(options.http, std::move(routes));
@@ -52,6 +64,7 @@ void Observer::on_event(const nlohmann::json& event) {
   }
   state_.apply(*applied);
   metrics_.apply(*applied);
+  generation_.fetch_add(1);
   if (record_) record_->write(*applied);
 }
 
@@ -68,6 +81,10 @@ void Observer::on_line(std::string_view line, std::string_view source) {
 int Observer::port() const { return server_ ? server_->port() : 0; }
 
 std::string Observer::url() const { return server_ ? server_->url() : ""; }
+
+std::uint64_t Observer::renders() const {
+  return (metrics_cache_ ? metrics_cache_->renders() : 0) + (status_cache_ ? status_cache_->renders() : 0);
+}
 
 std::string Observer::record_path() const { return record_ ? record_->path() : ""; }
 

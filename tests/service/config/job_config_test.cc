@@ -109,7 +109,7 @@ runtime:
   timeout: 1.5s
   cpu_device_memory: 2GB
   device_memory: 79GiB
-metrics: {listen: "[::1]:9000", record: run.jsonl, sample_interval_seconds: 2}
+metrics: {listen: "[::1]:9000", record: run.jsonl, sample_interval_seconds: 2, serve_priority: low}
 )");
   ASSERT_TRUE(result.job.has_value()) << all_text(result);
   const JobConfig& job = *result.job;
@@ -148,6 +148,7 @@ metrics: {listen: "[::1]:9000", record: run.jsonl, sample_interval_seconds: 2}
   EXPECT_EQ(job.metrics.listen, "[::1]:9000");
   EXPECT_EQ(job.metrics.record, "run.jsonl");
   EXPECT_DOUBLE_EQ(job.metrics.sample_interval_seconds, 2.0);
+  EXPECT_EQ(job.metrics.serve_priority, "low");
   EXPECT_EQ(job.positions.at("train.tensor_model_parallel_size").line, 7);
   EXPECT_EQ(job.positions.at("train.tensor_model_parallel_size").column, 31);
 }

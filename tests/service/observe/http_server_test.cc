@@ -1,8 +1,14 @@
 #include "hybridshard/service/observe/http_server.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
+#include <sys/resource.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
 
 #include "hybridshard/core/error.h"
 #include "test_http_client.h"
@@ -50,6 +56,46 @@ TEST(HttpServerTest, head_answers_headers_without_body) {
   auto response = raw_http(server.port(), "HEAD /status HTTP/1.1\r\nHost: x\r\n\r\n");
   EXPECT_EQ(response.status, 200);
   EXPECT_EQ(response.body, "");
+}
+
+// The nice value (field 19) or the scheduling policy (field 41) of each thread of this process.
+std::multiset<int> thread_stat_values(int wanted) {
+  std::multiset<int> values;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream in(task.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::istringstream fields(stat.substr(stat.rfind(')') + 2));  // after "PID (COMM) "
+    std::string field;
+    for (int index = 3; index <= wanted && fields >> field; ++index) {
+      if (index == wanted) values.insert(std::stoi(field));
+    }
+  }
+  return values;
+}
+
+TEST(HttpServerTest, its_threads_run_at_the_priority_asked_for_and_answer) {
+  constexpr int kNice = 19;
+  constexpr int kPolicy = 41;
+  HttpServerOptions options = loopback_any_port();
+  options.priority = ServePriority::kIdle;
+  const std::size_t idle_before = thread_stat_values(kPolicy).count(SCHED_IDLE);
+  {
+    HttpServer server(options, routes());
+    EXPECT_EQ(http_get(server.port(), "/status").status, 200);
+    // The listener and both workers (civetweb also starts a timer thread in some builds).
+    EXPECT_GE(thread_stat_values(kPolicy).count(SCHED_IDLE), idle_before + 3);
+    EXPECT_EQ(::sched_getscheduler(0), SCHED_OTHER) << "the calling thread keeps its own policy";
+  }
+  options.priority = ServePriority::kLow;
+  const std::size_t low_before = thread_stat_values(kNice).count(10);
+  {
+    HttpServer server(options, routes());
+    EXPECT_EQ(http_get(server.port(), "/status").status, 200);
+    EXPECT_GE(thread_stat_values(kNice).count(10), low_before + 3);
+    EXPECT_EQ(::getpriority(PRIO_PROCESS, 0), 0) << "the calling thread keeps its own nice value";
+  }
+  EXPECT_EQ(serve_priority_from_name("normal"), ServePriority::kNormal);
+  EXPECT_THROW(serve_priority_from_name("realtime"), core::ConfigError);
 }
 
 TEST(HttpServerTest, unknown_path_is_404) {

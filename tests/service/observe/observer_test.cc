@@ -3,7 +3,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
+#include <thread>
+#include <vector>
 
 #include "event_sequence.h"
 #include "hybridshard/core/error.h"
@@ -56,6 +60,52 @@ TEST_F(ObserverTest, serves_status_metrics_and_health_on_one_port) {
   EXPECT_EQ(health.status, 200);
   EXPECT_EQ(health.body, "ok\n");
   EXPECT_EQ(testing::http_get(observer.port(), "/metrics/").status, 404);
+}
+
+TEST_F(ObserverTest, a_scrape_load_renders_each_endpoint_at_most_once_per_max_age_and_sees_the_newest_data) {
+  SyntheticJob job;
+  ObserverOptions options;
+  options.listen = "127.0.0.1:0";
+  options.max_age = std::chrono::milliseconds(100);
+  Observer observer(options);
+  for (const nlohmann::json& event : testing::job_opening(job)) observer.on_event(event);
+  std::atomic<bool> stop{false};
+  std::atomic<int> answered{0};
+  std::atomic<int> failed{0};
+  std::vector<std::thread> scrapers;
+  for (int thread = 0; thread < 4; ++thread) {
+    scrapers.emplace_back([&, thread] {
+      while (!stop) {
+        try {
+          const int status = testing::http_get(observer.port(), thread % 2 ? "/metrics" : "/status").status;
+          ++(status == 200 ? answered : failed);
+        } catch (const std::exception&) {
+          ++failed;
+        }
+      }
+    });
+  }
+  // Events all along: without the cache every request would render.
+  const auto started = std::chrono::steady_clock::now();
+  int iterations = 0;
+  while (std::chrono::steady_clock::now() - started < std::chrono::seconds(1) || answered < 200) {
+    for (const nlohmann::json& event : testing::job_iteration(job, iterations)) observer.on_event(event);
+    ++iterations;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  stop = true;
+  for (std::thread& scraper : scrapers) scraper.join();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  EXPECT_EQ(failed.load(), 0);
+  // Each endpoint: one render per 100 ms at most, plus the first; two endpoints.
+  EXPECT_LE(observer.renders(), static_cast<std::uint64_t>(2 * (seconds / 0.1 + 2)))
+      << answered << " answers in " << seconds << " s";
+  EXPECT_LT(observer.renders(), static_cast<std::uint64_t>(answered.load()));
+
+  // Once max_age has passed, the answer holds every event applied.
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  const nlohmann::json status = nlohmann::json::parse(testing::http_get(observer.port(), "/status").body);
+  EXPECT_EQ(status, nlohmann::json::parse(observer.status_json().dump()));
 }
 
 TEST_F(ObserverTest, records_every_event_with_memory_by_kind_filled_in) {
@@ -129,6 +179,9 @@ TEST_F(ObserverTest, options_come_from_the_jobs_metrics_section) {
   ObserverOptions options = observer_options(metrics);
   EXPECT_EQ(options.listen, "127.0.0.1:0");
   EXPECT_EQ(options.record, "out.jsonl");
+  EXPECT_EQ(options.http.priority, ServePriority::kIdle);
+  metrics.serve_priority = "normal";
+  EXPECT_EQ(observer_options(metrics).http.priority, ServePriority::kNormal);
 }
 
 }  // namespace

@@ -79,6 +79,7 @@ struct MetricsConfig {
   std::string listen = "127.0.0.1:9464";  // "" disables the endpoint
   std::string record;                     // run record file (JSON lines); "" for none
   double sample_interval_seconds = 0.5;   // memory samples
+  std::string serve_priority = "idle";    // CPU priority of the endpoint's threads: idle, low or normal
 };
 
 // Where a key's value was written in the job file (1-based), and the key path as spelled there (an alias such as

@@ -38,5 +38,7 @@ LaunchResult run_launcher(const LaunchOptions& options);
 
 // Installs the SIGINT/SIGTERM handlers run_launcher reacts to (call once, before run_launcher).
 void install_launcher_signal_handlers();
+// How many SIGINT/SIGTERM the handlers have seen so far.
+int launcher_interrupt_count();
 
 }  // namespace hybridshard::service

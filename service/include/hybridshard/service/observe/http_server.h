@@ -18,14 +18,23 @@ struct HttpResponse {
 };
 
 // Called on one of the server's worker threads for each request of its path; must be thread-safe. An exception
-// becomes a 500 answer carrying its message.
+// becomes a 500 answer carrying its message. The workers run on civetweb's small fixed stacks (100 KiB in Debian's
+// build, less the static TLS of the libraries the process links: about half of it with libtorch): a handler that
+// needs more (printf, a JSON dump of some depth) does that work on a thread of its own (see Observer).
 using HttpHandler = std::function<HttpResponse()>;
+
+// The CPU priority of the server's threads. kIdle (SCHED_IDLE): they run only on CPU time the job's processes leave
+// (the default: a scrape load then does not slow the job; under a job that keeps every core busy all the time,
+// answers wait for a gap). kLow: nice 10. kNormal: the launcher's own.
+enum class ServePriority { kIdle, kLow, kNormal };
+ServePriority serve_priority_from_name(const std::string& name);  // "idle", "low", "normal"; else core::ConfigError
 
 struct HttpServerOptions {
   std::string listen = "127.0.0.1:9464";  // HOST:PORT, [IPV6]:PORT; port 0 picks a free port (see port())
   int num_threads = 4;                    // worker threads; further connections wait in the queue
   std::size_t max_request_bytes = 8192;   // request line plus headers; larger requests are refused
   int request_timeout_ms = 10000;         // per request
+  ServePriority priority = ServePriority::kIdle;
 };
 
 // HOST:PORT or [HOST]:PORT with a numeric port in [0, 65535]; throws core::ConfigError naming what is wrong.

@@ -3,6 +3,9 @@
 // links no torch_cuda: see docs/architecture.md).
 #pragma once
 
+#include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -14,6 +17,7 @@
 #include "hybridshard/service/observe/job_state.h"
 #include "hybridshard/service/observe/metrics.h"
 #include "hybridshard/service/observe/record.h"
+#include "hybridshard/service/observe/response_cache.h"
 
 namespace hybridshard::service {
 
@@ -24,6 +28,9 @@ struct ObserverOptions {
   std::string record;  // "" for no run record
   JobStateLimits limits;
   HttpServerOptions http;  // http.listen is replaced by `listen`
+  // How old an answer of /metrics or /status may be when events came since it was rendered: under a scrape load
+  // each endpoint renders at most once per max_age, every other request gets the cached text.
+  std::chrono::milliseconds max_age{100};
   std::string version = hybridshard_version();
 };
 
@@ -32,6 +39,7 @@ ObserverOptions observer_options(const MetricsConfig& metrics);
 
 // Thread-safe: on_event() may be called from several threads (one reader per rank), the endpoints answer on the
 // server's threads. Each event reaches the state, the metrics and the record in the order on_event() was called.
+// The endpoints answer from a cache (ResponseCache) rendered on a thread of normal stack size.
 class Observer : public core::EventSink {
  public:
   explicit Observer(ObserverOptions options);
@@ -52,6 +60,7 @@ class Observer : public core::EventSink {
   int port() const;                 // 0 without an HTTP endpoint
   std::string url() const;          // "" without an HTTP endpoint
   std::string record_path() const;  // "" without a record
+  std::uint64_t renders() const;    // renders of /metrics and /status so far (each request without one was cached)
 
   // Stops the HTTP server and closes (renames into place) the record. Idempotent; throws when the record cannot be
   // finished.
@@ -61,8 +70,11 @@ class Observer : public core::EventSink {
   JobState state_;
   Metrics metrics_;
   std::unique_ptr<RecordWriter> record_;
-  std::unique_ptr<HttpServer> server_;
   std::mutex order_mutex_;
+  std::atomic<std::uint64_t> generation_{1};  // bumped by every event applied
+  std::unique_ptr<ResponseCache> metrics_cache_;
+  std::unique_ptr<ResponseCache> status_cache_;
+  std::unique_ptr<HttpServer> server_;  // last: stopped (destroyed) before the caches and the state it reads
 };
 
 }  // namespace hybridshard::service
