@@ -17,3 +17,17 @@ hybridshard_add_gtest(NAME batch_test LABEL multirank TIMEOUT 300
   SOURCES ${_hs_transition}/batch_test.cc
   LIBS hybridshard::core GTest::gtest_main)
 target_include_directories(batch_test PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/runtime)
+
+# The same matrix and batch round trips on NCCL ranks, one GPU each (label gpu: exit 77 without a GPU; cases that
+# need more GPUs than the machine has are skipped one by one).
+hybridshard_add_gtest(NAME transition_nccl_test LABEL gpu TIMEOUT 900
+  SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/runtime/gpu_test_main.cc ${_hs_transition}/transition_multirank_test.cc
+  LIBS hybridshard_test_reference)
+target_include_directories(transition_nccl_test PRIVATE ${_hs_transition} ${CMAKE_CURRENT_SOURCE_DIR}/runtime)
+target_compile_definitions(transition_nccl_test PRIVATE HYBRIDSHARD_TEST_NCCL)
+
+hybridshard_add_gtest(NAME batch_nccl_test LABEL gpu TIMEOUT 300
+  SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/runtime/gpu_test_main.cc ${_hs_transition}/batch_test.cc
+  LIBS hybridshard::core)
+target_include_directories(batch_nccl_test PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/runtime)
+target_compile_definitions(batch_nccl_test PRIVATE HYBRIDSHARD_TEST_NCCL)

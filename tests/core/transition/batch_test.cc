@@ -1,5 +1,6 @@
 // Batch re-distribution on Gloo ranks (threads on 127.0.0.1): preprocess gives each inference group its rows of the
 // global batch, postprocess gives every rank of a train replica its replica's outputs, for several layout pairs.
+// Built a second time as batch_nccl_test (HYBRIDSHARD_TEST_NCCL): on NCCL ranks, one GPU each (test_backend.h).
 #include "hybridshard/core/batch.h"
 
 #include <gtest/gtest.h>
@@ -14,6 +15,7 @@
 #include "hybridshard/core/error.h"
 #include "hybridshard/core/store.h"
 #include "rank_threads.h"
+#include "test_backend.h"
 
 namespace hybridshard::core {
 namespace {
@@ -45,7 +47,9 @@ std::int32_t output_token(std::int64_t row, std::int64_t col) {
 class BatchTest : public ::testing::TestWithParam<BatchCase> {
  protected:
   void SetUp() override {
-    if (!gloo_available()) GTEST_SKIP() << "built without Gloo";
+    if (const std::string why = testing::why_not_runnable(GetParam().train.world_size()); !why.empty()) {
+      GTEST_SKIP() << why;
+    }
     StoreOptions options;
     options.port = 0;
     options.is_server = true;
@@ -69,8 +73,9 @@ TEST_P(BatchTest, round_trip_gives_groups_their_rows_and_replicas_their_outputs)
     options.port = server_->port();
     options.timeout = kTimeout;
     auto store = Store::open(options);
-    auto world = make_gloo_communicator(*store, rank, c.train.world_size(), kTimeout);
-    BatchRedistribution batches(c.train, inference, *world);
+    auto device = testing::make_rank_device(rank, std::int64_t{1} << 26);
+    auto world = testing::make_rank_communicator(*store, rank, c.train.world_size(), kTimeout);
+    BatchRedistribution batches(c.train, inference, *world, *device);
 
     // Only the train source ranks hold their replica's prompts; the others pass an empty batch.
     const TrainLayout::Coord coord = c.train.coord(rank);
@@ -118,7 +123,9 @@ TEST_P(BatchTest, round_trip_gives_groups_their_rows_and_replicas_their_outputs)
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, BatchTest,
-                         ::testing::Values(BatchCase{"tp2_dp2_to_tp1", train_layout(2, 1, 2), 1, 4},
+                         ::testing::Values(BatchCase{"tp2_to_tp1", train_layout(2, 1, 1), 1, 3},
+                                           BatchCase{"pp2_to_tp2", train_layout(1, 2, 1), 2, 4},
+                                           BatchCase{"tp2_dp2_to_tp1", train_layout(2, 1, 2), 1, 4},
                                            BatchCase{"tp2_pp2_to_tp1", train_layout(2, 2, 1), 1, 8},
                                            BatchCase{"tp1_dp2_to_tp2", train_layout(1, 1, 2), 2, 3},
                                            BatchCase{"tp4_to_tp2", train_layout(4, 1, 1), 2, 6},

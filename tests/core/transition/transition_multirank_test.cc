@@ -1,6 +1,7 @@
 // Both strategies on Gloo ranks (threads on 127.0.0.1, each with its own CPU device) over the layout matrix: the
 // inference shards are bit-exact against the independent reference, stay right across train updates (no stale
-// data), and the device bytes match the live flat buffers to the byte after every step.
+// data), and the device bytes match the live flat buffers to the byte after every step. Built a second time as
+// transition_nccl_test (HYBRIDSHARD_TEST_NCCL): the same matrix on NCCL ranks, one GPU each (test_backend.h).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -15,6 +16,7 @@
 #include "hybridshard/core/store.h"
 #include "hybridshard/core/transition.h"
 #include "rank_threads.h"
+#include "test_backend.h"
 #include "transition_support.h"
 
 namespace hybridshard::core {
@@ -29,7 +31,9 @@ constexpr milliseconds kTimeout{20000};
 class TransitionMultirankTest : public ::testing::TestWithParam<LayoutCase> {
  protected:
   void SetUp() override {
-    if (!gloo_available()) GTEST_SKIP() << "built without Gloo";
+    if (const std::string why = testing::why_not_runnable(GetParam().train.world_size()); !why.empty()) {
+      GTEST_SKIP() << why;
+    }
     StoreOptions options;
     options.port = 0;
     options.is_server = true;
@@ -42,7 +46,7 @@ class TransitionMultirankTest : public ::testing::TestWithParam<LayoutCase> {
     options.port = server_->port();
     options.timeout = kTimeout;
     store = Store::open(options);
-    return make_gloo_communicator(*store, rank, world_size, kTimeout);
+    return testing::make_rank_communicator(*store, rank, world_size, kTimeout);
   }
 
   std::unique_ptr<Store> server_;
@@ -82,7 +86,7 @@ TEST_P(TransitionMultirankTest, hybridshard_shards_match_the_reference_across_tr
   run_ranks(world_size, [&](int rank) {
     std::unique_ptr<Store> store;
     auto comm = connect(rank, world_size, store);
-    auto device = make_cpu_device(kCapacity);
+    auto device = testing::make_rank_device(rank, kCapacity);
     RecordingEventSink events;
     const RankPlan plan = make_rank_plan(layout.spec, layout.train, inference, rank, small_buckets());
     const int shard = inference.coord(rank).tp_rank;
@@ -165,7 +169,7 @@ TEST_P(TransitionMultirankTest, seed_gives_the_same_bytes_where_it_applies) {
   run_ranks(world_size, [&](int rank) {
     std::unique_ptr<Store> store;
     auto comm = connect(rank, world_size, store);
-    auto device = make_cpu_device(kCapacity);
+    auto device = testing::make_rank_device(rank, kCapacity);
     RecordingEventSink events;
     const RankPlan plan = make_rank_plan(layout.spec, layout.train, inference, rank, small_buckets());
     const int seed_shard = inference_tp_rank_of(Strategy::kSeed, layout.train, inference, rank);
