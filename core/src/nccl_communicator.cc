@@ -3,8 +3,11 @@
 // ends in ncclCommAbort and an exception naming the rank, the operation and its sequence number.
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -18,6 +21,45 @@ namespace hybridshard::core {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Ranks of one process (threads, as in the bench and the tests) leave a communicator's teardown together. NCCL lets
+// the last local rank to destroy a communicator free every local rank's resources, on every local GPU, and cudaFree
+// waits for that GPU: a rank that had already gone on to queue work for a peer still tearing down would deadlock
+// with it (seen on 2 H100s: a world all-gather after the seed's groups were destroyed). Each local member joins a
+// communicator's key before it exists and waits, after destroying it, until every local member has (bounded).
+class LocalTeardown {
+ public:
+  static LocalTeardown& instance() {
+    static LocalTeardown teardown;
+    return teardown;
+  }
+
+  void join(const std::string& key) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++members_[key].joined;
+  }
+
+  // After this rank destroyed (or aborted) the communicator of `key`: waits until every local member has, or until
+  // `deadline`.
+  void leave_together(const std::string& key, Clock::time_point deadline) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    Members& members = members_[key];
+    ++members.left;
+    changed_.notify_all();
+    changed_.wait_until(lock, deadline, [&] { return members.left >= members.joined; });
+    if (++members.released == members.joined) members_.erase(key);  // the last one out forgets the key
+  }
+
+ private:
+  struct Members {
+    int joined = 0;
+    int left = 0;
+    int released = 0;
+  };
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::map<std::string, Members> members_;
+};
 
 // NCCL's state shared by a communicator and the subgroups split from it: the device, the stream, whether the stream
 // is the caller's.
@@ -35,9 +77,10 @@ struct NcclContext {
 
 class NcclCommunicator final : public Communicator {
  public:
+  // `key`: the same on every member, joined in LocalTeardown before the communicator was made.
   NcclCommunicator(std::shared_ptr<NcclContext> context, ncclComm_t comm, int rank, int size,
-                   std::chrono::milliseconds timeout)
-      : context_(std::move(context)), comm_(comm), rank_(rank), size_(size), timeout_(timeout) {
+                   std::chrono::milliseconds timeout, std::string key)
+      : context_(std::move(context)), comm_(comm), rank_(rank), size_(size), timeout_(timeout), key_(std::move(key)) {
     HS_CUDA_CHECK(cudaSetDevice(context_->device_index));
     HS_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
     HS_CUDA_CHECK(cudaMalloc(&barrier_scratch_, sizeof(float)));
@@ -65,6 +108,7 @@ class NcclCommunicator final : public Communicator {
         }
       }
     }
+    LocalTeardown::instance().leave_together(key_, Clock::now() + timeout_);
     if (barrier_scratch_ != nullptr) cudaFree(barrier_scratch_);
     if (done_ != nullptr) cudaEventDestroy(done_);
   }
@@ -173,15 +217,23 @@ class NcclCommunicator final : public Communicator {
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
     ncclComm_t split = nullptr;
-    enqueue(op, [&] {
-      return ncclCommSplit(comm_, member ? 0 : NCCL_SPLIT_NOCOLOR, member ? static_cast<int>(found - ranks.begin()) : 0,
-                           &split, &config);
-    });
-    if (!member) return nullptr;
-    if (split == nullptr) fail<CommError>(op, -1, "ncclCommSplit gave no communicator to a member");
-    wait_ready(op, split);
+    // Every member issues its splits in the same order: the parent's key and this operation's number name it.
+    const std::string split_key = key_ + "/" + std::to_string(op.sequence);
+    if (member) LocalTeardown::instance().join(split_key);
+    try {
+      enqueue(op, [&] {
+        return ncclCommSplit(comm_, member ? 0 : NCCL_SPLIT_NOCOLOR,
+                             member ? static_cast<int>(found - ranks.begin()) : 0, &split, &config);
+      });
+      if (!member) return nullptr;
+      if (split == nullptr) fail<CommError>(op, -1, "ncclCommSplit gave no communicator to a member");
+      wait_ready(op, split);
+    } catch (...) {
+      if (member) LocalTeardown::instance().leave_together(split_key, Clock::now());  // no wait: it never existed
+      throw;
+    }
     return std::make_unique<NcclCommunicator>(context_, split, static_cast<int>(found - ranks.begin()),
-                                              static_cast<int>(ranks.size()), timeout_);
+                                              static_cast<int>(ranks.size()), timeout_, split_key);
   }
 
   void abort() override { aborted_ = true; }
@@ -281,6 +333,7 @@ class NcclCommunicator final : public Communicator {
   std::chrono::milliseconds timeout_;
   cudaEvent_t done_ = nullptr;
   void* barrier_scratch_ = nullptr;
+  std::string key_;
   std::atomic<bool> aborted_{false};
   bool broken_ = false;
   std::uint64_t sequence_ = 0;
@@ -326,14 +379,29 @@ std::unique_ptr<Communicator> make_nccl_communicator(Store& store, int rank, int
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;
   ncclComm_t comm = nullptr;
-  HS_NCCL_CHECK(ncclCommInitRankConfig(&comm, world_size, id, rank, &config));
+  std::string key = "world:";
+  for (std::size_t i = 0; i < sizeof id; ++i) {
+    static const char* hex = "0123456789abcdef";
+    const auto byte = static_cast<unsigned char>(id.internal[i]);
+    key += hex[byte >> 4];
+    key += hex[byte & 15];
+  }
+  LocalTeardown::instance().join(key);
+  const auto never_made = [&key] { LocalTeardown::instance().leave_together(key, Clock::now()); };
+  const ncclResult_t started = ncclCommInitRankConfig(&comm, world_size, id, rank, &config);
+  if (started != ncclSuccess && started != ncclInProgress) {
+    never_made();
+    HS_NCCL_CHECK(started);
+  }
   const auto deadline = Clock::now() + timeout;
   for (;;) {
     ncclResult_t state = ncclSuccess;
-    HS_NCCL_CHECK(ncclCommGetAsyncError(comm, &state));
+    const ncclResult_t query = ncclCommGetAsyncError(comm, &state);
+    if (query != ncclSuccess) state = query;
     if (state == ncclSuccess) break;
     if (state != ncclInProgress || Clock::now() >= deadline) {
       ncclCommAbort(comm);
+      never_made();
       const std::string message =
           "nccl rank " + std::to_string(rank) + "/" + std::to_string(world_size) +
           " (cuda:" + std::to_string(device_index) + "): ncclCommInitRank " +
@@ -344,7 +412,7 @@ std::unique_ptr<Communicator> make_nccl_communicator(Store& store, int rank, int
     }
     std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
-  return std::make_unique<NcclCommunicator>(std::move(context), comm, rank, world_size, timeout);
+  return std::make_unique<NcclCommunicator>(std::move(context), comm, rank, world_size, timeout, key);
 }
 
 }  // namespace hybridshard::core

@@ -19,3 +19,8 @@ hybridshard_add_gtest(NAME core_cuda_test LABEL gpu TIMEOUT 600
           ${_hs_runtime}/cuda_device_test.cc
           ${_hs_runtime}/nccl_communicator_test.cc
   LIBS hybridshard::core)
+
+# NCCL across 2 GPUs (ranks as threads); skipped case by case with fewer GPUs, exit 77 without any.
+hybridshard_add_gtest(NAME nccl_multigpu_test LABEL gpu TIMEOUT 300
+  SOURCES ${_hs_runtime}/gpu_test_main.cc ${_hs_runtime}/nccl_multigpu_test.cc
+  LIBS hybridshard::core)

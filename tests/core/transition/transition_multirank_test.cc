@@ -226,6 +226,8 @@ TEST_P(TransitionMultirankTest, seed_gives_the_same_bytes_where_it_applies) {
       EXPECT_EQ(device->bytes_in_use(Residency::kCpu), other_stage_bytes + plan.inference_buffer.bytes);
       expect_accounting(*device, events, "seed offloaded");
     }
+    // The seed's groups are gone; the world communicator goes on.
+    comm->barrier();
     train.buffers.clear();
     EXPECT_EQ(device->bytes_in_use(Residency::kGpu), 0);
     EXPECT_EQ(device->bytes_in_use(Residency::kCpu), 0);
