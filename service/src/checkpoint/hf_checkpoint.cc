@@ -416,4 +416,18 @@ void write_hf_checkpoint(const std::filesystem::path& directory, const core::Mod
   write_text_file(directory / "config.json", hf_config_json(spec));
 }
 
+void HfCheckpoint::read_buffer(const core::ModelSpec& spec, const core::BufferLayout& layout, void* host) const {
+  const std::vector<core::HfTensor> tensors = spec.hf_tensors();
+  const auto element = static_cast<std::int64_t>(core::dtype_size(layout.dtype));
+  auto* base = static_cast<std::uint8_t*>(host);
+  std::fill(base, base + layout.bytes, std::uint8_t{0});
+  for (const core::LocalTensor& tensor : layout.tensors) {
+    for (const core::Block& block : tensor.blocks) {
+      read_block(tensors[static_cast<std::size_t>(block.hf_tensor)], block.hf_row, block.hf_col, block.rows, block.cols,
+                 layout.dtype, base + tensor.offset_bytes + (block.local_row * tensor.cols + block.local_col) * element,
+                 tensor.cols);
+    }
+  }
+}
+
 }  // namespace hybridshard::service

@@ -27,18 +27,7 @@ void fill_train_buffer(const JobConfig& job, const HfCheckpoint* checkpoint, con
     device.generate(layout, job.model.seed, data);
     return;
   }
-  const std::vector<core::HfTensor> tensors = job.model.spec.hf_tensors();
-  const std::int64_t element = static_cast<std::int64_t>(core::dtype_size(layout.dtype));
-  auto* base = static_cast<std::uint8_t*>(data);
-  device.fill_zero(data, layout.bytes);
-  for (const core::LocalTensor& tensor : layout.tensors) {
-    for (const core::Block& block : tensor.blocks) {
-      checkpoint->read_block(tensors[static_cast<std::size_t>(block.hf_tensor)], block.hf_row, block.hf_col, block.rows,
-                             block.cols, layout.dtype,
-                             base + tensor.offset_bytes + (block.local_row * tensor.cols + block.local_col) * element,
-                             tensor.cols);
-    }
-  }
+  checkpoint->read_buffer(job.model.spec, layout, data);  // the export's device is a CPU device: host memory
 }
 
 }  // namespace

@@ -177,22 +177,6 @@ std::int64_t prompt_cols(const JobConfig& job) {
                                               : static_cast<std::int64_t>(job.rollout_settings.prompts.front().size());
 }
 
-// Fills a train-layout buffer (host memory of the right size) from a checkpoint, block by block.
-void fill_from_checkpoint(const HfCheckpoint& checkpoint, const core::ModelSpec& spec, const core::BufferLayout& layout,
-                          std::uint8_t* host) {
-  const std::vector<core::HfTensor> tensors = spec.hf_tensors();
-  const std::int64_t element = static_cast<std::int64_t>(core::dtype_size(layout.dtype));
-  std::fill(host, host + layout.bytes, std::uint8_t{0});
-  for (const core::LocalTensor& tensor : layout.tensors) {
-    for (const core::Block& block : tensor.blocks) {
-      std::uint8_t* destination =
-          host + tensor.offset_bytes + (block.local_row * tensor.cols + block.local_col) * element;
-      checkpoint.read_block(tensors[static_cast<std::size_t>(block.hf_tensor)], block.hf_row, block.hf_col, block.rows,
-                            block.cols, layout.dtype, destination, tensor.cols);
-    }
-  }
-}
-
 // Whether every rank stops after `iteration`. Ranks that read the launcher's "stop" key on their own could disagree
 // (the key set between two ranks' reads), and a rank that went on would wait for the others in a collective until it
 // timed out: rank 0 decides for the iteration and the others read its decision (waiting up to the store's timeout).
@@ -317,7 +301,7 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
       buffer->move_to(core::Residency::kGpu, /*keep_contents=*/false);
       if (checkpoint) {
         std::vector<std::uint8_t> host(static_cast<std::size_t>(layout.bytes));
-        fill_from_checkpoint(*checkpoint, spec, layout, host.data());
+        checkpoint->read_buffer(spec, layout, host.data());
         device->copy(buffer->data(), core::Residency::kGpu, host.data(), core::Residency::kCpu, layout.bytes);
       } else {
         device->generate(layout, job.model.seed, buffer->data());
@@ -343,7 +327,7 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
     if (checkpoint) {
       loader = [&](const core::BufferLayout& full_layout, core::FlatBuffer& buffer) {
         std::vector<std::uint8_t> host(static_cast<std::size_t>(full_layout.bytes));
-        fill_from_checkpoint(*checkpoint, spec, full_layout, host.data());
+        checkpoint->read_buffer(spec, full_layout, host.data());
         device->copy(buffer.data(), buffer.residency(), host.data(), core::Residency::kCpu, full_layout.bytes);
         device->synchronize();
       };

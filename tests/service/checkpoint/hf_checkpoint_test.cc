@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "hybridshard/core/error.h"
+#include "hybridshard/core/train_layout.h"
 
 namespace hybridshard::service {
 namespace {
@@ -127,6 +128,55 @@ TEST(HfCheckpointTest, read_block_takes_a_sub_rectangle_converted) {
   }
   EXPECT_THROW(checkpoint.read_block(q, q.rows - 1, 0, 2, 1, core::DType::kFloat32, block.data(), 1),
                core::ConfigError);
+}
+
+TEST(HfCheckpointTest, read_buffer_fills_a_train_shard_with_padding_rows_zero) {
+  TempDir dir;
+  const core::ModelSpec spec = tiny_spec();  // vocab 500, hidden 64: tp 2 pads the vocabulary to 512
+  write_tiny(dir.path(), spec);
+  const HfCheckpoint checkpoint = HfCheckpoint::open(dir.path());
+  core::TrainLayout train;
+  train.tp = 2;
+  const std::vector<core::BufferLayout> buffers = core::train_param_buffers(spec, train, /*tp_rank=*/1, 0);
+  ASSERT_EQ(buffers.size(), 1u);
+  const core::BufferLayout& layout = buffers[0];
+  std::vector<float> host(static_cast<std::size_t>(layout.bytes / 4), -1.0f);
+  checkpoint.read_buffer(spec, layout, host.data());
+
+  auto tensor_named = [&](const std::string& name) -> const core::LocalTensor& {
+    for (const core::LocalTensor& tensor : layout.tensors) {
+      if (tensor.name == name) return tensor;
+    }
+    throw std::runtime_error("no tensor " + name);
+  };
+  auto hf_id = [&](core::HfKind kind, int layer) {
+    for (const core::HfTensor& tensor : spec.hf_tensors()) {
+      if (tensor.kind == kind && (tensor.layer == layer || layer < 0)) return tensor.id;
+    }
+    throw std::runtime_error("no hf tensor");
+  };
+  // Rows 256..511 of the padded vocabulary: 256..499 from the checkpoint, 500..511 zero.
+  const core::LocalTensor& embedding = tensor_named("embedding.word_embeddings.weight");
+  ASSERT_EQ(embedding.rows, 256);
+  const int embedding_id = hf_id(core::HfKind::kEmbedding, -1);
+  for (std::int64_t r = 0; r < 256; ++r) {
+    for (std::int64_t c = 0; c < 64; ++c) {
+      const float got = host[static_cast<std::size_t>(embedding.offset_bytes / 4 + r * 64 + c)];
+      const float want = 256 + r < 500 ? value_of(embedding_id, (256 + r) * 64 + c) : 0.0f;
+      ASSERT_EQ(got, want) << "embedding row " << 256 + r << " col " << c;
+    }
+  }
+  // o_proj of layer 1 split by columns: this rank holds columns 32..63.
+  const core::LocalTensor& proj = tensor_named("decoder.layers.1.self_attention.linear_proj.weight");
+  ASSERT_EQ(proj.cols, 32);
+  const int o_id = hf_id(core::HfKind::kO, 1);
+  for (std::int64_t r = 0; r < 64; ++r) {
+    for (std::int64_t c = 0; c < 32; ++c) {
+      ASSERT_EQ(host[static_cast<std::size_t>(proj.offset_bytes / 4 + r * 32 + c)], value_of(o_id, r * 64 + 32 + c))
+          << "o_proj row " << r << " col " << c;
+    }
+  }
+  for (float value : host) ASSERT_NE(value, -1.0f) << "every byte of the buffer is written";
 }
 
 TEST(HfCheckpointTest, sharded_checkpoint_with_index_opens_and_reads) {

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "hybridshard/core/buffer_layout.h"
 #include "hybridshard/core/model_spec.h"
 #include "hybridshard/service/checkpoint/safetensors.h"
 
@@ -51,6 +52,9 @@ class HfCheckpoint {
   // with `destination_stride` elements between rows.
   void read_block(const core::HfTensor& tensor, std::int64_t row, std::int64_t col, std::int64_t rows,
                   std::int64_t cols, core::DType dtype, void* destination, std::int64_t destination_stride) const;
+  // A whole flat buffer of `spec`'s tensors (a train or inference layout) in host memory of layout.bytes: every
+  // block read from the checkpoint, zeros where no block lands (vocabulary padding).
+  void read_buffer(const core::ModelSpec& spec, const core::BufferLayout& layout, void* host) const;
 
  private:
   friend CheckpointCheck check_hf_checkpoint(const std::filesystem::path& directory, HfCheckpoint* opened);
