@@ -59,8 +59,16 @@ std::optional<RankEnvironment> rank_environment_from_env() {
     HS_THROW(core::ConfigError, "rank " + std::to_string(result.rank) + " is outside world size " +
                                     std::to_string(result.world_size) + " (launcher: " + result.launcher + ")");
   }
+  if (result.local_rank < 0) {
+    HS_THROW(core::ConfigError,
+             "local rank " + std::to_string(result.local_rank) + " is negative (launcher: " + result.launcher + ")");
+  }
   if (const char* addr = env("MASTER_ADDR")) result.master_addr = addr;
   result.master_port = env_int("MASTER_PORT", 29500);
+  if (result.master_port < 0 || result.master_port > 65535) {
+    HS_THROW(core::ConfigError,
+             "environment variable MASTER_PORT=" + std::to_string(result.master_port) + " is not a port (0..65535)");
+  }
   // torchrun's agent hosts its own TCPStore at MASTER_PORT; our launcher hosts one too.
   const char* agent_store = env("TORCHELASTIC_USE_AGENT_STORE");
   result.store_hosted_elsewhere =
