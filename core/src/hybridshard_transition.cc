@@ -1,12 +1,15 @@
 // The kHybridshard strategy: runs a RankPlan. Every byte the rank needs lands in its final place: local pieces straight
 // from the train buffers, remote pieces packed by their owners into one staging bucket per round and scattered from
 // the receive bucket. Nothing goes through the host, no per-tensor temporaries, and the device holds at most the
-// inference buffer plus one round's send and receive staging above what the train phase held.
+// inference buffer plus one round's send and receive staging above what the train phase held. The local pieces are
+// copied in slices, one per round, launched just before that round's exchange: on a GPU the copy kernel runs on the
+// device's stream while NCCL moves the round on its own, so the local bytes cost no time of their own.
 //
 // After exit(kOffload) the inference shard waits in pinned host memory (for inspection, or for a rollout engine that
 // reads it from there); the next enter never copies it back: a train step ran in between, so every byte of it is
 // stale. enter allocates the device copy afresh, frees the host copy, and overwrites every byte (tensors, vocabulary
 // padding and alignment gaps).
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
@@ -57,6 +60,20 @@ class HybridshardTransition final : public Transition {
       }
       rounds_.push_back(std::move(prepared));
     }
+    // The local pieces in one slice per round (at least one), of about equal bytes, in plan order.
+    const std::size_t slices = std::max<std::size_t>(1, rounds_.size());
+    local_slices_.resize(slices);
+    const std::int64_t total = plan_.bytes_local();
+    std::int64_t done = 0;
+    std::size_t slice = 0;
+    for (const Piece& piece : plan_.local_pieces) {
+      while (slice + 1 < slices &&
+             done >= total * static_cast<std::int64_t>(slice + 1) / static_cast<std::int64_t>(slices)) {
+        ++slice;
+      }
+      local_slices_[slice].push_back(piece);
+      done += piece.bytes();
+    }
   }
 
   FlatBuffer& enter(const std::vector<FlatBuffer*>& train_params) override {
@@ -93,15 +110,19 @@ class HybridshardTransition final : public Transition {
     std::vector<void*> sources;
     for (FlatBuffer* buffer : train_params) sources.push_back(buffer->data());
 
-    if (!plan_.local_pieces.empty()) {
+    // One slice of the local pieces; with rounds it is not waited for here (the round's unpack waits for it).
+    auto copy_local_slice = [&](std::size_t k) {
+      const std::vector<Piece>& slice = local_slices_[k];
+      if (slice.empty()) return;
       const Stopwatch local_clock;
-      device_.copy_pieces(plan_.local_pieces, sources, nullptr, inference_base);
-      device_.synchronize();
-      const std::int64_t bytes = plan_.bytes_local();
+      device_.copy_pieces(slice, sources, nullptr, inference_base);
+      std::int64_t bytes = 0;
+      for (const Piece& piece : slice) bytes += piece.bytes();
       stats.bytes_device_to_device += bytes;
       emit_transfer(events_, rank, iteration_, TransferPath::kDeviceToDevice, bytes, local_clock.seconds(), rank,
                     "enter.local");
-    }
+    };
+    if (rounds_.empty()) copy_local_slice(0);
 
     for (std::size_t k = 0; k < rounds_.size(); ++k) {
       const PreparedRound& round = rounds_[k];
@@ -125,6 +146,7 @@ class HybridshardTransition final : public Transition {
         recvs.push_back(
             {round.recvs[i].peer, recv_base + round.recv_offsets[i], static_cast<std::size_t>(round.recvs[i].bytes)});
       }
+      copy_local_slice(k);  // after the pack's synchronize: it overlaps the exchange below
       const Stopwatch exchange_clock;
       world_.exchange(sends, recvs);
       const double exchange_seconds = exchange_clock.seconds();
@@ -210,6 +232,7 @@ class HybridshardTransition final : public Transition {
   EventSink* events_;
   std::vector<ByteRange> zero_;
   std::vector<PreparedRound> rounds_;
+  std::vector<std::vector<Piece>> local_slices_;  // plan_.local_pieces, one slice per round
   std::unique_ptr<FlatBuffer> inference_;
   TransitionStats last_enter_;
   TransitionStats last_exit_;
