@@ -139,10 +139,12 @@ TEST(EventStreamStressTest, a_server_destroyed_while_clients_send_stops_without_
   std::atomic<long> lines{0};
   auto server = std::make_unique<EventStreamServer>(
       "127.0.0.1", 0, [&](int, const std::string&) { lines.fetch_add(1); }, [](int) {});
+  // Read before the senders start: they must not touch `server`, which this thread destroys below.
+  const std::string address = server->address();
   std::vector<std::thread> senders;
   for (int rank = 0; rank < 4; ++rank) {
     senders.emplace_back([&, rank] {
-      EventStreamClient client(server->address(), rank, std::chrono::seconds(10), std::chrono::milliseconds(1));
+      EventStreamClient client(address, rank, std::chrono::seconds(10), std::chrono::milliseconds(1));
       while (!stop.load()) client.send_line(R"({"type":"seq","rank":)" + std::to_string(rank) + "}");
     });
   }
