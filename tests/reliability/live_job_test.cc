@@ -4,8 +4,8 @@
 //    come back through Prometheus's HTTP API while the job runs, and after Ctrl-C Prometheus holds exactly the enter
 //    counts of the record;
 //  - scrape load: wrk (Debian package, at idle CPU priority) with 64 connections on /metrics and 64 on /status for
-//    HYBRIDSHARD_LOAD_SECONDS (default 30) in the middle of a running job: every request answered (no socket errors,
-//    no non-2xx) and the median enter under load within 5% of the quiet windows before and after it.
+//    HYBRIDSHARD_LOAD_SECONDS (default 30, in 6 windows between 7 quiet ones) while a job runs: every request
+//    answered (no socket errors, no non-2xx) and the median enter under load within 5% of the quiet windows'.
 // Skipped when prometheus or wrk is not installed.
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -13,7 +13,9 @@
 
 #include <algorithm>
 #include <csignal>
+#include <iterator>
 #include <map>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
@@ -252,13 +254,16 @@ std::vector<std::string> idle_priority(std::vector<std::string> argv) {
   return argv;
 }
 
-// One job, watched in three windows of `seconds` each: quiet, under wrk's load on /metrics and /status (64
-// connections each), quiet again; then stopped with Ctrl-C (SIGINT: it ends at the next boundary, exit 130).
+// One job, watched in alternating windows: 7 quiet ones and between them 6 under load, each a sixth of `seconds` long
+// (so the load lasts `seconds` in all, 64 connections each on /metrics and /status). Alternating spreads any drift
+// of the machine over both kinds of window; then Ctrl-C (SIGINT: the job ends at the next boundary, exit 130).
 TEST_F(LiveJobTest, scrape_load_on_metrics_and_status_is_answered_and_does_not_slow_enter) {
   const std::string wrk = find_program({"/usr/bin/wrk", "/usr/local/bin/wrk"});
   if (wrk.empty()) GTEST_SKIP() << "wrk is not installed (Debian package wrk)";
   const char* seconds_text = std::getenv("HYBRIDSHARD_LOAD_SECONDS");
   const int seconds = seconds_text != nullptr && std::atoi(seconds_text) > 0 ? std::atoi(seconds_text) : 30;
+  constexpr int kLoadWindows = 6;
+  const int window = std::max(1, seconds / kLoadWindows);
   ScratchDir dir("live-load");
   const fs::path job = dir / "job.yaml";
   std::ofstream(job) << quickstart_with({{"iterations", "1000000"}});
@@ -272,50 +277,72 @@ TEST_F(LiveJobTest, scrape_load_on_metrics_and_status_is_answered_and_does_not_s
       std::chrono::seconds(180)))
       << launcher.wait(std::chrono::seconds(1)).describe();
 
-  const double quiet_from = epoch_seconds();
-  std::this_thread::sleep_for(std::chrono::seconds(seconds));
-  const double load_from = epoch_seconds();
-  std::vector<std::unique_ptr<ChildProcess>> loads;
   const std::string base = "http://127.0.0.1:" + std::to_string(port);
-  for (const char* path : {"/metrics", "/status"}) {
-    loads.push_back(
-        std::make_unique<ChildProcess>(idle_priority({wrk, "-t", "1", "-c", "64", "-d", std::to_string(seconds) + "s",
-                                                      "--timeout", "5s", base + path}),
-                                       std::map<std::string, std::string>{}, dir / (std::string("wrk") + (path + 1))));
+  // HYBRIDSHARD_LOAD_PATHS="/metrics /healthz" (say) loads other paths, to tell their costs apart.
+  std::vector<std::string> paths = {"/metrics", "/status"};
+  if (const char* text = std::getenv("HYBRIDSHARD_LOAD_PATHS")) {
+    std::istringstream words(text);
+    paths.assign(std::istream_iterator<std::string>(words), std::istream_iterator<std::string>());
   }
-  std::vector<WrkReport> reports;
-  for (auto& load : loads) {
-    const ChildResult result = load->wait(std::chrono::seconds(seconds + 60));
-    EXPECT_EQ(result.exit_code, 0) << result.describe();
-    reports.push_back(parse_wrk(result.out));
+  std::vector<std::pair<double, double>> quiet_windows;
+  std::vector<std::pair<double, double>> load_windows;
+  std::vector<WrkReport> reports;  // per load window: /metrics, then /status
+  for (int load = 0; load <= kLoadWindows; ++load) {
+    const double quiet_from = epoch_seconds();
+    std::this_thread::sleep_for(std::chrono::seconds(window));
+    quiet_windows.emplace_back(quiet_from, epoch_seconds());
+    if (load == kLoadWindows) break;
+    const double load_from = epoch_seconds();
+    std::vector<std::unique_ptr<ChildProcess>> loads;
+    for (const char* path : {"/metrics", "/status"}) {
+      loads.push_back(std::make_unique<ChildProcess>(
+          idle_priority(
+              {wrk, "-t", "1", "-c", "64", "-d", std::to_string(window) + "s", "--timeout", "5s", base + path}),
+          std::map<std::string, std::string>{}, dir / ("wrk" + std::to_string(load) + "-" + std::string(path + 1))));
+    }
+    for (auto& process : loads) {
+      const ChildResult result = process->wait(std::chrono::seconds(window + 60));
+      EXPECT_EQ(result.exit_code, 0) << result.describe();
+      reports.push_back(parse_wrk(result.out));
+    }
+    load_windows.emplace_back(load_from, epoch_seconds());
   }
-  const double load_to = epoch_seconds();
-  std::this_thread::sleep_for(std::chrono::seconds(seconds));
-  const double quiet_to = epoch_seconds();
   ASSERT_FALSE(launcher.poll()) << "the job ended before the test did\n" << launcher.out() << launcher.err();
   launcher.signal(SIGINT);
   const ChildResult result = launcher.wait(std::chrono::seconds(120));
   EXPECT_EQ(result.exit_code, 130) << result.describe();
 
-  for (const WrkReport& report : reports) {
+  long metrics_requests = 0;
+  long status_requests = 0;
+  for (std::size_t index = 0; index < reports.size(); ++index) {
+    const WrkReport& report = reports[index];
     EXPECT_GT(report.requests, 0) << report.text;
     EXPECT_EQ(report.socket_errors, 0) << report.text;
     EXPECT_EQ(report.non_2xx, 0) << report.text;
+    (index % paths.size() == 0 ? metrics_requests : status_requests) += report.requests;
   }
-  std::vector<double> quiet = enter_milliseconds(record, quiet_from, load_from);
-  const std::vector<double> after = enter_milliseconds(record, load_to, quiet_to);
-  quiet.insert(quiet.end(), after.begin(), after.end());
-  const std::vector<double> loaded = enter_milliseconds(record, load_from, load_to);
+  auto enters_in = [&](const std::vector<std::pair<double, double>>& windows) {
+    std::vector<double> values;
+    for (const auto& [from, to] : windows) {
+      const std::vector<double> part = enter_milliseconds(record, from, to);
+      values.insert(values.end(), part.begin(), part.end());
+    }
+    return values;
+  };
+  const std::vector<double> quiet = enters_in(quiet_windows);
+  const std::vector<double> loaded = enters_in(load_windows);
   ASSERT_GE(quiet.size(), 10u);
   ASSERT_GE(loaded.size(), 5u);
+  double loaded_seconds = 0;
+  for (const auto& [from, to] : load_windows) loaded_seconds += to - from;
   const double quiet_ms = median(quiet);
   const double loaded_ms = median(loaded);
   const double change = (loaded_ms / quiet_ms - 1) * 100;
   std::printf(
-      "load: %d s, 64 connections each on /metrics (%ld requests, %.0f/s) and /status (%ld requests, %.0f/s); enter "
-      "median %.2f ms quiet (%zu iterations), %.2f ms under load (%zu iterations): %+.1f%%\n",
-      seconds, reports[0].requests, reports[0].requests / (load_to - load_from), reports[1].requests,
-      reports[1].requests / (load_to - load_from), quiet_ms, quiet.size(), loaded_ms, loaded.size(), change);
+      "load: %d x %d s, 64 connections each on /metrics (%ld requests, %.0f/s) and /status (%ld requests, %.0f/s); "
+      "enter median %.2f ms quiet (%zu iterations in %d windows), %.2f ms under load (%zu iterations): %+.1f%%\n",
+      kLoadWindows, window, metrics_requests, metrics_requests / loaded_seconds, status_requests,
+      status_requests / loaded_seconds, quiet_ms, quiet.size(), kLoadWindows + 1, loaded_ms, loaded.size(), change);
   RecordProperty("enter_ms_quiet", std::to_string(quiet_ms));
   RecordProperty("enter_ms_loaded", std::to_string(loaded_ms));
   EXPECT_LT(change, 5.0) << "the scrape load slowed enter by more than 5%";

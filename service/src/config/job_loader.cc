@@ -463,7 +463,8 @@ class Loader {
 
   void read_metrics(const YamlNode& node) {
     MetricsConfig& metrics = job_.metrics;
-    section(node, "metrics", {"listen", "record", "sample_interval_seconds", "serve_priority"},
+    section(node, "metrics",
+            {"listen", "record", "sample_interval_seconds", "serve_priority", "max_requests_per_second"},
             [&](const YamlNode& value, const std::string& key) {
               if (value.key == "listen") {
                 if (auto v = text(value, key)) metrics.listen = *v;
@@ -471,6 +472,8 @@ class Loader {
                 if (auto v = text(value, key)) metrics.record = *v;
               } else if (value.key == "serve_priority") {
                 if (auto v = choice(value, key, {"idle", "low", "normal"})) metrics.serve_priority = *v;
+              } else if (value.key == "max_requests_per_second") {
+                if (auto v = real(value, key, 0.0, 1e6, false)) metrics.max_requests_per_second = *v;
               } else if (auto v = real(value, key, 0.0, 3600.0, true)) {
                 metrics.sample_interval_seconds = *v;
               }

@@ -1,7 +1,6 @@
 #include "hybridshard/service/observe/observer.h"
 
 #include <cstdio>
-#include <future>
 
 #include "hybridshard/core/error.h"
 #include "hybridshard/service/config/job_config.h"
@@ -14,6 +13,7 @@ ObserverOptions observer_options(const MetricsConfig& metrics) {
   options.listen = metrics.listen;
   options.record = metrics.record;
   options.http.priority = serve_priority_from_name(metrics.serve_priority);
+  options.http.max_requests_per_second = metrics.max_requests_per_second;
   return options;
 }
 
@@ -21,16 +21,11 @@ Observer::Observer(ObserverOptions options) : state_(options.limits), metrics_(o
   if (!options.record.empty()) record_ = std::make_unique<RecordWriter>(options.record);
   if (!options.listen.empty()) {
     options.http.listen = options.listen;
-    // Rendered on a thread of its own: civetweb's workers have small fixed stacks (see http_server.h), and rendering
-    // the status there overflowed in the launcher, which links libtorch.
-    auto on_own_thread = [](std::function<std::string()> render) {
-      return [render = std::move(render)] { return std::async(std::launch::async, render).get(); };
-    };
+    // Rendered on the caches' own threads (response_cache.h): normal stack size, the serving priority.
     metrics_cache_ =
-        std::make_unique<ResponseCache>(on_own_thread([this] { return metrics_.text(); }), options.max_age);
+        std::make_unique<ResponseCache>([this] { return metrics_.text(); }, options.max_age, options.http.priority);
     status_cache_ = std::make_unique<ResponseCache>(
-        on_own_thread(
-            [this] { return state_.status_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }),
+        [this] { return state_.status_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); },
         options.max_age);
     std::map<std::string, HttpHandler> routes;
     routes["/metrics"] = [this] {

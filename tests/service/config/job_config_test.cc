@@ -109,7 +109,8 @@ runtime:
   timeout: 1.5s
   cpu_device_memory: 2GB
   device_memory: 79GiB
-metrics: {listen: "[::1]:9000", record: run.jsonl, sample_interval_seconds: 2, serve_priority: low}
+metrics: {listen: "[::1]:9000", record: run.jsonl, sample_interval_seconds: 2, serve_priority: low,
+          max_requests_per_second: 10}
 )");
   ASSERT_TRUE(result.job.has_value()) << all_text(result);
   const JobConfig& job = *result.job;
@@ -149,6 +150,7 @@ metrics: {listen: "[::1]:9000", record: run.jsonl, sample_interval_seconds: 2, s
   EXPECT_EQ(job.metrics.record, "run.jsonl");
   EXPECT_DOUBLE_EQ(job.metrics.sample_interval_seconds, 2.0);
   EXPECT_EQ(job.metrics.serve_priority, "low");
+  EXPECT_DOUBLE_EQ(job.metrics.max_requests_per_second, 10.0);
   EXPECT_EQ(job.positions.at("train.tensor_model_parallel_size").line, 7);
   EXPECT_EQ(job.positions.at("train.tensor_model_parallel_size").column, 31);
 }

@@ -4,11 +4,15 @@
 #include <sched.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 #include "hybridshard/core/error.h"
 #include "test_http_client.h"
@@ -96,6 +100,46 @@ TEST(HttpServerTest, its_threads_run_at_the_priority_asked_for_and_answer) {
   }
   EXPECT_EQ(serve_priority_from_name("normal"), ServePriority::kNormal);
   EXPECT_THROW(serve_priority_from_name("realtime"), core::ConfigError);
+}
+
+TEST(HttpServerTest, requests_beyond_the_rate_wait_their_turn_and_too_long_a_wait_is_503) {
+  HttpServerOptions options = loopback_any_port();
+  options.max_requests_per_second = 20;
+  std::atomic<int> calls{0};
+  HttpServer server(options, routes(&calls));
+  const auto started = std::chrono::steady_clock::now();
+  for (int request = 0; request < 50; ++request) ASSERT_EQ(http_get(server.port(), "/status").status, 200);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  // One second's worth (20) at once, then one per 50 ms: the 30 others take at least 1.5 s.
+  EXPECT_GE(seconds, 1.4);
+  EXPECT_EQ(calls.load(), 50);
+
+  options.max_requests_per_second = 1;
+  options.max_queue_wait_ms = 1500;
+  HttpServer slow(options, routes());
+  // Six at once on two workers: the second's credit, then 1 s apart; a turn more than 1.5 s away is refused at once.
+  std::vector<int> statuses(6, 0);
+  std::vector<std::string> heads(6);
+  std::vector<std::thread> clients;
+  for (std::size_t client = 0; client < statuses.size(); ++client) {
+    clients.emplace_back([&, client] {
+      const testing::RawHttpResponse response = http_get(slow.port(), "/status");
+      statuses[client] = response.status;
+      heads[client] = response.head;
+    });
+  }
+  for (std::thread& client : clients) client.join();
+  EXPECT_EQ(std::count(statuses.begin(), statuses.end(), 200) + std::count(statuses.begin(), statuses.end(), 503), 6);
+  EXPECT_GE(std::count(statuses.begin(), statuses.end(), 200), 1);
+  EXPECT_GE(std::count(statuses.begin(), statuses.end(), 503), 1);
+  for (std::size_t client = 0; client < statuses.size(); ++client) {
+    if (statuses[client] == 503) {
+      EXPECT_NE(heads[client].find("Retry-After: 1"), std::string::npos) << heads[client];
+    }
+  }
+
+  options.max_requests_per_second = -1;
+  EXPECT_THROW(HttpServer(options, routes()), core::ConfigError);
 }
 
 TEST(HttpServerTest, unknown_path_is_404) {

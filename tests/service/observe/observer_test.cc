@@ -180,6 +180,7 @@ TEST_F(ObserverTest, options_come_from_the_jobs_metrics_section) {
   EXPECT_EQ(options.listen, "127.0.0.1:0");
   EXPECT_EQ(options.record, "out.jsonl");
   EXPECT_EQ(options.http.priority, ServePriority::kIdle);
+  EXPECT_EQ(options.http.max_requests_per_second, 50.0);
   metrics.serve_priority = "normal";
   EXPECT_EQ(observer_options(metrics).http.priority, ServePriority::kNormal);
 }

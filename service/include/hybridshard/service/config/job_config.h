@@ -80,6 +80,7 @@ struct MetricsConfig {
   std::string record;                     // run record file (JSON lines); "" for none
   double sample_interval_seconds = 0.5;   // memory samples
   std::string serve_priority = "idle";    // CPU priority of the endpoint's threads: idle, low or normal
+  double max_requests_per_second = 50;    // the endpoint's pace; 0: no limit
 };
 
 // Where a key's value was written in the job file (1-based), and the key path as spelled there (an alias such as

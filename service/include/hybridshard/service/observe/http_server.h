@@ -28,6 +28,7 @@ using HttpHandler = std::function<HttpResponse()>;
 // answers wait for a gap). kLow: nice 10. kNormal: the launcher's own.
 enum class ServePriority { kIdle, kLow, kNormal };
 ServePriority serve_priority_from_name(const std::string& name);  // "idle", "low", "normal"; else core::ConfigError
+void apply_serve_priority(ServePriority priority);                // to the calling thread
 
 struct HttpServerOptions {
   std::string listen = "127.0.0.1:9464";  // HOST:PORT, [IPV6]:PORT; port 0 picks a free port (see port())
@@ -35,6 +36,10 @@ struct HttpServerOptions {
   std::size_t max_request_bytes = 8192;   // request line plus headers; larger requests are refused
   int request_timeout_ms = 10000;         // per request
   ServePriority priority = ServePriority::kIdle;
+  // Requests beyond this rate wait their turn (one second's worth may come at once); 0: no limit. A request whose
+  // turn is more than max_queue_wait_ms away is answered 503 with Retry-After at once.
+  double max_requests_per_second = 50;
+  int max_queue_wait_ms = 8000;
 };
 
 // HOST:PORT or [HOST]:PORT with a numeric port in [0, 65535]; throws core::ConfigError naming what is wrong.
