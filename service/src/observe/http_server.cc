@@ -47,9 +47,8 @@ void send(mg_connection* connection, const HttpResponse& response, bool head, co
                        "Connection: close\r\n\r\n";
   mg_write(connection, header.data(), header.size());
   if (head) return;
-  // In slices: each write is one system call, and a kernel that does not preempt (PREEMPT_NONE, common on servers
-  // and VMs) lets a rank that wakes up run only when the call returns. A /status answer is ~230 KB; written at once it
-  // held a core for the whole loopback transfer and slowed the job's enter by ~17 % under wrk on 2 cores.
+  // In slices: each write is one system call, and on a kernel that does not preempt (PREEMPT_NONE, common on servers
+  // and VMs) a rank that wakes up waits for the call in progress; a /status answer is ~230 KB.
   constexpr std::size_t kSlice = 16 * 1024;
   for (std::size_t offset = 0; offset < response.body.size(); offset += kSlice) {
     const std::size_t bytes = std::min(kSlice, response.body.size() - offset);
