@@ -234,9 +234,9 @@ class ScratchDir {
   std::filesystem::path path_;
 };
 
-// The quickstart job with some of its values replaced ("key: old" lines, matched on the key).
-inline std::string quickstart_with(const std::map<std::string, std::string>& values) {
-  std::istringstream in(read_text_file(source_path("configs/quickstart.yaml")));
+// A job file of the source tree with some of its values replaced ("key: old" lines, matched on the key).
+inline std::string job_with(const std::string& relative, const std::map<std::string, std::string>& values) {
+  std::istringstream in(read_text_file(source_path(relative)));
   std::ostringstream out;
   std::string line;
   while (std::getline(in, line)) {
@@ -251,6 +251,11 @@ inline std::string quickstart_with(const std::map<std::string, std::string>& val
     out << line << "\n";
   }
   return out.str();
+}
+
+// The quickstart job with some of its values replaced.
+inline std::string quickstart_with(const std::map<std::string, std::string>& values) {
+  return job_with("configs/quickstart.yaml", values);
 }
 
 }  // namespace hybridshard::testing

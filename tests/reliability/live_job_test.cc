@@ -6,7 +6,8 @@
 //  - scrape load: wrk (Debian package, at idle CPU priority) with 64 connections on /metrics and 64 on /status for
 //    HYBRIDSHARD_LOAD_SECONDS (default 30, in 6 windows between 7 quiet ones) while a job runs: every request
 //    answered (no socket errors, no non-2xx); the enter change per load window against the quiet windows around it
-//    is printed and must stay under 25 % (the 5 % target is within this machine's noise: see the assertion).
+//    must stay under 5 % on a host of 8 or more cores, under 25 % on fewer (see the assertion).
+//    HYBRIDSHARD_LOAD_JOB runs another job file (configs/single-gpu.yaml on the GPU host), HYBRIDSHARD_WRK names wrk.
 // Skipped when prometheus or wrk is not installed.
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -258,8 +259,11 @@ std::vector<std::string> idle_priority(std::vector<std::string> argv) {
 // One job, watched in alternating windows: 7 quiet ones and between them 6 under load, each a sixth of `seconds` long
 // (so the load lasts `seconds` in all, 64 connections each on /metrics and /status). Alternating spreads any drift
 // of the machine over both kinds of window; then Ctrl-C (SIGINT: the job ends at the next boundary, exit 130).
-TEST_F(LiveJobTest, scrape_load_on_metrics_and_status_is_answered_and_enter_is_measured_per_window) {
-  const std::string wrk = find_program({"/usr/bin/wrk", "/usr/local/bin/wrk"});
+TEST_F(LiveJobTest, scrape_load_on_metrics_and_status_is_answered_and_barely_changes_enter) {
+  // HYBRIDSHARD_WRK: wrk elsewhere (the GPU machine carries it in .gpu-deps).
+  const char* wrk_override = std::getenv("HYBRIDSHARD_WRK");
+  const std::string wrk =
+      wrk_override != nullptr ? std::string(wrk_override) : find_program({"/usr/bin/wrk", "/usr/local/bin/wrk"});
   if (wrk.empty()) GTEST_SKIP() << "wrk is not installed (Debian package wrk)";
   const char* seconds_text = std::getenv("HYBRIDSHARD_LOAD_SECONDS");
   const int seconds = seconds_text != nullptr && std::atoi(seconds_text) > 0 ? std::atoi(seconds_text) : 30;
@@ -267,7 +271,10 @@ TEST_F(LiveJobTest, scrape_load_on_metrics_and_status_is_answered_and_enter_is_m
   const int window = std::max(1, seconds / kLoadWindows);
   ScratchDir dir("live-load");
   const fs::path job = dir / "job.yaml";
-  std::ofstream(job) << quickstart_with({{"iterations", "1000000"}});
+  // HYBRIDSHARD_LOAD_JOB: another job file (relative to the source tree), e.g. configs/single-gpu.yaml on a GPU host.
+  const char* job_override = std::getenv("HYBRIDSHARD_LOAD_JOB");
+  std::ofstream(job) << job_with(job_override != nullptr ? job_override : "configs/quickstart.yaml",
+                                 {{"iterations", "1000000"}});
   const fs::path record = dir / "run.jsonl";
   const int port = free_loopback_port();
   ChildProcess launcher({hybridshard_binary(), "run", job.string(), "--metrics-listen",
@@ -363,10 +370,13 @@ TEST_F(LiveJobTest, scrape_load_on_metrics_and_status_is_answered_and_enter_is_m
       each.c_str(), change);
   RecordProperty("enter_ms_quiet", std::to_string(quiet_ms));
   RecordProperty("enter_ms_loaded", std::to_string(loaded_ms));
-  // The target is < 5 %. On the 2-vCPU CI machine the enter time of quiet windows alone varies by about
-  // ±7 % (docs/reliability.md: nine runs of this measurement read −7 % to +13 %), so 5 % cannot be told from noise
-  // here and is not asserted; 25 % is, which the endpoint as first built (+81 %: a render per request) fails.
-  EXPECT_LT(change, 25.0) << "the scrape load slowed enter by more than 25%";
+  // The target is < 5 %. It is asserted where the load generator has cores of its own (8 or more: on the 16-core
+  // H100 host, single-gpu.yaml read -0.4 % and +0.1 %). On the 2-vCPU CI machine wrk shares the job's cores and
+  // quiet windows alone vary by about +-7 % (docs/reliability.md lists ten measurements): there 25 % is asserted, a
+  // regression guard that the endpoint as first built (+81 %: a render per request) fails.
+  const double bound = std::thread::hardware_concurrency() >= 8 ? 5.0 : 25.0;
+  EXPECT_LT(change, bound) << "the scrape load slowed enter by more than " << bound << "% on "
+                           << std::thread::hardware_concurrency() << " cores";
 }
 
 }  // namespace
