@@ -22,7 +22,8 @@ ResponseCache::~ResponseCache() {
 std::shared_ptr<const std::string> ResponseCache::get(std::uint64_t generation) {
   std::unique_lock<std::mutex> lock(mutex_);
   const bool fresh = answer_ && (answer_generation_ >= generation || Clock::now() - rendered_at_ < max_age_);
-  if (fresh || (answer_ && rendering_)) return answer_;
+  const bool rendering = started_ != finished_;
+  if (fresh || (answer_ && rendering)) return answer_;
   if (generation > wanted_generation_) wanted_generation_ = generation;
   const std::uint64_t ticket = ++requested_;  // served by the first render that starts from now on
   work_.notify_one();
@@ -46,7 +47,6 @@ void ResponseCache::run() {
     if (stopping_) return;
     started_ = requested_;
     const std::uint64_t generation = wanted_generation_;
-    rendering_ = true;
     lock.unlock();
     std::shared_ptr<const std::string> answer;
     std::exception_ptr error;
@@ -56,7 +56,6 @@ void ResponseCache::run() {
       error = std::current_exception();
     }
     lock.lock();
-    rendering_ = false;
     last_error_ = error;
     if (answer) {
       ++renders_;

@@ -56,9 +56,9 @@ class ResponseCache {
   std::uint64_t wanted_generation_ = 0;  // the newest generation a request asked for
   std::uint64_t requested_ = 0;          // render requests so far (a request's ticket)
   std::uint64_t started_ = 0;            // requested_ when the running or last render started
-  std::uint64_t finished_ = 0;           // started_ of the last render that finished or failed
+  std::uint64_t finished_ = 0;           // started_ of the last render that finished or failed (a render runs
+                                         // while started_ != finished_)
   std::exception_ptr last_error_;        // of the last render, if it failed
-  bool rendering_ = false;
   bool stopping_ = false;
   std::uint64_t renders_ = 0;
   std::thread thread_;  // last: started once every field above is ready
