@@ -16,13 +16,14 @@
 #include "hybridshard/core/device.h"
 #include "hybridshard/core/error.h"
 #include "hybridshard/core/store.h"
+#include "hybridshard/service/rank/rank_setup.h"
 
 namespace hybridshard::service::bench {
 namespace {
 
-std::unique_ptr<core::Device> make_device(const BenchConfig& config, int device_index) {
-  if (config.use_cuda) return core::make_cuda_device(device_index);
-  return core::make_cpu_device(config.cpu_device_memory);
+DeviceChoice device_of(const BenchConfig& config, int rank) {
+  return DeviceChoice{config.use_cuda ? core::DeviceType::kCuda : core::DeviceType::kCpu, rank,
+                      config.cpu_device_memory};
 }
 
 // Every rank's communicator while it is alive, so that a rank that fails can abort the others at once instead of
@@ -53,14 +54,13 @@ class CommunicatorRegistry {
 std::vector<detail::RankResult> run_ranks_as_threads(const BenchConfig& config) {
   const int world_size = config.train.world_size();
   const std::chrono::milliseconds timeout(config.timeout_ms);
-  core::StoreOptions server_options;
-  server_options.host = "127.0.0.1";
-  server_options.port = 0;
-  server_options.is_server = true;
-  server_options.world_size = -1;
-  server_options.timeout = timeout;
-  server_options.prefix = "hybridshard-bench";
-  const std::unique_ptr<core::Store> server = core::Store::open(server_options);
+  StoreAddress address;
+  address.port = 0;
+  address.host_it = true;
+  address.prefix = "hybridshard-bench";
+  const std::unique_ptr<core::Store> server = open_store(address, -1, timeout);
+  address.port = server->port();
+  address.host_it = false;
 
   std::vector<detail::RankResult> results(static_cast<std::size_t>(world_size));
   std::vector<std::exception_ptr> errors(static_cast<std::size_t>(world_size));
@@ -71,15 +71,10 @@ std::vector<detail::RankResult> run_ranks_as_threads(const BenchConfig& config) 
   for (int rank = 0; rank < world_size; ++rank) {
     threads.emplace_back([&, rank] {
       try {
-        core::StoreOptions options = server_options;
-        options.is_server = false;
-        options.port = server->port();
-        const std::unique_ptr<core::Store> store = core::Store::open(options);
-        const std::unique_ptr<core::Device> device = make_device(config, rank);
-        std::unique_ptr<core::Communicator> world =
-            config.backend == core::Backend::kGloo
-                ? core::make_gloo_communicator(*store, rank, world_size, timeout)
-                : core::make_nccl_communicator(*store, rank, world_size, rank, timeout);
+        const std::unique_ptr<core::Store> store = open_store(address, world_size, timeout);
+        const DeviceChoice device_choice = device_of(config, rank);
+        const std::unique_ptr<core::Device> device = open_device(device_choice);
+        std::unique_ptr<core::Communicator> world = open_world(*store, device_choice, rank, world_size, timeout);
         registry.add(world.get());
         try {
           results[static_cast<std::size_t>(rank)] = detail::run_rank(config, rank, *device, world.get());
@@ -108,7 +103,7 @@ std::vector<detail::RankResult> run_ranks_as_threads(const BenchConfig& config) 
 BenchReport run_bench_report(const BenchConfig& config) {
   std::vector<detail::RankResult> results;
   if (config.backend == core::Backend::kLoopback) {
-    const std::unique_ptr<core::Device> device = make_device(config, 0);
+    const std::unique_ptr<core::Device> device = open_device(device_of(config, 0));
     results.push_back(detail::run_rank(config, config.rank, *device, nullptr));
   } else {
     results = run_ranks_as_threads(config);

@@ -20,6 +20,7 @@
 #include "hybridshard/core/reshard_plan.h"
 #include "hybridshard/core/transition.h"
 #include "hybridshard/core/weight_generator.h"
+#include "hybridshard/service/rank/rank_setup.h"
 
 namespace hybridshard::service::bench::detail {
 namespace {
@@ -190,15 +191,9 @@ void run_strategy(const BenchConfig& config, int rank, core::Device& device, cor
   }
 
   // This rank's train parameters, as every train rank holds them at `version`.
-  std::vector<std::unique_ptr<core::FlatBuffer>> train_params;
-  std::vector<core::FlatBuffer*> train_pointers;
-  for (const core::BufferLayout& layout : plan.train_buffers) {
-    auto buffer = std::make_unique<core::FlatBuffer>(layout, core::BufferKind::kParams, device, nullptr, rank);
-    buffer->move_to(core::Residency::kGpu, false);
-    device.generate(layout, config.version, buffer->data());
-    train_pointers.push_back(buffer.get());
-    train_params.push_back(std::move(buffer));
-  }
+  auto train_params = std::make_unique<TrainWeights>(config.spec, plan.train_buffers, device, nullptr, rank,
+                                                     WeightSource{nullptr, config.version});
+  const std::vector<core::FlatBuffer*>& train_pointers = train_params->buffers();
   const int shard_tp_rank = core::inference_tp_rank_of(strategy, config.train, config.inference, rank);
   std::unique_ptr<ShardChecker> checker;
   if (config.check) {
@@ -260,7 +255,7 @@ void run_strategy(const BenchConfig& config, int rank, core::Device& device, cor
       }
     }
   }
-  train_params.clear();
+  train_params.reset();
   checker.reset();
 
   // The bound for the bytes this strategy received: the same bytes over the same communicator, or (loopback) one

@@ -24,6 +24,7 @@
 #include "hybridshard/service/checkpoint/hf_checkpoint.h"
 #include "hybridshard/service/config/memory_plan.h"
 #include "hybridshard/service/observe/event_json.h"
+#include "hybridshard/service/rank/rank_setup.h"
 #include "hybridshard/service/workloads/reference_model.h"
 #include "hybridshard/service/workloads/rollout.h"
 #include "hybridshard/service/workloads/train_step.h"
@@ -33,18 +34,6 @@ namespace hybridshard::service {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-bool use_cuda(const JobConfig& job) {
-  switch (job.runtime.backend) {
-    case BackendChoice::kNccl:
-      return true;
-    case BackendChoice::kGloo:
-      return false;
-    case BackendChoice::kAuto:
-      return core::cuda_available();
-  }
-  return false;
-}
 
 // Fault injection for the reliability tests: HYBRIDSHARD_FAULT="RANK:PHASE:ACTION[:ITERATION]" makes rank RANK
 // kill itself (ACTION kill), stop itself (stop: SIGSTOP, as a hung process) or throw (error) when PHASE begins
@@ -188,22 +177,6 @@ bool stop_agreed(core::Store& store, int rank, int iteration) {
 
 }  // namespace
 
-std::vector<int> rollout_group_of(const JobConfig& job, int rank) {
-  std::vector<int> members;
-  const int tp = job.rollout.tp;
-  if (job.runtime.strategy == core::Strategy::kSeed && job.train.tp % tp == 0) {
-    // verl's vLLM groups: strided inside the train tp group, micro data-parallel rank fastest.
-    const int micro = job.train.tp / tp;
-    const int train_tp_rank = job.train.coord(rank).tp_rank;
-    const int base = rank - train_tp_rank;
-    for (int shard = 0; shard < tp; ++shard) members.push_back(base + shard * micro + train_tp_rank % micro);
-  } else {
-    const int group = rank / tp;
-    for (int shard = 0; shard < tp; ++shard) members.push_back(group * tp + shard);
-  }
-  return members;
-}
-
 int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostream& log) {
   const int rank = environment.rank;
   core::set_error_rank(rank);
@@ -222,99 +195,43 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
   const bool print_progress = environment.events_address.empty() && rank == 0;
   StreamEventSink events(rank, std::move(stream), print_progress ? &log : nullptr);
 
-  // Device and communicator.
-  const bool cuda = use_cuda(job);
-  std::unique_ptr<core::Device> device;
-  if (cuda) {
-    const int index =
-        job.runtime.devices.empty()
-            ? environment.local_rank
-            : job.runtime.devices[static_cast<std::size_t>(environment.local_rank) % job.runtime.devices.size()];
-    device = core::make_cuda_device(index);
-  } else {
-    device = core::make_cpu_device(job.runtime.cpu_device_memory);
-  }
-  // A rank whose plan does not fit its device refuses to start, and says why with the whole plan.
-  {
+  // Device, store, communicators, plan and train weights. A rank whose memory plan does not fit its device refuses
+  // to start before it contacts a peer, and says why with the whole plan.
+  RankSetupHooks hooks;
+  hooks.device_open = [&](core::Device& device) {
     const MemoryPlan memory =
-        make_memory_plan(job, job.runtime.device_memory > 0 ? job.runtime.device_memory : device->total_memory());
+        make_memory_plan(job, job.runtime.device_memory > 0 ? job.runtime.device_memory : device.total_memory());
     const RankMemoryPlan& mine = memory.ranks.at(static_cast<std::size_t>(rank));
     if (!mine.fits) {
       std::string why;
       for (const std::string& note : mine.notes) why += "\n  " + note;
       HS_THROW(core::OutOfMemoryError, "rank " + std::to_string(rank) + " on " + environment.host +
-                                           ": the job does not fit this device (" + device->description() + "):" + why +
+                                           ": the job does not fit this device (" + device.description() + "):" + why +
                                            "\n" + format_memory_plan(memory));
     }
-  }
-  events.send(rank_up_event_json(rank, environment.host, static_cast<long>(::getpid()), device->description(),
-                                 core::wall_time_now()));
-
-  core::StoreOptions store_options;
-  store_options.host = environment.master_addr;
-  store_options.port = environment.master_port;
-  store_options.is_server = !environment.store_hosted_elsewhere && rank == 0;
-  store_options.world_size = environment.world_size;
-  store_options.timeout = job.runtime.timeout;
-  std::unique_ptr<core::Store> store = core::Store::open(store_options);
-  std::unique_ptr<core::Store> world_store = store->scoped("world");
-  std::unique_ptr<core::Communicator> world =
-      cuda ? core::make_nccl_communicator(
-                 *world_store, rank, environment.world_size,
-                 job.runtime.devices.empty()
-                     ? environment.local_rank
-                     : job.runtime
-                           .devices[static_cast<std::size_t>(environment.local_rank) % job.runtime.devices.size()],
-                 job.runtime.timeout)
-           : core::make_gloo_communicator(*world_store, rank, environment.world_size, job.runtime.timeout);
-
-  // Every rank takes part in creating every rollout group; each keeps its own.
-  std::unique_ptr<core::Communicator> rollout_group;
-  std::vector<int> my_group = rollout_group_of(job, rank);
-  if (job.rollout.tp > 1) {
-    std::vector<std::vector<int>> groups;
-    for (int member = 0; member < environment.world_size; ++member) {
-      std::vector<int> group = rollout_group_of(job, member);
-      if (std::find(groups.begin(), groups.end(), group) == groups.end()) groups.push_back(group);
-    }
-    for (const std::vector<int>& group : groups) {
-      std::unique_ptr<core::Communicator> created = world->subgroup(group);
-      if (created) rollout_group = std::move(created);
-    }
-  }
-
-  // Plan and train parameters.
-  core::PlanOptions plan_options;
-  plan_options.bucket_bytes = job.memory.bucket_bytes;
-  core::RankPlan plan = core::make_rank_plan(spec, job.train, job.rollout, rank, plan_options);
-  const int inference_tp_rank = core::inference_tp_rank_of(job.runtime.strategy, job.train, job.rollout, rank);
-
-  std::optional<HfCheckpoint> checkpoint;
-  if (!job.model.checkpoint.empty()) checkpoint = HfCheckpoint::open(job.model.checkpoint);
-
-  std::vector<std::unique_ptr<core::FlatBuffer>> params;
-  std::vector<core::FlatBuffer*> param_pointers;
-  {
+    events.send(rank_up_event_json(rank, environment.host, static_cast<long>(::getpid()), device.description(),
+                                   core::wall_time_now()));
+  };
+  hooks.around_weights = [&](const std::function<void()>& load) {
     PhaseScope phase(events, rank, -1, "init");
-    for (const core::BufferLayout& layout : plan.train_buffers) {
-      auto buffer = std::make_unique<core::FlatBuffer>(layout, core::BufferKind::kParams, *device, &events, rank);
-      buffer->move_to(core::Residency::kGpu, /*keep_contents=*/false);
-      if (checkpoint) {
-        std::vector<std::uint8_t> host(static_cast<std::size_t>(layout.bytes));
-        checkpoint->read_buffer(spec, layout, host.data());
-        device->copy(buffer->data(), core::Residency::kGpu, host.data(), core::Residency::kCpu, layout.bytes);
-      } else {
-        device->generate(layout, job.model.seed, buffer->data());
-      }
-      param_pointers.push_back(buffer.get());
-      params.push_back(std::move(buffer));
-    }
-    device->synchronize();
-  }
+    load();
+  };
+  StoreAddress store_address;
+  store_address.host = environment.master_addr;
+  store_address.port = environment.master_port;
+  store_address.host_it = !environment.store_hosted_elsewhere && rank == 0;
+  RankSetupOptions setup_options = rank_setup_options(job, rank, environment.local_rank, store_address);
+  setup_options.events = &events;
+  RankSetup setup(setup_options, hooks);
+  core::Device* device = &setup.device();
+  core::Communicator* world = &setup.world();
+  core::Transition* transition = &setup.transition();
+  const std::vector<core::FlatBuffer*>& param_pointers = setup.train_params();
+  const HfCheckpoint* checkpoint = setup.checkpoint();
 
   workloads::AdamOptions adam;
   adam.learning_rate = job.schedule.learning_rate;
-  workloads::TrainStep train(plan.train_buffers, param_pointers, *device, &events, rank, adam);
+  workloads::TrainStep train(setup.plan().train_buffers, param_pointers, *device, &events, rank, adam);
 
   std::unique_ptr<workloads::ReferenceModel> reference;
   const bool check = job.rollout_settings.check && spec.num_parameters() <= job.rollout_settings.check_max_parameters;
@@ -324,7 +241,7 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
   }
   if (check) {
     workloads::FullModelLoader loader;
-    if (checkpoint) {
+    if (checkpoint != nullptr) {
       loader = [&](const core::BufferLayout& full_layout, core::FlatBuffer& buffer) {
         std::vector<std::uint8_t> host(static_cast<std::size_t>(full_layout.bytes));
         checkpoint->read_buffer(spec, full_layout, host.data());
@@ -337,8 +254,6 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
     reference = std::make_unique<workloads::ReferenceModel>(spec, *device, &events, rank, adam, job.model.seed, loader);
   }
 
-  std::unique_ptr<core::Transition> transition =
-      core::make_transition(job.runtime.strategy, plan, *world, *device, &events);
   core::BatchRedistribution batches(job.train, job.rollout, *world, *device);
 
   // The KV cache budget: what the job gives, else gpu_memory_utilization of the device minus what is in use once the
@@ -362,8 +277,8 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
                      " bytes after the weights, but the rollout needs " + std::to_string(needed));
       }
     }
-    rollout = std::make_unique<workloads::Rollout>(spec, job.rollout, inference_tp_rank, rollout_group.get(), *device,
-                                                   &events, rank, budget);
+    rollout = std::make_unique<workloads::Rollout>(spec, job.rollout, setup.inference_tp_rank(), setup.rollout_group(),
+                                                   *device, &events, rank, budget);
   };
 
   std::atomic<int> current_iteration{-1};
@@ -376,7 +291,7 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
     current_iteration = iteration;
     events.set_iteration(iteration);
     transition->set_iteration(iteration);
-    for (auto& buffer : params) buffer->set_iteration(iteration);
+    setup.train_weights().set_iteration(iteration);
 
     {
       PhaseScope phase(events, rank, iteration, "train");
@@ -401,7 +316,7 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
       }
       shard = &transition->enter(param_pointers);
       if (job.memory.offload_params_in_rollout) {
-        for (auto& buffer : params) buffer->move_to(core::Residency::kCpu, true);
+        for (core::FlatBuffer* buffer : param_pointers) buffer->move_to(core::Residency::kCpu, true);
       }
       device->synchronize();
     }
@@ -438,13 +353,13 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
       PhaseScope phase(events, rank, iteration, "exit");
       transition->exit(job.memory.exit_policy);
       if (job.memory.offload_params_in_rollout) {
-        for (auto& buffer : params) buffer->move_to(core::Residency::kGpu, true);
+        for (core::FlatBuffer* buffer : param_pointers) buffer->move_to(core::Residency::kGpu, true);
       }
       device->synchronize();
     }
     emit_memory_sample(events, *device, rank, iteration);
 
-    if (stop_agreed(*store, rank, iteration)) {
+    if (stop_agreed(setup.store(), rank, iteration)) {
       log << "[rank " << rank << "] stopping after iteration " << iteration + 1 << " as the launcher asked\n";
       exit_code = 130;
       break;

@@ -14,7 +14,4 @@ namespace hybridshard::service {
 // phase boundary because the launcher asked.
 int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostream& log);
 
-// The members of `rank`'s rollout (inference tensor-parallel) group, in inference tp-rank order.
-std::vector<int> rollout_group_of(const JobConfig& job, int rank);
-
 }  // namespace hybridshard::service
