@@ -31,6 +31,14 @@ std::int64_t InferenceLayout::kv_heads_per_rank(const ModelSpec& spec) const {
   return std::max<std::int64_t>(1, spec.num_key_value_heads / tp);
 }
 
+InferenceLayout::ExpertRange InferenceLayout::experts_of(const ModelSpec& spec, int tp_rank) const {
+  if (!expert_parallel || tp <= 1) return {0, spec.num_experts};
+  const std::int64_t base = spec.num_experts / tp;
+  const std::int64_t remainder = spec.num_experts % tp;
+  const std::int64_t r = tp_rank;
+  return {r * base + std::min(r, remainder), base + (r < remainder ? 1 : 0)};
+}
+
 std::vector<std::string> InferenceLayout::validate(const ModelSpec& spec) const {
   std::vector<std::string> problems;
   const std::string key = "rollout tensor_model_parallel_size";
@@ -53,9 +61,26 @@ std::vector<std::string> InferenceLayout::validate(const ModelSpec& spec) const 
                        " or be a multiple of it (vLLM replicates KV heads only when tensor_model_parallel_size > "
                        "num_key_value_heads)");
   }
-  if (spec.intermediate_size > 0 && spec.intermediate_size % tp != 0) {
+  bool dense_mlp = false;
+  for (std::int64_t layer = 0; layer < spec.num_hidden_layers; ++layer) dense_mlp |= !spec.layer_has_experts(layer);
+  if (dense_mlp && spec.intermediate_size > 0 && spec.intermediate_size % tp != 0) {
     problems.push_back(key + " " + num(tp) + " does not divide intermediate_size " + num(spec.intermediate_size) +
                        " (vLLM)");
+  }
+  if (!spec.is_moe()) {
+    if (expert_parallel) {
+      problems.push_back("rollout enable_expert_parallel applies to models with experts; " +
+                         std::string(architecture_name(spec.architecture)) + " has none");
+    }
+  } else if (expert_parallel) {
+    if (spec.num_experts > 0 && spec.num_experts < tp) {
+      problems.push_back("rollout enable_expert_parallel: " + key + " " + num(tp) + " exceeds num_experts " +
+                         num(spec.num_experts) + " (some rank would hold no expert)");
+    }
+  } else if (spec.moe_intermediate_size > 0 && spec.moe_intermediate_size % tp != 0) {
+    problems.push_back(key + " " + num(tp) + " does not divide moe_intermediate_size " +
+                       num(spec.moe_intermediate_size) +
+                       " (vLLM's tensor-parallel experts split every expert; or set enable_expert_parallel)");
   }
   if (pad_vocab_to >= 1 && spec.vocab_size > 0 && padded_vocab(spec) % tp != 0) {
     problems.push_back(key + " " + num(tp) + " does not divide the padded vocabulary " + num(padded_vocab(spec)) +
@@ -92,6 +117,29 @@ BufferLayout inference_param_buffer(const ModelSpec& spec, const InferenceLayout
     return tensor;
   };
 
+  // Router, then vLLM's fused-MoE parameters w13_weight [El, 2*f, h] and w2_weight [El, h, f] in the 2-D view.
+  const InferenceLayout::ExpertRange local = layout.experts_of(spec, tp_rank);
+  const std::int64_t f = layout.expert_parallel ? spec.moe_intermediate_size : spec.moe_intermediate_size / tp;
+  const std::int64_t u = layout.expert_parallel ? 0 : tp_rank;
+  const auto append_experts = [&](BufferLayout& buffer, const std::string& prefix, int layer) {
+    const HfTensor& router = hf.layer_tensor(layer, HfKind::kRouter);
+    LocalTensor gate = make_tensor(prefix + "gate.weight", router.rows, router.cols, false);
+    gate.blocks.push_back(make_block(router, 0, 0, 0, 0, router.rows, router.cols));
+    append_tensor(buffer, std::move(gate));
+    LocalTensor w13 = make_tensor(prefix + "experts.w13_weight", local.count * 2 * f, h, false);
+    w13.shape = {local.count, 2 * f, h};
+    LocalTensor w2 = make_tensor(prefix + "experts.w2_weight", local.count * h, f, false);
+    w2.shape = {local.count, h, f};
+    for (std::int64_t j = 0; j < local.count; ++j) {
+      const std::int64_t e = local.first + j;
+      w13.blocks.push_back(make_block(hf.expert_tensor(layer, HfKind::kExpertGate, e), u * f, 0, j * 2 * f, 0, f, h));
+      w13.blocks.push_back(make_block(hf.expert_tensor(layer, HfKind::kExpertUp, e), u * f, 0, j * 2 * f + f, 0, f, h));
+      w2.blocks.push_back(make_block(hf.expert_tensor(layer, HfKind::kExpertDown, e), 0, u * f, j * h, 0, h, f));
+    }
+    append_tensor(buffer, std::move(w13));
+    append_tensor(buffer, std::move(w2));
+  };
+
   BufferLayout buffer;
   buffer.name = "rollout.params";
   buffer.dtype = spec.dtype;
@@ -105,6 +153,10 @@ BufferLayout inference_param_buffer(const ModelSpec& spec, const InferenceLayout
       append_tensor(buffer, qkv(prefix + "self_attn.qkv_proj.bias", hf.layer_tensor(layer, HfKind::kQBias),
                                 hf.layer_tensor(layer, HfKind::kKBias), hf.layer_tensor(layer, HfKind::kVBias)));
     }
+    if (spec.has_qk_norm()) {
+      append_tensor(buffer, whole_vector(prefix + "self_attn.q_norm.weight", hf.layer_tensor(layer, HfKind::kQNorm)));
+      append_tensor(buffer, whole_vector(prefix + "self_attn.k_norm.weight", hf.layer_tensor(layer, HfKind::kKNorm)));
+    }
     {
       const HfTensor& o = hf.layer_tensor(layer, HfKind::kO);
       LocalTensor proj = make_tensor(prefix + "self_attn.o_proj.weight", h, attn_cols_per_rank, false);
@@ -113,6 +165,11 @@ BufferLayout inference_param_buffer(const ModelSpec& spec, const InferenceLayout
     }
     append_tensor(buffer, whole_vector(prefix + "post_attention_layernorm.weight",
                                        hf.layer_tensor(layer, HfKind::kPostAttnNorm)));
+    if (spec.layer_has_experts(layer)) {
+      append_experts(buffer, prefix + (spec.architecture == Architecture::kMixtral ? "block_sparse_moe." : "mlp."),
+                     layer);
+      continue;
+    }
     {
       const HfTensor& gate = hf.layer_tensor(layer, HfKind::kGate);
       const HfTensor& up = hf.layer_tensor(layer, HfKind::kUp);

@@ -1,5 +1,6 @@
 #include "hybridshard/core/model_spec.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -16,6 +17,12 @@ std::string_view architecture_name(Architecture architecture) {
       return "llama";
     case Architecture::kQwen2:
       return "qwen2";
+    case Architecture::kQwen3:
+      return "qwen3";
+    case Architecture::kQwen3Moe:
+      return "qwen3_moe";
+    case Architecture::kMixtral:
+      return "mixtral";
   }
   return "unknown";
 }
@@ -23,7 +30,18 @@ std::string_view architecture_name(Architecture architecture) {
 std::optional<Architecture> parse_architecture(std::string_view name) {
   if (name == "llama" || name == "LlamaForCausalLM") return Architecture::kLlama;
   if (name == "qwen2" || name == "Qwen2ForCausalLM") return Architecture::kQwen2;
+  if (name == "qwen3" || name == "Qwen3ForCausalLM") return Architecture::kQwen3;
+  if (name == "qwen3_moe" || name == "Qwen3MoeForCausalLM") return Architecture::kQwen3Moe;
+  if (name == "mixtral" || name == "MixtralForCausalLM") return Architecture::kMixtral;
   return std::nullopt;
+}
+
+bool ModelSpec::layer_has_experts(std::int64_t layer) const {
+  if (!is_moe() || num_experts <= 0 || decoder_sparse_step <= 0) return false;
+  for (const std::int64_t dense : mlp_only_layers) {
+    if (dense == layer) return false;
+  }
+  return (layer + 1) % decoder_sparse_step == 0;
 }
 
 std::vector<std::string> ModelSpec::validate() const {
@@ -48,6 +66,27 @@ std::vector<std::string> ModelSpec::validate() const {
     problems.push_back("num_attention_heads " + num(num_attention_heads) + " does not divide hidden_size " +
                        num(hidden_size) + " (set head_dim explicitly)");
   }
+  if (is_moe()) {
+    require_positive("num_experts", num_experts);
+    require_positive("moe_intermediate_size", moe_intermediate_size);
+    require_positive("decoder_sparse_step", decoder_sparse_step);
+    if (num_experts_per_tok < 1 || (num_experts > 0 && num_experts_per_tok > num_experts)) {
+      problems.push_back("num_experts_per_tok must be in [1, num_experts = " + num(num_experts) + "], got " +
+                         num(num_experts_per_tok));
+    }
+    for (const std::int64_t layer : mlp_only_layers) {
+      if (layer < 0 || layer >= num_hidden_layers) {
+        problems.push_back("mlp_only_layers names layer " + num(layer) +
+                           ", outside [0, num_hidden_layers = " + num(num_hidden_layers) + ")");
+      }
+    }
+    if (architecture == Architecture::kMixtral && (decoder_sparse_step != 1 || !mlp_only_layers.empty())) {
+      problems.push_back("mixtral has experts in every layer: decoder_sparse_step must be 1 and mlp_only_layers empty");
+    }
+  } else if (num_experts != 0 || num_experts_per_tok != 0 || moe_intermediate_size != 0) {
+    problems.push_back("num_experts, num_experts_per_tok and moe_intermediate_size are for qwen3_moe and mixtral; " +
+                       std::string(architecture_name(architecture)) + " has no experts");
+  }
   if (!(rope_theta > 0.0)) problems.push_back("rope_theta must be positive, got " + std::to_string(rope_theta));
   if (!(rms_norm_eps > 0.0)) problems.push_back("rms_norm_eps must be positive, got " + std::to_string(rms_norm_eps));
   return problems;
@@ -58,13 +97,18 @@ std::vector<HfTensor> ModelSpec::hf_tensors() const {
   const std::int64_t q_rows = num_attention_heads * d;
   const std::int64_t kv_rows = num_key_value_heads * d;
   std::vector<HfTensor> tensors;
-  tensors.reserve(static_cast<std::size_t>(3 + num_hidden_layers * (has_qkv_bias() ? 12 : 9)));
-  const auto add = [&](std::string name, HfKind kind, int layer, std::int64_t rows, std::int64_t cols, bool is_1d) {
+  tensors.reserve(static_cast<std::size_t>(3 + num_hidden_layers * (14 + 3 * std::max<std::int64_t>(num_experts, 0))));
+  const bool mixtral = architecture == Architecture::kMixtral;
+  const std::string moe_block = mixtral ? "block_sparse_moe." : "mlp.";
+  const std::int64_t moe_rows = moe_intermediate_size;
+  const auto add = [&](std::string name, HfKind kind, int layer, std::int64_t rows, std::int64_t cols, bool is_1d,
+                       int expert = -1) {
     HfTensor tensor;
     tensor.id = static_cast<int>(tensors.size());
     tensor.name = std::move(name);
     tensor.kind = kind;
     tensor.layer = layer;
+    tensor.expert = expert;
     tensor.rows = rows;
     tensor.cols = cols;
     tensor.is_1d = is_1d;
@@ -83,10 +127,27 @@ std::vector<HfTensor> ModelSpec::hf_tensors() const {
       add(prefix + "self_attn.v_proj.bias", HfKind::kVBias, layer, kv_rows, 1, true);
     }
     add(prefix + "self_attn.o_proj.weight", HfKind::kO, layer, hidden_size, q_rows, false);
+    if (has_qk_norm()) {
+      add(prefix + "self_attn.q_norm.weight", HfKind::kQNorm, layer, d, 1, true);
+      add(prefix + "self_attn.k_norm.weight", HfKind::kKNorm, layer, d, 1, true);
+    }
     add(prefix + "post_attention_layernorm.weight", HfKind::kPostAttnNorm, layer, hidden_size, 1, true);
-    add(prefix + "mlp.gate_proj.weight", HfKind::kGate, layer, intermediate_size, hidden_size, false);
-    add(prefix + "mlp.up_proj.weight", HfKind::kUp, layer, intermediate_size, hidden_size, false);
-    add(prefix + "mlp.down_proj.weight", HfKind::kDown, layer, hidden_size, intermediate_size, false);
+    if (!layer_has_experts(layer)) {
+      add(prefix + "mlp.gate_proj.weight", HfKind::kGate, layer, intermediate_size, hidden_size, false);
+      add(prefix + "mlp.up_proj.weight", HfKind::kUp, layer, intermediate_size, hidden_size, false);
+      add(prefix + "mlp.down_proj.weight", HfKind::kDown, layer, hidden_size, intermediate_size, false);
+      continue;
+    }
+    add(prefix + moe_block + "gate.weight", HfKind::kRouter, layer, num_experts, hidden_size, false);
+    for (int e = 0; e < num_experts; ++e) {
+      const std::string expert = prefix + moe_block + "experts." + std::to_string(e) + ".";
+      add(expert + (mixtral ? "w1.weight" : "gate_proj.weight"), HfKind::kExpertGate, layer, moe_rows, hidden_size,
+          false, e);
+      add(expert + (mixtral ? "w3.weight" : "up_proj.weight"), HfKind::kExpertUp, layer, moe_rows, hidden_size, false,
+          e);
+      add(expert + (mixtral ? "w2.weight" : "down_proj.weight"), HfKind::kExpertDown, layer, hidden_size, moe_rows,
+          false, e);
+    }
   }
   add("model.norm.weight", HfKind::kFinalNorm, -1, hidden_size, 1, true);
   if (!tie_word_embeddings) add("lm_head.weight", HfKind::kLmHead, -1, vocab_size, hidden_size, false);
@@ -98,12 +159,17 @@ std::int64_t ModelSpec::num_parameters() const {
   const std::int64_t h = hidden_size;
   const std::int64_t q_rows = num_attention_heads * d;
   const std::int64_t kv_rows = num_key_value_heads * d;
-  std::int64_t per_layer = 2 * h                         // norms
+  std::int64_t attention = 2 * h                         // norms
                            + (q_rows + 2 * kv_rows) * h  // q, k, v
-                           + h * q_rows                  // o
-                           + 3 * intermediate_size * h;  // gate, up, down
-  if (has_qkv_bias()) per_layer += q_rows + 2 * kv_rows;
-  std::int64_t total = vocab_size * h + num_hidden_layers * per_layer + h;
+                           + h * q_rows;                 // o
+  if (has_qkv_bias()) attention += q_rows + 2 * kv_rows;
+  if (has_qk_norm()) attention += 2 * d;
+  std::int64_t total = vocab_size * h + h;
+  for (std::int64_t layer = 0; layer < num_hidden_layers; ++layer) {
+    total += attention;
+    total += layer_has_experts(layer) ? num_experts * h + num_experts * 3 * moe_intermediate_size * h
+                                      : 3 * intermediate_size * h;
+  }
   if (!tie_word_embeddings) total += vocab_size * h;
   return total;
 }
@@ -157,11 +223,54 @@ std::optional<ModelSpec> model_preset(std::string_view name) {
     spec.max_position_embeddings = 32768;
     return spec;
   }
+  // Qwen3 (Qwen/Qwen3-8B, -30B-A3B, -235B-A22B config.json): explicit head_dim 128, q_norm / k_norm, no QKV bias.
+  const auto qwen3 = [&](Architecture architecture, std::int64_t layers, std::int64_t hidden, std::int64_t heads,
+                         std::int64_t kv_heads, std::int64_t intermediate) {
+    shape(architecture, layers, hidden, heads, kv_heads, intermediate, 151936);
+    spec.head_dim = 128;
+    spec.rope_theta = 1000000.0;
+    spec.rms_norm_eps = 1e-6;
+    spec.max_position_embeddings = 40960;
+    spec.tie_word_embeddings = false;
+  };
+  const auto qwen3_experts = [&](std::int64_t moe_intermediate) {
+    spec.num_experts = 128;
+    spec.num_experts_per_tok = 8;
+    spec.moe_intermediate_size = moe_intermediate;
+    spec.norm_topk_prob = true;
+    spec.decoder_sparse_step = 1;
+  };
+  if (name == "qwen3-8b") {
+    qwen3(Architecture::kQwen3, 36, 4096, 32, 8, 12288);
+    return spec;
+  }
+  if (name == "qwen3-30b-a3b") {
+    qwen3(Architecture::kQwen3Moe, 48, 2048, 32, 4, 6144);
+    qwen3_experts(768);
+    return spec;
+  }
+  if (name == "qwen3-235b-a22b") {
+    qwen3(Architecture::kQwen3Moe, 94, 4096, 64, 4, 12288);
+    qwen3_experts(1536);
+    return spec;
+  }
+  if (name == "mixtral-8x7b") {  // mistralai/Mixtral-8x7B-v0.1: 8 experts of width 14336, top 2
+    shape(Architecture::kMixtral, 32, 4096, 32, 8, 14336, 32000);
+    spec.num_experts = 8;
+    spec.num_experts_per_tok = 2;
+    spec.moe_intermediate_size = 14336;
+    spec.norm_topk_prob = true;
+    spec.rope_theta = 1000000.0;
+    spec.rms_norm_eps = 1e-5;
+    spec.max_position_embeddings = 32768;
+    return spec;
+  }
   return std::nullopt;
 }
 
 std::vector<std::string> model_preset_names() {
-  return {"tiny", "llama3-8b", "llama3-70b", "qwen2.5-7b", "qwen2.5-32b"};
+  return {"tiny",     "llama3-8b",     "llama3-70b",      "qwen2.5-7b",  "qwen2.5-32b",
+          "qwen3-8b", "qwen3-30b-a3b", "qwen3-235b-a22b", "mixtral-8x7b"};
 }
 
 }  // namespace hybridshard::core

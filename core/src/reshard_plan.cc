@@ -15,19 +15,33 @@ namespace {
 
 std::string num(std::int64_t value) { return std::to_string(value); }
 
-// A train rank position inside one data-parallel replica.
-struct StageColumn {
+// The tensors one train rank holds: its tensor-parallel and pipeline position and, for models with experts, its expert
+// coordinates. Ranks with the same key hold identical buffers.
+struct ShardKey {
   int tp_rank = 0;
   int pp_rank = 0;
-  friend bool operator<(const StageColumn& a, const StageColumn& b) {
-    return std::tie(a.pp_rank, a.tp_rank) < std::tie(b.pp_rank, b.tp_rank);
-  }
-  friend bool operator==(const StageColumn& a, const StageColumn& b) = default;
+  int etp_rank = 0;
+  int ep_rank = 0;
+  friend auto operator<=>(const ShardKey& a, const ShardKey& b) = default;
 };
 
-// One copy of a region in some train rank's buffers.
+ShardKey key_of(const TrainLayout::Coord& coord) {
+  return ShardKey{coord.tp_rank, coord.pp_rank, coord.etp_rank, coord.ep_rank};
+}
+
+// Where a receiver takes a rectangle from, relative to itself: the rank at (tp_rank, pp_rank) `dp_offset` data-
+// parallel ranks after its own (cyclically). Offset 0 is the receiver's own replica; larger offsets reach the experts
+// that other data-parallel ranks hold (expert parallelism).
+struct Source {
+  int tp_rank = 0;
+  int pp_rank = 0;
+  int dp_offset = 0;
+  friend auto operator<=>(const Source& a, const Source& b) = default;
+};
+
+// One copy of a region in some train shard's buffers.
 struct Holder {
-  StageColumn at;
+  ShardKey at;
   int chunk = 0;   // vpp chunk = index of the train buffer
   int tensor = 0;  // index in that buffer's tensors
   std::int64_t local_row = 0;
@@ -35,7 +49,7 @@ struct Holder {
 };
 
 // A rectangle of a full tensor and every train copy of it. Train blocks of one full tensor are, across all ranks,
-// either identical (replicated: norms, tied embedding/output copies) or disjoint, so regions never overlap.
+// either identical (replicated: norms, routers, tied embedding/output copies) or disjoint, so regions never overlap.
 struct Region {
   std::int64_t hf_row = 0;
   std::int64_t hf_col = 0;
@@ -46,7 +60,7 @@ struct Region {
 
 // A rectangle copied from a train buffer of `source` into the inference buffer, in byte terms.
 struct Transfer {
-  StageColumn source;
+  Source source;
   int src_chunk = 0;
   std::int64_t src_offset = 0;
   std::int64_t src_stride = 0;
@@ -56,21 +70,26 @@ struct Transfer {
   std::int64_t row_bytes = 0;
 };
 
-// All train parameter buffers of one replica (identical for every dp rank) and where each full tensor lives.
+// Every distinct train shard (those of data-parallel ranks [0, expert_period) hold them all) and where each full
+// tensor lives.
 class TrainIndex {
  public:
   TrainIndex(const ModelSpec& spec, const TrainLayout& train) : train_(train) {
     const auto num_hf = spec.hf_tensors().size();
     regions_.resize(num_hf);
-    buffers_.resize(static_cast<std::size_t>(train.tp * train.pp));
+    const int period = train.expert_period();
     for (int p = 0; p < train.pp; ++p) {
-      for (int t = 0; t < train.tp; ++t) {
-        auto& buffers = buffers_[position({t, p})];
-        buffers = train_param_buffers(spec, train, t, p);
-        for (std::size_t c = 0; c < buffers.size(); ++c) {
-          for (std::size_t i = 0; i < buffers[c].tensors.size(); ++i) {
-            for (const Block& block : buffers[c].tensors[i].blocks) {
-              add(block, Holder{{t, p}, static_cast<int>(c), static_cast<int>(i), block.local_row, block.local_col});
+      for (int d = 0; d < period; ++d) {
+        for (int t = 0; t < train.tp; ++t) {
+          const TrainLayout::Coord coord = train.coord(train.rank_of({t, d, p}));
+          const ShardKey key = key_of(coord);
+          if (buffers_.count(key) > 0) continue;
+          const auto& buffers = buffers_.emplace(key, train_param_buffers(spec, train, coord)).first->second;
+          for (std::size_t c = 0; c < buffers.size(); ++c) {
+            for (std::size_t i = 0; i < buffers[c].tensors.size(); ++i) {
+              for (const Block& block : buffers[c].tensors[i].blocks) {
+                add(block, Holder{key, static_cast<int>(c), static_cast<int>(i), block.local_row, block.local_col});
+              }
             }
           }
         }
@@ -83,12 +102,10 @@ class TrainIndex {
     }
   }
 
-  const std::vector<BufferLayout>& buffers(StageColumn at) const { return buffers_[position(at)]; }
+  const std::vector<BufferLayout>& buffers(const ShardKey& at) const { return buffers_.at(at); }
   const std::vector<Region>& regions(int hf_tensor) const { return regions_.at(static_cast<std::size_t>(hf_tensor)); }
 
  private:
-  std::size_t position(StageColumn at) const { return static_cast<std::size_t>(at.pp_rank * train_.tp + at.tp_rank); }
-
   void add(const Block& block, const Holder& holder) {
     auto& regions = regions_.at(static_cast<std::size_t>(block.hf_tensor));
     for (Region& region : regions) {
@@ -105,28 +122,47 @@ class TrainIndex {
   }
 
   TrainLayout train_;
-  std::vector<std::vector<BufferLayout>> buffers_;
+  std::map<ShardKey, std::vector<BufferLayout>> buffers_;
   std::vector<std::vector<Region>> regions_;
 };
 
-// The source of a region for a receiver at `self`: itself if it holds a copy; else the copy in its own tensor-parallel
-// column; else the copy on the nearest stage (tied embeddings: first-stage embedding or last-stage output layer).
-const Holder& choose_holder(const Region& region, StageColumn self) {
+// The nearest data-parallel offset (cyclically after `self`) at which a rank holds the shard `at`.
+int dp_offset_of(const TrainLayout& train, const TrainLayout::Coord& self, const ShardKey& at) {
+  const int period = train.expert_period();
+  for (int offset = 0; offset < period; ++offset) {
+    const int dp_rank = (self.dp_rank + offset) % train.dp;
+    if (key_of(train.coord(train.rank_of({at.tp_rank, dp_rank, at.pp_rank}))) == at) return offset;
+  }
+  HS_THROW(Error, "no train rank holds shard (tp " + num(at.tp_rank) + ", pp " + num(at.pp_rank) + ", etp " +
+                      num(at.etp_rank) + ", ep " + num(at.ep_rank) + ")");
+}
+
+// The source of a region for the receiver at `self`: itself if it holds a copy; else a copy in its own data-parallel
+// replica (offset 0), in its own tensor-parallel column, on the nearest stage (tied embeddings: first-stage embedding
+// or last-stage output layer); experts other data-parallel ranks hold come from the nearest of them.
+std::pair<const Holder*, Source> choose_holder(const TrainLayout& train, const Region& region,
+                                               const TrainLayout::Coord& self) {
+  const ShardKey own = key_of(self);
   const Holder* best = nullptr;
-  auto key = [self](const Holder& h) {
-    return std::make_tuple(!(h.at == self), h.at.tp_rank != self.tp_rank, std::abs(h.at.pp_rank - self.pp_rank),
+  Source best_source;
+  auto key = [&](const Holder& h, int offset) {
+    return std::make_tuple(!(h.at == own), offset, h.at.tp_rank != own.tp_rank, std::abs(h.at.pp_rank - own.pp_rank),
                            h.at.pp_rank, h.at.tp_rank, h.chunk);
   };
   for (const Holder& holder : region.holders) {
-    if (best == nullptr || key(holder) < key(*best)) best = &holder;
+    const int offset = dp_offset_of(train, self, holder.at);
+    if (best == nullptr || key(holder, offset) < key(*best, best_source.dp_offset)) {
+      best = &holder;
+      best_source = Source{holder.at.tp_rank, holder.at.pp_rank, offset};
+    }
   }
-  return *best;
+  return {best, best_source};
 }
 
-// Everything the inference rank at `self` (train position) with inference buffer `inference` needs, in destination
-// order (tensor, block, region), with the chosen source of each rectangle.
-std::vector<Transfer> plan_transfers(const TrainIndex& index, const BufferLayout& inference, StageColumn self,
-                                     std::int64_t element_bytes) {
+// Everything the receiver at `self` with inference buffer `inference` needs, in destination order (tensor, block,
+// region), with the chosen source of each rectangle.
+std::vector<Transfer> plan_transfers(const TrainLayout& train, const TrainIndex& index, const BufferLayout& inference,
+                                     const TrainLayout::Coord& self, std::int64_t element_bytes) {
   std::vector<Transfer> transfers;
   for (const LocalTensor& dst : inference.tensors) {
     for (const Block& block : dst.blocks) {
@@ -136,16 +172,16 @@ std::vector<Transfer> plan_transfers(const TrainIndex& index, const BufferLayout
         const std::int64_t col0 = std::max(block.hf_col, region.hf_col);
         const std::int64_t col1 = std::min(block.hf_col + block.cols, region.hf_col + region.cols);
         if (row0 >= row1 || col0 >= col1) continue;
-        const Holder& holder = choose_holder(region, self);
-        const LocalTensor& src = index.buffers(holder.at)[static_cast<std::size_t>(holder.chunk)]
-                                     .tensors[static_cast<std::size_t>(holder.tensor)];
-        const std::int64_t src_row = holder.local_row + (row0 - region.hf_row);
-        const std::int64_t src_col = holder.local_col + (col0 - region.hf_col);
+        const auto [holder, source] = choose_holder(train, region, self);
+        const LocalTensor& src = index.buffers(holder->at)[static_cast<std::size_t>(holder->chunk)]
+                                     .tensors[static_cast<std::size_t>(holder->tensor)];
+        const std::int64_t src_row = holder->local_row + (row0 - region.hf_row);
+        const std::int64_t src_col = holder->local_col + (col0 - region.hf_col);
         const std::int64_t dst_row = block.local_row + (row0 - block.hf_row);
         const std::int64_t dst_col = block.local_col + (col0 - block.hf_col);
         Transfer transfer;
-        transfer.source = holder.at;
-        transfer.src_chunk = holder.chunk;
+        transfer.source = source;
+        transfer.src_chunk = holder->chunk;
         transfer.src_stride = src.cols * element_bytes;
         transfer.src_offset = src.offset_bytes + (src_row * src.cols + src_col) * element_bytes;
         transfer.dst_stride = dst.cols * element_bytes;
@@ -158,6 +194,63 @@ std::vector<Transfer> plan_transfers(const TrainIndex& index, const BufferLayout
   }
   return transfers;
 }
+
+// The transfers of every receiver, computed once per class: receivers at the same (tp, pp, dp mod expert period,
+// inference tp) position need the same relative sources.
+class TransferTable {
+ public:
+  TransferTable(const ModelSpec& spec, const TrainLayout& train, const InferenceLayout& inference,
+                std::int64_t element_bytes)
+      : spec_(spec), train_(train), inference_(inference), index_(spec, train), element_bytes_(element_bytes) {}
+
+  const TrainIndex& index() const { return index_; }
+
+  const std::vector<Transfer>& transfers_of(int receiver) { return entry(receiver).transfers; }
+  const std::set<Source>& sources_of(int receiver) { return entry(receiver).sources; }
+
+  const BufferLayout& inference_buffer(int inference_tp) {
+    auto found = inference_buffers_.find(inference_tp);
+    if (found == inference_buffers_.end()) {
+      found = inference_buffers_.emplace(inference_tp, inference_param_buffer(spec_, inference_, inference_tp)).first;
+    }
+    return found->second;
+  }
+
+  // The rank `source` names for `receiver`.
+  int source_rank(int receiver, const Source& source) const {
+    const TrainLayout::Coord coord = train_.coord(receiver);
+    return train_.rank_of({source.tp_rank, (coord.dp_rank + source.dp_offset) % train_.dp, source.pp_rank});
+  }
+
+ private:
+  struct Entry {
+    std::vector<Transfer> transfers;
+    std::set<Source> sources;
+  };
+
+  const Entry& entry(int receiver) {
+    const TrainLayout::Coord coord = train_.coord(receiver);
+    const int inference_tp = inference_.coord(receiver).tp_rank;
+    const auto key =
+        std::make_tuple(coord.tp_rank, coord.pp_rank, coord.dp_rank % train_.expert_period(), inference_tp);
+    auto found = cache_.find(key);
+    if (found == cache_.end()) {
+      Entry made;
+      made.transfers = plan_transfers(train_, index_, inference_buffer(inference_tp), coord, element_bytes_);
+      for (const Transfer& transfer : made.transfers) made.sources.insert(transfer.source);
+      found = cache_.emplace(key, std::move(made)).first;
+    }
+    return found->second;
+  }
+
+  const ModelSpec& spec_;
+  const TrainLayout& train_;
+  const InferenceLayout& inference_;
+  TrainIndex index_;
+  std::int64_t element_bytes_;
+  std::map<std::tuple<int, int, int, int>, Entry> cache_;
+  std::map<int, BufferLayout> inference_buffers_;
+};
 
 // A piece whose rows are back to back on both sides becomes one row.
 Piece normalized(Piece piece) {
@@ -304,36 +397,18 @@ std::vector<ByteRange> uncovered_ranges(const BufferLayout& buffer) {
   return ranges;
 }
 
-// The largest number of distinct peers any rank sends to or receives from. Receivers with the same (train tp, train
-// pp, inference tp) position need the same stage columns, so their sources are computed once.
-int max_peers(const ModelSpec& spec, const TrainLayout& train, const InferenceLayout& inference,
-              const TrainIndex& index) {
-  std::map<std::tuple<int, int, int>, std::vector<StageColumn>> sources_of_class;
-  std::map<int, BufferLayout> inference_buffers;
+// The largest number of distinct peers any rank sends to or receives from.
+int max_peers(const TrainLayout& train, TransferTable& table) {
   std::vector<int> send_peers(static_cast<std::size_t>(train.world_size()), 0);
   int most = 0;
   for (int rank = 0; rank < train.world_size(); ++rank) {
-    const TrainLayout::Coord coord = train.coord(rank);
-    const StageColumn self{coord.tp_rank, coord.pp_rank};
-    const int inference_tp = inference.coord(rank).tp_rank;
-    const auto key = std::make_tuple(coord.tp_rank, coord.pp_rank, inference_tp);
-    auto found = sources_of_class.find(key);
-    if (found == sources_of_class.end()) {
-      auto buffer = inference_buffers.find(inference_tp);
-      if (buffer == inference_buffers.end()) {
-        buffer = inference_buffers.emplace(inference_tp, inference_param_buffer(spec, inference, inference_tp)).first;
-      }
-      std::set<StageColumn> sources;
-      for (const Transfer& transfer : plan_transfers(index, buffer->second, self, 1)) {
-        if (!(transfer.source == self)) sources.insert(transfer.source);
-      }
-      found = sources_of_class.emplace(key, std::vector<StageColumn>(sources.begin(), sources.end())).first;
+    std::set<int> sources;
+    for (const Source& relative : table.sources_of(rank)) {
+      const int source = table.source_rank(rank, relative);
+      if (source != rank) sources.insert(source);
     }
-    most = std::max(most, static_cast<int>(found->second.size()));
-    for (const StageColumn& source : found->second) {
-      const int source_rank = train.rank_of({source.tp_rank, coord.dp_rank, source.pp_rank});
-      most = std::max(most, ++send_peers[static_cast<std::size_t>(source_rank)]);
-    }
+    most = std::max(most, static_cast<int>(sources.size()));
+    for (const int source : sources) most = std::max(most, ++send_peers[static_cast<std::size_t>(source)]);
   }
   return std::max(most, 1);
 }
@@ -406,25 +481,25 @@ RankPlan make_rank_plan(const ModelSpec& spec, const TrainLayout& train, const I
   }
 
   const auto element_bytes = static_cast<std::int64_t>(dtype_size(spec.dtype));
-  const TrainIndex index(spec, train);
+  TransferTable table(spec, train, inference, element_bytes);
   const TrainLayout::Coord coord = train.coord(rank);
-  const StageColumn self{coord.tp_rank, coord.pp_rank};
 
   RankPlan plan;
   plan.rank = rank;
   plan.spec = spec;
   plan.train = train;
   plan.inference = inference;
-  plan.train_buffers = index.buffers(self);
-  plan.inference_buffer = inference_param_buffer(spec, inference, inference.coord(rank).tp_rank);
+  plan.train_buffers = table.index().buffers(key_of(coord));
+  plan.inference_buffer = table.inference_buffer(inference.coord(rank).tp_rank);
   plan.zero_fill = uncovered_ranges(plan.inference_buffer);
-  plan.chunk_bytes = std::max<std::int64_t>(1, options.bucket_bytes / max_peers(spec, train, inference, index));
+  plan.chunk_bytes = std::max<std::int64_t>(1, options.bucket_bytes / max_peers(train, table));
 
   // Receives and local copies: what this rank needs, by source.
-  const std::vector<Transfer> needed = plan_transfers(index, plan.inference_buffer, self, element_bytes);
+  const std::vector<Transfer>& needed = table.transfers_of(rank);
   std::map<int, std::vector<const Transfer*>> from_peer;
   for (const Transfer& transfer : needed) {
-    if (transfer.source == self) {
+    const int source = table.source_rank(rank, transfer.source);
+    if (source == rank) {
       Piece piece;
       piece.src_buffer = transfer.src_chunk;
       piece.src_offset = transfer.src_offset;
@@ -435,27 +510,23 @@ RankPlan make_rank_plan(const ModelSpec& spec, const TrainLayout& train, const I
       piece.dst_stride = transfer.dst_stride;
       append_piece(plan.local_pieces, piece);
     } else {
-      from_peer[train.rank_of({transfer.source.tp_rank, coord.dp_rank, transfer.source.pp_rank})].push_back(&transfer);
+      from_peer[source].push_back(&transfer);
     }
   }
 
-  // Sends: what every other rank of this data-parallel replica needs from this one, computed as that rank does.
-  std::map<int, BufferLayout> inference_buffers;
-  std::map<int, std::vector<Transfer>> to_peer_transfers;
-  for (int p = 0; p < train.pp; ++p) {
-    for (int t = 0; t < train.tp; ++t) {
-      const int peer = train.rank_of({t, coord.dp_rank, p});
-      if (peer == rank) continue;
-      const int peer_inference_tp = inference.coord(peer).tp_rank;
-      auto buffer = inference_buffers.find(peer_inference_tp);
-      if (buffer == inference_buffers.end()) {
-        buffer =
-            inference_buffers.emplace(peer_inference_tp, inference_param_buffer(spec, inference, peer_inference_tp))
-                .first;
+  // Sends: what every other rank needs from this one, computed as that rank does. Only receivers whose data-parallel
+  // rank lies within one expert period before this rank's can name it as a source.
+  std::map<int, std::vector<const Transfer*>> to_peer;
+  for (int offset = 0; offset < train.expert_period(); ++offset) {
+    const int dp_rank = (coord.dp_rank - offset + train.dp) % train.dp;
+    for (int p = 0; p < train.pp; ++p) {
+      for (int t = 0; t < train.tp; ++t) {
+        const int peer = train.rank_of({t, dp_rank, p});
+        if (peer == rank) continue;
+        for (const Transfer& transfer : table.transfers_of(peer)) {
+          if (table.source_rank(peer, transfer.source) == rank) to_peer[peer].push_back(&transfer);
+        }
       }
-      std::vector<Transfer> transfers = plan_transfers(index, buffer->second, StageColumn{t, p}, element_bytes);
-      std::erase_if(transfers, [&self](const Transfer& transfer) { return !(transfer.source == self); });
-      if (!transfers.empty()) to_peer_transfers.emplace(peer, std::move(transfers));
     }
   }
 
@@ -464,10 +535,8 @@ RankPlan make_rank_plan(const ModelSpec& spec, const TrainLayout& train, const I
     return plan.rounds[round_index];
   };
   // std::map iterates peers in ascending order, so every round's messages are sorted by peer.
-  for (const auto& [peer, transfers] : to_peer_transfers) {
-    std::vector<const Transfer*> pointers;
-    for (const Transfer& transfer : transfers) pointers.push_back(&transfer);
-    const auto chunks = cut_into_chunks(pointers, plan.chunk_bytes);
+  for (const auto& [peer, transfers] : to_peer) {
+    const auto chunks = cut_into_chunks(transfers, plan.chunk_bytes);
     for (std::size_t k = 0; k < chunks.size(); ++k) place(k).sends.push_back(make_message(peer, chunks[k], true));
   }
   for (const auto& [peer, transfers] : from_peer) {

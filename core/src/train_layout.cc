@@ -1,5 +1,7 @@
 #include "hybridshard/core/train_layout.h"
 
+#include <algorithm>
+#include <numeric>
 #include <string>
 #include <utility>
 
@@ -25,7 +27,16 @@ TrainLayout::Coord TrainLayout::coord(int rank) const {
   result.tp_rank = rank % tp;
   result.dp_rank = (rank / tp) % dp;
   result.pp_rank = rank / (tp * dp);
+  const int in_stage = result.dp_rank * tp + result.tp_rank;
+  const int expert_tp_size = std::max(expert_tp(), 1);
+  result.etp_rank = in_stage % expert_tp_size;
+  result.ep_rank = (in_stage / expert_tp_size) % std::max(ep, 1);
   return result;
+}
+
+int TrainLayout::expert_period() const {
+  const int slots = std::max(expert_tp(), 1) * std::max(ep, 1);
+  return slots / std::gcd(std::max(tp, 1), slots);
 }
 
 int TrainLayout::rank_of(const Coord& c) const { return c.pp_rank * (dp * tp) + c.dp_rank * tp + c.tp_rank; }
@@ -66,7 +77,9 @@ std::vector<std::string> TrainLayout::validate(const ModelSpec& spec) const {
       problems.push_back("tensor_model_parallel_size " + num(tp) + " must divide num_key_value_heads " +
                          num(spec.num_key_value_heads) + " (Megatron-Core splits whole query groups)");
     }
-    if (spec.intermediate_size > 0 && spec.intermediate_size % tp != 0) {
+    bool dense_mlp = false;
+    for (std::int64_t layer = 0; layer < spec.num_hidden_layers; ++layer) dense_mlp |= !spec.layer_has_experts(layer);
+    if (dense_mlp && spec.intermediate_size > 0 && spec.intermediate_size % tp != 0) {
       problems.push_back("tensor_model_parallel_size " + num(tp) + " does not divide intermediate_size " +
                          num(spec.intermediate_size) + " (ffn_hidden_size)");
     }
@@ -83,11 +96,57 @@ std::vector<std::string> TrainLayout::validate(const ModelSpec& spec) const {
                          " needs pipeline_model_parallel_size > 1 (the interleaved schedule)");
     }
   }
+  validate_experts(spec, tp_ok, problems);
   return problems;
+}
+
+void TrainLayout::validate_experts(const ModelSpec& spec, bool tp_ok, std::vector<std::string>& problems) const {
+  if (ep < 1) problems.push_back("expert_model_parallel_size must be at least 1, got " + num(ep));
+  if (etp < 0) {
+    problems.push_back("expert_tensor_parallel_size must be at least 1 (or unset: tensor_model_parallel_size), got " +
+                       num(etp));
+  }
+  if (!spec.is_moe()) {
+    if (ep > 1 || etp > 0) {
+      problems.push_back("expert_model_parallel_size / expert_tensor_parallel_size apply to models with experts; " +
+                         std::string(architecture_name(spec.architecture)) + " has none");
+    }
+    return;
+  }
+  if (ep < 1 || etp < 0 || !tp_ok || dp < 1) return;
+  const int expert_tp_size = expert_tp();
+  if (spec.num_experts > 0 && spec.num_experts % ep != 0) {
+    problems.push_back("expert_model_parallel_size " + num(ep) + " does not divide num_experts " +
+                       num(spec.num_experts) + " (Megatron-Core gives every expert-parallel rank num_experts / " +
+                       "expert_model_parallel_size whole experts)");
+  }
+  if (spec.moe_intermediate_size > 0 && spec.moe_intermediate_size % expert_tp_size != 0) {
+    problems.push_back("expert_tensor_parallel_size " + num(expert_tp_size) +
+                       " does not divide moe_intermediate_size " + num(spec.moe_intermediate_size) +
+                       " (each expert's fc1 and fc2 are split over it)");
+  }
+  const std::int64_t slots = static_cast<std::int64_t>(expert_tp_size) * ep;
+  const std::int64_t ranks = static_cast<std::int64_t>(tp) * dp;
+  if (ranks % slots != 0) {
+    problems.push_back("expert_tensor_parallel_size * expert_model_parallel_size = " + num(expert_tp_size) + " * " +
+                       num(ep) + " does not divide tensor_model_parallel_size * data_parallel_size = " + num(tp) +
+                       " * " + num(dp) + " (Megatron-Core folds the expert groups into each pipeline stage's ranks)");
+  }
 }
 
 std::vector<BufferLayout> train_param_buffers(const ModelSpec& spec, const TrainLayout& layout, int tp_rank,
                                               int pp_rank) {
+  HS_CHECK(tp_rank >= 0 && tp_rank < layout.tp,
+           "train tp rank " + num(tp_rank) + " is outside [0, " + num(layout.tp) + ")");
+  HS_CHECK(pp_rank >= 0 && pp_rank < layout.pp,
+           "train pp rank " + num(pp_rank) + " is outside [0, " + num(layout.pp) + ")");
+  return train_param_buffers(spec, layout, layout.coord(layout.rank_of({tp_rank, 0, pp_rank})));
+}
+
+std::vector<BufferLayout> train_param_buffers(const ModelSpec& spec, const TrainLayout& layout,
+                                              const TrainLayout::Coord& coord) {
+  const int tp_rank = coord.tp_rank;
+  const int pp_rank = coord.pp_rank;
   HS_CHECK(tp_rank >= 0 && tp_rank < layout.tp,
            "train tp rank " + num(tp_rank) + " is outside [0, " + num(layout.tp) + ")");
   HS_CHECK(pp_rank >= 0 && pp_rank < layout.pp,
@@ -105,6 +164,8 @@ std::vector<BufferLayout> train_param_buffers(const ModelSpec& spec, const Train
   const std::int64_t ffn_per_rank = spec.intermediate_size / tp;
   const std::int64_t padded_vocab = layout.padded_vocab(spec);
   const bool last_stage = pp_rank == layout.pp - 1;
+  const std::int64_t experts_per_rank = spec.is_moe() ? spec.num_experts / layout.ep : 0;
+  const std::int64_t expert_ffn_per_rank = spec.is_moe() ? spec.moe_intermediate_size / layout.expert_tp() : 0;
 
   // Fused QKV (weight or bias): for each local query group, [q rows; k rows; v rows] of that group.
   const auto fused_qkv = [&](std::string name, const HfTensor& q, const HfTensor& k, const HfTensor& v) {
@@ -143,6 +204,12 @@ std::vector<BufferLayout> train_param_buffers(const ModelSpec& spec, const Train
                       fused_qkv(prefix + "self_attention.linear_qkv.bias", hf.layer_tensor(layer, HfKind::kQBias),
                                 hf.layer_tensor(layer, HfKind::kKBias), hf.layer_tensor(layer, HfKind::kVBias)));
       }
+      if (spec.has_qk_norm()) {
+        append_tensor(
+            buffer, whole_vector(prefix + "self_attention.q_layernorm.weight", hf.layer_tensor(layer, HfKind::kQNorm)));
+        append_tensor(
+            buffer, whole_vector(prefix + "self_attention.k_layernorm.weight", hf.layer_tensor(layer, HfKind::kKNorm)));
+      }
       {
         const HfTensor& o = hf.layer_tensor(layer, HfKind::kO);
         LocalTensor proj = make_tensor(prefix + "self_attention.linear_proj.weight", h, attn_cols_per_rank, false);
@@ -151,6 +218,31 @@ std::vector<BufferLayout> train_param_buffers(const ModelSpec& spec, const Train
       }
       append_tensor(buffer,
                     whole_vector(prefix + "pre_mlp_layernorm.weight", hf.layer_tensor(layer, HfKind::kPostAttnNorm)));
+      if (spec.layer_has_experts(layer)) {
+        const HfTensor& router = hf.layer_tensor(layer, HfKind::kRouter);
+        LocalTensor router_tensor = make_tensor(prefix + "mlp.router.weight", router.rows, router.cols, false);
+        router_tensor.blocks.push_back(make_block(router, 0, 0, 0, 0, router.rows, router.cols));
+        append_tensor(buffer, std::move(router_tensor));
+        const std::int64_t f = expert_ffn_per_rank;
+        const std::int64_t u = coord.etp_rank;
+        for (std::int64_t j = 0; j < experts_per_rank; ++j) {
+          const std::int64_t e = coord.ep_rank * experts_per_rank + j;
+          const HfTensor& gate = hf.expert_tensor(layer, HfKind::kExpertGate, e);
+          const HfTensor& up = hf.expert_tensor(layer, HfKind::kExpertUp, e);
+          LocalTensor fc1 = make_tensor(prefix + "mlp.experts.linear_fc1.weight" + num(j), 2 * f, h, false);
+          fc1.blocks.push_back(make_block(gate, u * f, 0, 0, 0, f, h));
+          fc1.blocks.push_back(make_block(up, u * f, 0, f, 0, f, h));
+          append_tensor(buffer, std::move(fc1));
+        }
+        for (std::int64_t j = 0; j < experts_per_rank; ++j) {
+          const std::int64_t e = coord.ep_rank * experts_per_rank + j;
+          const HfTensor& down = hf.expert_tensor(layer, HfKind::kExpertDown, e);
+          LocalTensor fc2 = make_tensor(prefix + "mlp.experts.linear_fc2.weight" + num(j), h, f, false);
+          fc2.blocks.push_back(make_block(down, 0, u * f, 0, 0, h, f));
+          append_tensor(buffer, std::move(fc2));
+        }
+        continue;
+      }
       {
         const HfTensor& gate = hf.layer_tensor(layer, HfKind::kGate);
         const HfTensor& up = hf.layer_tensor(layer, HfKind::kUp);

@@ -50,6 +50,7 @@ bool strategy_applies(Strategy strategy, const ModelSpec& spec, const TrainLayou
                       const InferenceLayout& inference) {
   if (!strategy_applies(strategy, train, inference)) return false;
   if (strategy != Strategy::kSeed) return true;
+  if (spec.is_moe()) return false;  // the seed (verl's first hybrid engine) has no Mixture-of-Experts path
   try {
     for (int shard = 0; shard < inference.tp; ++shard)
       transition_detail::seed_vocab_rows(spec, train, inference, shard);
@@ -200,6 +201,8 @@ std::string inference_name_of(const ModelSpec& spec, const std::string& train_na
       {"self_attention.linear_qkv.weight", "self_attn.qkv_proj.weight"},
       {"self_attention.linear_qkv.bias", "self_attn.qkv_proj.bias"},
       {"self_attention.linear_proj.weight", "self_attn.o_proj.weight"},
+      {"self_attention.q_layernorm.weight", "self_attn.q_norm.weight"},
+      {"self_attention.k_layernorm.weight", "self_attn.k_norm.weight"},
       {"pre_mlp_layernorm.weight", "post_attention_layernorm.weight"},
       {"mlp.linear_fc1.weight", "mlp.gate_up_proj.weight"},
       {"mlp.linear_fc2.weight", "mlp.down_proj.weight"},

@@ -87,10 +87,41 @@ TEST(InferenceLayoutTest, validate_reports_every_problem) {
   EXPECT_TRUE(mentions(InferenceLayout{.tp = 0}.validate(spec), "must be at least 1"));
 }
 
+TEST(InferenceLayoutTest, fused_moe_tensors_follow_vllm_and_validate_explains_what_does_not_divide) {
+  ModelSpec moe = small_model(Architecture::kQwen3Moe, 1, 4, 2, 300, false, DType::kBFloat16);
+  moe.num_experts = 5;
+  moe.num_experts_per_tok = 2;
+  moe.moe_intermediate_size = 10;
+  const InferenceLayout tp_experts{.tp = 2, .world_size = 2};
+  const BufferLayout buffer = inference_param_buffer(moe, tp_experts, 1);
+  std::vector<std::string> names;
+  for (const LocalTensor& tensor : buffer.tensors) names.push_back(tensor.name);
+  EXPECT_EQ(names[3], "model.layers.0.self_attn.q_norm.weight");
+  EXPECT_EQ(names[7], "model.layers.0.mlp.gate.weight");
+  EXPECT_EQ(names[8], "model.layers.0.mlp.experts.w13_weight");
+  EXPECT_EQ(names[9], "model.layers.0.mlp.experts.w2_weight");
+  EXPECT_EQ(buffer.tensors[8].shape, (std::vector<std::int64_t>{5, 10, 48}));
+  EXPECT_EQ(buffer.tensors[9].shape, (std::vector<std::int64_t>{5, 48, 5}));
+  // Expert parallel: 5 experts over 3 ranks as vLLM's linear placement puts them: 2, 2, 1.
+  const InferenceLayout ep{.tp = 3, .world_size = 3, .expert_parallel = true};
+  EXPECT_EQ(ep.experts_of(moe, 0).count, 2);
+  EXPECT_EQ(ep.experts_of(moe, 1).first, 2);
+  EXPECT_EQ(ep.experts_of(moe, 2).first, 4);
+  EXPECT_EQ(ep.experts_of(moe, 2).count, 1);
+  EXPECT_TRUE(
+      mentions(InferenceLayout{.tp = 4, .world_size = 4}.validate(moe), "does not divide moe_intermediate_size 10"));
+  EXPECT_TRUE(mentions(InferenceLayout{.tp = 8, .world_size = 8, .expert_parallel = true}.validate(moe),
+                       "exceeds num_experts 5"));
+  EXPECT_TRUE(
+      mentions(InferenceLayout{.tp = 1, .world_size = 1, .expert_parallel = true}.validate(*model_preset("tiny")),
+               "llama has none"));
+}
+
 struct InferenceCase {
   std::string name;
   ModelSpec spec;
   int tp = 1;
+  bool expert_parallel = false;
 };
 
 void PrintTo(const InferenceCase& c, std::ostream* os) { *os << c.name; }
@@ -102,7 +133,24 @@ std::vector<InferenceCase> inference_cases() {
   tiny_tied_fp32.dtype = DType::kFloat32;
   const ModelSpec qwen = small_model(Architecture::kQwen2, 3, 8, 2, 1000, false, DType::kBFloat16);
   const ModelSpec qwen_fp16 = small_model(Architecture::kQwen2, 2, 8, 8, 200, true, DType::kFloat16);
+  ModelSpec qwen3 = small_model(Architecture::kQwen3, 2, 4, 2, 300, false, DType::kBFloat16);
+  qwen3.head_dim = 16;
+  ModelSpec moe = qwen3;
+  moe.architecture = Architecture::kQwen3Moe;
+  moe.num_experts = 6;
+  moe.num_experts_per_tok = 2;
+  moe.moe_intermediate_size = 16;
+  moe.decoder_sparse_step = 2;  // layer 1 has experts, layer 0 a dense MLP
+  ModelSpec mixtral = moe;
+  mixtral.architecture = Architecture::kMixtral;
+  mixtral.decoder_sparse_step = 1;
+  mixtral.dtype = DType::kFloat32;
   return {
+      {"qwen3_tp2", qwen3, 2},
+      {"moe_tp_experts_tp2", moe, 2},
+      {"moe_tp_experts_tp4", moe, 4},
+      {"moe_expert_parallel_tp4_uneven", moe, 4, true},
+      {"mixtral_fp32_expert_parallel_tp2", mixtral, 2, true},
       {"tiny_tp1", tiny, 1},
       {"tiny_tp2", tiny, 2},
       {"tiny_tp4_kv_replicated", tiny, 4},
@@ -118,7 +166,7 @@ class InferenceLayoutMatrixTest : public ::testing::TestWithParam<InferenceCase>
 
 TEST_P(InferenceLayoutMatrixTest, every_rank_matches_the_reference_bit_for_bit) {
   const InferenceCase& c = GetParam();
-  const InferenceLayout layout{.tp = c.tp, .world_size = c.tp};
+  const InferenceLayout layout{.tp = c.tp, .world_size = c.tp, .expert_parallel = c.expert_parallel};
   ASSERT_TRUE(layout.validate(c.spec).empty());
   for (int r = 0; r < c.tp; ++r) {
     SCOPED_TRACE("tp rank " + std::to_string(r));

@@ -22,20 +22,101 @@ bool mentions(const std::vector<std::string>& problems, const std::string& text)
 
 TEST(ModelSpecTest, presets_are_valid_and_have_their_published_parameter_counts) {
   const std::vector<std::pair<std::string, std::int64_t>> expected = {
-      {"llama3-8b", 8'030'261'248},
-      {"llama3-70b", 70'553'706'496},
-      {"qwen2.5-7b", 7'615'616'512},
-      {"qwen2.5-32b", 32'763'876'352},
+      {"llama3-8b", 8'030'261'248},         {"llama3-70b", 70'553'706'496},   {"qwen2.5-7b", 7'615'616'512},
+      {"qwen2.5-32b", 32'763'876'352},      {"qwen3-8b", 8'190'735'360},      {"qwen3-30b-a3b", 30'532'122'624},
+      {"qwen3-235b-a22b", 235'093'634'560}, {"mixtral-8x7b", 46'702'792'704},
   };
   for (const auto& [name, parameters] : expected) {
     const auto spec = model_preset(name);
     ASSERT_TRUE(spec.has_value()) << name;
-    EXPECT_TRUE(spec->validate().empty()) << name;
+    EXPECT_TRUE(spec->validate().empty()) << name << ": " << (spec->validate().empty() ? "" : spec->validate()[0]);
     EXPECT_EQ(spec->num_parameters(), parameters) << name;
   }
-  EXPECT_EQ(model_preset_names().size(), 5u);
+  EXPECT_EQ(model_preset_names().size(), 9u);
   for (const std::string& name : model_preset_names()) EXPECT_TRUE(model_preset(name).has_value()) << name;
   EXPECT_FALSE(model_preset("gpt-5").has_value());
+}
+
+TEST(ModelSpecTest, moe_tensors_use_hugging_face_per_expert_names_and_dense_layers_where_the_config_says) {
+  ModelSpec spec = *model_preset("qwen3-30b-a3b");
+  spec.num_hidden_layers = 4;
+  spec.num_experts = 3;
+  spec.num_experts_per_tok = 2;
+  spec.decoder_sparse_step = 2;  // layers 1 and 3 sparse ...
+  spec.mlp_only_layers = {3};    // ... but 3 is listed dense
+  EXPECT_TRUE(spec.validate().empty());
+  EXPECT_FALSE(spec.layer_has_experts(0));
+  EXPECT_TRUE(spec.layer_has_experts(1));
+  EXPECT_FALSE(spec.layer_has_experts(3));
+  std::vector<std::string> names;
+  for (const HfTensor& t : spec.hf_tensors()) {
+    if (t.layer == 1 || t.layer == 0) names.push_back(t.name);
+  }
+  const std::vector<std::string> expected = {"model.layers.0.input_layernorm.weight",
+                                             "model.layers.0.self_attn.q_proj.weight",
+                                             "model.layers.0.self_attn.k_proj.weight",
+                                             "model.layers.0.self_attn.v_proj.weight",
+                                             "model.layers.0.self_attn.o_proj.weight",
+                                             "model.layers.0.self_attn.q_norm.weight",
+                                             "model.layers.0.self_attn.k_norm.weight",
+                                             "model.layers.0.post_attention_layernorm.weight",
+                                             "model.layers.0.mlp.gate_proj.weight",
+                                             "model.layers.0.mlp.up_proj.weight",
+                                             "model.layers.0.mlp.down_proj.weight",
+                                             "model.layers.1.input_layernorm.weight",
+                                             "model.layers.1.self_attn.q_proj.weight",
+                                             "model.layers.1.self_attn.k_proj.weight",
+                                             "model.layers.1.self_attn.v_proj.weight",
+                                             "model.layers.1.self_attn.o_proj.weight",
+                                             "model.layers.1.self_attn.q_norm.weight",
+                                             "model.layers.1.self_attn.k_norm.weight",
+                                             "model.layers.1.post_attention_layernorm.weight",
+                                             "model.layers.1.mlp.gate.weight",
+                                             "model.layers.1.mlp.experts.0.gate_proj.weight",
+                                             "model.layers.1.mlp.experts.0.up_proj.weight",
+                                             "model.layers.1.mlp.experts.0.down_proj.weight",
+                                             "model.layers.1.mlp.experts.1.gate_proj.weight",
+                                             "model.layers.1.mlp.experts.1.up_proj.weight",
+                                             "model.layers.1.mlp.experts.1.down_proj.weight",
+                                             "model.layers.1.mlp.experts.2.gate_proj.weight",
+                                             "model.layers.1.mlp.experts.2.up_proj.weight",
+                                             "model.layers.1.mlp.experts.2.down_proj.weight"};
+  EXPECT_EQ(names, expected);
+  const std::vector<HfTensor> tensors = spec.hf_tensors();
+  EXPECT_EQ(tensors[static_cast<std::size_t>(spec.hf_tensors().size() - 1)].name, "lm_head.weight");
+  for (const HfTensor& t : tensors) {
+    if (t.name == "model.layers.1.mlp.experts.2.down_proj.weight") {
+      EXPECT_EQ(t.expert, 2);
+      EXPECT_EQ(t.rows, 2048);
+      EXPECT_EQ(t.cols, 768);
+    }
+    if (t.name == "model.layers.1.self_attn.q_norm.weight") {
+      EXPECT_EQ(t.rows, 128);
+    }
+  }
+  ModelSpec mixtral = *model_preset("mixtral-8x7b");
+  mixtral.num_hidden_layers = 1;
+  EXPECT_EQ(mixtral.hf_tensors()[7].name, "model.layers.0.block_sparse_moe.gate.weight");
+  EXPECT_EQ(mixtral.hf_tensors()[8].name, "model.layers.0.block_sparse_moe.experts.0.w1.weight");
+  EXPECT_EQ(mixtral.hf_tensors()[9].name, "model.layers.0.block_sparse_moe.experts.0.w3.weight");
+  EXPECT_EQ(mixtral.hf_tensors()[10].name, "model.layers.0.block_sparse_moe.experts.0.w2.weight");
+}
+
+TEST(ModelSpecTest, validate_names_every_expert_key) {
+  ModelSpec spec = *model_preset("qwen3-30b-a3b");
+  spec.num_experts_per_tok = 200;
+  spec.moe_intermediate_size = 0;
+  spec.mlp_only_layers = {48};
+  const auto problems = spec.validate();
+  EXPECT_TRUE(mentions(problems, "num_experts_per_tok must be in [1, num_experts = 128], got 200"));
+  EXPECT_TRUE(mentions(problems, "moe_intermediate_size must be positive"));
+  EXPECT_TRUE(mentions(problems, "mlp_only_layers names layer 48"));
+  ModelSpec llama = *model_preset("tiny");
+  llama.num_experts = 8;
+  EXPECT_TRUE(mentions(llama.validate(), "llama has no experts"));
+  EXPECT_EQ(parse_architecture("Qwen3MoeForCausalLM"), Architecture::kQwen3Moe);
+  EXPECT_EQ(parse_architecture("mixtral"), Architecture::kMixtral);
+  EXPECT_EQ(architecture_name(Architecture::kQwen3), "qwen3");
 }
 
 TEST(ModelSpecTest, tiny_preset_is_the_quickstart_model) {

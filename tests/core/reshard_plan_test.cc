@@ -27,12 +27,14 @@ struct PlanCase {
   TrainLayout train;
   int inference_tp = 1;
   std::int64_t bucket_bytes = 0;  // 0: the default
+  bool expert_parallel = false;   // vLLM's enable_expert_parallel
 };
 
 void PrintTo(const PlanCase& c, std::ostream* os) { *os << c.name; }
 
 InferenceLayout inference_of(const PlanCase& c) {
-  return InferenceLayout{.tp = c.inference_tp, .world_size = c.train.world_size()};
+  return InferenceLayout{
+      .tp = c.inference_tp, .world_size = c.train.world_size(), .expert_parallel = c.expert_parallel};
 }
 
 PlanOptions options_of(const PlanCase& c) {
@@ -98,7 +100,19 @@ std::vector<PlanCase> plan_cases() {
   const ModelSpec mha = small_model(Architecture::kLlama, 4, 4, 4, 256, false, DType::kFloat32);
   ModelSpec round_vocab = tiny;
   round_vocab.vocab_size = 512;
+  ModelSpec moe = small_model(Architecture::kQwen3Moe, 4, 8, 2, 300, false, DType::kBFloat16);
+  moe.num_experts = 8;
+  moe.num_experts_per_tok = 2;
+  moe.moe_intermediate_size = 16;
+  moe.decoder_sparse_step = 2;  // layers 1 and 3 have experts, 0 and 2 a dense MLP
+  ModelSpec mixtral = moe;
+  mixtral.architecture = Architecture::kMixtral;
+  mixtral.decoder_sparse_step = 1;
   return {
+      {"moe_tp1_dp8_ep8_to_tp8_vllm_ep", moe, {.tp = 1, .dp = 8, .ep = 8}, 8, 4096, true},
+      {"moe_tp2_pp2_dp2_ep4_etp1_to_tp4", moe, {.tp = 2, .pp = 2, .dp = 2, .ep = 4, .etp = 1}, 4, 4096},
+      {"moe_tp2_dp2_ep2_to_tp1", moe, {.tp = 2, .dp = 2, .ep = 2}, 1, 3000},
+      {"mixtral_tp1_dp4_ep2_to_tp4_vllm_ep", mixtral, {.tp = 1, .dp = 4, .ep = 2}, 4, 0, true},
       {"tp2_to_tp1", tiny, {.tp = 2}, 1, 4096},
       {"tp1_dp2_to_tp2", tiny, {.tp = 1, .dp = 2}, 2, 4096},
       {"tp2_dp2_to_tp4_kv_replicated", tiny, {.tp = 2, .dp = 2}, 4, 4096},
@@ -148,6 +162,7 @@ TEST_P(ReshardPlanMatrixTest, senders_and_receivers_agree_on_every_message) {
   for (const RankPlan& plan : plans) {
     EXPECT_EQ(plan.chunk_bytes, chunk_bytes) << "chunk_bytes must be global";
     const int replica = c.train.coord(plan.rank).dp_rank;
+    const bool experts_over_replicas = c.train.expert_period() > 1;
     for (std::size_t k = 0; k < plan.rounds.size(); ++k) {
       for (const bool sending : {true, false}) {
         const auto& messages = sending ? plan.rounds[k].sends : plan.rounds[k].recvs;
@@ -157,7 +172,9 @@ TEST_P(ReshardPlanMatrixTest, senders_and_receivers_agree_on_every_message) {
             EXPECT_LT(messages[i - 1].peer, message.peer) << "messages sorted by peer";
           }
           EXPECT_NE(message.peer, plan.rank);
-          EXPECT_EQ(c.train.coord(message.peer).dp_rank, replica) << "sources stay in the data-parallel replica";
+          if (!experts_over_replicas) {
+            EXPECT_EQ(c.train.coord(message.peer).dp_rank, replica) << "sources stay in the data-parallel replica";
+          }
           EXPECT_GT(message.bytes, 0);
           expect_tiles_message(message, sending);
           std::int64_t rows = 0;
@@ -186,7 +203,7 @@ TEST_P(ReshardPlanMatrixTest, running_every_plan_on_cpu_gives_the_reference_shar
     const TrainLayout::Coord coord = c.train.coord(plan.rank);
     for (const BufferLayout& buffer : plan.train_buffers) {
       train[static_cast<std::size_t>(plan.rank)].push_back(reference::expected_train_buffer(
-          c.spec, c.train, coord.tp_rank, coord.pp_rank, buffer.vpp_chunk, kVersion, buffer));
+          c.spec, c.train, coord.tp_rank, coord.pp_rank, buffer.vpp_chunk, kVersion, buffer, coord.dp_rank));
     }
   }
   std::vector<std::vector<std::uint8_t>> inference(static_cast<std::size_t>(world));
@@ -444,6 +461,59 @@ TEST(ReshardPlanTest, llama3_70b_on_8_ranks_accounts_for_every_byte) {
     }
     EXPECT_EQ(sent, received);
     EXPECT_GT(total_received, 0);
+  }
+}
+
+// Qwen3-30B-A3B's shapes on one node: train expert parallelism over all 8 ranks to vLLM's tensor-parallel and
+// expert-parallel experts; bytes add up, messages pair up, every rank sends and receives its share of experts.
+TEST(ReshardPlanTest, qwen3_30b_a3b_on_8_ranks_accounts_for_every_byte) {
+  const ModelSpec spec = *model_preset("qwen3-30b-a3b");
+  const std::vector<std::tuple<TrainLayout, int, bool>> layouts = {
+      {TrainLayout{.tp = 1, .dp = 8, .ep = 8}, 8, false},
+      {TrainLayout{.tp = 2, .dp = 4, .ep = 4, .etp = 1}, 4, true},
+  };
+  for (const auto& [train, inference_tp, expert_parallel] : layouts) {
+    const InferenceLayout inference{.tp = inference_tp, .world_size = 8, .expert_parallel = expert_parallel};
+    std::int64_t total_received = 0;
+    std::map<std::tuple<int, int, std::size_t>, std::int64_t> sent;
+    std::map<std::tuple<int, int, std::size_t>, std::int64_t> received;
+    for (int rank = 0; rank < 8; ++rank) {
+      const RankPlan plan = make_rank_plan(spec, train, inference, rank);
+      std::int64_t zero = 0;
+      for (const ByteRange& range : plan.zero_fill) zero += range.bytes;
+      EXPECT_EQ(plan.bytes_local() + plan.bytes_received() + zero, plan.inference_buffer.bytes);
+      if (!expert_parallel) {
+        // Every rank holds 16 whole experts and needs an eighth of all 128: it sends and receives.
+        EXPECT_GT(plan.bytes_received(), 0) << "rank " << rank;
+        EXPECT_GT(plan.bytes_sent(), 0) << "rank " << rank;
+      } else {
+        // Train ep rank == vLLM ep rank here (rank % 4): the experts stay local, only attention moves.
+        total_received += plan.bytes_received();
+      }
+      for (std::size_t k = 0; k < plan.rounds.size(); ++k) {
+        for (const Message& m : plan.rounds[k].sends) sent[{rank, m.peer, k}] = m.bytes;
+        for (const Message& m : plan.rounds[k].recvs) received[{m.peer, rank, k}] = m.bytes;
+      }
+    }
+    EXPECT_EQ(sent, received);
+    if (expert_parallel) {
+      EXPECT_GT(total_received, 0);
+    }
+  }
+}
+
+// Megatron-Core splits experts evenly over expert-parallel ranks: a layout that does not is one clear ConfigError.
+TEST(ReshardPlanTest, experts_that_do_not_divide_over_ep_ranks_are_a_config_error) {
+  ModelSpec spec = small_model(Architecture::kQwen3Moe, 2, 4, 2, 300, false, DType::kBFloat16);
+  spec.num_experts = 6;
+  spec.num_experts_per_tok = 2;
+  spec.moe_intermediate_size = 16;
+  try {
+    make_rank_plan(spec, TrainLayout{.tp = 1, .dp = 4, .ep = 4}, InferenceLayout{.tp = 4, .world_size = 4}, 0);
+    FAIL() << "expected a ConfigError";
+  } catch (const ConfigError& error) {
+    const std::string what = error.what();
+    EXPECT_NE(what.find("expert_model_parallel_size 4 does not divide num_experts 6"), std::string::npos) << what;
   }
 }
 

@@ -70,6 +70,39 @@ TEST(TrainLayoutTest, validate_names_megatron_keys_for_every_problem) {
   EXPECT_TRUE(mentions(heads, "does not divide intermediate_size 102"));
 }
 
+// Mixture of experts (Megatron-Core): EP must divide the experts, ETP the expert width, ETP * EP the ranks of a stage.
+TEST(TrainLayoutTest, validate_explains_every_expert_layout_that_does_not_divide) {
+  ModelSpec moe = testing::small_model(Architecture::kQwen3Moe, 2, 4, 2, 300, false, DType::kBFloat16);
+  moe.num_experts = 6;
+  moe.num_experts_per_tok = 2;
+  moe.moe_intermediate_size = 18;
+  EXPECT_TRUE((TrainLayout{.tp = 2, .dp = 3, .ep = 3, .etp = 2}).validate(moe).empty());
+  const auto problems = TrainLayout{.tp = 2, .dp = 2, .ep = 4, .etp = 4}.validate(moe);
+  EXPECT_TRUE(mentions(problems, "expert_model_parallel_size 4 does not divide num_experts 6"));
+  EXPECT_TRUE(mentions(problems, "expert_tensor_parallel_size 4 does not divide moe_intermediate_size 18"));
+  EXPECT_TRUE(mentions(problems,
+                       "expert_tensor_parallel_size * expert_model_parallel_size = 4 * 4 does not divide "
+                       "tensor_model_parallel_size * data_parallel_size = 2 * 2"));
+  EXPECT_TRUE(mentions(TrainLayout{.ep = 0}.validate(moe), "expert_model_parallel_size must be at least 1"));
+  // The default expert_tensor_parallel_size is tensor_model_parallel_size: 4 does not divide 18.
+  EXPECT_TRUE(mentions(TrainLayout{.tp = 4}.validate(moe), "expert_tensor_parallel_size 4 does not divide"));
+  EXPECT_TRUE(mentions(TrainLayout{.dp = 2, .ep = 2}.validate(*model_preset("tiny")), "llama has none"));
+}
+
+TEST(TrainLayoutTest, expert_ranks_fold_over_tp_and_dp_as_megatron_core_does) {
+  const TrainLayout layout{.tp = 2, .pp = 2, .dp = 4, .ep = 4, .etp = 1};
+  // Within a stage, r = dp_rank * tp + tp_rank; etp 1: ep_rank = r % 4.
+  EXPECT_EQ(layout.coord(5).ep_rank, 1);   // dp 2, tp 1: r = 5
+  EXPECT_EQ(layout.coord(13).ep_rank, 1);  // stage 1, r = 5
+  EXPECT_EQ(layout.coord(6).ep_rank, 2);
+  EXPECT_EQ(layout.expert_period(), 2);
+  const TrainLayout folded{.tp = 2, .dp = 2, .ep = 2};  // etp = tp = 2
+  EXPECT_EQ(folded.coord(3).etp_rank, 1);
+  EXPECT_EQ(folded.coord(3).ep_rank, 1);
+  EXPECT_EQ(folded.coord(1).ep_rank, 0);
+  EXPECT_EQ(TrainLayout{}.expert_period(), 1);
+}
+
 TEST(TrainLayoutTest, buffers_of_an_unusable_layout_are_a_config_error) {
   const ModelSpec spec = *model_preset("tiny");
   EXPECT_THROW(train_param_buffers(spec, TrainLayout{.tp = 4}, 0, 0), ConfigError);
@@ -141,7 +174,23 @@ std::vector<TrainCase> train_cases() {
   const ModelSpec qwen = small_model(Architecture::kQwen2, 6, 8, 4, 1000, false, DType::kBFloat16);
   const ModelSpec qwen_tied = small_model(Architecture::kQwen2, 4, 6, 2, 300, true, DType::kFloat16);
   const ModelSpec mha = small_model(Architecture::kLlama, 6, 4, 4, 64, false, DType::kFloat32);
+  ModelSpec qwen3 = small_model(Architecture::kQwen3, 4, 4, 2, 300, false, DType::kBFloat16);
+  qwen3.head_dim = 16;  // explicit, not 48 / 4
+  ModelSpec moe = qwen3;
+  moe.architecture = Architecture::kQwen3Moe;
+  moe.num_experts = 4;
+  moe.num_experts_per_tok = 2;
+  moe.moe_intermediate_size = 16;
+  moe.mlp_only_layers = {2};
+  ModelSpec mixtral = moe;
+  mixtral.architecture = Architecture::kMixtral;
+  mixtral.mlp_only_layers.clear();
   return {
+      {"qwen3_tp2_pp2", qwen3, {.tp = 2, .pp = 2}},
+      {"moe_tp1_dp4_ep4", moe, {.tp = 1, .dp = 4, .ep = 4}},
+      {"moe_tp2_pp2_dp2_ep2_etp2", moe, {.tp = 2, .pp = 2, .dp = 2, .ep = 2, .etp = 2}},
+      {"mixtral_tp2_dp2_ep4_etp1", mixtral, {.tp = 2, .dp = 2, .ep = 4, .etp = 1}},
+      {"moe_tp2_ep1", moe, {.tp = 2}},
       {"tiny_tp1", tiny, {.tp = 1}},
       {"tiny_tp2", tiny, {.tp = 2}},
       {"tiny_tp2_pp2", tiny, {.tp = 2, .pp = 2}},
@@ -163,55 +212,71 @@ TEST_P(TrainLayoutMatrixTest, every_buffer_matches_the_reference_bit_for_bit) {
   const TrainCase& c = GetParam();
   ASSERT_TRUE(c.spec.validate().empty());
   ASSERT_TRUE(c.layout.validate(c.spec).empty());
-  for (int p = 0; p < c.layout.pp; ++p) {
-    for (int t = 0; t < c.layout.tp; ++t) {
-      const auto buffers = train_param_buffers(c.spec, c.layout, t, p);
-      ASSERT_EQ(static_cast<int>(buffers.size()), c.layout.vpp);
-      for (int v = 0; v < c.layout.vpp; ++v) {
-        const BufferLayout& buffer = buffers[static_cast<std::size_t>(v)];
-        SCOPED_TRACE("tp " + std::to_string(t) + " pp " + std::to_string(p) + " chunk " + std::to_string(v));
-        EXPECT_EQ(buffer.vpp_chunk, v);
-        EXPECT_EQ(buffer.dtype, c.spec.dtype);
-        expect_well_formed(buffer, c.spec);
-        for (const std::uint32_t version : {0u, 7u}) {
-          const auto expected = reference::expected_train_buffer(c.spec, c.layout, t, p, v, version, buffer);
-          const auto actual = materialize(buffer, version);
-          EXPECT_EQ(reference::first_difference(buffer, expected, actual.data(), actual.size()), "");
-        }
+  for (int rank = 0; rank < c.layout.world_size(); ++rank) {
+    const TrainLayout::Coord coord = c.layout.coord(rank);
+    const int t = coord.tp_rank;
+    const int p = coord.pp_rank;
+    const auto buffers = train_param_buffers(c.spec, c.layout, coord);
+    ASSERT_EQ(static_cast<int>(buffers.size()), c.layout.vpp);
+    for (int v = 0; v < c.layout.vpp; ++v) {
+      const BufferLayout& buffer = buffers[static_cast<std::size_t>(v)];
+      SCOPED_TRACE("rank " + std::to_string(rank) + " chunk " + std::to_string(v));
+      EXPECT_EQ(buffer.vpp_chunk, v);
+      EXPECT_EQ(buffer.dtype, c.spec.dtype);
+      expect_well_formed(buffer, c.spec);
+      for (const std::uint32_t version : {0u, 7u}) {
+        const auto expected =
+            reference::expected_train_buffer(c.spec, c.layout, t, p, v, version, buffer, coord.dp_rank);
+        const auto actual = materialize(buffer, version);
+        EXPECT_EQ(reference::first_difference(buffer, expected, actual.data(), actual.size()), "");
       }
     }
   }
 }
 
-// Every element of every full tensor lives in the train shards: once for split tensors, tp times for replicated
-// norms, and twice per element for tied embeddings with pipeline stages (embedding and output_layer copy).
+// Every element of every full tensor lives in the train shards of all ranks: dp times for split tensors, tp * dp
+// times for replicated norms and routers, twice that for tied embeddings with pipeline stages (embedding and
+// output_layer copy), and tp * dp / (etp * ep) times for experts.
 TEST_P(TrainLayoutMatrixTest, shards_hold_every_full_tensor_element) {
   const TrainCase& c = GetParam();
   const auto hf = c.spec.hf_tensors();
   std::vector<std::vector<int>> count(hf.size());
   for (std::size_t i = 0; i < hf.size(); ++i) count[i].assign(static_cast<std::size_t>(hf[i].numel()), 0);
-  for (int p = 0; p < c.layout.pp; ++p) {
-    for (int t = 0; t < c.layout.tp; ++t) {
-      for (const BufferLayout& buffer : train_param_buffers(c.spec, c.layout, t, p)) {
-        for (const LocalTensor& tensor : buffer.tensors) {
-          for (const Block& b : tensor.blocks) {
-            for (std::int64_t r = 0; r < b.rows; ++r) {
-              for (std::int64_t col = 0; col < b.cols; ++col) {
-                ++count[static_cast<std::size_t>(b.hf_tensor)][static_cast<std::size_t>(
-                    (b.hf_row + r) * hf[static_cast<std::size_t>(b.hf_tensor)].cols + b.hf_col + col)];
-              }
+  for (int rank = 0; rank < c.layout.world_size(); ++rank) {
+    for (const BufferLayout& buffer : train_param_buffers(c.spec, c.layout, c.layout.coord(rank))) {
+      for (const LocalTensor& tensor : buffer.tensors) {
+        for (const Block& b : tensor.blocks) {
+          for (std::int64_t r = 0; r < b.rows; ++r) {
+            for (std::int64_t col = 0; col < b.cols; ++col) {
+              ++count[static_cast<std::size_t>(b.hf_tensor)][static_cast<std::size_t>(
+                  (b.hf_row + r) * hf[static_cast<std::size_t>(b.hf_tensor)].cols + b.hf_col + col)];
             }
           }
         }
       }
     }
   }
+  const int dp = c.layout.dp;
   for (std::size_t i = 0; i < hf.size(); ++i) {
-    int copies = 1;
-    if (hf[i].kind == HfKind::kInputNorm || hf[i].kind == HfKind::kPostAttnNorm || hf[i].kind == HfKind::kFinalNorm) {
-      copies = c.layout.tp;
+    int copies = dp;
+    switch (hf[i].kind) {
+      case HfKind::kInputNorm:
+      case HfKind::kPostAttnNorm:
+      case HfKind::kFinalNorm:
+      case HfKind::kQNorm:
+      case HfKind::kKNorm:
+      case HfKind::kRouter:
+        copies = c.layout.tp * dp;
+        break;
+      case HfKind::kExpertGate:
+      case HfKind::kExpertUp:
+      case HfKind::kExpertDown:
+        copies = c.layout.tp * dp / (c.layout.expert_tp() * c.layout.ep);
+        break;
+      default:
+        break;
     }
-    if (hf[i].kind == HfKind::kEmbedding && c.spec.tie_word_embeddings && c.layout.pp > 1) copies = 2;
+    if (hf[i].kind == HfKind::kEmbedding && c.spec.tie_word_embeddings && c.layout.pp > 1) copies = 2 * dp;
     for (const int n : count[i]) {
       ASSERT_EQ(n, copies) << hf[i].name;
     }

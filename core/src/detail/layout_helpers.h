@@ -22,7 +22,8 @@ class HfIndex {
     for (auto& kinds : by_layer_) kinds.fill(-1);
     for (const HfTensor& tensor : tensors_) {
       if (tensor.kind == HfKind::kFinalNorm) final_norm_ = tensor.id;
-      if (tensor.layer >= 0) {
+      // Experts: the kind's slot holds expert 0; expert e's tensors follow at 3 * e (gate, up, down per expert).
+      if (tensor.layer >= 0 && tensor.expert <= 0) {
         by_layer_[static_cast<std::size_t>(tensor.layer)][static_cast<std::size_t>(tensor.kind)] = tensor.id;
       }
     }
@@ -39,9 +40,18 @@ class HfIndex {
     return tensors_[static_cast<std::size_t>(id)];
   }
 
+  // kExpertGate / kExpertUp / kExpertDown of expert `expert` in `layer`.
+  const HfTensor& expert_tensor(int layer, HfKind kind, std::int64_t expert) const {
+    const HfTensor& first = layer_tensor(layer, kind);
+    const HfTensor& tensor = tensors_.at(static_cast<std::size_t>(first.id + 3 * expert));
+    HS_CHECK(tensor.kind == kind && tensor.layer == layer && tensor.expert == expert,
+             "model has no expert " + std::to_string(expert) + " in layer " + std::to_string(layer));
+    return tensor;
+  }
+
  private:
   std::vector<HfTensor> tensors_;
-  std::vector<std::array<int, 15>> by_layer_;
+  std::vector<std::array<int, kNumHfKinds>> by_layer_;
   int final_norm_ = 0;
 };
 

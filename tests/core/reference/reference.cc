@@ -1,5 +1,6 @@
 #include "reference.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -125,6 +126,44 @@ std::int64_t head_dim_of(const ModelSpec& spec) {
 
 std::string layer_prefix(std::int64_t layer) { return "model.layers." + std::to_string(layer) + "."; }
 
+// The Hugging Face names of a layer's experts: qwen3_moe "mlp.experts.E.{gate,up,down}_proj.weight" under router
+// "mlp.gate.weight"; mixtral "block_sparse_moe.experts.E.{w1,w3,w2}.weight" under "block_sparse_moe.gate.weight".
+struct ExpertNames {
+  std::string router;
+  std::string block;  // "mlp." or "block_sparse_moe."
+  bool mixtral = false;
+  std::string gate(std::int64_t e) const { return expert(e) + (mixtral ? "w1.weight" : "gate_proj.weight"); }
+  std::string up(std::int64_t e) const { return expert(e) + (mixtral ? "w3.weight" : "up_proj.weight"); }
+  std::string down(std::int64_t e) const { return expert(e) + (mixtral ? "w2.weight" : "down_proj.weight"); }
+  std::string expert(std::int64_t e) const { return block + "experts." + std::to_string(e) + "."; }
+};
+
+// Whether the layer at `prefix` has experts in the checkpoint, and their names.
+bool find_experts(const Checkpoint& ckpt, const std::string& prefix, ExpertNames& names) {
+  for (const bool mixtral : {false, true}) {
+    const std::string block = prefix + (mixtral ? "block_sparse_moe." : "mlp.");
+    if (ckpt.has(block + "gate.weight")) {
+      names = ExpertNames{block + "gate.weight", block, mixtral};
+      return true;
+    }
+  }
+  return false;
+}
+
+// A 3-D tensor [n, rows, cols] stacked from n matrices of equal shape.
+ExpectedTensor stacked(const std::vector<Matrix>& parts, std::int64_t rows, std::int64_t cols) {
+  ExpectedTensor t;
+  const auto n = static_cast<std::int64_t>(parts.size());
+  t.shape = {n, rows, cols};
+  t.rows = n * rows;
+  t.cols = cols;
+  for (const Matrix& part : parts) {
+    HS_CHECK(part.rows == rows && part.cols == cols, "reference: stacking matrices of different shapes");
+    t.values.insert(t.values.end(), part.values.begin(), part.values.end());
+  }
+  return t;
+}
+
 }  // namespace
 
 ExpectedTensor full_tensor(const ModelSpec& spec, const std::string& name, std::uint32_t version) {
@@ -179,9 +218,46 @@ ExpectedTensors expected_inference_tensors(const ModelSpec& spec, const core::In
       out[p + "self_attn.qkv_proj.bias"] =
           as_vector_tensor(qkv(p + "self_attn.q_proj.bias", p + "self_attn.k_proj.bias", p + "self_attn.v_proj.bias"));
     }
+    if (ckpt.has(p + "self_attn.q_norm.weight")) {
+      out[p + "self_attn.q_norm.weight"] = as_vector_tensor(ckpt.get(p + "self_attn.q_norm.weight"));
+      out[p + "self_attn.k_norm.weight"] = as_vector_tensor(ckpt.get(p + "self_attn.k_norm.weight"));
+    }
     const Matrix o = ckpt.get(p + "self_attn.o_proj.weight");
     out[p + "self_attn.o_proj.weight"] = as_matrix_tensor(narrow_cols(o, r * (o.cols / tp), o.cols / tp));
     out[p + "post_attention_layernorm.weight"] = as_vector_tensor(ckpt.get(p + "post_attention_layernorm.weight"));
+    ExpertNames experts;
+    if (find_experts(ckpt, p, experts)) {
+      // vLLM FusedMoE: the router is a ReplicatedLinear; w13 [local experts, 2*I', H] = per expert [w1 (gate) shard;
+      // w3 (up) shard], w2 [local experts, H, I'] = down shard. Tensor-parallel experts: every expert, I' = I/tp,
+      // shard r. enable_expert_parallel: determine_expert_map's linear placement (base E/tp, the first E%tp ranks
+      // one more), I' = I.
+      const Matrix router = ckpt.get(experts.router);
+      out[experts.router] = as_matrix_tensor(router);
+      const std::int64_t num_experts = router.rows;
+      std::int64_t first = 0;
+      std::int64_t count = num_experts;
+      std::int64_t shards = tp;
+      std::int64_t shard = r;
+      if (inference.expert_parallel) {
+        const std::int64_t base = num_experts / tp;
+        const std::int64_t extra = num_experts % tp;
+        count = base + (r < extra ? 1 : 0);
+        first = r * base + std::min(r, extra);
+        shards = 1;
+        shard = 0;
+      }
+      const std::int64_t width = ckpt.info(experts.gate(0)).rows / shards;
+      std::vector<Matrix> w13;
+      std::vector<Matrix> w2;
+      for (std::int64_t e = first; e < first + count; ++e) {
+        w13.push_back(concat_rows({narrow_rows(ckpt.get(experts.gate(e)), shard * width, width),
+                                   narrow_rows(ckpt.get(experts.up(e)), shard * width, width)}));
+        w2.push_back(narrow_cols(ckpt.get(experts.down(e)), shard * width, width));
+      }
+      out[experts.block + "experts.w13_weight"] = stacked(w13, 2 * width, spec.hidden_size);
+      out[experts.block + "experts.w2_weight"] = stacked(w2, spec.hidden_size, width);
+      continue;
+    }
     const Matrix gate = ckpt.get(p + "mlp.gate_proj.weight");
     const Matrix up = ckpt.get(p + "mlp.up_proj.weight");
     const std::int64_t ffn = gate.rows / tp;
@@ -200,7 +276,7 @@ ExpectedTensors expected_inference_tensors(const ModelSpec& spec, const core::In
 // _vocab_size_with_padding) to a multiple of make_vocab_size_divisible_by * tp. Layer offsets follow
 // get_transformer_layer_offset for the interleaved schedule.
 ExpectedTensors expected_train_tensors(const ModelSpec& spec, const core::TrainLayout& train, int tp_rank, int pp_rank,
-                                       int vpp_chunk, std::uint32_t version) {
+                                       int vpp_chunk, std::uint32_t version, int dp_rank) {
   const Checkpoint ckpt(spec, version);
   const std::int64_t tp = train.tp;
   const std::int64_t t = tp_rank;
@@ -249,9 +325,37 @@ ExpectedTensors expected_train_tensors(const ModelSpec& spec, const core::TrainL
       out[m + "self_attention.linear_qkv.bias"] = as_vector_tensor(
           fused_qkv(hf + "self_attn.q_proj.bias", hf + "self_attn.k_proj.bias", hf + "self_attn.v_proj.bias"));
     }
+    if (ckpt.has(hf + "self_attn.q_norm.weight")) {
+      out[m + "self_attention.q_layernorm.weight"] = as_vector_tensor(ckpt.get(hf + "self_attn.q_norm.weight"));
+      out[m + "self_attention.k_layernorm.weight"] = as_vector_tensor(ckpt.get(hf + "self_attn.k_norm.weight"));
+    }
     const Matrix o = ckpt.get(hf + "self_attn.o_proj.weight");
     out[m + "self_attention.linear_proj.weight"] = as_matrix_tensor(narrow_cols(o, t * (o.cols / tp), o.cols / tp));
     out[m + "pre_mlp_layernorm.weight"] = as_vector_tensor(ckpt.get(hf + "post_attention_layernorm.weight"));
+    ExpertNames experts;
+    if (find_experts(ckpt, hf, experts)) {
+      // Megatron-Core: the expert rank generator (order tp-ep-dp-pp, its tp = expert_tensor_parallel_size, default
+      // tp) numbers the ranks of a stage as dp_rank * tp + tp_rank; TEGroupedMLP names local expert j
+      // linear_fc1.weight<j> = [gate shard; up shard] and linear_fc2.weight<j> = down shard of global expert
+      // ep_rank * E/ep + j; the router is whole everywhere.
+      const Matrix router = ckpt.get(experts.router);
+      out[m + "mlp.router.weight"] = as_matrix_tensor(router);
+      const std::int64_t etp = train.etp > 0 ? train.etp : train.tp;
+      const std::int64_t stage_rank = static_cast<std::int64_t>(dp_rank) * tp + t;
+      const std::int64_t etp_rank = stage_rank % etp;
+      const std::int64_t ep_rank = (stage_rank / etp) % train.ep;
+      const std::int64_t local = router.rows / train.ep;
+      const std::int64_t width = ckpt.info(experts.gate(0)).rows / etp;
+      for (std::int64_t j = 0; j < local; ++j) {
+        const std::int64_t e = ep_rank * local + j;
+        out[m + "mlp.experts.linear_fc1.weight" + std::to_string(j)] =
+            as_matrix_tensor(concat_rows({narrow_rows(ckpt.get(experts.gate(e)), etp_rank * width, width),
+                                          narrow_rows(ckpt.get(experts.up(e)), etp_rank * width, width)}));
+        out[m + "mlp.experts.linear_fc2.weight" + std::to_string(j)] =
+            as_matrix_tensor(narrow_cols(ckpt.get(experts.down(e)), etp_rank * width, width));
+      }
+      continue;
+    }
     const Matrix gate = ckpt.get(hf + "mlp.gate_proj.weight");
     const Matrix up = ckpt.get(hf + "mlp.up_proj.weight");
     const std::int64_t ffn = gate.rows / tp;
@@ -313,8 +417,8 @@ std::vector<std::uint8_t> expected_inference_buffer(const ModelSpec& spec, const
 
 std::vector<std::uint8_t> expected_train_buffer(const ModelSpec& spec, const core::TrainLayout& train, int tp_rank,
                                                 int pp_rank, int vpp_chunk, std::uint32_t version,
-                                                const core::BufferLayout& layout) {
-  return fill_buffer(expected_train_tensors(spec, train, tp_rank, pp_rank, vpp_chunk, version), layout);
+                                                const core::BufferLayout& layout, int dp_rank) {
+  return fill_buffer(expected_train_tensors(spec, train, tp_rank, pp_rank, vpp_chunk, version, dp_rank), layout);
 }
 
 std::string first_difference(const core::BufferLayout& layout, const std::vector<std::uint8_t>& expected,

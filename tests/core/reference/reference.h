@@ -31,14 +31,16 @@ using ExpectedTensors = std::map<std::string, ExpectedTensor>;
 // The full Hugging Face tensor `name` ("model.layers.0.self_attn.q_proj.weight") at `version`; throws if unknown.
 ExpectedTensor full_tensor(const core::ModelSpec& spec, const std::string& name, std::uint32_t version);
 
-// Every vLLM tensor of inference tensor-parallel rank `tp_rank` (uses inference.tp and inference.pad_vocab_to).
+// Every vLLM tensor of inference tensor-parallel rank `tp_rank` (uses inference.tp, inference.pad_vocab_to and
+// inference.expert_parallel). Experts are read by their Hugging Face per-expert names.
 ExpectedTensors expected_inference_tensors(const core::ModelSpec& spec, const core::InferenceLayout& inference,
                                            int tp_rank, std::uint32_t version);
 
-// Every Megatron-Core tensor of train rank (tp_rank, pp_rank), virtual-pipeline chunk `vpp_chunk` (uses train.tp,
-// train.pp, train.vpp and train.make_vocab_size_divisible_by).
+// Every Megatron-Core tensor of train rank (tp_rank, dp_rank, pp_rank), virtual-pipeline chunk `vpp_chunk` (uses
+// train.tp, train.pp, train.vpp, train.ep, train.etp and train.make_vocab_size_divisible_by; dp_rank matters only to
+// the experts).
 ExpectedTensors expected_train_tensors(const core::ModelSpec& spec, const core::TrainLayout& train, int tp_rank,
-                                       int pp_rank, int vpp_chunk, std::uint32_t version);
+                                       int pp_rank, int vpp_chunk, std::uint32_t version, int dp_rank = 0);
 
 // A flat buffer of `layout.bytes` bytes in `layout.dtype`, every tensor of `layout` filled from `expected` by name,
 // all other bytes zero. Throws core::Error if a name is unknown, a shape differs, or an expected tensor is missing.
@@ -49,7 +51,7 @@ std::vector<std::uint8_t> expected_inference_buffer(const core::ModelSpec& spec,
                                                     const core::BufferLayout& layout);
 std::vector<std::uint8_t> expected_train_buffer(const core::ModelSpec& spec, const core::TrainLayout& train,
                                                 int tp_rank, int pp_rank, int vpp_chunk, std::uint32_t version,
-                                                const core::BufferLayout& layout);
+                                                const core::BufferLayout& layout, int dp_rank = 0);
 
 // "" when `actual` equals `expected`; else the first differing tensor, element and values, for test messages.
 std::string first_difference(const core::BufferLayout& layout, const std::vector<std::uint8_t>& expected,

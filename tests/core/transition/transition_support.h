@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "hybridshard/core/device.h"
@@ -26,11 +27,13 @@ struct LayoutCase {
   ModelSpec spec;
   TrainLayout train;
   int inference_tp = 1;
+  bool expert_parallel = false;  // vLLM's enable_expert_parallel
 
   InferenceLayout inference() const {
     InferenceLayout layout;
     layout.tp = inference_tp;
     layout.world_size = train.world_size();
+    layout.expert_parallel = expert_parallel;
     return layout;
   }
 };
@@ -48,17 +51,34 @@ inline ModelSpec tiny_spec(Architecture architecture, DType dtype, std::int64_t 
   return spec;
 }
 
-inline TrainLayout train_layout(int tp, int pp, int vpp, int dp) {
+inline TrainLayout train_layout(int tp, int pp, int vpp, int dp, int ep = 1, int etp = 0) {
   TrainLayout layout;
   layout.tp = tp;
   layout.pp = pp;
   layout.vpp = vpp;
   layout.dp = dp;
+  layout.ep = ep;
+  layout.etp = etp;
   return layout;
 }
 
-// At least 12 layouts: tp' > tp, pp = 3, vpp = 2, dp > 1, kv heads fewer than tp', tied embeddings, qwen2 biases,
-// padded vocabularies, bf16 and fp32.
+// A small qwen3_moe (or mixtral): head_dim 24 (not hidden / heads = 16), q_norm / k_norm, 4 experts of width 32,
+// top 2; `dense_layers` keep a dense MLP of width 96 (mlp_only_layers).
+inline ModelSpec tiny_moe_spec(Architecture architecture, DType dtype, std::int64_t layers,
+                               std::vector<std::int64_t> dense_layers = {}) {
+  ModelSpec spec = tiny_spec(architecture, dtype, layers);
+  spec.head_dim = 24;
+  spec.num_experts = 4;
+  spec.num_experts_per_tok = 2;
+  spec.moe_intermediate_size = 32;
+  spec.mlp_only_layers = std::move(dense_layers);
+  return spec;
+}
+
+// At least 12 dense layouts: tp' > tp, pp = 3, vpp = 2, dp > 1, kv heads fewer than tp', tied embeddings, qwen2
+// biases, padded vocabularies, bf16 and fp32; qwen3 (q/k norms, explicit head_dim); and 8 Mixture-of-Experts layouts:
+// EP 2 and 4, ETP 1 and 2, tp' > tp, vLLM's expert-parallel and tensor-parallel experts, pp 2, dense layers between
+// sparse ones, experts that vLLM places unevenly.
 inline std::vector<LayoutCase> layout_matrix() {
   const auto llama = Architecture::kLlama;
   const auto qwen2 = Architecture::kQwen2;
@@ -110,6 +130,33 @@ inline std::vector<LayoutCase> layout_matrix() {
     spec.vocab_size = 576;  // vLLM's padded vocabulary must split three ways
     cases.push_back({"qwen2_tp2_pp3_to_tp3", spec, train_layout(2, 3, 1, 1), 3});
   }
+  // Qwen3 dense: q_norm / k_norm, explicit head_dim (24, not 64 / 4), no QKV bias.
+  const auto qwen3 = Architecture::kQwen3;
+  const auto qwen3_moe = Architecture::kQwen3Moe;
+  const auto mixtral = Architecture::kMixtral;
+  {
+    ModelSpec spec = tiny_spec(qwen3, bf16, 2);
+    spec.head_dim = 24;
+    cases.push_back({"qwen3_tp2_to_tp1", spec, train_layout(2, 1, 1, 1), 1});
+    cases.push_back({"qwen3_tp1_dp2_to_tp2", spec, train_layout(1, 1, 1, 2), 2});
+  }
+  // Mixture of experts: train EP / ETP (Megatron-Core) -> vLLM's tensor-parallel or expert-parallel experts.
+  cases.push_back({"moe_ep2_dp2_to_tp2", tiny_moe_spec(qwen3_moe, bf16, 2), train_layout(1, 1, 1, 2, 2), 2});
+  cases.push_back(
+      {"moe_ep4_dp4_to_tp2_vllm_ep", tiny_moe_spec(qwen3_moe, bf16, 2), train_layout(1, 1, 1, 4, 4), 2, true});
+  cases.push_back(
+      {"moe_tp2_etp2_ep2_dp2_to_tp4", tiny_moe_spec(qwen3_moe, bf16, 2), train_layout(2, 1, 1, 2, 2, 2), 4});
+  cases.push_back({"moe_fp32_pp2_ep2_dp2_to_tp1", tiny_moe_spec(qwen3_moe, fp32, 4), train_layout(1, 2, 1, 2, 2), 1});
+  cases.push_back({"mixtral_tp2_etp1_ep2_to_tp2_vllm_ep", tiny_moe_spec(mixtral, bf16, 2),
+                   train_layout(2, 1, 1, 1, 2, 1), 2, true});
+  cases.push_back({"moe_dense_layer0_tp2_etp1_ep4_dp2_to_tp4", tiny_moe_spec(qwen3_moe, bf16, 3, {0}),
+                   train_layout(2, 1, 1, 2, 4, 1), 4});
+  {
+    ModelSpec spec = tiny_moe_spec(qwen3_moe, bf16, 2);
+    spec.num_experts = 6;  // vLLM's linear placement over 4 ranks: 2, 2, 1, 1
+    cases.push_back({"moe_e6_ep2_dp4_to_tp4_vllm_ep_uneven", spec, train_layout(1, 1, 1, 4, 2), 4, true});
+  }
+  cases.push_back({"moe_etp2_ep1_tp2_to_tp1", tiny_moe_spec(qwen3_moe, bf16, 2), train_layout(2, 1, 1, 1), 1});
   return cases;
 }
 

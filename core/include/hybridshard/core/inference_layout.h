@@ -11,6 +11,15 @@
 //   model.layers.N.post_attention_layernorm.weight [h]
 //   model.layers.N.mlp.gate_up_proj.weight [2*I/T, h] [gate rows r*I/T..; up rows r*I/T..]
 //   model.layers.N.mlp.down_proj.weight    [h, I/T]   columns r*I/T..
+//   model.layers.N.self_attn.q_norm.weight, k_norm.weight [d]  (qwen3) whole on every rank, after qkv_proj
+// A layer with experts has, after post_attention_layernorm, instead of gate_up_proj / down_proj (prefix "mlp." for
+// qwen3_moe, "block_sparse_moe." for mixtral; vLLM's FusedMoE parameters):
+//   ...gate.weight                         [E, h]     the router, whole on every rank (ReplicatedLinear)
+//   ...experts.w13_weight                  [El, 2*Ie/Te, h]  per local expert: [gate (w1) rows; up (w3) rows]
+//   ...experts.w2_weight                   [El, h, Ie/Te]    per local expert: down (w2) columns
+// Tensor-parallel experts (vLLM's default): Te = T, El = E, rows/columns r*Ie/T.. of every expert.
+// Expert parallel (enable_expert_parallel): Te = 1 and the T ranks of one engine split the experts with vLLM's
+// linear placement: rank r holds experts [r*(E/T) + min(r, E%T), ...), E/T of them plus one when r < E%T, each whole.
 //   model.norm.weight                      [h]
 //   lm_head.weight                         [Vv/T, h]  untied only (vLLM ties lm_head to embed_tokens)
 // Vocabulary padding rows hold zeros.
@@ -28,6 +37,7 @@ struct InferenceLayout {
   int tp = 1;
   int world_size = 1;  // the same GPUs as training: world_size == TrainLayout::world_size()
   int pad_vocab_to = 64;
+  bool expert_parallel = false;  // vLLM's enable_expert_parallel; false: tensor-parallel experts (vLLM's default)
 
   struct Coord {
     int tp_rank = 0;
@@ -40,6 +50,12 @@ struct InferenceLayout {
 
   std::int64_t padded_vocab(const ModelSpec& spec) const;
   std::int64_t kv_heads_per_rank(const ModelSpec& spec) const;
+  // The experts tensor-parallel rank `tp_rank` holds: [first, first + count).
+  struct ExpertRange {
+    std::int64_t first = 0;
+    std::int64_t count = 0;
+  };
+  ExpertRange experts_of(const ModelSpec& spec, int tp_rank) const;
 
   std::vector<std::string> validate(const ModelSpec& spec) const;
 };

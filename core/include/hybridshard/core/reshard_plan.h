@@ -4,8 +4,10 @@
 //
 // Sources: every inference block is taken from the rank itself when its own train shards hold it; else from the
 // train rank of the same data-parallel replica that holds it (replicated tensors: the holder in the same tensor-
-// parallel column). Messages between a pair of ranks are cut into chunks of at most `chunk_bytes` (a global function
-// of the layouts and PlanOptions::bucket_bytes, so sender and receiver agree); round k carries chunk k of every pair.
+// parallel column); experts that expert parallelism puts on other data-parallel ranks come from the nearest such rank
+// (cyclically after the receiver's own data-parallel rank), so every rank's share of expert traffic is even. Messages
+// between a pair of ranks are cut into chunks of at most `chunk_bytes` (a global function of the layouts and
+// PlanOptions::bucket_bytes, so sender and receiver agree); round k carries chunk k of every pair.
 #pragma once
 
 #include <cstdint>
@@ -65,7 +67,7 @@ struct RankPlan {
   BufferLayout inference_buffer;            // this rank's inference shard
   std::vector<Piece> local_pieces;          // train buffer -> inference buffer, no network
   std::vector<Round> rounds;
-  std::vector<ByteRange> zero_fill;         // inference-buffer bytes no train tensor covers (vocabulary padding)
+  std::vector<ByteRange> zero_fill;  // inference-buffer bytes no train tensor covers (vocabulary padding)
   std::int64_t chunk_bytes = 0;
 
   std::int64_t bytes_local() const;

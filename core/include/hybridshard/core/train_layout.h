@@ -13,6 +13,15 @@
 //   decoder.layers.i.pre_mlp_layernorm.weight [h]
 //   decoder.layers.i.mlp.linear_fc1.weight  [2*I/tp, h]  [gate rows t*I/tp..; up rows t*I/tp..]
 //   decoder.layers.i.mlp.linear_fc2.weight  [h, I/tp]    columns t*I/tp..
+//   decoder.layers.i.self_attention.q_layernorm.weight, k_layernorm.weight [d]  (qwen3) replicated, after linear_qkv
+// A layer with experts (qwen3_moe, mixtral) has, after pre_mlp_layernorm, instead of linear_fc1 / linear_fc2:
+//   decoder.layers.i.mlp.router.weight      [E, h]       replicated on every rank
+//   decoder.layers.i.mlp.experts.linear_fc1.weight<j> [2*Ie/etp, h]  local expert j = global expert
+//                                           ep_rank*E/ep + j: [gate rows u*Ie/etp..; up rows u*Ie/etp..], u = etp_rank
+//   decoder.layers.i.mlp.experts.linear_fc2.weight<j> [h, Ie/etp]    columns u*Ie/etp..
+// (TEGroupedMLP's names). Expert ranks fold over the same GPUs as Megatron-Core's expert rank generator (order
+// tp-ep-dp-pp with tp = etp): within a stage, r = dp_rank * tp + tp_rank, etp_rank = r % etp, ep_rank = (r / etp) % ep.
+// So with ep > 1 different data-parallel ranks hold different experts.
 //   decoder.final_layernorm.weight          [h]          last stage, last chunk
 //   output_layer.weight                     [Vm/tp, h]   last stage, last chunk; with tied embeddings it exists only
 //                                                        when pp > 1 (Megatron keeps a copy there) and holds the
@@ -35,14 +44,22 @@ struct TrainLayout {
   int vpp = 1;
   int dp = 1;
   int make_vocab_size_divisible_by = 128;
+  int ep = 1;   // expert_model_parallel_size
+  int etp = 0;  // expert_tensor_parallel_size; 0: tp (Megatron-Core's default)
 
   struct Coord {
     int tp_rank = 0;
     int dp_rank = 0;
     int pp_rank = 0;
+    int etp_rank = 0;  // derived by coord(); rank_of ignores it
+    int ep_rank = 0;   // derived by coord(); rank_of ignores it
   };
 
   int world_size() const { return tp * pp * dp; }
+  int expert_tp() const { return etp > 0 ? etp : tp; }
+  // Data-parallel ranks after which the expert shards repeat: etp*ep / gcd(tp, etp*ep) (1 without experts split
+  // over data-parallel ranks). Ranks (t, d, p) and (t, d + period, p) hold the same tensors.
+  int expert_period() const;
   Coord coord(int rank) const;
   int rank_of(const Coord& coord) const;
 
@@ -53,10 +70,16 @@ struct TrainLayout {
 
   // Every problem at once ("tensor_model_parallel_size 3 does not divide num_attention_heads 32"); empty if usable.
   std::vector<std::string> validate(const ModelSpec& spec) const;
+
+ private:
+  void validate_experts(const ModelSpec& spec, bool tp_ok, std::vector<std::string>& problems) const;
 };
 
-// The parameter buffers of train rank (tp_rank, pp_rank): one BufferLayout per vpp chunk, model dtype, tensors in
-// the order listed above. Identical for every dp rank.
+// The parameter buffers of the train rank at `coord` (from TrainLayout::coord): one BufferLayout per vpp chunk, model
+// dtype, tensors in the order listed above.
+std::vector<BufferLayout> train_param_buffers(const ModelSpec& spec, const TrainLayout& layout,
+                                              const TrainLayout::Coord& coord);
+// The same for rank (tp_rank, dp 0, pp_rank): every dp rank's when experts are not split over data-parallel ranks.
 std::vector<BufferLayout> train_param_buffers(const ModelSpec& spec, const TrainLayout& layout, int tp_rank,
                                               int pp_rank);
 

@@ -32,7 +32,8 @@ std::string_view strategy_name(Strategy strategy);  // "hybridshard", "seed"
 bool strategy_applies(Strategy strategy, const TrainLayout& train, const InferenceLayout& inference);
 // The same, knowing the model: kSeed also needs every inference shard's vocabulary rows inside the rows its micro
 // data-parallel group holds (the seed hands whole gathered shards to vLLM, so Megatron's padding to
-// make_vocab_size_divisible_by * tp and vLLM's to pad_vocab_to must agree on where shards start, or tp' == 1).
+// make_vocab_size_divisible_by * tp and vLLM's to pad_vocab_to must agree on where shards start, or tp' == 1), and
+// does not apply to models with experts (the seed has no MoE path; MoE layouts run kHybridshard only).
 bool strategy_applies(Strategy strategy, const ModelSpec& spec, const TrainLayout& train,
                       const InferenceLayout& inference);
 
