@@ -1,0 +1,74 @@
+"""Events stream to `serve` (or the launcher) as JSON lines; an unreachable `serve` does not stop the job, and it
+says so once."""
+
+import json
+import socket
+import threading
+
+import hybridshard
+from conftest import TINY, free_port
+
+
+class LineServer:
+    """Accepts connections on 127.0.0.1 and keeps every line received."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.lines = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        connection, _ = self.sock.accept()
+        with connection, connection.makefile("r") as stream:
+            for line in stream:
+                self.lines.append(json.loads(line))
+
+    def close(self):
+        self.thread.join(10)
+        self.sock.close()
+
+
+def test_phases_and_memory_reach_the_event_stream():
+    server = LineServer()
+    engine = hybridshard.Engine(model=TINY, world_size=1, rank=0, events=server.address)
+    with engine.phase("train"):
+        engine.train_params()["decoder.final_layernorm.weight"].add_(1)
+    weights = engine.enter()
+    with engine.phase("rollout"):
+        weights["model.norm.weight"].sum()
+    del weights
+    engine.exit()
+    engine.close()
+    del engine  # closes the stream
+    server.close()
+    events = [event for event in server.lines if event["type"] != "heartbeat"]
+    assert events[0]["type"] == "hello" and events[0]["rank"] == 0
+    assert events[1]["type"] == "rank_up"
+    phases = [(e["type"], e["phase"], e["iteration"]) for e in events if e["type"] in ("phase_begin", "phase_end")]
+    assert phases == [
+        ("phase_begin", "init", -1), ("phase_end", "init", -1),
+        ("phase_begin", "train", 0), ("phase_end", "train", 0),
+        ("phase_begin", "enter", 0), ("phase_end", "enter", 0),
+        ("phase_begin", "rollout", 0), ("phase_end", "rollout", 0),
+        ("phase_begin", "exit", 0), ("phase_end", "exit", 0),
+    ]
+    assert any(e["type"] == "transfer" for e in events)
+    assert any(e["type"] == "memory" for e in events)
+    assert {e.get("buffer") for e in events if e["type"] == "residency"} >= {"rollout.params", "train.params.pp0.vpp0"}
+
+
+def test_unreachable_serve_is_reported_once_and_the_job_goes_on(capfd):
+    closed = f"127.0.0.1:{free_port()}"  # nothing listens there
+    engine = hybridshard.Engine(model=TINY, world_size=1, rank=0, events=closed, events_timeout=0.3)
+    for _ in range(2):
+        weights = engine.enter()
+        del weights
+        engine.exit()
+    engine.close()
+    err = capfd.readouterr().err
+    assert err.count("events are not reported") == 1, err
+    assert closed in err and "the job goes on without them" in err
