@@ -30,7 +30,7 @@ void apply_shape_overrides(const BenchOptions& o, core::ModelSpec& spec, bool& c
     if (auto architecture = core::parse_architecture(o.architecture)) {
       spec.architecture = *architecture;
     } else {
-      problems.push_back("--architecture: '" + o.architecture + "' is not llama or qwen2");
+      problems.push_back("--architecture: '" + o.architecture + "' is not llama, qwen2, qwen3, qwen3_moe or mixtral");
     }
     custom = true;
   }
@@ -124,12 +124,15 @@ BenchConfig resolve_bench_options(const BenchOptions& o) {
   // Layouts: flags override the job; dp follows from the world when not given.
   for (const auto& [value, flag] :
        {std::pair{o.world, "--world"}, std::pair{o.tp, "--tp"}, std::pair{o.pp, "--pp"}, std::pair{o.vpp, "--vpp"},
-        std::pair{o.dp, "--dp"}, std::pair{o.rollout_tp, "--rollout-tp"}}) {
+        std::pair{o.dp, "--dp"}, std::pair{o.rollout_tp, "--rollout-tp"}, std::pair{o.ep, "--ep"},
+        std::pair{o.etp, "--etp"}}) {
     if (value < 0) problems.push_back(std::string(flag) + ": must be positive, got " + std::to_string(value));
   }
   if (o.tp > 0) config.train.tp = o.tp;
   if (o.pp > 0) config.train.pp = o.pp;
   if (o.vpp > 0) config.train.vpp = o.vpp;
+  if (o.ep > 0) config.train.ep = o.ep;
+  if (o.etp > 0) config.train.etp = o.etp;
   if (o.dp > 0) {
     config.train.dp = o.dp;
   } else if (o.world > 0) {
@@ -148,6 +151,7 @@ BenchConfig resolve_bench_options(const BenchOptions& o) {
                        " differs from tp * pp * dp = " + std::to_string(config.train.world_size()));
   }
   if (o.rollout_tp > 0) config.inference.tp = o.rollout_tp;
+  if (o.rollout_expert_parallel) config.inference.expert_parallel = true;
   config.inference.world_size = config.train.world_size();
   if (config.inference.tp > 0 && config.inference.world_size % config.inference.tp != 0) {
     problems.push_back("--rollout-tp " + std::to_string(config.inference.tp) + " does not divide the world size " +

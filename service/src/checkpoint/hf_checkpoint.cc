@@ -36,6 +36,42 @@ std::string shape_text(const std::vector<std::int64_t>& shape) {
   return text + "]";
 }
 
+// The experts of qwen3_moe (num_experts, moe_intermediate_size, norm_topk_prob, decoder_sparse_step,
+// mlp_only_layers, with Qwen3MoeConfig's defaults) and mixtral (num_local_experts; its intermediate_size is the
+// experts' width; the top-k weights are always renormalised).
+template <typename Integer, typename Problem>
+void read_experts(const json& config, core::ModelSpec& spec, const Integer& integer, const Problem& problem) {
+  if (!spec.is_moe()) return;
+  integer("num_experts_per_tok", spec.num_experts_per_tok, true);
+  if (spec.architecture == core::Architecture::kMixtral) {
+    integer("num_local_experts", spec.num_experts, true);
+    spec.moe_intermediate_size = spec.intermediate_size;
+    spec.norm_topk_prob = true;
+    return;
+  }
+  integer("num_experts", spec.num_experts, true);
+  integer("moe_intermediate_size", spec.moe_intermediate_size, true);
+  spec.decoder_sparse_step = 1;
+  integer("decoder_sparse_step", spec.decoder_sparse_step, false);
+  spec.norm_topk_prob = false;
+  if (auto it = config.find("norm_topk_prob"); it != config.end() && !it->is_null()) {
+    if (!it->is_boolean()) {
+      problem("norm_topk_prob must be true or false, got " + it->dump());
+    } else {
+      spec.norm_topk_prob = it->get<bool>();
+    }
+  }
+  spec.mlp_only_layers.clear();
+  if (auto it = config.find("mlp_only_layers"); it != config.end() && !it->is_null()) {
+    bool ok = it->is_array();
+    for (const json& layer : ok ? *it : json::array()) {
+      ok = ok && layer.is_number_integer();
+      if (ok) spec.mlp_only_layers.push_back(layer.get<std::int64_t>());
+    }
+    if (!ok) problem("mlp_only_layers must be a list of layer numbers, got " + it->dump());
+  }
+}
+
 // config.json -> ModelSpec, appending problems that name `file_name` and the key.
 std::optional<core::ModelSpec> check_hf_config(std::string_view text, const std::string& file_name,
                                                std::vector<std::string>& problems) {
@@ -59,14 +95,13 @@ std::optional<core::ModelSpec> check_hf_config(std::string_view text, const std:
     model_type = it->get<std::string>();
   } else if (auto list = config.find("architectures");
              list != config.end() && list->is_array() && !list->empty() && (*list)[0].is_string()) {
-    const std::string architecture = (*list)[0].get<std::string>();
-    if (architecture == "LlamaForCausalLM") model_type = "llama";
-    if (architecture == "Qwen2ForCausalLM") model_type = "qwen2";
+    model_type = (*list)[0].get<std::string>();  // "LlamaForCausalLM", "Qwen3MoeForCausalLM", ...
   }
   if (auto architecture = core::parse_architecture(model_type)) {
     spec.architecture = *architecture;
   } else {
-    problem("model_type '" + model_type + "' is not supported; hybridshard reads llama and qwen2 checkpoints");
+    problem("model_type '" + model_type +
+            "' is not supported; hybridshard reads llama, qwen2, qwen3, qwen3_moe and mixtral checkpoints");
   }
 
   const auto integer = [&](const char* key, std::int64_t& field, bool required) {
@@ -126,6 +161,7 @@ std::optional<core::ModelSpec> check_hf_config(std::string_view text, const std:
     }
     break;
   }
+  read_experts(config, spec, integer, problem);
   for (const char* key : {"attention_bias", "mlp_bias"}) {
     auto it = config.find(key);
     if (it != config.end() && it->is_boolean() && it->get<bool>()) {
@@ -180,8 +216,25 @@ core::ModelSpec parse_hf_config(std::string_view json_text, const std::string& f
 
 std::string hf_config_json(const core::ModelSpec& spec) {
   const bool qwen2 = spec.architecture == core::Architecture::kQwen2;
+  const char* architecture = "LlamaForCausalLM";
+  switch (spec.architecture) {
+    case core::Architecture::kLlama:
+      break;
+    case core::Architecture::kQwen2:
+      architecture = "Qwen2ForCausalLM";
+      break;
+    case core::Architecture::kQwen3:
+      architecture = "Qwen3ForCausalLM";
+      break;
+    case core::Architecture::kQwen3Moe:
+      architecture = "Qwen3MoeForCausalLM";
+      break;
+    case core::Architecture::kMixtral:
+      architecture = "MixtralForCausalLM";
+      break;
+  }
   json config = {
-      {"architectures", {qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}},
+      {"architectures", {architecture}},
       {"model_type", std::string(core::architecture_name(spec.architecture))},
       {"hidden_act", "silu"},
       {"num_hidden_layers", spec.num_hidden_layers},
@@ -200,6 +253,22 @@ std::string hf_config_json(const core::ModelSpec& spec) {
   };
   if (spec.head_dim > 0) config["head_dim"] = spec.head_dim;
   if (qwen2) config["use_sliding_window"] = false;
+  if (spec.architecture == core::Architecture::kQwen3 || spec.architecture == core::Architecture::kQwen3Moe) {
+    config["attention_bias"] = false;
+  }
+  if (spec.architecture == core::Architecture::kQwen3Moe) {
+    config["num_experts"] = spec.num_experts;
+    config["num_experts_per_tok"] = spec.num_experts_per_tok;
+    config["moe_intermediate_size"] = spec.moe_intermediate_size;
+    config["norm_topk_prob"] = spec.norm_topk_prob;
+    config["decoder_sparse_step"] = spec.decoder_sparse_step;
+    config["mlp_only_layers"] = spec.mlp_only_layers;
+  }
+  if (spec.architecture == core::Architecture::kMixtral) {
+    config["num_local_experts"] = spec.num_experts;
+    config["num_experts_per_tok"] = spec.num_experts_per_tok;
+    config["intermediate_size"] = spec.moe_intermediate_size;
+  }
   return config.dump(2) + "\n";
 }
 

@@ -125,6 +125,8 @@ const std::vector<KeyWord>& train_keys() {
       {"pipeline_model_parallel_size", "train.pipeline_model_parallel_size"},
       {"virtual_pipeline_model_parallel_size", "train.virtual_pipeline_model_parallel_size"},
       {"make_vocab_size_divisible_by", "train.make_vocab_size_divisible_by"},
+      {"expert_model_parallel_size", "train.expert_model_parallel_size"},
+      {"expert_tensor_parallel_size", "train.expert_tensor_parallel_size"},
       {"tp", "train.tensor_model_parallel_size"},
       {"pp", "train.pipeline_model_parallel_size"},
       {"vpp", "train.virtual_pipeline_model_parallel_size"},
@@ -294,8 +296,17 @@ class Validator {
     }
     if (!rollout_ok) return;
     for (const std::string& problem : job_.rollout.validate(spec)) {
+      if (problem.find("enable_expert_parallel") != std::string::npos) {
+        error("rollout.enable_expert_parallel", problem);
+        continue;
+      }
       error("rollout.tensor_model_parallel_size",
             problem + suggestion("tensor_model_parallel_size", working_rollout()));
+    }
+    if (job_.runtime.strategy == core::Strategy::kSeed && spec.is_moe()) {
+      error("runtime.strategy", "the seed strategy has no Mixture-of-Experts path (" +
+                                    std::string(core::architecture_name(spec.architecture)) +
+                                    "); use strategy: hybridshard");
     }
     if (job_.runtime.strategy == core::Strategy::kSeed &&
         !core::strategy_applies(job_.runtime.strategy, train, job_.rollout)) {

@@ -345,9 +345,19 @@ class Loader {
     core::TrainLayout& train = job_.train;
     section(node, "train",
             {"tensor_model_parallel_size", "pipeline_model_parallel_size", "virtual_pipeline_model_parallel_size",
-             "make_vocab_size_divisible_by"},
+             "make_vocab_size_divisible_by", "expert_model_parallel_size", "expert_tensor_parallel_size",
+             "expert-model-parallel-size", "expert-tensor-parallel-size"},
             [&](const YamlNode& value, const std::string& key) {
               const std::string_view name = value.key;
+              // Mixture of experts; Megatron-LM's command-line spellings are aliases.
+              if (name == "expert_model_parallel_size" || name == "expert-model-parallel-size") {
+                if (auto v = small_integer(value, key, 1, kMaxRanks)) train.ep = *v;
+                return;
+              }
+              if (name == "expert_tensor_parallel_size" || name == "expert-tensor-parallel-size") {
+                if (auto v = small_integer(value, key, 1, kMaxRanks)) train.etp = *v;
+                return;
+              }
               if (name == "virtual_pipeline_model_parallel_size" && value.kind == YamlNode::Kind::kNull) {
                 train.vpp = 1;  // verl writes null for "no virtual pipeline"
                 return;
@@ -363,33 +373,36 @@ class Loader {
 
   void read_rollout(const YamlNode& node) {
     RolloutConfig& rollout = job_.rollout_settings;
-    section(node, "rollout",
-            {"tensor_model_parallel_size", "gpu_memory_utilization", "max_new_tokens", "prompt_length",
-             "prompts_per_replica", "prompts", "kv_cache_bytes", "check", "check_max_parameters"},
-            [&](const YamlNode& value, const std::string& key) {
-              const std::string_view name = value.key;
-              if (name == "tensor_model_parallel_size") {
-                if (auto v = small_integer(value, key, 1, kMaxRanks)) rollout.tensor_model_parallel_size = *v;
-              } else if (name == "gpu_memory_utilization") {
-                if (auto v = real(value, key, 0.0, 1.0, true)) rollout.gpu_memory_utilization = *v;
-              } else if (name == "max_new_tokens") {
-                if (auto v = integer(value, key, 1, 1 << 20)) rollout.max_new_tokens = *v;
-              } else if (name == "prompt_length") {
-                if (auto v = integer(value, key, 1, 1 << 20)) rollout.prompt_length = *v;
-              } else if (name == "prompts_per_replica") {
-                if (auto v = integer(value, key, 1, 1 << 20)) rollout.prompts_per_replica = *v;
-              } else if (name == "prompts") {
-                read_prompts(value, key);
-              } else if (name == "kv_cache_bytes") {
-                if (auto v = byte_size(value, key, 0, std::int64_t{1} << 50)) rollout.kv_cache_bytes = *v;
-              } else if (name == "check") {
-                if (auto v = boolean(value, key)) rollout.check = *v;
-              } else if (name == "check_max_parameters") {
-                if (auto v = integer(value, key, 0, std::numeric_limits<std::int64_t>::max())) {
-                  rollout.check_max_parameters = *v;
-                }
-              }
-            });
+    section(
+        node, "rollout",
+        {"tensor_model_parallel_size", "gpu_memory_utilization", "max_new_tokens", "prompt_length",
+         "prompts_per_replica", "prompts", "kv_cache_bytes", "check", "check_max_parameters", "enable_expert_parallel"},
+        [&](const YamlNode& value, const std::string& key) {
+          const std::string_view name = value.key;
+          if (name == "tensor_model_parallel_size") {
+            if (auto v = small_integer(value, key, 1, kMaxRanks)) rollout.tensor_model_parallel_size = *v;
+          } else if (name == "gpu_memory_utilization") {
+            if (auto v = real(value, key, 0.0, 1.0, true)) rollout.gpu_memory_utilization = *v;
+          } else if (name == "max_new_tokens") {
+            if (auto v = integer(value, key, 1, 1 << 20)) rollout.max_new_tokens = *v;
+          } else if (name == "prompt_length") {
+            if (auto v = integer(value, key, 1, 1 << 20)) rollout.prompt_length = *v;
+          } else if (name == "prompts_per_replica") {
+            if (auto v = integer(value, key, 1, 1 << 20)) rollout.prompts_per_replica = *v;
+          } else if (name == "prompts") {
+            read_prompts(value, key);
+          } else if (name == "kv_cache_bytes") {
+            if (auto v = byte_size(value, key, 0, std::int64_t{1} << 50)) rollout.kv_cache_bytes = *v;
+          } else if (name == "check") {
+            if (auto v = boolean(value, key)) rollout.check = *v;
+          } else if (name == "enable_expert_parallel") {
+            if (auto v = boolean(value, key)) rollout.enable_expert_parallel = *v;
+          } else if (name == "check_max_parameters") {
+            if (auto v = integer(value, key, 0, std::numeric_limits<std::int64_t>::max())) {
+              rollout.check_max_parameters = *v;
+            }
+          }
+        });
   }
 
   void read_prompts(const YamlNode& node, const std::string& key) {
@@ -662,6 +675,7 @@ class Loader {
     train.dp = group > 0 && world % group == 0 ? world / group : 1;
     job_.rollout.tp = job_.rollout_settings.tensor_model_parallel_size;
     job_.rollout.world_size = world;
+    job_.rollout.expert_parallel = job_.rollout_settings.enable_expert_parallel;
     // Explicit prompts set the batch: rows per replica = rows / train data parallel size.
     RolloutConfig& rollout = job_.rollout_settings;
     if (!rollout.prompts.empty() && job_.positions.count("rollout.prompts_per_replica") == 0 && world % group == 0 &&

@@ -107,6 +107,21 @@ MemoryPlan make_memory_plan(const JobConfig& job, std::int64_t device_memory) {
     return it->second;
   };
 
+  // Bytes of expert tensors (router excluded) in some buffers: every tensor whose blocks come from experts.
+  std::vector<bool> is_expert;
+  for (const core::HfTensor& tensor : spec.hf_tensors()) is_expert.push_back(tensor.expert >= 0);
+  const auto expert_bytes = [&](const std::vector<core::BufferLayout>& buffers) {
+    std::int64_t bytes = 0;
+    for (const core::BufferLayout& buffer : buffers) {
+      for (const core::LocalTensor& tensor : buffer.tensors) {
+        if (!tensor.blocks.empty() && is_expert[static_cast<std::size_t>(tensor.blocks.front().hf_tensor)]) {
+          bytes += tensor.numel() * element;
+        }
+      }
+    }
+    return bytes;
+  };
+
   plan.title = plan_title(job);
   for (int rank = 0; rank < world; ++rank) {
     const core::RankPlan rank_plan =
@@ -128,6 +143,13 @@ MemoryPlan make_memory_plan(const JobConfig& job, std::int64_t device_memory) {
     const std::int64_t optimizer = 8 * numel;
     const std::int64_t inference = rank_plan.inference_buffer.bytes;
     out.kv_cache_needed = kv_needed;
+    if (spec.is_moe()) {
+      out.notes.push_back("experts: " + format_bytes(expert_bytes(rank_plan.train_buffers)) +
+                          " of the train params (EP " + std::to_string(train.ep) + ", ETP " +
+                          std::to_string(train.expert_tp()) + "), " +
+                          format_bytes(expert_bytes({rank_plan.inference_buffer})) + " of the inference shard (" +
+                          (rollout.expert_parallel ? "expert parallel" : "tensor-parallel experts") + ")");
+    }
 
     // The seed keeps the other stages' params of its tensor-parallel column and gathers into temporaries.
     std::int64_t other_stages = 0;

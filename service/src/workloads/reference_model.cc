@@ -86,10 +86,27 @@ struct ReferenceModel::Impl {
   Impl(const core::ModelSpec& s, core::Device& d, core::EventSink* e, int r)
       : spec(s), device(d), events(e), rank(r), layout(full_model_layout(s)) {}
 
-  at::Tensor weight(const at::Tensor& flat, core::HfKind kind, int layer) const {
-    const int id = assembler->find(kind, layer);
+  at::Tensor weight(const at::Tensor& flat, core::HfKind kind, int layer, int expert = -1) const {
+    const int id = assembler->find(kind, layer, expert);
     HS_CHECK(id >= 0, "the model has no tensor of kind " + num(static_cast<int>(kind)) + " in layer " + num(layer));
     return assembler->assemble(flat, id, at::kFloat);
+  }
+
+  // A sparse layer's router and every expert, stacked as one shard holding all of them.
+  void experts(const at::Tensor& flat, int layer, detail::LayerWeights& w) const {
+    w.router = weight(flat, core::HfKind::kRouter, layer);
+    std::vector<at::Tensor> w13;
+    std::vector<at::Tensor> w2;
+    for (int e = 0; e < spec.num_experts; ++e) {
+      w13.push_back(at::cat(
+          {weight(flat, core::HfKind::kExpertGate, layer, e), weight(flat, core::HfKind::kExpertUp, layer, e)}, 0));
+      w2.push_back(weight(flat, core::HfKind::kExpertDown, layer, e));
+    }
+    w.w13 = at::stack(w13);
+    w.w2 = at::stack(w2);
+    w.first_expert = 0;
+    w.top_k = spec.num_experts_per_tok;
+    w.norm_topk_prob = spec.norm_topk_prob;
   }
 
   // Teacher-forced logits over the real vocabulary for ids [B, S]: [B, S, vocab], fp32.
@@ -116,11 +133,19 @@ struct ReferenceModel::Impl {
         w.k_bias = weight(flat, core::HfKind::kKBias, layer);
         w.v_bias = weight(flat, core::HfKind::kVBias, layer);
       }
+      if (spec.has_qk_norm()) {
+        w.q_norm = weight(flat, core::HfKind::kQNorm, layer);
+        w.k_norm = weight(flat, core::HfKind::kKNorm, layer);
+      }
       w.o = weight(flat, core::HfKind::kO, layer);
       w.post_norm = weight(flat, core::HfKind::kPostAttnNorm, layer);
-      w.gate = weight(flat, core::HfKind::kGate, layer);
-      w.up = weight(flat, core::HfKind::kUp, layer);
-      w.down = weight(flat, core::HfKind::kDown, layer);
+      if (spec.layer_has_experts(layer)) {
+        experts(flat, layer, w);
+      } else {
+        w.gate = weight(flat, core::HfKind::kGate, layer);
+        w.up = weight(flat, core::HfKind::kUp, layer);
+        w.down = weight(flat, core::HfKind::kDown, layer);
+      }
       hidden =
           detail::decoder_layer(hidden, w, shape, rope, 0, at::Tensor(), at::Tensor(), single_rank, spec.rms_norm_eps);
     }

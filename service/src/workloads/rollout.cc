@@ -80,8 +80,24 @@ struct Rollout::Impl {
       w.k_bias = bias.narrow(0, q_rows, kv_rows);
       w.v_bias = bias.narrow(0, q_rows + kv_rows, kv_rows);
     }
+    if (spec.has_qk_norm()) {
+      w.q_norm = view(flat, prefix + "self_attn.q_norm.weight").to(at::kFloat);
+      w.k_norm = view(flat, prefix + "self_attn.k_norm.weight").to(at::kFloat);
+    }
     w.o = view(flat, prefix + "self_attn.o_proj.weight").to(at::kFloat);
     w.post_norm = view(flat, prefix + "post_attention_layernorm.weight").to(at::kFloat);
+    if (spec.layer_has_experts(layer)) {
+      // vLLM's FusedMoE parameters: w13 [El, 2f, h], w2 [El, h, f]; the router is replicated.
+      const std::string block =
+          prefix + (spec.architecture == core::Architecture::kMixtral ? "block_sparse_moe." : "mlp.");
+      w.router = view(flat, block + "gate.weight").to(at::kFloat);
+      w.w13 = view(flat, block + "experts.w13_weight").to(at::kFloat);
+      w.w2 = view(flat, block + "experts.w2_weight").to(at::kFloat);
+      w.first_expert = layout.experts_of(spec, tp_rank).first;
+      w.top_k = spec.num_experts_per_tok;
+      w.norm_topk_prob = spec.norm_topk_prob;
+      return w;
+    }
     const at::Tensor gate_up = view(flat, prefix + "mlp.gate_up_proj.weight").to(at::kFloat);
     w.gate = gate_up.narrow(0, 0, ffn);
     w.up = gate_up.narrow(0, ffn, ffn);

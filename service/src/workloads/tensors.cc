@@ -48,7 +48,7 @@ at::Tensor tensor_view(const at::Tensor& flat, const core::LocalTensor& tensor, 
 
 HfAssembler::HfAssembler(const core::ModelSpec& spec, const core::BufferLayout& layout)
     : layout_(layout), hf_tensors_(spec.hf_tensors()), sources_(hf_tensors_.size()) {
-  for (const core::HfTensor& hf : hf_tensors_) by_kind_layer_[{static_cast<int>(hf.kind), hf.layer}] = hf.id;
+  for (const core::HfTensor& hf : hf_tensors_) by_kind_layer_[{static_cast<int>(hf.kind), hf.layer, hf.expert}] = hf.id;
   for (std::size_t t = 0; t < layout.tensors.size(); ++t) {
     for (const core::Block& block : layout.tensors[t].blocks) {
       HS_CHECK(block.hf_tensor >= 0 && static_cast<std::size_t>(block.hf_tensor) < hf_tensors_.size(),
@@ -59,8 +59,8 @@ HfAssembler::HfAssembler(const core::ModelSpec& spec, const core::BufferLayout& 
   }
 }
 
-int HfAssembler::find(core::HfKind kind, int layer) const {
-  const auto it = by_kind_layer_.find({static_cast<int>(kind), layer});
+int HfAssembler::find(core::HfKind kind, int layer, int expert) const {
+  const auto it = by_kind_layer_.find({static_cast<int>(kind), layer, expert});
   return it == by_kind_layer_.end() ? -1 : it->second;
 }
 

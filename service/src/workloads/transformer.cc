@@ -74,6 +74,24 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return weight * (x * at::rsqrt(variance + eps));
 }
 
+at::Tensor experts_forward(const at::Tensor& x, const LayerWeights& w) {
+  const at::Tensor probs = at::softmax(at::matmul(x, w.router.t()), -1);  // [N, E]
+  auto [weights, chosen] = probs.topk(w.top_k, -1);                       // [N, k]
+  if (w.norm_topk_prob) weights = weights / weights.sum(-1, /*keepdim=*/true);
+  at::Tensor out = at::zeros_like(x);
+  const std::int64_t f = w.w2.size(2);
+  for (std::int64_t j = 0; j < w.w13.size(0); ++j) {
+    const at::Tensor hit = chosen == (w.first_expert + j);  // [N, k]
+    const at::Tensor rows = hit.any(-1).nonzero().reshape({-1});
+    if (rows.numel() == 0) continue;
+    const at::Tensor token_weight = (weights * hit.to(at::kFloat)).sum(-1).index_select(0, rows);  // [n]
+    const at::Tensor gate_up = at::matmul(x.index_select(0, rows), w.w13[j].t());                  // [n, 2f]
+    const at::Tensor activated = at::silu(gate_up.narrow(1, 0, f)) * gate_up.narrow(1, f, f);
+    out.index_add_(0, rows, at::matmul(activated, w.w2[j].t()) * token_weight.unsqueeze(1));
+  }
+  return out;
+}
+
 at::Tensor decoder_layer(const at::Tensor& x, const LayerWeights& w, const AttentionShape& shape, const Rotary& rope,
                          std::int64_t start, const at::Tensor& k_cache, const at::Tensor& v_cache,
                          const AllReduce& all_reduce, double eps) {
@@ -85,6 +103,10 @@ at::Tensor decoder_layer(const at::Tensor& x, const LayerWeights& w, const Atten
   const at::Tensor normed = rms_norm(x, w.input_norm, eps);
   at::Tensor q = linear(normed, w.q, w.q_bias).view({batch, length, shape.heads, d});
   at::Tensor k = linear(normed, w.k, w.k_bias).view({batch, length, shape.kv_heads, d});
+  if (w.q_norm.defined()) {  // qwen3: per-head RMSNorm over head_dim, before rotary
+    q = rms_norm(q, w.q_norm, eps);
+    k = rms_norm(k, w.k_norm, eps);
+  }
   const at::Tensor v = linear(normed, w.v, w.v_bias).view({batch, length, shape.kv_heads, d});
   q = apply_rotary(q, rope);
   k = apply_rotary(k, rope);
@@ -105,8 +127,14 @@ at::Tensor decoder_layer(const at::Tensor& x, const LayerWeights& w, const Atten
   all_reduce(attended);  // o_proj is row-parallel: partial sums over the shards' heads
   const at::Tensor hidden = x + attended;
 
-  // MLP block (SwiGLU).
+  // MLP block (SwiGLU), or the experts.
   const at::Tensor normed2 = rms_norm(hidden, w.post_norm, eps);
+  if (w.router.defined()) {
+    const std::int64_t h = normed2.size(2);
+    at::Tensor moe = experts_forward(normed2.reshape({batch * length, h}), w).view({batch, length, h}).contiguous();
+    all_reduce(moe);  // the other shards' experts (expert parallel) or parts of each expert (tensor parallel)
+    return hidden + moe;
+  }
   const at::Tensor activated = at::silu(at::matmul(normed2, w.gate.t())) * at::matmul(normed2, w.up.t());
   at::Tensor down = at::matmul(activated, w.down.t()).contiguous();
   all_reduce(down);  // down_proj is row-parallel

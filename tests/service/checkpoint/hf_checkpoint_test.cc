@@ -89,6 +89,50 @@ TEST(HfCheckpointTest, bad_config_json_names_the_key) {
   EXPECT_THROW(parse_hf_config("not json", "config.json"), core::ConfigError);
 }
 
+// Qwen3-30B-A3B's and Mixtral-8x7B's published config.json (the keys that shape the model).
+TEST(HfCheckpointTest, config_json_of_qwen3_moe_and_mixtral_reads_their_experts) {
+  const core::ModelSpec qwen = parse_hf_config(R"({
+    "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": 2048, "head_dim": 128,
+    "intermediate_size": 6144, "moe_intermediate_size": 768, "num_experts": 128, "num_experts_per_tok": 8,
+    "norm_topk_prob": true, "decoder_sparse_step": 1, "mlp_only_layers": [], "num_attention_heads": 32,
+    "num_hidden_layers": 48, "num_key_value_heads": 4, "vocab_size": 151936, "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-06, "max_position_embeddings": 40960, "tie_word_embeddings": false,
+    "attention_bias": false, "torch_dtype": "bfloat16"})",
+                                               "config.json");
+  core::ModelSpec preset = *core::model_preset("qwen3-30b-a3b");
+  EXPECT_EQ(qwen.num_parameters(), preset.num_parameters());
+  EXPECT_EQ(qwen.num_experts, 128);
+  EXPECT_EQ(qwen.moe_intermediate_size, 768);
+  EXPECT_TRUE(qwen.norm_topk_prob);
+  const core::ModelSpec mixtral = parse_hf_config(R"({
+    "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "hidden_size": 4096,
+    "intermediate_size": 14336, "num_local_experts": 8, "num_experts_per_tok": 2, "num_attention_heads": 32,
+    "num_hidden_layers": 32, "num_key_value_heads": 8, "vocab_size": 32000, "rope_theta": 1e6,
+    "rms_norm_eps": 1e-05, "max_position_embeddings": 32768, "tie_word_embeddings": false,
+    "torch_dtype": "bfloat16"})",
+                                                  "config.json");
+  EXPECT_EQ(mixtral.num_parameters(), core::model_preset("mixtral-8x7b")->num_parameters());
+  EXPECT_EQ(mixtral.moe_intermediate_size, 14336);
+  // What hybridshard writes reads back the same.
+  preset.decoder_sparse_step = 2;
+  preset.mlp_only_layers = {3, 5};
+  const core::ModelSpec again = parse_hf_config(hf_config_json(preset), "config.json");
+  EXPECT_EQ(again.mlp_only_layers, preset.mlp_only_layers);
+  EXPECT_EQ(again.num_parameters(), preset.num_parameters());
+  try {
+    parse_hf_config(R"({"model_type": "qwen3_moe", "hidden_size": 64, "intermediate_size": 128,
+      "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 100, "num_experts": 4,
+      "mlp_only_layers": "all"})",
+                    "/x/config.json");
+    FAIL() << "expected a ConfigError";
+  } catch (const core::ConfigError& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find("/x/config.json: missing num_experts_per_tok"), std::string::npos) << message;
+    EXPECT_NE(message.find("missing moe_intermediate_size"), std::string::npos) << message;
+    EXPECT_NE(message.find("mlp_only_layers must be a list of layer numbers"), std::string::npos) << message;
+  }
+}
+
 TEST(HfCheckpointTest, written_checkpoint_opens_and_reads_back_every_tensor) {
   for (auto architecture : {core::Architecture::kLlama, core::Architecture::kQwen2}) {
     TempDir dir;

@@ -1,7 +1,7 @@
 // `hybridshard export` end to end (label multirank: its ranks are Gloo threads on 127.0.0.1): a Hugging Face
 // checkpoint written from the independent reference's full tensors, exported through the train layout into vLLM
 // shards; every tensor of every shard file equals the reference's vLLM tensor bit for bit. Odd layouts: vocabulary
-// padding, GQA with fewer KV heads than tp', qwen2 biases, tied embeddings.
+// padding, GQA with fewer KV heads than tp', qwen2 biases, tied embeddings, experts (EP/ETP to vLLM's fused MoE).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -30,7 +30,9 @@ struct ExportCase {
   int train_tp = 1;
   int train_pp = 1;
   int rollout_tp = 1;
-  int world = 0;  // 0: train tp x pp (data parallel 1)
+  int world = 0;                 // 0: train tp x pp (data parallel 1)
+  std::string extra_train = "";  // more train keys (expert parallelism), YAML lines under train:
+  bool expert_parallel = false;  // rollout.enable_expert_parallel
 };
 
 std::string read_text(const fs::path& path) {
@@ -68,7 +70,9 @@ TEST_P(ExportTest, shards_equal_the_reference_vllm_tensors_bit_for_bit) {
   std::ofstream(job) << "model:\n  checkpoint: " << checkpoint.string() << "\n"
                      << "train:\n  tensor_model_parallel_size: " << c.train_tp
                      << "\n  pipeline_model_parallel_size: " << c.train_pp << "\n"
-                     << "rollout:\n  tensor_model_parallel_size: " << c.rollout_tp << "\n  prompts_per_replica: 8\n"
+                     << c.extra_train << "rollout:\n  tensor_model_parallel_size: " << c.rollout_tp
+                     << "\n  prompts_per_replica: 8\n  enable_expert_parallel: "
+                     << (c.expert_parallel ? "true" : "false") << "\n"
                      << "runtime:\n  world_size: " << world << "\n  backend: gloo\n  cpu_device_memory: 4GiB\n"
                      << "metrics:\n  listen: \"\"\n";
   const fs::path out = dir_ / "out";
@@ -80,6 +84,7 @@ TEST_P(ExportTest, shards_equal_the_reference_vllm_tensors_bit_for_bit) {
   core::InferenceLayout inference;
   inference.tp = c.rollout_tp;
   inference.world_size = world;
+  inference.expert_parallel = c.expert_parallel;
   std::size_t files = 0;
   for (const auto& entry : fs::directory_iterator(out)) {
     ++files;
@@ -126,6 +131,32 @@ INSTANTIATE_TEST_SUITE_P(
                    spec_of("tiny", core::Architecture::kQwen2, true, core::DType::kFloat32), 1, 2, 4, 4},
         ExportCase{"tp4_to_tp1_fp16", spec_of("tiny", core::Architecture::kLlama, false, core::DType::kFloat16, 4), 4,
                    1, 1}),
+    [](const ::testing::TestParamInfo<ExportCase>& case_info) { return case_info.param.name; });
+
+// Mixture of experts: the checkpoint holds HF's per-expert tensors (mlp.experts.E.gate_proj.weight ...,
+// block_sparse_moe.experts.E.w1.weight ...); the reference stacks them into vLLM's w13_weight / w2_weight itself.
+core::ModelSpec small_moe(core::Architecture architecture, core::DType dtype) {
+  core::ModelSpec spec = *core::model_preset("tiny");
+  spec.architecture = architecture;
+  spec.num_hidden_layers = 2;
+  spec.head_dim = architecture == core::Architecture::kQwen3Moe ? 24 : 0;
+  spec.num_experts = 4;
+  spec.num_experts_per_tok = 2;
+  spec.moe_intermediate_size = 32;
+  if (architecture == core::Architecture::kMixtral) spec.intermediate_size = 32;  // Mixtral's config: experts' width
+  spec.dtype = dtype;
+  return spec;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Experts, ExportTest,
+    ::testing::Values(
+        // train EP 2 over dp 2 -> vLLM's tensor-parallel experts on tp' 2
+        ExportCase{"qwen3_moe_ep2_to_tp2_experts", small_moe(core::Architecture::kQwen3Moe, core::DType::kBFloat16), 1,
+                   1, 2, 2, "  expert_model_parallel_size: 2\n"},
+        // train tp 2, ETP 1, EP 2 -> vLLM expert parallel on tp' 2, fp32
+        ExportCase{"mixtral_tp2_etp1_ep2_to_vllm_ep2", small_moe(core::Architecture::kMixtral, core::DType::kFloat32),
+                   2, 1, 2, 2, "  expert_model_parallel_size: 2\n  expert-tensor-parallel-size: 1\n", true}),
     [](const ::testing::TestParamInfo<ExportCase>& case_info) { return case_info.param.name; });
 
 }  // namespace

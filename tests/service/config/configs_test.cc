@@ -65,6 +65,24 @@ TEST(ConfigsTest, llama3_8b_job_is_valid_and_fits_on_80_gb) {
   EXPECT_TRUE(plan.fits) << format_memory_plan(plan);
 }
 
+TEST(ConfigsTest, qwen3_30b_a3b_job_is_valid_fits_on_80_gb_and_counts_its_experts) {
+  const JobConfig job = load_valid(kSource / "configs/qwen3-30b-a3b.yaml");
+  EXPECT_EQ(job.model.spec.num_experts, 128);
+  EXPECT_EQ(job.train.ep, 4);
+  EXPECT_EQ(job.train.etp, 1);
+  EXPECT_TRUE(job.rollout.expert_parallel);
+  const MemoryPlan plan = make_memory_plan(job);
+  ASSERT_EQ(plan.ranks.size(), 8u);
+  EXPECT_TRUE(plan.fits) << format_memory_plan(plan);
+  // 48 layers x 128 experts x 3 x 2048 x 768 bf16 = 54 GiB: a quarter of a stage's half on each train rank (6.75
+  // GiB), a quarter of all on each rollout rank (13.5 GiB).
+  const std::string text = format_memory_plan(plan);
+  EXPECT_NE(text.find("experts: 6.75 GiB of the train params (EP 4, ETP 1), 13.50 GiB of the inference shard (expert "
+                      "parallel)"),
+            std::string::npos)
+      << text;
+}
+
 TEST(ConfigsTest, qwen25_32b_job_is_valid_and_fits_on_80_gb) {
   const JobConfig job = load_valid(kSource / "configs/qwen2.5-32b.yaml");
   EXPECT_EQ(job.model.spec.architecture, core::Architecture::kQwen2);

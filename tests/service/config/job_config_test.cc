@@ -50,6 +50,29 @@ void write_file(const std::filesystem::path& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
 }
 
+TEST(JobConfigTest, expert_parallel_keys_and_megatron_aliases_load_and_bad_layouts_name_the_key) {
+  const LoadResult result = load(
+      "model:\n  preset: qwen3-30b-a3b\n"
+      "train:\n  tensor_model_parallel_size: 2\n  expert_model_parallel_size: 4\n"
+      "  expert-tensor-parallel-size: 1\n"
+      "rollout:\n  tensor_model_parallel_size: 4\n  enable_expert_parallel: true\n"
+      "runtime:\n  world_size: 8\n");
+  ASSERT_TRUE(result.job.has_value()) << all_text(result);
+  EXPECT_EQ(result.job->train.ep, 4);
+  EXPECT_EQ(result.job->train.etp, 1);
+  EXPECT_TRUE(result.job->rollout.expert_parallel);
+  const LoadResult bad = load(
+      "model:\n  preset: qwen3-30b-a3b\n"
+      "train:\n  expert_model_parallel_size: 3\n"
+      "runtime:\n  world_size: 3\n");
+  ASSERT_FALSE(bad.job.has_value());
+  const std::string text = all_text(bad);
+  EXPECT_NE(text.find("train.expert_model_parallel_size"), std::string::npos) << text;
+  EXPECT_NE(text.find("does not divide num_experts 128"), std::string::npos) << text;
+  const LoadResult dense = load("train:\n  expert_model_parallel_size: 2\nruntime:\n  world_size: 2\n");
+  EXPECT_NE(all_text(dense).find("llama has none"), std::string::npos) << all_text(dense);
+}
+
 TEST(JobConfigTest, quickstart_job_loads_without_diagnostics) {
   const LoadResult result = load(default_job_yaml());
   ASSERT_TRUE(result.job.has_value()) << all_text(result);

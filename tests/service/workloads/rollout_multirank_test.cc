@@ -1,5 +1,6 @@
 // Tensor-parallel rollout (tp' = 2 and 4) with threads as ranks over Gloo on 127.0.0.1: every rank generates the
-// single-rank reference's greedy tokens, and a stale shard on one rank fails the check.
+// single-rank reference's greedy tokens (top-k routed experts included: vLLM's tensor-parallel and expert-parallel
+// experts), and a stale shard on one rank fails the check.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -42,6 +43,7 @@ struct Case {
   std::string name;
   core::ModelSpec spec;
   int tp = 2;
+  bool expert_parallel = false;  // vLLM's enable_expert_parallel
 };
 
 struct RankOutput {
@@ -62,9 +64,10 @@ class RolloutMultirankTest : public ::testing::TestWithParam<Case> {
 
   // Each rank: its own device, store client and Gloo communicator; shard `tp_rank` of `full` (or of `stale` on
   // `stale_rank`), generation of `max_new_tokens` after `prompts`.
-  std::vector<RankOutput> generate_on_ranks(const core::ModelSpec& spec, int tp, ReferenceModel& full,
-                                            ReferenceModel* stale, int stale_rank, const core::TokenBatch& prompts,
-                                            std::int64_t max_new_tokens, const std::string& scope) {
+  std::vector<RankOutput> generate_on_ranks(const core::ModelSpec& spec, int tp, bool expert_parallel,
+                                            ReferenceModel& full, ReferenceModel* stale, int stale_rank,
+                                            const core::TokenBatch& prompts, std::int64_t max_new_tokens,
+                                            const std::string& scope) {
     std::vector<RankOutput> outputs(static_cast<std::size_t>(tp));
     run_ranks(tp, [&](int rank) {
       core::StoreOptions options;
@@ -77,6 +80,7 @@ class RolloutMultirankTest : public ::testing::TestWithParam<Case> {
       core::InferenceLayout layout;
       layout.tp = tp;
       layout.world_size = tp;
+      layout.expert_parallel = expert_parallel;
       ReferenceModel& source = (stale != nullptr && rank == stale_rank) ? *stale : full;
       auto shard = testing::shard_from_full(spec, source, core::inference_param_buffer(spec, layout, rank),
                                             core::BufferKind::kInferenceParams, *device);
@@ -100,8 +104,8 @@ TEST_P(RolloutMultirankTest, every_rank_generates_the_references_greedy_tokens) 
   const core::TokenBatch prompts = testing::make_prompts(3, 5, spec.vocab_size, 11);
   const core::TokenBatch expected = reference.generate(prompts, 6);
 
-  const std::vector<RankOutput> outputs =
-      generate_on_ranks(spec, param.tp, reference, nullptr, -1, prompts, 6, "generate." + param.name);
+  const std::vector<RankOutput> outputs = generate_on_ranks(spec, param.tp, param.expert_parallel, reference, nullptr,
+                                                            -1, prompts, 6, "generate." + param.name);
   for (int rank = 0; rank < param.tp; ++rank) {
     const RankOutput& out = outputs[static_cast<std::size_t>(rank)];
     EXPECT_EQ(out.tokens.tokens, expected.tokens) << "rank " << rank;
@@ -120,8 +124,8 @@ TEST_P(RolloutMultirankTest, a_stale_shard_on_one_rank_fails_the_check) {
   ReferenceModel reference(spec, *device, nullptr, 0, AdamOptions{}, testing::kSeedVersion);
   reference.step(0);
   const core::TokenBatch prompts = testing::make_prompts(3, 5, spec.vocab_size, 12);
-  const std::vector<RankOutput> outputs =
-      generate_on_ranks(spec, param.tp, reference, &stale, param.tp - 1, prompts, 5, "stale." + param.name);
+  const std::vector<RankOutput> outputs = generate_on_ranks(spec, param.tp, param.expert_parallel, reference, &stale,
+                                                            param.tp - 1, prompts, 5, "stale." + param.name);
   const CheckResult check = reference.check(prompts, outputs[0].tokens, outputs[0].logits);
   EXPECT_FALSE(check.ok) << check.detail;
 }
@@ -130,7 +134,11 @@ INSTANTIATE_TEST_SUITE_P(Layouts, RolloutMultirankTest,
                          ::testing::Values(Case{"llama_gqa_untied_tp2", testing::small_llama(), 2},
                                            Case{"llama_gqa_untied_tp4", testing::small_llama(), 4},
                                            Case{"qwen2_tied_tp2", testing::small_qwen2_tied(), 2},
-                                           Case{"qwen2_tied_tp4_replicated_kv_heads", testing::small_qwen2_tied(), 4}),
+                                           Case{"qwen2_tied_tp4_replicated_kv_heads", testing::small_qwen2_tied(), 4},
+                                           Case{"qwen3_tp2", testing::small_qwen3(), 2},
+                                           Case{"qwen3_moe_tp_experts_tp2", testing::small_qwen3_moe(), 2},
+                                           Case{"qwen3_moe_vllm_ep_tp4", testing::small_qwen3_moe(), 4, true},
+                                           Case{"mixtral_vllm_ep_tp2", testing::small_mixtral(), 2, true}),
                          [](const auto& test) { return test.param.name; });
 
 }  // namespace

@@ -56,6 +56,41 @@ inline core::ModelSpec small_qwen2_tied() {
   return spec;
 }
 
+// Qwen3: q/k norms, head_dim 16 set explicitly (hidden / heads would be 8), no biases, bf16.
+inline core::ModelSpec small_qwen3() {
+  core::ModelSpec spec = small_llama();
+  spec.architecture = core::Architecture::kQwen3;
+  spec.num_hidden_layers = 2;
+  spec.head_dim = 16;
+  spec.rope_theta = 1000000.0;
+  return spec;
+}
+
+// Qwen3-MoE: 8 experts of width 32, top 2 renormalised, layer 1 dense (mlp_only_layers), fp32.
+inline core::ModelSpec small_qwen3_moe() {
+  core::ModelSpec spec = small_qwen3();
+  spec.architecture = core::Architecture::kQwen3Moe;
+  spec.num_hidden_layers = 3;
+  spec.num_experts = 8;
+  spec.num_experts_per_tok = 2;
+  spec.moe_intermediate_size = 32;
+  spec.norm_topk_prob = true;
+  spec.mlp_only_layers = {1};
+  spec.dtype = core::DType::kFloat32;
+  return spec;
+}
+
+// Mixtral: 4 experts of width 48, top 2, every layer sparse, bf16.
+inline core::ModelSpec small_mixtral() {
+  core::ModelSpec spec = small_llama();
+  spec.architecture = core::Architecture::kMixtral;
+  spec.num_hidden_layers = 2;
+  spec.num_experts = 4;
+  spec.num_experts_per_tok = 2;
+  spec.moe_intermediate_size = 48;
+  return spec;
+}
+
 // rows x cols prompt tokens in [0, vocab), a function of (row, col, salt).
 inline core::TokenBatch make_prompts(std::int64_t rows, std::int64_t cols, std::int64_t vocab, std::uint64_t salt) {
   core::TokenBatch batch;

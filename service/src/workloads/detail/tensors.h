@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -33,8 +34,9 @@ class HfAssembler {
   HfAssembler(const core::ModelSpec& spec, const core::BufferLayout& layout);
 
   const std::vector<core::HfTensor>& hf_tensors() const { return hf_tensors_; }
-  // The id of the Hugging Face tensor of `kind` in `layer` (-1 for model-level tensors); -1 when there is none.
-  int find(core::HfKind kind, int layer = -1) const;
+  // The id of the Hugging Face tensor of `kind` in `layer` (-1 for model-level tensors), of expert `expert` for the
+  // expert kinds; -1 when there is none.
+  int find(core::HfKind kind, int layer = -1, int expert = -1) const;
 
   // Full tensor `hf_id` as [rows, cols] (or [rows] when 1-D) in `dtype`, on flat's device. Throws Error when the
   // buffer's blocks do not cover it.
@@ -47,8 +49,8 @@ class HfAssembler {
   };
   const core::BufferLayout& layout_;
   std::vector<core::HfTensor> hf_tensors_;
-  std::vector<std::vector<Source>> sources_;  // by hf id
-  std::map<std::pair<int, int>, int> by_kind_layer_;
+  std::vector<std::vector<Source>> sources_;                // by hf id
+  std::map<std::tuple<int, int, int>, int> by_kind_layer_;  // (kind, layer, expert) -> id
 };
 
 }  // namespace hybridshard::service::workloads::detail

@@ -27,7 +27,7 @@ namespace hybridshard::service::bench {
 // defaults fill it). resolve_bench_options() turns it into a BenchConfig or reports every problem.
 struct BenchOptions {
   // Model: a preset, a job file, and/or explicit shape flags (which override the preset or the job's model).
-  std::string model;         // preset: "tiny", "llama3-8b", "llama3-70b", "qwen2.5-7b", "qwen2.5-32b"; default "tiny"
+  std::string model;         // preset (core::model_preset_names()); default "tiny"
   std::string job_file;      // a job YAML (hybridshard::config): model, layouts, bucket, exit policy, timeout
   std::string architecture;  // "llama" | "qwen2"
   std::int64_t num_hidden_layers = 0;
@@ -46,6 +46,9 @@ struct BenchOptions {
   int vpp = 0;
   int dp = 0;
   int rollout_tp = 0;
+  int ep = 0;   // train expert_model_parallel_size (models with experts)
+  int etp = 0;  // train expert_tensor_parallel_size; default tp
+  bool rollout_expert_parallel = false;  // vLLM's enable_expert_parallel
 
   std::string strategy = "both";  // hybridshard | seed | both
   std::string comm = "loopback";  // loopback | gloo | nccl

@@ -17,7 +17,9 @@ namespace hybridshard::service::bench {
 inline void add_bench_flags(CLI::App& app, BenchOptions& o) {
   // A flag given twice takes its last value (scripts append overrides to their defaults).
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-  app.add_option("--model", o.model, "Model preset: tiny, llama3-8b, llama3-70b, qwen2.5-7b, qwen2.5-32b");
+  app.add_option("--model", o.model,
+                 "Model preset: tiny, llama3-8b, llama3-70b, qwen2.5-7b, qwen2.5-32b, qwen3-8b, qwen3-30b-a3b, "
+                 "qwen3-235b-a22b, mixtral-8x7b");
   app.add_option("--job", o.job_file, "Job file (YAML): model, layouts, bucket, exit policy, timeout");
   app.add_option("--architecture", o.architecture, "Shape override: llama | qwen2");
   app.add_option("--layers", o.num_hidden_layers, "Shape override: num_hidden_layers");
@@ -34,6 +36,10 @@ inline void add_bench_flags(CLI::App& app, BenchOptions& o) {
   app.add_option("--vpp", o.vpp, "Train virtual pipeline chunks per stage");
   app.add_option("--dp", o.dp, "Train data parallel size");
   app.add_option("--rollout-tp", o.rollout_tp, "Rollout (inference) tensor parallel size tp'");
+  app.add_option("--ep", o.ep, "Train expert parallel size (Megatron expert_model_parallel_size)");
+  app.add_option("--etp", o.etp, "Train expert tensor parallel size (default: --tp)");
+  app.add_flag("--rollout-expert-parallel", o.rollout_expert_parallel,
+               "Rollout experts whole on each rank (vLLM enable_expert_parallel); default: split over tp'");
   app.add_option("--strategy", o.strategy, "hybridshard | seed | both (default both, side by side)");
   app.add_option("--comm", o.comm, "loopback | gloo | nccl (default loopback)");
   app.add_option("--device", o.device, "Loopback device: auto | cpu | cuda (default auto)");

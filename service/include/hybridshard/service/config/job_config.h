@@ -20,9 +20,9 @@ namespace hybridshard::service {
 // num_attention_heads 32; use 1, 2, 4, 8, 16 or 32".
 struct Diagnostic {
   std::string file;
-  int line = 0;    // 1-based; 0 when not tied to a place in the file
-  int column = 0;  // 1-based
-  std::string key; // dotted path: "train.tensor_model_parallel_size"
+  int line = 0;     // 1-based; 0 when not tied to a place in the file
+  int column = 0;   // 1-based
+  std::string key;  // dotted path: "train.tensor_model_parallel_size"
   std::string message;
   std::string format() const;
 };
@@ -38,12 +38,13 @@ struct RolloutConfig {
   int tensor_model_parallel_size = 1;
   double gpu_memory_utilization = 0.5;  // fraction of device memory the KV cache may grow into (after weights)
   std::int64_t max_new_tokens = 8;
-  std::int64_t prompt_length = 8;       // used when `prompts` is empty: seeded random prompts of this length
-  std::int64_t prompts_per_replica = 2; // rows per train data-parallel replica
+  std::int64_t prompt_length = 8;                  // used when `prompts` is empty: seeded random prompts of this length
+  std::int64_t prompts_per_replica = 2;            // rows per train data-parallel replica
   std::vector<std::vector<std::int32_t>> prompts;  // explicit token ids (each row the same length)
-  std::int64_t kv_cache_bytes = 0;      // 0: derive from gpu_memory_utilization; CPU ranks: from runtime.cpu_device_memory
-  bool check = true;                    // compare with a single-rank reference every iteration
+  std::int64_t kv_cache_bytes = 0;  // 0: derive from gpu_memory_utilization; CPU ranks: from runtime.cpu_device_memory
+  bool check = true;                // compare with a single-rank reference every iteration
   std::int64_t check_max_parameters = 200'000'000;  // the check is skipped (and said so) above this size
+  bool enable_expert_parallel = false;  // vLLM's: experts split whole over the rollout group; else each is split
 };
 
 struct MemoryConfig {
@@ -51,8 +52,8 @@ struct MemoryConfig {
   bool offload_optimizer_in_rollout = true;  // Adam moments and fp32 master weights -> pinned host during rollout
   bool offload_grads_in_rollout = true;      // fp32 gradients -> pinned host (or freed: free_grads_in_rollout)
   bool free_grads_in_rollout = false;
-  bool offload_params_in_rollout = false;    // train-layout params -> host during rollout
-  bool free_kv_cache_in_train = true;        // KV cache dropped after each rollout
+  bool offload_params_in_rollout = false;               // train-layout params -> host during rollout
+  bool free_kv_cache_in_train = true;                   // KV cache dropped after each rollout
   std::int64_t bucket_bytes = std::int64_t{256} << 20;  // staging per direction per round of enter
 };
 
@@ -67,10 +68,10 @@ struct RuntimeConfig {
   int world_size = 4;
   BackendChoice backend = BackendChoice::kAuto;  // auto: nccl with GPUs, gloo without
   core::Strategy strategy = core::Strategy::kHybridshard;
-  std::vector<int> devices;            // CUDA device per local rank; empty: local rank i uses device i
+  std::vector<int> devices;  // CUDA device per local rank; empty: local rank i uses device i
   std::string master_addr = "127.0.0.1";
-  int master_port = 0;                 // 0: the launcher picks a free port
-  std::chrono::milliseconds timeout{30000};  // any wait: rendezvous, collectives, heartbeats
+  int master_port = 0;                                     // 0: the launcher picks a free port
+  std::chrono::milliseconds timeout{30000};                // any wait: rendezvous, collectives, heartbeats
   std::int64_t cpu_device_memory = std::int64_t{1} << 30;  // what a CPU rank reports as its device memory
   std::int64_t device_memory = 0;  // per-GPU bytes `plan` checks against; 0: the device's own (CPU: cpu_device_memory)
 };
@@ -92,11 +93,11 @@ struct SourcePosition {
 };
 
 struct JobConfig {
-  std::string file;  // where it was read from
+  std::string file;                                 // where it was read from
   std::map<std::string, SourcePosition> positions;  // canonical key path -> where it was written (load time)
   ModelConfig model;
-  core::TrainLayout train;       // dp = world_size / (tp * pp)
-  core::InferenceLayout rollout; // tp and world_size
+  core::TrainLayout train;        // dp = world_size / (tp * pp)
+  core::InferenceLayout rollout;  // tp and world_size
   RolloutConfig rollout_settings;
   MemoryConfig memory;
   ScheduleConfig schedule;
@@ -109,8 +110,8 @@ struct JobConfig {
 };
 
 struct LoadResult {
-  std::optional<JobConfig> job;        // set when there were no errors
-  std::vector<Diagnostic> diagnostics; // every problem, in file order
+  std::optional<JobConfig> job;         // set when there were no errors
+  std::vector<Diagnostic> diagnostics;  // every problem, in file order
 };
 
 // Reads and validates a job file. Unknown keys, wrong types, duplicate keys, bad values, missing checkpoint files:
