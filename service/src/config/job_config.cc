@@ -247,6 +247,10 @@ class Validator {
         {"rope_theta", "model.rope_theta"},
         {"rms_norm_eps", "model.rms_norm_eps"},
         {"max_position_embeddings", "model.max_position_embeddings"},
+        {"num_experts_per_tok", "model.num_experts_per_tok"},
+        {"num_experts", "model.num_experts"},
+        {"moe_intermediate_size", "model.moe_intermediate_size"},
+        {"decoder_sparse_step", "model.decoder_sparse_step"},
     };
     const std::string model_fallback = job_.model.checkpoint.empty() ? "model" : "model.checkpoint";
     for (const std::string& problem : spec_problems) {

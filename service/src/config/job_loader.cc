@@ -501,9 +501,9 @@ class Loader {
 
   void read_model(const YamlNode& node) {
     static const std::map<std::string_view, std::string_view> kAliases{
-        {"num_layers", "num_hidden_layers"},
-        {"num_query_groups", "num_key_value_heads"},
-        {"ffn_hidden_size", "intermediate_size"},
+        {"num_layers", "num_hidden_layers"},        {"num_query_groups", "num_key_value_heads"},
+        {"ffn_hidden_size", "intermediate_size"},   {"num_moe_experts", "num_experts"},
+        {"moe_router_topk", "num_experts_per_tok"}, {"moe_ffn_hidden_size", "moe_intermediate_size"},
     };
     std::map<std::string, Given> given;  // canonical name -> node
     std::map<std::string, std::int64_t> integers;
@@ -516,10 +516,32 @@ class Loader {
     const YamlNode* preset_node = nullptr;
 
     section(node, "model",
-            {"checkpoint", "preset", "architecture", "num_hidden_layers", "hidden_size", "num_attention_heads",
-             "num_key_value_heads", "intermediate_size", "vocab_size", "head_dim", "tie_word_embeddings", "dtype",
-             "rope_theta", "rms_norm_eps", "max_position_embeddings", "seed", "num_layers", "num_query_groups",
-             "ffn_hidden_size"},
+            {"checkpoint",
+             "preset",
+             "architecture",
+             "num_hidden_layers",
+             "hidden_size",
+             "num_attention_heads",
+             "num_key_value_heads",
+             "intermediate_size",
+             "vocab_size",
+             "head_dim",
+             "tie_word_embeddings",
+             "dtype",
+             "rope_theta",
+             "rms_norm_eps",
+             "max_position_embeddings",
+             "seed",
+             "num_layers",
+             "num_query_groups",
+             "ffn_hidden_size",
+             "num_experts",
+             "num_experts_per_tok",
+             "moe_intermediate_size",
+             "decoder_sparse_step",
+             "num_moe_experts",
+             "moe_router_topk",
+             "moe_ffn_hidden_size"},
             [&](const YamlNode& value, const std::string& key) {
               const std::string written = value.key;
               std::string name = written;
@@ -542,7 +564,7 @@ class Loader {
                   job_.model.seed = static_cast<std::uint32_t>(*v);
                 }
               } else if (name == "architecture") {
-                if (auto v = choice(value, key, {"llama", "qwen2"})) {
+                if (auto v = choice(value, key, {"llama", "qwen2", "qwen3", "qwen3_moe", "mixtral"})) {
                   architecture = core::parse_architecture(*v);
                   given[canonical] = {&value, key};
                 }
@@ -635,6 +657,10 @@ class Loader {
     set_integer("vocab_size", spec.vocab_size);
     set_integer("head_dim", spec.head_dim);
     set_integer("max_position_embeddings", spec.max_position_embeddings);
+    set_integer("num_experts", spec.num_experts);
+    set_integer("num_experts_per_tok", spec.num_experts_per_tok);
+    set_integer("moe_intermediate_size", spec.moe_intermediate_size);
+    set_integer("decoder_sparse_step", spec.decoder_sparse_step);
     if (architecture) {
       if (from_checkpoint && *architecture != spec.architecture) {
         agree("architecture", std::string(core::architecture_name(*architecture)),

@@ -69,6 +69,20 @@ TEST(JobConfigTest, expert_parallel_keys_and_megatron_aliases_load_and_bad_layou
   const std::string text = all_text(bad);
   EXPECT_NE(text.find("train.expert_model_parallel_size"), std::string::npos) << text;
   EXPECT_NE(text.find("does not divide num_experts 128"), std::string::npos) << text;
+  const LoadResult keys = load(
+      "model:\n  architecture: qwen3_moe\n  num_moe_experts: 8\n  num_experts_per_tok: 2\n"
+      "  moe_ffn_hidden_size: 32\n  decoder_sparse_step: 2\n"
+      "train:\n  expert_model_parallel_size: 2\nruntime:\n  world_size: 4\n");
+  ASSERT_TRUE(keys.job.has_value()) << all_text(keys);
+  EXPECT_EQ(keys.job->model.spec.num_experts, 8);
+  EXPECT_EQ(keys.job->model.spec.moe_intermediate_size, 32);
+  EXPECT_FALSE(keys.job->model.spec.layer_has_experts(0));
+  EXPECT_TRUE(keys.job->model.spec.layer_has_experts(1));
+  const LoadResult topk = load(
+      "model:\n  architecture: mixtral\n  num_experts: 4\n  num_experts_per_tok: 5\n"
+      "  moe_intermediate_size: 32\n");
+  EXPECT_NE(all_text(topk).find("job.yaml:4:"), std::string::npos) << all_text(topk);
+  EXPECT_NE(all_text(topk).find("model.num_experts_per_tok"), std::string::npos) << all_text(topk);
   const LoadResult dense = load("train:\n  expert_model_parallel_size: 2\nruntime:\n  world_size: 2\n");
   EXPECT_NE(all_text(dense).find("llama has none"), std::string::npos) << all_text(dense);
 }
