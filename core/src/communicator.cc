@@ -1,5 +1,7 @@
 #include "hybridshard/core/communicator.h"
 
+#include <string>
+
 namespace hybridshard::core {
 
 std::string_view backend_name(Backend backend) {
@@ -12,6 +14,23 @@ std::string_view backend_name(Backend backend) {
       return "loopback";
   }
   return "unknown";
+}
+
+// Every rank of a communicator of this backend answers the same without talking to the others.
+PeerMemory Communicator::share_memory(std::span<void* const> /*buffers*/, std::span<const std::int64_t> /*bytes*/,
+                                      std::span<const int> wanted) {
+  PeerMemory memory;
+  const auto n = static_cast<std::size_t>(size());
+  memory.reads.resize(n);
+  memory.read_by.assign(n, false);
+  memory.why.resize(n);
+  for (int peer : wanted) {
+    if (peer >= 0 && static_cast<std::size_t>(peer) < n && peer != rank()) {
+      memory.why[static_cast<std::size_t>(peer)] =
+          "the " + std::string(backend_name(backend())) + " communicator shares no device memory";
+    }
+  }
+  return memory;
 }
 
 }  // namespace hybridshard::core

@@ -3,6 +3,17 @@
 // uploaded through a pinned staging area into a device scratch area; neither is counted in bytes_in_use (they are
 // this device's working memory, not buffers), but both show in used_memory().
 //
+// copy_pieces on the peer path (pieces read from another device's memory): how those pieces are copied is
+// HYBRIDSHARD_PEER_COPY, read once when the device is made, for measuring: `engine` (the default) gives every piece
+// of at least 256 KiB to the copy engines (cudaMemcpyAsync, or cudaMemcpy2DAsync for strided pieces) while the kernel
+// copies the rest; `contiguous` only contiguous pieces of at least 1 MiB; `kernel` none. The copies go round-robin to
+// HYBRIDSHARD_PEER_COPY_STREAMS streams (default 4) forked from and joined back into the compute stream, so that a
+// copy's start does not wait for the previous copy's end. Over NVLink the copy engines move a peer's bytes faster
+// than SM loads (2 x H200: 390 against 338 GB/s, GPU.md; enter measured in docs/performance.md). Inside the kernel
+// the chunks that read another device are spread evenly through the grid, so that its NVLink reads start at once
+// and the local chunks fill the gaps. copy_pieces keeps its last table on the device: the same call again (an enter
+// after an exit: same pieces, same buffers) launches it without building or uploading it.
+//
 // The cache (like PyTorch's caching allocator, without splitting blocks): sizes are rounded (512 B below 1 MiB, 2 MiB
 // above), deallocate records an event on the stream and keeps the block in a size-ordered free list of its residency,
 // and allocate takes the smallest cached block of at least the rounded size and at most a quarter above it, after
@@ -10,6 +21,7 @@
 // it no cudaMalloc, and an offload no cudaHostAlloc after the first. An allocation that does not fit releases every
 // cached block of its residency and tries once more; empty_cache() releases them all.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -57,6 +69,29 @@ class CudaDevice final : public Device {
     name_ = properties.name;
     HS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     HS_CUDA_CHECK(cudaEventCreateWithFlags(&staging_free_, cudaEventDisableTiming));
+    HS_CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
+    if (const char* value = std::getenv("HYBRIDSHARD_PEER_COPY"); value != nullptr && *value != '\0') {
+      const std::string mode = value;
+      if (mode == "engine") {
+        peer_copy_ = PeerCopy::kEngine;
+      } else if (mode == "contiguous") {
+        peer_copy_ = PeerCopy::kContiguous;
+      } else if (mode == "kernel") {
+        peer_copy_ = PeerCopy::kKernel;
+      } else {
+        HS_THROW(ConfigError, "HYBRIDSHARD_PEER_COPY: '" + mode + "' is not engine, contiguous or kernel");
+      }
+    }
+    std::size_t engine_streams = 4;
+    if (const char* value = std::getenv("HYBRIDSHARD_PEER_COPY_STREAMS"); value != nullptr && *value != '\0') {
+      char* end = nullptr;
+      const long long streams = std::strtoll(value, &end, 10);
+      if (end == value || *end != '\0' || streams < 1 || streams > 64) {
+        HS_THROW(ConfigError, std::string("HYBRIDSHARD_PEER_COPY_STREAMS: '") + value + "' is not 1 to 64 streams");
+      }
+      engine_streams = static_cast<std::size_t>(streams);
+    }
+    engines_.resize(engine_streams);
   }
 
   ~CudaDevice() override {
@@ -72,8 +107,16 @@ class CudaDevice final : public Device {
     }
     for (cudaEvent_t event : spare_events_) cudaEventDestroy(event);
     if (scratch_ != nullptr) cudaFree(scratch_);
+    if (table_.device != nullptr) cudaFree(table_.device);
     if (staging_ != nullptr) cudaFreeHost(staging_);
     cudaEventDestroy(staging_free_);
+    cudaEventDestroy(fork_);
+    for (EngineStream& engine : engines_) {
+      if (engine.stream == nullptr) continue;  // never made (destroying stream 0 would leave an error behind)
+      cudaStreamSynchronize(engine.stream);
+      cudaStreamDestroy(engine.stream);
+      cudaEventDestroy(engine.join);
+    }
     cudaStreamDestroy(stream_);
   }
 
@@ -204,9 +247,87 @@ class CudaDevice final : public Device {
 
   void copy_pieces(std::span<const Piece> pieces, std::span<void* const> src_bases, const void* message_base,
                    void* dst_base) override {
-    std::vector<detail::DevicePiece> table;
-    table.reserve(pieces.size());
+    // The same call as the last one (an enter after an exit: same pieces, same buffers) reuses its uploaded table.
+    std::vector<std::int64_t> key;
+    key.reserve(pieces.size() * 7 + src_bases.size() + 3);
+    for (const Piece& piece : pieces) {
+      key.insert(key.end(), {piece.src_buffer, piece.src_offset, piece.dst_offset, piece.rows, piece.row_bytes,
+                             piece.src_stride, piece.dst_stride});
+    }
+    for (void* base : src_bases) key.push_back(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(base)));
+    key.push_back(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(message_base)));
+    key.push_back(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(dst_base)));
+    key.push_back(static_cast<std::int64_t>(src_bases.size()));
+    HS_CUDA_CHECK(cudaSetDevice(index_));
+    if (key != table_.key) {
+      table_.key.clear();  // invalid until rebuilt
+      build_table(pieces, src_bases, message_base, dst_base);
+      table_.key = std::move(key);
+    }
+    const PieceTable& table = table_;
+    if (!table.engine_copies.empty()) {
+      // Forked from the compute stream and joined back into it, so that everything after this call waits for them.
+      // Several streams, so that one copy's start does not wait for the previous one's end.
+      HS_CUDA_CHECK(cudaEventRecord(fork_, stream_));
+      for (std::size_t e = 0; e < table.engine_copies.size(); ++e) {
+        if (e < engines_.size()) HS_CUDA_CHECK(cudaStreamWaitEvent(engine(e).stream, fork_, 0));
+        const detail::DevicePiece& copy = table.engine_copies[e];
+        const cudaStream_t on = engine(e % engines_.size()).stream;
+        if (copy.rows == 1) {
+          HS_CUDA_CHECK(
+              cudaMemcpyAsync(copy.dst, copy.src, static_cast<std::size_t>(copy.row_bytes), cudaMemcpyDefault, on));
+        } else {
+          HS_CUDA_CHECK(cudaMemcpy2DAsync(
+              copy.dst, static_cast<std::size_t>(copy.dst_stride), copy.src, static_cast<std::size_t>(copy.src_stride),
+              static_cast<std::size_t>(copy.row_bytes), static_cast<std::size_t>(copy.rows), cudaMemcpyDefault, on));
+        }
+      }
+      for (std::size_t e = 0; e < std::min(engines_.size(), table.engine_copies.size()); ++e) {
+        HS_CUDA_CHECK(cudaEventRecord(engines_[e].join, engines_[e].stream));
+      }
+    }
+    if (table.num_chunks > 0) {
+      detail::launch_copy_pieces(reinterpret_cast<const detail::DevicePiece*>(table.device),
+                                 reinterpret_cast<const detail::DeviceChunk*>(
+                                     static_cast<const unsigned char*>(table.device) + table.chunks_offset),
+                                 table.num_chunks, stream_);
+    }
+    for (std::size_t e = 0; e < std::min(engines_.size(), table.engine_copies.size()); ++e) {
+      HS_CUDA_CHECK(cudaStreamWaitEvent(stream_, engines_[e].join, 0));
+    }
+  }
+
+  // The copy-engine stream `e`, made on first use.
+  struct EngineStream {
+    cudaStream_t stream = nullptr;
+    cudaEvent_t join = nullptr;
+  };
+  EngineStream& engine(std::size_t e) {
+    EngineStream& engine = engines_[e];
+    if (engine.stream == nullptr) {
+      HS_CUDA_CHECK(cudaStreamCreateWithFlags(&engine.stream, cudaStreamNonBlocking));
+      HS_CUDA_CHECK(cudaEventCreateWithFlags(&engine.join, cudaEventDisableTiming));
+    }
+    return engine;
+  }
+
+  // Builds table_ (but not its key) for copy_pieces and uploads it into table_.device.
+  void build_table(std::span<const Piece> pieces, std::span<void* const> src_bases, const void* message_base,
+                   void* dst_base) {
+    std::vector<detail::DevicePiece> entries;
+    entries.reserve(pieces.size());
     std::vector<detail::DeviceChunk> chunks;
+    std::vector<detail::DeviceChunk> remote_chunks;     // kernel chunks reading a peer, spread through the grid below
+    std::vector<bool> remote(src_bases.size(), false);  // the source lives on another device (a peer's memory)
+    for (std::size_t b = 0; b < src_bases.size(); ++b) {
+      cudaPointerAttributes attributes{};
+      if (src_bases[b] != nullptr && cudaPointerGetAttributes(&attributes, src_bases[b]) == cudaSuccess) {
+        remote[b] = attributes.type == cudaMemoryTypeDevice && attributes.device != index_;
+      } else {
+        cudaGetLastError();
+      }
+    }
+    table_.engine_copies.clear();
     for (std::size_t i = 0; i < pieces.size(); ++i) {
       const Piece& piece = pieces[i];
       const void* base = nullptr;
@@ -222,43 +343,81 @@ class CudaDevice final : public Device {
       if (base == nullptr || dst_base == nullptr) {
         HS_THROW(Error, "copy_pieces: piece " + std::to_string(i) + " has a null base");
       }
+      const bool from_peer = piece.src_buffer >= 0 && remote[static_cast<std::size_t>(piece.src_buffer)];
+      const bool contiguous =
+          piece.rows == 1 || (piece.row_bytes == piece.src_stride && piece.row_bytes == piece.dst_stride);
+      const bool engine =
+          from_peer && ((peer_copy_ == PeerCopy::kEngine && piece.bytes() >= (256 << 10)) ||
+                        (peer_copy_ == PeerCopy::kContiguous && contiguous && piece.bytes() >= (1 << 20)));
       detail::DevicePiece entry;
       entry.src = static_cast<const unsigned char*>(base) + piece.src_offset;
       entry.dst = static_cast<unsigned char*>(dst_base) + piece.dst_offset;
-      entry.rows = piece.rows;
-      entry.row_bytes = piece.row_bytes;
-      entry.src_stride = piece.src_stride;
-      entry.dst_stride = piece.dst_stride;
-      const std::uint64_t src_stride = piece.rows > 1 ? static_cast<std::uint64_t>(piece.src_stride) : 0;
-      const std::uint64_t dst_stride = piece.rows > 1 ? static_cast<std::uint64_t>(piece.dst_stride) : 0;
+      entry.rows = contiguous ? 1 : piece.rows;
+      entry.row_bytes = contiguous ? piece.bytes() : piece.row_bytes;
+      entry.src_stride = contiguous ? entry.row_bytes : piece.src_stride;
+      entry.dst_stride = contiguous ? entry.row_bytes : piece.dst_stride;
+      if (engine) {
+        table_.engine_copies.push_back(entry);
+        continue;
+      }
+      const std::uint64_t src_stride = entry.rows > 1 ? static_cast<std::uint64_t>(entry.src_stride) : 0;
+      const std::uint64_t dst_stride = entry.rows > 1 ? static_cast<std::uint64_t>(entry.dst_stride) : 0;
       entry.vector_bytes =
           common_alignment({reinterpret_cast<std::uintptr_t>(entry.src), reinterpret_cast<std::uintptr_t>(entry.dst),
-                            static_cast<std::uint64_t>(piece.row_bytes), src_stride, dst_stride});
+                            static_cast<std::uint64_t>(entry.row_bytes), src_stride, dst_stride});
       // Chunks hold a whole number of vectors: kCopyChunkBytes is a multiple of every vector width.
       const std::int64_t num_piece_chunks = (piece.bytes() + detail::kCopyChunkBytes - 1) / detail::kCopyChunkBytes;
       if (num_piece_chunks > std::numeric_limits<std::int32_t>::max() ||
-          table.size() >= static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max())) {
+          entries.size() >= static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max())) {
         HS_THROW(Error, "copy_pieces: piece " + std::to_string(i) + " of " + std::to_string(piece.bytes()) +
                             " bytes is beyond the kernel's chunk table");
       }
-      const auto piece_index = static_cast<std::int32_t>(table.size());
+      const auto piece_index = static_cast<std::int32_t>(entries.size());
       for (std::int64_t chunk = 0; chunk < num_piece_chunks; ++chunk) {
-        chunks.push_back({piece_index, static_cast<std::int32_t>(chunk)});
+        (from_peer ? remote_chunks : chunks).push_back({piece_index, static_cast<std::int32_t>(chunk)});
       }
-      table.push_back(entry);
+      entries.push_back(entry);
     }
-    if (table.empty()) return;
-    // One upload: the piece table, then the per-block chunk table (8-byte aligned: DevicePiece holds 8-byte fields).
+    if (!remote_chunks.empty()) chunks = spread(std::move(remote_chunks), std::move(chunks));
+    table_.num_chunks = static_cast<std::int64_t>(chunks.size());
+    if (entries.empty()) return;
+    // One upload: the piece entries, then the per-block chunk table (8-byte aligned: DevicePiece holds 8-byte
+    // fields), kept in table_.device for the next call with the same key.
     static_assert(sizeof(detail::DevicePiece) % alignof(detail::DeviceChunk) == 0);
-    const std::size_t table_bytes = table.size() * sizeof(table[0]);
+    const std::size_t entry_bytes = entries.size() * sizeof(entries[0]);
     const std::size_t chunk_bytes = chunks.size() * sizeof(chunks[0]);
-    upload_buffer_.resize(table_bytes + chunk_bytes);
-    std::memcpy(upload_buffer_.data(), table.data(), table_bytes);
-    std::memcpy(upload_buffer_.data() + table_bytes, chunks.data(), chunk_bytes);
-    auto* device_tables = static_cast<unsigned char*>(upload(upload_buffer_.data(), upload_buffer_.size()));
-    detail::launch_copy_pieces(reinterpret_cast<const detail::DevicePiece*>(device_tables),
-                               reinterpret_cast<const detail::DeviceChunk*>(device_tables + table_bytes),
-                               static_cast<std::int64_t>(chunks.size()), stream_);
+    upload_buffer_.resize(entry_bytes + chunk_bytes);
+    std::memcpy(upload_buffer_.data(), entries.data(), entry_bytes);
+    std::memcpy(upload_buffer_.data() + entry_bytes, chunks.data(), chunk_bytes);
+    const void* uploaded = upload(upload_buffer_.data(), upload_buffer_.size());
+    if (upload_buffer_.size() > table_.capacity) {
+      HS_CUDA_CHECK(cudaStreamSynchronize(stream_));  // a kernel may still read the old table
+      if (table_.device != nullptr) HS_CUDA_CHECK(cudaFree(table_.device));
+      table_.device = nullptr;
+      table_.capacity = 0;
+      HS_CUDA_CHECK(cudaMalloc(&table_.device, upload_buffer_.size()));
+      table_.capacity = upload_buffer_.size();
+    }
+    HS_CUDA_CHECK(cudaMemcpyAsync(table_.device, uploaded, upload_buffer_.size(), cudaMemcpyDeviceToDevice, stream_));
+    table_.chunks_offset = entry_bytes;
+  }
+
+  // `remote` and `local` merged so that the remote chunks are spread evenly (blocks start in grid order).
+  static std::vector<detail::DeviceChunk> spread(std::vector<detail::DeviceChunk> remote,
+                                                 std::vector<detail::DeviceChunk> local) {
+    std::vector<detail::DeviceChunk> merged;
+    merged.reserve(remote.size() + local.size());
+    std::size_t r = 0;
+    std::size_t l = 0;
+    while (r < remote.size() || l < local.size()) {
+      // Remote next while its share so far is not above its share of the whole (remote first on ties).
+      if (l >= local.size() || (r < remote.size() && r * local.size() <= l * remote.size())) {
+        merged.push_back(remote[r++]);
+      } else {
+        merged.push_back(local[l++]);
+      }
+    }
+    return merged;
   }
 
   void generate(const BufferLayout& layout, std::uint32_t version, void* base) override {
@@ -386,6 +545,20 @@ class CudaDevice final : public Device {
   const int index_;
   std::string name_;
   cudaStream_t stream_ = nullptr;
+  cudaEvent_t fork_ = nullptr;
+  std::vector<EngineStream> engines_;  // copy_pieces' copy-engine copies, forked from and joined into stream_
+  enum class PeerCopy : std::uint8_t { kEngine, kContiguous, kKernel };
+  PeerCopy peer_copy_ = PeerCopy::kEngine;  // see the top of this file
+  // copy_pieces' last table: what it was built from, the copy-engine copies, and the kernel's table on the device.
+  struct PieceTable {
+    std::vector<std::int64_t> key;
+    std::vector<detail::DevicePiece> engine_copies;
+    void* device = nullptr;
+    std::size_t capacity = 0;
+    std::size_t chunks_offset = 0;
+    std::int64_t num_chunks = 0;
+  };
+  PieceTable table_;
   cudaEvent_t staging_free_ = nullptr;
   void* scratch_ = nullptr;
   void* staging_ = nullptr;

@@ -9,6 +9,7 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "hybridshard/core/communicator.h"
 #include "hybridshard/core/device.h"
@@ -20,10 +21,15 @@ namespace {
 // Shared by a loopback communicator and every subgroup made from it: one sequence numbering, one cache, one scratch,
 // so that the provider sees a single operation order in world ranks.
 struct LoopbackState {
-  LoopbackState(int world_rank, int world_size, Device& dev, PeerDataProvider provider)
-      : rank(world_rank), size(world_size), device(dev), peer_data(std::move(provider)) {}
+  LoopbackState(int world_rank, int world_size, Device& dev, PeerDataProvider provider, PeerBufferSource buffers)
+      : rank(world_rank),
+        size(world_size),
+        device(dev),
+        peer_data(std::move(provider)),
+        peer_buffer_source(std::move(buffers)) {}
   ~LoopbackState() {
     for (auto& [key, entry] : cache) device.deallocate(Residency::kGpu, entry.data, entry.bytes);
+    for (auto& [key, entry] : peer_buffers) device.deallocate(Residency::kGpu, entry.data, entry.bytes);
     if (scratch != nullptr) device.deallocate(Residency::kGpu, scratch, scratch_bytes);
   }
   LoopbackState(const LoopbackState&) = delete;
@@ -38,12 +44,14 @@ struct LoopbackState {
   int size;
   Device& device;
   PeerDataProvider peer_data;
+  PeerBufferSource peer_buffer_source;
   std::mutex mutex;
   std::uint64_t sequence = 0;
   std::atomic<bool> aborted{false};
   std::map<std::pair<std::uint64_t, int>, Entry> cache;  // (sequence, world peer) -> what the peer sent
   void* scratch = nullptr;
   std::int64_t scratch_bytes = 0;
+  std::map<std::pair<int, int>, Entry> peer_buffers;  // (world peer, buffer index) -> the peer's shared buffer
 };
 
 class Loopback final : public LoopbackCommunicator {
@@ -140,6 +148,54 @@ class Loopback final : public LoopbackCommunicator {
   void barrier() override {
     std::lock_guard<std::mutex> lock(state_->mutex);
     begin("barrier");
+  }
+
+  // The peers' buffers stand in device memory, made once by the source; reading them is the peer path's traffic.
+  PeerMemory share_memory(std::span<void* const> buffers, std::span<const std::int64_t> bytes,
+                          std::span<const int> wanted) override {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    if (buffers.size() != bytes.size()) fail("share_memory", state_->sequence, "got buffers and sizes of two lengths");
+    PeerMemory memory;
+    const auto n = static_cast<std::size_t>(size());
+    memory.reads.resize(n);
+    memory.read_by.assign(n, false);
+    memory.why.resize(n);
+    const PeerBufferSource& source = state_->peer_buffer_source;
+    if (!source.sizes || !source.fill) {
+      for (int peer : wanted) {
+        check_peer(peer, "share_memory");
+        if (peer != rank_) memory.why[static_cast<std::size_t>(peer)] = "the loopback has no peer buffer source";
+      }
+      return memory;
+    }
+    for (std::size_t peer = 0; peer < n; ++peer) memory.read_by[peer] = static_cast<int>(peer) != rank_;
+    memory.any_direct = n > 1;
+    for (int peer : wanted) {
+      check_peer(peer, "share_memory");
+      if (peer == rank_) continue;
+      const int world_peer = members_[static_cast<std::size_t>(peer)];
+      const std::vector<std::int64_t> sizes = source.sizes(world_peer);
+      std::vector<const void*>& reads = memory.reads[static_cast<std::size_t>(peer)];
+      for (std::size_t i = 0; i < sizes.size(); ++i) {
+        const auto key = std::make_pair(world_peer, static_cast<int>(i));
+        auto found = state_->peer_buffers.find(key);
+        if (found == state_->peer_buffers.end()) {
+          LoopbackState::Entry entry;
+          entry.bytes = sizes[i];
+          entry.data = state_->device.allocate(Residency::kGpu, sizes[i]);
+          try {
+            source.fill(world_peer, static_cast<int>(i), entry.data, static_cast<std::size_t>(sizes[i]));
+          } catch (...) {
+            state_->device.deallocate(Residency::kGpu, entry.data, entry.bytes);
+            throw;
+          }
+          found = state_->peer_buffers.emplace(key, entry).first;
+        }
+        reads.push_back(found->second.data);
+      }
+    }
+    state_->device.synchronize();
+    return memory;
   }
 
   std::unique_ptr<Communicator> subgroup(const std::vector<int>& ranks) override {
@@ -240,7 +296,8 @@ class Loopback final : public LoopbackCommunicator {
 }  // namespace
 
 std::unique_ptr<LoopbackCommunicator> make_loopback_communicator(int rank, int world_size, Device& device,
-                                                                 PeerDataProvider peer_data) {
+                                                                 PeerDataProvider peer_data,
+                                                                 PeerBufferSource peer_buffers) {
   if (world_size <= 0 || rank < 0 || rank >= world_size) {
     HS_THROW(ConfigError,
              "loopback: rank " + std::to_string(rank) + " is not in a world of " + std::to_string(world_size));
@@ -248,7 +305,7 @@ std::unique_ptr<LoopbackCommunicator> make_loopback_communicator(int rank, int w
   if (!peer_data) HS_THROW(ConfigError, "loopback: a peer data provider is required");
   std::vector<int> members(static_cast<std::size_t>(world_size));
   for (int i = 0; i < world_size; ++i) members[static_cast<std::size_t>(i)] = i;
-  auto state = std::make_shared<LoopbackState>(rank, world_size, device, std::move(peer_data));
+  auto state = std::make_shared<LoopbackState>(rank, world_size, device, std::move(peer_data), std::move(peer_buffers));
   return std::make_unique<Loopback>(std::move(state), std::move(members), rank);
 }
 

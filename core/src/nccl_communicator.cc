@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "detail/cuda_check.h"
+#include "detail/peer_links.h"
 #include "hybridshard/core/communicator.h"
 #include "hybridshard/core/error.h"
 #include "hybridshard/core/store.h"
@@ -80,7 +81,13 @@ class NcclCommunicator final : public Communicator {
   // `key`: the same on every member, joined in LocalTeardown before the communicator was made.
   NcclCommunicator(std::shared_ptr<NcclContext> context, ncclComm_t comm, int rank, int size,
                    std::chrono::milliseconds timeout, std::string key)
-      : context_(std::move(context)), comm_(comm), rank_(rank), size_(size), timeout_(timeout), key_(std::move(key)) {
+      : context_(std::move(context)),
+        comm_(comm),
+        rank_(rank),
+        size_(size),
+        timeout_(timeout),
+        key_(std::move(key)),
+        links_(context_->device_index) {
     HS_CUDA_CHECK(cudaSetDevice(context_->device_index));
     HS_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
     HS_CUDA_CHECK(cudaMalloc(&barrier_scratch_, sizeof(float)));
@@ -110,6 +117,7 @@ class NcclCommunicator final : public Communicator {
     }
     LocalTeardown::instance().leave_together(key_, Clock::now() + timeout_);
     if (barrier_scratch_ != nullptr) cudaFree(barrier_scratch_);
+    if (share_scratch_ != nullptr) cudaFree(share_scratch_);
     if (done_ != nullptr) cudaEventDestroy(done_);
   }
 
@@ -203,6 +211,41 @@ class NcclCommunicator final : public Communicator {
     auto* scratch = static_cast<float*>(barrier_scratch_);
     enqueue(op, [&] { return ncclAllReduce(scratch, scratch, 1, ncclFloat32, ncclSum, comm_, context_->stream); });
     finish(op);
+  }
+
+  // Two small all-gathers: every rank's record (pointers, IPC handles, host, process, device), then who reads whom
+  // directly after opening (so that a peer this rank could not open sends to it instead).
+  PeerMemory share_memory(std::span<void* const> buffers, std::span<const std::int64_t> bytes,
+                          std::span<const int> wanted) override {
+    const detail::PeerRecord mine = links_.describe(buffers, bytes);
+    const std::vector<detail::PeerRecord> records = gather(mine);
+    PeerMemory memory;
+    const auto n = static_cast<std::size_t>(size_);
+    memory.reads.resize(n);
+    memory.read_by.assign(n, false);
+    memory.why.resize(n);
+    std::vector<std::uint8_t> reading(n, 0);
+    for (int peer : wanted) {
+      if (peer < 0 || peer >= size_ || peer == rank_) continue;
+      const auto p = static_cast<std::size_t>(peer);
+      std::string why;
+      std::vector<const void*> pointers = links_.open(mine, records[p], why);
+      if (pointers.empty()) {
+        memory.why[p] = why.empty() ? "the peer shares no buffers" : why;
+        continue;
+      }
+      memory.reads[p] = std::move(pointers);
+      reading[p] = 1;
+    }
+    const std::vector<std::uint8_t> everyone = gather_bytes(reading.data(), n);
+    for (std::size_t reader = 0; reader < n; ++reader) {
+      for (std::size_t owner = 0; owner < n; ++owner) {
+        if (everyone[reader * n + owner] == 0) continue;
+        memory.any_direct = true;
+        if (owner == static_cast<std::size_t>(rank_)) memory.read_by[reader] = true;
+      }
+    }
+    return memory;
   }
 
   std::unique_ptr<Communicator> subgroup(const std::vector<int>& ranks) override {
@@ -309,6 +352,35 @@ class NcclCommunicator final : public Communicator {
     std::this_thread::sleep_for(std::chrono::microseconds(20));
   }
 
+  // All-gathers `bytes` host bytes of every rank through device scratch (kept for the next call).
+  std::vector<std::uint8_t> gather_bytes(const void* mine, std::size_t bytes) {
+    const std::size_t needed = bytes * static_cast<std::size_t>(size_ + 1);
+    HS_CUDA_CHECK(cudaSetDevice(context_->device_index));
+    if (needed > share_scratch_bytes_) {
+      if (share_scratch_ != nullptr) {
+        HS_CUDA_CHECK(cudaStreamSynchronize(context_->stream));
+        HS_CUDA_CHECK(cudaFree(share_scratch_));
+        share_scratch_ = nullptr;
+      }
+      HS_CUDA_CHECK(cudaMalloc(&share_scratch_, needed));
+      share_scratch_bytes_ = needed;
+    }
+    auto* scratch = static_cast<std::uint8_t*>(share_scratch_);
+    HS_CUDA_CHECK(cudaMemcpyAsync(scratch, mine, bytes, cudaMemcpyHostToDevice, context_->stream));
+    all_gather(scratch, scratch + bytes, bytes);
+    std::vector<std::uint8_t> all(bytes * static_cast<std::size_t>(size_));
+    HS_CUDA_CHECK(cudaMemcpyAsync(all.data(), scratch + bytes, all.size(), cudaMemcpyDeviceToHost, context_->stream));
+    HS_CUDA_CHECK(cudaStreamSynchronize(context_->stream));
+    return all;
+  }
+
+  std::vector<detail::PeerRecord> gather(const detail::PeerRecord& mine) {
+    const std::vector<std::uint8_t> all = gather_bytes(&mine, sizeof mine);
+    std::vector<detail::PeerRecord> records(static_cast<std::size_t>(size_));
+    std::memcpy(static_cast<void*>(records.data()), all.data(), all.size());
+    return records;
+  }
+
   // Waits until everything queued for `op` ran on the GPU, watching NCCL's error state, the deadline and abort().
   void finish(const Operation& op) {
     HS_CUDA_CHECK(cudaEventRecord(done_, context_->stream));
@@ -333,7 +405,10 @@ class NcclCommunicator final : public Communicator {
   std::chrono::milliseconds timeout_;
   cudaEvent_t done_ = nullptr;
   void* barrier_scratch_ = nullptr;
+  void* share_scratch_ = nullptr;
+  std::size_t share_scratch_bytes_ = 0;
   std::string key_;
+  detail::PeerLinks links_;
   std::atomic<bool> aborted_{false};
   bool broken_ = false;
   std::uint64_t sequence_ = 0;

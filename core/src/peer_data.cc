@@ -255,4 +255,27 @@ PeerDataProvider make_peer_data(Strategy strategy, const RankPlan& plan, Device&
   HS_THROW(ConfigError, "make_peer_data: unknown strategy");
 }
 
+PeerBufferSource make_peer_buffers(const RankPlan& plan, Device& device, std::uint32_t version) {
+  const auto layouts = [spec = plan.spec, train = plan.train](int peer) {
+    return train_param_buffers(spec, train, train.coord(peer));
+  };
+  PeerBufferSource source;
+  source.sizes = [layouts](int peer) {
+    std::vector<std::int64_t> sizes;
+    for (const BufferLayout& layout : layouts(peer)) sizes.push_back(layout.bytes);
+    return sizes;
+  };
+  source.fill = [layouts, &device, version](int peer, int buffer, void* dst, std::size_t bytes) {
+    const std::vector<BufferLayout> buffers = layouts(peer);
+    const BufferLayout& layout = buffers.at(static_cast<std::size_t>(buffer));
+    if (static_cast<std::int64_t>(bytes) != layout.bytes) {
+      HS_THROW(CommError, "loopback peer buffers: rank " + std::to_string(peer) + "'s buffer " +
+                              std::to_string(buffer) + " has " + std::to_string(layout.bytes) + " bytes, asked for " +
+                              std::to_string(bytes));
+    }
+    device.generate(layout, version, dst);
+  };
+  return source;
+}
+
 }  // namespace hybridshard::core

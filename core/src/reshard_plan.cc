@@ -427,6 +427,12 @@ std::int64_t Round::recv_bytes() const {
   return total;
 }
 
+std::int64_t PeerPieces::bytes() const {
+  std::int64_t total = 0;
+  for (const Piece& piece : pieces) total += piece.bytes();
+  return total;
+}
+
 std::int64_t RankPlan::bytes_local() const {
   std::int64_t total = 0;
   for (const Piece& piece : local_pieces) total += piece.bytes();
@@ -540,6 +546,12 @@ RankPlan make_rank_plan(const ModelSpec& spec, const TrainLayout& train, const I
     for (std::size_t k = 0; k < chunks.size(); ++k) place(k).sends.push_back(make_message(peer, chunks[k], true));
   }
   for (const auto& [peer, transfers] : from_peer) {
+    PeerPieces& reads = plan.peer_reads.emplace_back();
+    reads.peer = peer;
+    for (const Transfer* transfer : transfers) {
+      append_piece(reads.pieces, Piece{transfer->src_chunk, transfer->src_offset, transfer->dst_offset, transfer->rows,
+                                       transfer->row_bytes, transfer->src_stride, transfer->dst_stride});
+    }
     const auto chunks = cut_into_chunks(transfers, plan.chunk_bytes);
     for (std::size_t k = 0; k < chunks.size(); ++k) place(k).recvs.push_back(make_message(peer, chunks[k], false));
   }

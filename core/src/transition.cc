@@ -67,8 +67,27 @@ int inference_tp_rank_of(Strategy strategy, const TrainLayout& train, const Infe
   return inference.coord(rank).tp_rank;
 }
 
+std::string_view transport_name(Transport transport) {
+  switch (transport) {
+    case Transport::kAuto:
+      return "auto";
+    case Transport::kPeer:
+      return "peer";
+    case Transport::kSendRecv:
+      return "sendrecv";
+  }
+  return "unknown";
+}
+
+std::optional<Transport> parse_transport(std::string_view name) {
+  for (Transport transport : {Transport::kAuto, Transport::kPeer, Transport::kSendRecv}) {
+    if (name == transport_name(transport)) return transport;
+  }
+  return std::nullopt;
+}
+
 std::unique_ptr<Transition> make_transition(Strategy strategy, RankPlan plan, Communicator& world, Device& device,
-                                            EventSink* events) {
+                                            EventSink* events, TransitionOptions options) {
   if (world.size() != plan.train.world_size() || world.rank() != plan.rank) {
     HS_THROW(ConfigError, "make_transition: the communicator is rank " + std::to_string(world.rank()) + " of " +
                               std::to_string(world.size()) + " but the plan is for rank " + std::to_string(plan.rank) +
@@ -81,7 +100,7 @@ std::unique_ptr<Transition> make_transition(Strategy strategy, RankPlan plan, Co
   }
   switch (strategy) {
     case Strategy::kHybridshard:
-      return transition_detail::make_hybridshard_transition(std::move(plan), world, device, events);
+      return transition_detail::make_hybridshard_transition(std::move(plan), world, device, events, options);
     case Strategy::kSeed:
       return transition_detail::make_seed_transition(std::move(plan), world, device, events);
   }

@@ -20,7 +20,7 @@
 namespace hybridshard::core::transition_detail {
 
 std::unique_ptr<Transition> make_hybridshard_transition(RankPlan plan, Communicator& world, Device& device,
-                                                        EventSink* events);
+                                                        EventSink* events, TransitionOptions options);
 std::unique_ptr<Transition> make_seed_transition(RankPlan plan, Communicator& world, Device& device, EventSink* events);
 
 // Emits one kTransfer event (nothing without a sink).

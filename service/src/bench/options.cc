@@ -227,6 +227,13 @@ BenchConfig resolve_bench_options(const BenchOptions& o) {
   config.json_file = o.json_file;
   if (o.bucket_bytes < 0) problems.push_back("--bucket: cannot be negative, got " + std::to_string(o.bucket_bytes));
   if (o.bucket_bytes > 0) config.bucket_bytes = o.bucket_bytes;
+  if (!o.transport.empty()) {
+    if (const auto transport = core::parse_transport(o.transport)) {
+      config.transport = *transport;
+    } else {
+      problems.push_back("--transport: '" + o.transport + "' is not auto, peer or sendrecv");
+    }
+  }
   if (o.cpu_device_memory < 0) {
     problems.push_back("--cpu-device-memory: cannot be negative, got " + std::to_string(o.cpu_device_memory));
   }

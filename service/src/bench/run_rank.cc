@@ -163,6 +163,53 @@ Series time_all_gather(const BenchConfig& config, core::Device& device, core::Co
   return series;
 }
 
+// The p2p bound: every rank copies, with the copy engines (cudaMemcpyAsync between devices, as cudaMemcpyPeerAsync),
+// the bytes its plan reads from each peer out of a buffer of that peer's, in one go; the peer path's best case. Empty
+// when some peer cannot be read directly (Gloo, other hosts).
+Series time_peer_copies(const BenchConfig& config, core::Device& device, core::Communicator& world,
+                        const core::RankPlan& plan) {
+  Series series;
+  std::int64_t largest = 0;
+  std::int64_t mine = 0;
+  std::vector<int> peers;
+  for (const core::PeerPieces& reads : plan.peer_reads) {
+    largest = std::max(largest, reads.bytes());
+    mine += reads.bytes();
+    peers.push_back(reads.peer);
+  }
+  const std::int64_t source_bytes = max_over_ranks(device, world, largest);
+  if (source_bytes <= 0) return series;
+  DeviceMemory source(device, core::Residency::kGpu, source_bytes);
+  DeviceMemory target(device, core::Residency::kGpu, std::max<std::int64_t>(mine, 1));
+  device.fill_zero(source.data(), source_bytes);
+  device.synchronize();
+  void* const source_pointer = source.data();
+  const core::PeerMemory memory = world.share_memory({&source_pointer, 1}, {&source_bytes, 1}, peers);
+  bool all = true;
+  for (int peer : peers) all = all && memory.reads[static_cast<std::size_t>(peer)].size() == 1;
+  // Every rank answers the same question before any leaves: can all of them copy from all their peers?
+  const std::int64_t missing = max_over_ranks(device, world, all ? 0 : 1);
+  if (missing == 0) {
+    series.bytes = mine;
+    series.what = "copy engines reading the peers' memory directly, the bytes the plan reads from each peer";
+    for (int iteration = 0; iteration < config.warmup + config.iterations; ++iteration) {
+      world.barrier();
+      const Clock::time_point start = Clock::now();
+      std::int64_t offset = 0;
+      for (const core::PeerPieces& reads : plan.peer_reads) {
+        device.copy(target.data() + offset, core::Residency::kGpu,
+                    memory.reads[static_cast<std::size_t>(reads.peer)].front(), core::Residency::kGpu, reads.bytes());
+        offset += reads.bytes();
+      }
+      device.synchronize();
+      const double seconds = seconds_since(start);
+      if (iteration >= config.warmup) series.seconds.push_back(seconds);
+    }
+  }
+  world.barrier();  // nobody frees its source while a peer still reads it
+  return series;
+}
+
 std::int32_t token_of(std::int64_t global_row, std::int64_t col, std::int64_t vocab) {
   const std::uint64_t h =
       core::mix64(static_cast<std::uint64_t>(global_row) * 0x100000001B3ull + static_cast<std::uint64_t>(col));
@@ -185,8 +232,11 @@ void run_strategy(const BenchConfig& config, int rank, core::Device& device, cor
   std::unique_ptr<core::LoopbackCommunicator> loopback;
   core::Communicator* comm = world;
   if (world == nullptr) {
-    loopback = core::make_loopback_communicator(rank, config.train.world_size(), device,
-                                                core::make_peer_data(strategy, plan, device, config.version));
+    // The peer path's stand-in: the peers' train buffers in device memory, read directly by enter.
+    const bool peer_path = strategy == core::Strategy::kHybridshard && config.transport != core::Transport::kSendRecv;
+    loopback = core::make_loopback_communicator(
+        rank, config.train.world_size(), device, core::make_peer_data(strategy, plan, device, config.version),
+        peer_path ? core::make_peer_buffers(plan, device, config.version) : core::PeerBufferSource{});
     comm = loopback.get();
   }
 
@@ -205,7 +255,8 @@ void run_strategy(const BenchConfig& config, int rank, core::Device& device, cor
   std::int64_t bytes_received = 0;
   {
     core::RecordingEventSink events;
-    std::unique_ptr<core::Transition> transition = core::make_transition(strategy, plan, *comm, device, &events);
+    std::unique_ptr<core::Transition> transition =
+        core::make_transition(strategy, plan, *comm, device, &events, {config.transport});
     for (core::ExitPolicy policy : config.exit_policies) {
       // Enter is kept apart by the exit that came before it: after an offload, enter also has the host copy to
       // deal with.
@@ -263,6 +314,10 @@ void run_strategy(const BenchConfig& config, int rank, core::Device& device, cor
   progress(config, rank, name + ": bound for the received bytes");
   if (world != nullptr) {
     result.bounds[{"collective." + name, "", ""}] = time_all_gather(config, device, *world, bytes_received, name);
+    if (strategy == core::Strategy::kHybridshard) {
+      progress(config, rank, name + ": p2p bound (copy engines from the peers' memory)");
+      result.bounds[{"p2p." + name, "", ""}] = time_peer_copies(config, device, *world, plan);
+    }
   } else if (bytes_received > 0) {
     result.bounds[{"d2d.received." + name, "", ""}] =
         time_copy(config, device, nullptr, core::Residency::kGpu, core::Residency::kGpu, bytes_received,

@@ -1,7 +1,9 @@
 // The CPU device's checks on the CUDA device, plus bit-exact agreement of its kernels with the CPU device.
+#include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <random>
 
 #include "device_checks.h"
 #include "hybridshard/core/communicator.h"
@@ -140,6 +142,64 @@ TEST_F(CudaDeviceTest, copy_pieces_agrees_with_the_cpu_device_on_large_pieces) {
   std::vector<void*> bases{src.data};
   device_->copy_pieces(pieces, bases, message.data, dst.data);
   EXPECT_TRUE(dst.download() == expected);
+}
+
+// The peer path: pieces read from another GPU's memory go to the copy engines (1-D and 2-D copies, 256 KiB and up)
+// or, smaller, to the kernel, spread among the local chunks; a second call with the same table reuses the uploaded
+// table and must still copy the sources' current bytes.
+TEST_F(CudaDeviceTest, copy_pieces_reads_another_gpus_memory_like_the_cpu_device) {
+  if (cuda_device_count() < 2) GTEST_SKIP() << "needs 2 GPUs, this machine has " << cuda_device_count();
+  int can = 0;
+  ASSERT_EQ(cudaDeviceCanAccessPeer(&can, 0, 1), cudaSuccess);
+  if (can == 0) GTEST_SKIP() << "cuda:0 cannot access cuda:1";
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+  const cudaError_t enabled = cudaDeviceEnablePeerAccess(1, 0);
+  ASSERT_TRUE(enabled == cudaSuccess || enabled == cudaErrorPeerAccessAlreadyEnabled);
+  cudaGetLastError();
+  auto peer = make_cuda_device(1);
+  auto cpu = make_cpu_device(std::int64_t{1} << 30);
+  std::mt19937 random(7);
+  constexpr std::int64_t kSrc = 16 << 20;
+  std::vector<Piece> pieces;
+  std::int64_t dst_bytes = 0;
+  const auto add = [&](int src_buffer, std::int64_t rows, std::int64_t row_bytes, std::int64_t src_stride) {
+    Piece piece;
+    piece.src_buffer = src_buffer;
+    piece.rows = rows;
+    piece.row_bytes = row_bytes;
+    piece.src_stride = src_stride;
+    piece.dst_stride = row_bytes + 32;
+    piece.src_offset = 16 * static_cast<std::int64_t>(random() % 64);
+    piece.dst_offset = dst_bytes;
+    ASSERT_LE(piece.src_offset + (rows - 1) * src_stride + row_bytes, kSrc);
+    dst_bytes += rows * piece.dst_stride;
+    pieces.push_back(piece);
+  };
+  add(0, 1, 3 << 20, 3 << 20);  // peer, contiguous: copy engine, 1-D
+  add(0, 512, 4096, 8192);      // peer, strided 2 MiB: copy engine, 2-D
+  add(0, 64, 1000, 2048);       // peer, small: kernel
+  add(1, 300, 4096, 6000);      // local: kernel
+  add(0, 1, 4 << 10, 4 << 10);  // peer, small contiguous: kernel
+  add(1, 1, 5 << 20, 5 << 20);  // local, large contiguous: kernel
+  add(-1, 200, 2000, 2000);     // message: kernel
+  // The same buffers both rounds: the second call reuses the uploaded table.
+  DeviceBytes peer_src(*peer, kSrc), local_src(*device_, kSrc), message(*device_, kSrc), dst(*device_, dst_bytes);
+  for (int round = 0; round < 2; ++round) {
+    const auto host_peer = testing::random_bytes(random, kSrc);
+    const auto host_local = testing::random_bytes(random, kSrc);
+    const auto host_message = testing::random_bytes(random, kSrc);
+    std::vector<std::uint8_t> expected(static_cast<std::size_t>(dst_bytes), 0);
+    std::vector<void*> cpu_bases{const_cast<std::uint8_t*>(host_peer.data()),
+                                 const_cast<std::uint8_t*>(host_local.data())};
+    cpu->copy_pieces(pieces, cpu_bases, host_message.data(), expected.data());
+    peer_src.upload(host_peer);
+    local_src.upload(host_local);
+    message.upload(host_message);
+    dst.upload(std::vector<std::uint8_t>(static_cast<std::size_t>(dst_bytes), 0));
+    std::vector<void*> bases{peer_src.data, local_src.data};
+    device_->copy_pieces(pieces, bases, message.data, dst.data);
+    EXPECT_TRUE(dst.download() == expected) << "round " << round;
+  }
 }
 
 TEST_F(CudaDeviceTest, generate_agrees_with_the_cpu_device_bit_for_bit) {

@@ -4,11 +4,13 @@
 // transition_nccl_test (HYBRIDSHARD_TEST_NCCL): the same matrix on NCCL ranks, one GPU each (test_backend.h).
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <exception>
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "hybridshard/core/communicator.h"
@@ -28,10 +30,36 @@ using testing::LayoutCase;
 constexpr std::int64_t kCapacity = std::int64_t{1} << 30;
 constexpr milliseconds kTimeout{20000};
 
-class TransitionMultirankTest : public ::testing::TestWithParam<LayoutCase> {
+// The transports each layout runs with: on NCCL (GPUs of one process) both the peer path and send/recv; on Gloo,
+// which shares no device memory, kAuto (send/recv, no fallback reported).
+std::vector<Transport> transports() {
+  if (testing::kTestBackend == Backend::kNccl) return {Transport::kPeer, Transport::kSendRecv};
+  return {Transport::kAuto};
+}
+
+// A layout and the transport to run it with.
+struct TransitionCase {
+  LayoutCase layout;
+  Transport transport = Transport::kAuto;
+};
+
+std::vector<TransitionCase> transition_cases() {
+  std::vector<TransitionCase> cases;
+  for (const LayoutCase& layout : testing::layout_matrix()) {
+    for (Transport transport : transports()) cases.push_back({layout, transport});
+  }
+  return cases;
+}
+
+// Whether the case reads peers directly (NCCL ranks of one process on one host always can).
+bool reads_directly(const TransitionCase& c) {
+  return testing::kTestBackend == Backend::kNccl && c.transport != Transport::kSendRecv;
+}
+
+class TransitionMultirankTest : public ::testing::TestWithParam<TransitionCase> {
  protected:
   void SetUp() override {
-    if (const std::string why = testing::why_not_runnable(GetParam().train.world_size()); !why.empty()) {
+    if (const std::string why = testing::why_not_runnable(GetParam().layout.train.world_size()); !why.empty()) {
       GTEST_SKIP() << why;
     }
     StoreOptions options;
@@ -80,7 +108,9 @@ void expect_accounting(Device& device, const RecordingEventSink& events, const s
 }
 
 TEST_P(TransitionMultirankTest, hybridshard_shards_match_the_reference_across_train_updates) {
-  const LayoutCase& layout = GetParam();
+  const LayoutCase& layout = GetParam().layout;
+  const bool direct = reads_directly(GetParam());
+  const TransitionOptions options{GetParam().transport};
   const InferenceLayout inference = layout.inference();
   const int world_size = layout.train.world_size();
   run_ranks(world_size, [&](int rank) {
@@ -95,7 +125,7 @@ TEST_P(TransitionMultirankTest, hybridshard_shards_match_the_reference_across_tr
     std::int64_t train_bytes = 0;
     for (const BufferLayout& buffer : plan.train_buffers) train_bytes += buffer.bytes;
     {
-      auto transition = make_transition(Strategy::kHybridshard, plan, *comm, *device, &events);
+      auto transition = make_transition(Strategy::kHybridshard, plan, *comm, *device, &events, options);
       EXPECT_EQ(transition->inference_params(), nullptr);
 
       // Version 1: a fresh enter.
@@ -107,14 +137,27 @@ TEST_P(TransitionMultirankTest, hybridshard_shards_match_the_reference_across_tr
       EXPECT_EQ(testing::compare_with_reference(layout.spec, inference, shard, 1, *device, shard_buffer), "")
           << "rank " << rank;
       const TransitionStats& stats = transition->last_enter();
-      EXPECT_EQ(stats.bytes_network_received, plan.bytes_received());
-      EXPECT_EQ(stats.bytes_network_sent, plan.bytes_sent());
-      EXPECT_EQ(stats.bytes_host_to_device, 0);
-      EXPECT_EQ(stats.bytes_device_to_device, plan.bytes_local() + plan.bytes_sent() + plan.bytes_received());
-      EXPECT_EQ(stats.peak_extra_device_bytes, plan.peak_extra_bytes());
       const std::vector<Event> after_enter = events.events();
-      EXPECT_EQ(testing::transfer_bytes(after_enter, TransferPath::kNetwork, "enter.round"),
-                plan.bytes_received() + plan.bytes_sent());
+      EXPECT_EQ(stats.bytes_network_received, plan.bytes_received());
+      EXPECT_EQ(stats.bytes_host_to_device, 0);
+      if (direct) {
+        // Every byte read once from the peer's train buffer and written once: no send, no bucket, no pack.
+        EXPECT_EQ(stats.bytes_network_sent, 0);
+        EXPECT_EQ(stats.bytes_device_to_device, plan.bytes_local());
+        EXPECT_EQ(stats.peak_extra_device_bytes, plan.inference_buffer.bytes);
+        EXPECT_EQ(testing::transfer_bytes(after_enter, TransferPath::kNetwork, "enter.peer.read"),
+                  plan.bytes_received());
+        EXPECT_EQ(testing::transfer_bytes(after_enter, TransferPath::kNetwork, "enter.round"), 0);
+        for (const Event& event : after_enter) {
+          EXPECT_FALSE(event.type == EventType::kCheck && event.operation == "enter.transport") << event.detail;
+        }
+      } else {
+        EXPECT_EQ(stats.bytes_network_sent, plan.bytes_sent());
+        EXPECT_EQ(stats.bytes_device_to_device, plan.bytes_local() + plan.bytes_sent() + plan.bytes_received());
+        EXPECT_EQ(stats.peak_extra_device_bytes, plan.peak_extra_bytes());
+        EXPECT_EQ(testing::transfer_bytes(after_enter, TransferPath::kNetwork, "enter.round"),
+                  plan.bytes_received() + plan.bytes_sent());
+      }
       expect_accounting(*device, events, "after enter");
       EXPECT_EQ(device->bytes_in_use(Residency::kGpu), train_bytes + plan.inference_buffer.bytes);
 
@@ -160,7 +203,8 @@ TEST_P(TransitionMultirankTest, hybridshard_shards_match_the_reference_across_tr
 }
 
 TEST_P(TransitionMultirankTest, seed_gives_the_same_bytes_where_it_applies) {
-  const LayoutCase& layout = GetParam();
+  const LayoutCase& layout = GetParam().layout;
+  if (GetParam().transport != transports().front()) GTEST_SKIP() << "the seed has no transport: run once per layout";
   const InferenceLayout inference = layout.inference();
   if (!strategy_applies(Strategy::kSeed, layout.spec, layout.train, inference)) {
     GTEST_SKIP() << "the seed does not apply to " << layout.name;
@@ -234,8 +278,49 @@ TEST_P(TransitionMultirankTest, seed_gives_the_same_bytes_where_it_applies) {
   });
 }
 
-INSTANTIATE_TEST_SUITE_P(Layouts, TransitionMultirankTest, ::testing::ValuesIn(testing::layout_matrix()),
-                         [](const ::testing::TestParamInfo<LayoutCase>& case_info) { return case_info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Layouts, TransitionMultirankTest, ::testing::ValuesIn(transition_cases()),
+                         [](const ::testing::TestParamInfo<TransitionCase>& case_info) {
+                           return case_info.param.layout.name + "_" +
+                                  std::string(transport_name(case_info.param.transport));
+                         });
+
+// A rank that never arrives at enter: the others' enter fails within the timeout (on the peer path the address
+// exchange is where they wait), not a hang.
+TEST(TransitionTimeoutTest, a_rank_that_never_enters_is_an_error_within_the_timeout) {
+  const LayoutCase layout = testing::layout_matrix().front();  // tp2_to_tp1_bf16: two ranks
+  if (const std::string why = testing::why_not_runnable(2); !why.empty()) GTEST_SKIP() << why;
+  constexpr milliseconds kShort{3000};
+  StoreOptions server_options;
+  server_options.port = 0;
+  server_options.is_server = true;
+  server_options.timeout = kTimeout;
+  const std::unique_ptr<Store> server = Store::open(server_options);
+  const InferenceLayout inference = layout.inference();
+  std::atomic<bool> done{false};
+  testing::run_ranks(2, [&](int rank) {
+    StoreOptions options;
+    options.port = server->port();
+    options.timeout = kTimeout;
+    const std::unique_ptr<Store> store = Store::open(options);
+    auto comm = testing::make_rank_communicator(*store, rank, 2, kShort);
+    auto device = testing::make_rank_device(rank, kCapacity);
+    const RankPlan plan = make_rank_plan(layout.spec, layout.train, inference, rank);
+    testing::TrainBuffers train(plan, *device, nullptr);
+    train.generate(plan, *device, 1);
+    auto transition = make_transition(Strategy::kHybridshard, plan, *comm, *device, nullptr, {transports().front()});
+    if (rank == 1) {
+      // Never enters; stays until rank 0 has given up, so that its communicator is still there to be waited for.
+      const auto give_up = std::chrono::steady_clock::now() + 10 * kShort;
+      while (!done && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(milliseconds(10));
+      return;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT_THROW(transition->enter(train.pointers), Error);
+    const auto waited = std::chrono::steady_clock::now() - start;
+    EXPECT_LT(waited, kShort + milliseconds(5000));
+    done = true;
+  });
+}
 
 }  // namespace
 }  // namespace hybridshard::core

@@ -282,5 +282,81 @@ TEST(TransitionTest, loopback_rank_with_peer_data_reproduces_the_reference) {
   }
 }
 
+// The peer path on the loopback: the peers' train buffers stand in device memory (make_peer_buffers) and enter reads
+// them directly, once: nothing is sent, no peer data is asked for, no staging is allocated.
+void check_loopback_peer_path(const LayoutCase& layout, int rank) {
+  SCOPED_TRACE(layout.name + " rank " + std::to_string(rank));
+  constexpr std::uint32_t kVersion = 12;
+  const InferenceLayout inference = layout.inference();
+  auto device = make_cpu_device(kCapacity);
+  RecordingEventSink events;
+  const RankPlan plan = make_rank_plan(layout.spec, layout.train, inference, rank);
+  auto world = make_loopback_communicator(rank, layout.train.world_size(), *device, no_peers(),
+                                          make_peer_buffers(plan, *device, kVersion));
+  testing::TrainBuffers train(plan, *device, nullptr);
+  train.generate(plan, *device, kVersion);
+  auto transition = make_transition(Strategy::kHybridshard, plan, *world, *device, &events, {Transport::kPeer});
+  for (int iteration = 0; iteration < 2; ++iteration) {
+    world->reset_sequence();
+    events.clear();
+    FlatBuffer& buffer = transition->enter(train.pointers);
+    EXPECT_EQ(testing::compare_with_reference(layout.spec, inference, inference.coord(rank).tp_rank, kVersion, *device,
+                                              buffer),
+              "")
+        << "iteration " << iteration;
+    const TransitionStats& stats = transition->last_enter();
+    EXPECT_EQ(stats.bytes_network_received, plan.bytes_received());
+    EXPECT_EQ(stats.bytes_network_sent, 0);
+    EXPECT_EQ(stats.bytes_device_to_device, plan.bytes_local());
+    EXPECT_EQ(stats.peak_extra_device_bytes, plan.inference_buffer.bytes);
+    EXPECT_EQ(testing::transfer_bytes(events.events(), TransferPath::kNetwork, "enter.peer.read"),
+              plan.bytes_received());
+    EXPECT_EQ(testing::transfer_bytes(events.events(), TransferPath::kNetwork, "enter.round"), 0);
+    transition->exit(ExitPolicy::kFree);
+  }
+}
+
+TEST(TransitionTest, loopback_peer_path_reads_the_peers_train_buffers_once) {
+  for (const char* name : {"tp2_to_tp1_bf16", "pp2_vpp2_to_tp2", "kv1_tp1_dp4_to_tp4", "vocab130_tp2_pp2_to_tp1_fp32",
+                           "tp4_to_tp2", "qwen2_fp32_tp2_pp2_vpp2_to_tp4", "tied_pp2_to_tp2", "moe_ep2_dp2_to_tp2",
+                           "moe_fp32_pp2_ep2_dp2_to_tp1"}) {
+    const LayoutCase layout = find_case(name);
+    for (int rank : {0, layout.train.world_size() - 1}) check_loopback_peer_path(layout, rank);
+  }
+}
+
+// Asked for the peer path where no peer can be read directly: send/recv, right bytes, and an event saying so.
+TEST(TransitionTest, peer_transport_without_peer_memory_falls_back_to_send_recv_and_says_so) {
+  const LayoutCase layout = find_case("tp2_to_tp1_bf16");
+  constexpr std::uint32_t kVersion = 13;
+  auto device = make_cpu_device(kCapacity);
+  RecordingEventSink events;
+  const RankPlan plan = make_rank_plan(layout.spec, layout.train, layout.inference(), 0);
+  auto world =
+      make_loopback_communicator(0, 2, *device, make_peer_data(Strategy::kHybridshard, plan, *device, kVersion));
+  testing::TrainBuffers train(plan, *device, nullptr);
+  train.generate(plan, *device, kVersion);
+  auto transition = make_transition(Strategy::kHybridshard, plan, *world, *device, &events, {Transport::kPeer});
+  FlatBuffer& buffer = transition->enter(train.pointers);
+  EXPECT_EQ(testing::compare_with_reference(layout.spec, layout.inference(), 0, kVersion, *device, buffer), "");
+  EXPECT_EQ(transition->last_enter().bytes_network_sent, plan.bytes_sent());
+  int fallbacks = 0;
+  for (const Event& event : events.events()) {
+    if (event.type != EventType::kCheck || event.operation != "enter.transport") continue;
+    ++fallbacks;
+    EXPECT_FALSE(event.ok);
+    EXPECT_EQ(event.peer, 1);
+    EXPECT_NE(event.detail.find("no peer buffer source"), std::string::npos) << event.detail;
+  }
+  EXPECT_EQ(fallbacks, 1);
+}
+
+TEST(TransitionTest, transport_names_round_trip) {
+  for (Transport transport : {Transport::kAuto, Transport::kPeer, Transport::kSendRecv}) {
+    EXPECT_EQ(parse_transport(transport_name(transport)), transport);
+  }
+  EXPECT_FALSE(parse_transport("nvlink").has_value());
+}
+
 }  // namespace
 }  // namespace hybridshard::core

@@ -33,6 +33,21 @@ struct RecvSpec {
   std::size_t bytes = 0;
 };
 
+// The peer path: which ranks' memory this rank's device reads directly (load/store and copy engines over NVLink or
+// PCIe), found by Communicator::share_memory.
+struct PeerMemory {
+  // reads[p]: rank p's shared buffers as this rank's device addresses them, in the order p passed them; empty when
+  // this rank does not read p directly (itself, a peer not asked for, another host, no peer access, a failed
+  // registration on either side).
+  std::vector<std::vector<const void*>> reads;
+  // read_by[p]: rank p reads this rank's buffers directly (so this rank sends p nothing).
+  std::vector<bool> read_by;
+  // why[p]: for a peer asked for but not read directly, the reason (for the fallback's log line and event).
+  std::vector<std::string> why;
+  // Some pair of ranks of the communicator reads directly (the same on every rank).
+  bool any_direct = false;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -50,6 +65,15 @@ class Communicator {
   // itself as a peer: the bytes are copied locally.
   virtual void exchange(std::span<const SendSpec> sends, std::span<const RecvSpec> recvs) = 0;
   virtual void barrier() = 0;
+
+  // Collective: every rank passes its own buffers (device memory, `bytes[i]` bytes at `buffers[i]`, each the start of
+  // an allocation of the rank's Device) and the peers whose buffers it wants to read. Returns what this rank reads
+  // directly and who reads it. Registration (peer access, IPC handles) happens once per buffer and stays until the
+  // communicator is destroyed; the pointers stay valid until then, as long as the owners keep the buffers. The
+  // exchange of addresses also lines the ranks up: it returns on each rank only after every rank has called it.
+  // This base version reads nothing directly (Gloo: no device memory to share).
+  virtual PeerMemory share_memory(std::span<void* const> buffers, std::span<const std::int64_t> bytes,
+                                  std::span<const int> wanted);
 
   // Collective over all ranks of this communicator: every rank passes the same `ranks` list; members get a
   // communicator whose rank i is ranks[i], non-members get nullptr.
@@ -83,11 +107,20 @@ bool gloo_available();  // built with c10d's ProcessGroupGloo
 // the communicator and all its subgroups are gone.
 // Sends are copied into a scratch buffer of the same size (the bytes a NIC would read).
 using PeerDataProvider = std::function<void(int peer, std::uint64_t sequence, void* device_dst, std::size_t bytes)>;
+// The loopback's peer path: what the peers' shared buffers hold. `sizes(peer)` gives peer's buffer sizes and
+// `fill(peer, i, dst, bytes)` writes its buffer i into device memory. share_memory() allocates the wanted peers'
+// buffers in device memory once (counted in bytes_in_use, kept like the cache), fills them, and reads them directly;
+// every peer is taken to read this rank directly too. Without a source no peer is read directly.
+struct PeerBufferSource {
+  std::function<std::vector<std::int64_t>(int peer)> sizes;
+  std::function<void(int peer, int buffer, void* device_dst, std::size_t bytes)> fill;
+};
 class LoopbackCommunicator : public Communicator {
  public:
   virtual void reset_sequence() = 0;
 };
 std::unique_ptr<LoopbackCommunicator> make_loopback_communicator(int rank, int world_size, Device& device,
-                                                                  PeerDataProvider peer_data);
+                                                                  PeerDataProvider peer_data,
+                                                                  PeerBufferSource peer_buffers = {});
 
 }  // namespace hybridshard::core

@@ -49,6 +49,15 @@ struct Round {
   std::int64_t recv_bytes() const;
 };
 
+// The peer path: everything this rank lands from one peer, read straight from that peer's train buffers
+// (Piece::src_buffer indexes the peer's RankPlan::train_buffers) into the inference buffer. The same bytes as the
+// peer's messages to this rank over all rounds, without the messages.
+struct PeerPieces {
+  int peer = 0;
+  std::vector<Piece> pieces;
+  std::int64_t bytes() const;
+};
+
 struct ByteRange {
   std::int64_t offset = 0;
   std::int64_t bytes = 0;
@@ -67,6 +76,7 @@ struct RankPlan {
   BufferLayout inference_buffer;            // this rank's inference shard
   std::vector<Piece> local_pieces;          // train buffer -> inference buffer, no network
   std::vector<Round> rounds;
+  std::vector<PeerPieces> peer_reads;  // by ascending peer: the receives of `rounds`, as direct reads
   std::vector<ByteRange> zero_fill;  // inference-buffer bytes no train tensor covers (vocabulary padding)
   std::int64_t chunk_bytes = 0;
 

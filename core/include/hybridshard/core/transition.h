@@ -1,9 +1,12 @@
 // The weight transition between the train layout and the inference layout on one rank: enter (train -> rollout)
 // and exit (rollout -> train), by one of two strategies.
 //
-//  - kHybridshard: runs the RankPlan. Allocates the inference buffer, zero-fills its padding, copies local pieces
-//    straight from the train buffers (one kernel), and per round packs sends into a staging bucket, exchanges, and
-//    scatters receives into place (one kernel each). No host copies, no per-tensor temporaries, tp' > tp works.
+//  - kHybridshard: runs the RankPlan. Allocates the inference buffer and zero-fills its padding. Peers whose train
+//    buffers this rank's device can read (Transport, Communicator::share_memory: same host, peer access) are landed
+//    directly: one landing pass reads every piece from where it lives (own train buffer or a peer's) and writes it
+//    once into its final place, with no bucket, pack or unpack. With the other peers, per round it packs sends into
+//    a staging bucket, exchanges, and scatters receives into place (one kernel each), the local pieces overlapping
+//    the exchange. No host copies, no per-tensor temporaries, tp' > tp works.
 //  - kSeed: verl's first hybrid engine, step by step, as the baseline: keeps every other pipeline stage's parameter
 //    buffers (offloaded to pinned host memory between phases), on enter loads them host -> device, broadcasts each
 //    stage's buffers in the pipeline group, all-gathers every tensor-parallel tensor in the micro data-parallel group
@@ -16,6 +19,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -28,6 +32,18 @@
 namespace hybridshard::core {
 
 enum class Strategy : std::uint8_t { kHybridshard, kSeed };
+
+// How kHybridshard moves the bytes of other ranks. kAuto: read directly from every peer this rank's device can
+// address (the peer path), send/recv with the rest; kPeer: the same, and a peer that cannot be read directly is a
+// fallback worth a log line and an event (never silent); kSendRecv: send/recv with every peer (the cross-host path,
+// forced). The seed ignores it.
+enum class Transport : std::uint8_t { kAuto, kPeer, kSendRecv };
+std::string_view transport_name(Transport transport);  // "auto", "peer", "sendrecv"
+std::optional<Transport> parse_transport(std::string_view name);
+
+struct TransitionOptions {
+  Transport transport = Transport::kAuto;
+};
 std::string_view strategy_name(Strategy strategy);  // "hybridshard", "seed"
 bool strategy_applies(Strategy strategy, const TrainLayout& train, const InferenceLayout& inference);
 // The same, knowing the model: kSeed also needs every inference shard's vocabulary rows inside the rows its micro
@@ -51,6 +67,7 @@ std::string_view exit_policy_name(ExitPolicy policy);
 
 struct TransitionStats {
   double seconds = 0;
+  // Received counts every byte of another rank, sent or read directly (peer path); sent, what this rank sent.
   std::int64_t bytes_network_received = 0;
   std::int64_t bytes_network_sent = 0;
   std::int64_t bytes_host_to_device = 0;
@@ -81,7 +98,7 @@ class Transition {
 
 // Collective for kSeed (it creates the pipeline and micro data-parallel groups with world.subgroup()).
 std::unique_ptr<Transition> make_transition(Strategy strategy, RankPlan plan, Communicator& world, Device& device,
-                                            EventSink* events);
+                                            EventSink* events, TransitionOptions options = {});
 
 // For the loopback communicator: what each peer of `rank` would send it during one enter of `strategy`, when every
 // train rank's parameters are weight_value(..., version). Knows the strategy's operation order. `options` should be
@@ -89,5 +106,9 @@ std::unique_ptr<Transition> make_transition(Strategy strategy, RankPlan plan, Co
 // plan.chunk_bytes, and a peer plan whose chunks still differ throws ConfigError.
 PeerDataProvider make_peer_data(Strategy strategy, const RankPlan& plan, Device& device, std::uint32_t version,
                                 const PlanOptions& options = {});
+
+// For the loopback communicator's peer path: every peer's train parameter buffers at `version` (RankPlan::
+// train_buffers of the peer's plan), made with Device::generate.
+PeerBufferSource make_peer_buffers(const RankPlan& plan, Device& device, std::uint32_t version);
 
 }  // namespace hybridshard::core

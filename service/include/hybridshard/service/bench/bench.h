@@ -63,6 +63,7 @@ struct BenchOptions {
 
   std::string exit_policy;        // free | offload | both; default both (or the job's policy)
   std::int64_t bucket_bytes = 0;  // staging bucket; default 256 MiB (or the job's memory.bucket_bytes)
+  std::string transport;          // auto | peer | sendrecv; default auto
 
   // Batch re-distribution: rows per train replica (default: 4 per inference data-parallel group) and tokens per row.
   std::int64_t batch_rows = 0;
@@ -88,6 +89,7 @@ struct BenchConfig {
   bool check = true;
   std::string json_file;
   std::int64_t bucket_bytes = std::int64_t{256} << 20;
+  core::Transport transport = core::Transport::kAuto;
   std::int64_t batch_rows = 0;  // per train replica
   std::int64_t batch_cols = 1024;
   std::int64_t cpu_device_memory = std::int64_t{64} << 30;

@@ -50,6 +50,9 @@ inline void add_bench_flags(CLI::App& app, BenchOptions& o) {
   app.add_option("--json", o.json_file, "Write the report as JSON to this file");
   app.add_option("--exit-policy", o.exit_policy, "free | offload | both (default both)");
   app.add_option("--bucket", o.bucket_bytes, "Staging bucket bytes (default 268435456)");
+  app.add_option("--transport", o.transport,
+                 "hybridshard's peer transport: auto | peer | sendrecv (default auto: read peers directly where the "
+                 "device can)");
   app.add_option("--batch-rows", o.batch_rows, "Batch rows per train replica (default 4 per inference group)");
   app.add_option("--batch-cols", o.batch_cols, "Tokens per batch row (default 1024)");
   app.add_option("--cpu-device-memory", o.cpu_device_memory, "Device bytes a CPU rank reports (default 64 GiB)");
