@@ -445,6 +445,12 @@ RankResult run_rank(const BenchConfig& config, int rank, core::Device& device, c
 
   for (core::Strategy strategy : config.strategies) {
     if (!core::strategy_applies(strategy, config.spec, config.train, config.inference)) {
+      if (config.spec.is_moe()) {
+        result.notes.push_back(std::string(core::strategy_name(strategy)) + " has no Mixture-of-Experts path (" +
+                               std::string(core::architecture_name(config.spec.architecture)) +
+                               "); skipped: compare with the bounds");
+        continue;
+      }
       result.notes.push_back(std::string(core::strategy_name(strategy)) +
                              " does not apply to train tp=" + std::to_string(config.train.tp) +
                              " -> rollout tp'=" + std::to_string(config.inference.tp) +

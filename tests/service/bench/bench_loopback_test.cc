@@ -64,6 +64,40 @@ TEST(BenchLoopbackTest, report_has_every_phase_for_both_strategies_and_no_wrong_
   EXPECT_FALSE(report.ratios.empty());
 }
 
+// Qwen3-30B-A3B's shapes cut to 2 layers, hidden 256 and 16 experts (head_dim 128, experts of width 768): train EP 4
+// over dp 4 -> vLLM's tensor-parallel experts on tp' 2; rank 1's experts come from the other data-parallel ranks and
+// every element is checked.
+TEST(BenchLoopbackTest, expert_parallel_layout_enters_bit_exact_and_the_seed_is_skipped_with_a_note) {
+  BenchOptions options = tiny_loopback(1);
+  options.model = "qwen3-30b-a3b";
+  options.num_hidden_layers = 2;
+  options.hidden_size = 256;
+  options.vocab_size = 1000;
+  options.tp = 1;
+  options.pp = 1;
+  options.world = 4;
+  options.ep = 4;
+  options.rollout_tp = 2;
+  options.exit_policy = "free";
+  BenchConfig config = resolve_bench_options(options);
+  config.spec.num_experts = 16;
+  const BenchReport report = run_bench_report(config);
+  int enters = 0;
+  for (const PhaseRow& row : report.rows) {
+    if (row.phase != "enter") continue;
+    ++enters;
+    EXPECT_EQ(row.strategy, "hybridshard");
+    EXPECT_TRUE(row.checked);
+    EXPECT_EQ(row.wrong, 0);
+    EXPECT_GT(row.bytes, 0) << "experts of the other data-parallel ranks arrive";
+  }
+  EXPECT_EQ(enters, 1);
+  bool noted = false;
+  for (const std::string& note : report.notes)
+    noted = noted || note.find("no Mixture-of-Experts path") != std::string::npos;
+  EXPECT_TRUE(noted);
+}
+
 TEST(BenchLoopbackTest, run_bench_prints_the_tables_and_writes_the_json) {
   BenchOptions options = tiny_loopback(0);
   options.strategy = "hybridshard";
