@@ -60,17 +60,45 @@ std::optional<core::ExitPolicy> parse_policy(const std::string& name) {
   return std::nullopt;
 }
 
-// The error's message without the C++ source place (what a Python user can act on).
-template <typename ErrorType>
-void register_error(py::module_& module, const char* name, py::handle base) {
-  static py::exception<ErrorType> exception(module, name, base);
-  py::register_exception_translator([](std::exception_ptr pointer) {
-    try {
-      if (pointer) std::rethrow_exception(pointer);
-    } catch (const ErrorType& error) {
-      exception(service::error_message(error).c_str());
-    }
-  });
+// The engine's errors as Python exception classes (made with the C API and kept for the process's life, which works
+// the same with every pybind11 version), raised with the message without its C++ source place.
+struct PythonErrors {
+  PyObject* error = nullptr;
+  PyObject* config = nullptr;
+  PyObject* comm = nullptr;
+  PyObject* timeout = nullptr;
+  PyObject* out_of_memory = nullptr;
+  PyObject* live_views = nullptr;
+};
+PythonErrors errors;
+
+PyObject* add_error(py::module_& module, const char* name, PyObject* base) {
+  const std::string qualified = std::string("hybridshard._hybridshard.") + name;
+  PyObject* type = PyErr_NewException(qualified.c_str(), base, nullptr);
+  if (type == nullptr) throw py::error_already_set();
+  module.add_object(name, py::handle(type).inc_ref());
+  return type;
+}
+
+void translate_errors(std::exception_ptr pointer) {
+  const auto raise = [](PyObject* type, const core::Error& error) {
+    PyErr_SetString(type, service::error_message(error).c_str());
+  };
+  try {
+    if (pointer) std::rethrow_exception(pointer);
+  } catch (const LiveViewsError& error) {
+    raise(errors.live_views, error);
+  } catch (const core::TimeoutError& error) {
+    raise(errors.timeout, error);
+  } catch (const core::CommError& error) {
+    raise(errors.comm, error);
+  } catch (const core::OutOfMemoryError& error) {
+    raise(errors.out_of_memory, error);
+  } catch (const core::ConfigError& error) {
+    raise(errors.config, error);
+  } catch (const core::Error& error) {
+    raise(errors.error, error);
+  }
 }
 
 }  // namespace
@@ -81,14 +109,13 @@ PYBIND11_MODULE(_hybridshard, module) {
   using namespace hybridshard::python;
   module.doc() = "hybridshard's engine for Python (see the hybridshard package and docs/python.md)";
 
-  // Translators run newest first: the base class is registered first so that it catches only what no subclass did.
-  register_error<core::Error>(module, "Error", PyExc_RuntimeError);
-  py::handle error = module.attr("Error");
-  register_error<core::ConfigError>(module, "ConfigError", error);
-  register_error<core::CommError>(module, "CommError", error);
-  register_error<core::TimeoutError>(module, "TimeoutError", module.attr("CommError"));
-  register_error<core::OutOfMemoryError>(module, "OutOfMemoryError", error);
-  register_error<LiveViewsError>(module, "LiveViewsError", error);
+  errors.error = add_error(module, "Error", PyExc_RuntimeError);
+  errors.config = add_error(module, "ConfigError", errors.error);
+  errors.comm = add_error(module, "CommError", errors.error);
+  errors.timeout = add_error(module, "TimeoutError", errors.comm);
+  errors.out_of_memory = add_error(module, "OutOfMemoryError", errors.error);
+  errors.live_views = add_error(module, "LiveViewsError", errors.error);
+  py::register_exception_translator(translate_errors);
 
 #ifdef HYBRIDSHARD_WITH_CUDA
   module.attr("built_with_cuda") = true;
