@@ -39,53 +39,69 @@ InferenceLayout::ExpertRange InferenceLayout::experts_of(const ModelSpec& spec, 
   return {r * base + std::min(r, remainder), base + (r < remainder ? 1 : 0)};
 }
 
-std::vector<std::string> InferenceLayout::validate(const ModelSpec& spec) const {
-  std::vector<std::string> problems;
+std::string_view InferenceLayout::field_name(Field field) {
+  switch (field) {
+    case Field::kTp:
+      return "tensor_model_parallel_size";
+    case Field::kWorldSize:
+      return "world_size";
+    case Field::kPadVocabTo:
+      return "pad_vocab_to";
+    case Field::kExpertParallel:
+      return "enable_expert_parallel";
+  }
+  return "unknown";
+}
+
+std::vector<InferenceLayout::Problem> InferenceLayout::validate(const ModelSpec& spec) const {
+  std::vector<Problem> problems;
+  const auto problem = [&](Field field, std::string message) { problems.push_back({field, std::move(message)}); };
   const std::string key = "rollout tensor_model_parallel_size";
-  if (tp < 1) problems.push_back(key + " must be at least 1, got " + num(tp));
-  if (world_size < 1) problems.push_back("rollout world_size must be at least 1, got " + num(world_size));
-  if (pad_vocab_to < 1)
-    problems.push_back("vocabulary padding (vLLM pads to 64) must be at least 1, got " + num(pad_vocab_to));
+  if (tp < 1) problem(Field::kTp, key + " must be at least 1, got " + num(tp));
+  if (world_size < 1) problem(Field::kWorldSize, "rollout world_size must be at least 1, got " + num(world_size));
+  if (pad_vocab_to < 1) {
+    problem(Field::kPadVocabTo, "vocabulary padding (vLLM pads to 64) must be at least 1, got " + num(pad_vocab_to));
+  }
   if (tp < 1) return problems;
   if (world_size >= 1 && world_size % tp != 0) {
-    problems.push_back(key + " " + num(tp) + " does not divide the world size " + num(world_size) +
-                       " (vLLM runs world_size / tensor_model_parallel_size data-parallel replicas)");
+    problem(Field::kTp, key + " " + num(tp) + " does not divide the world size " + num(world_size) +
+                            " (vLLM runs world_size / tensor_model_parallel_size data-parallel replicas)");
   }
   if (spec.num_attention_heads > 0 && spec.num_attention_heads % tp != 0) {
-    problems.push_back(key + " " + num(tp) + " does not divide num_attention_heads " + num(spec.num_attention_heads) +
-                       " (vLLM)");
+    problem(Field::kTp,
+            key + " " + num(tp) + " does not divide num_attention_heads " + num(spec.num_attention_heads) + " (vLLM)");
   }
   const std::int64_t kv = spec.num_key_value_heads;
   if (kv > 0 && kv % tp != 0 && tp % kv != 0) {
-    problems.push_back(key + " " + num(tp) + " must either divide num_key_value_heads " + num(kv) +
-                       " or be a multiple of it (vLLM replicates KV heads only when tensor_model_parallel_size > "
-                       "num_key_value_heads)");
+    problem(Field::kTp, key + " " + num(tp) + " must either divide num_key_value_heads " + num(kv) +
+                            " or be a multiple of it (vLLM replicates KV heads only when tensor_model_parallel_size > "
+                            "num_key_value_heads)");
   }
   bool dense_mlp = false;
   for (std::int64_t layer = 0; layer < spec.num_hidden_layers; ++layer) dense_mlp |= !spec.layer_has_experts(layer);
   if (dense_mlp && spec.intermediate_size > 0 && spec.intermediate_size % tp != 0) {
-    problems.push_back(key + " " + num(tp) + " does not divide intermediate_size " + num(spec.intermediate_size) +
-                       " (vLLM)");
+    problem(Field::kTp,
+            key + " " + num(tp) + " does not divide intermediate_size " + num(spec.intermediate_size) + " (vLLM)");
   }
   if (!spec.is_moe()) {
     if (expert_parallel) {
-      problems.push_back("rollout enable_expert_parallel applies to models with experts; " +
-                         std::string(architecture_name(spec.architecture)) + " has none");
+      problem(Field::kExpertParallel, "rollout enable_expert_parallel applies to models with experts; " +
+                                          std::string(architecture_name(spec.architecture)) + " has none");
     }
   } else if (expert_parallel) {
     if (spec.num_experts > 0 && spec.num_experts < tp) {
-      problems.push_back("rollout enable_expert_parallel: " + key + " " + num(tp) + " exceeds num_experts " +
-                         num(spec.num_experts) + " (some rank would hold no expert)");
+      problem(Field::kTp, "rollout enable_expert_parallel: " + key + " " + num(tp) + " exceeds num_experts " +
+                              num(spec.num_experts) + " (some rank would hold no expert)");
     }
   } else if (spec.moe_intermediate_size > 0 && spec.moe_intermediate_size % tp != 0) {
-    problems.push_back(key + " " + num(tp) + " does not divide moe_intermediate_size " +
-                       num(spec.moe_intermediate_size) +
-                       " (vLLM's tensor-parallel experts split every expert; or set enable_expert_parallel)");
+    problem(Field::kTp, key + " " + num(tp) + " does not divide moe_intermediate_size " +
+                            num(spec.moe_intermediate_size) +
+                            " (vLLM's tensor-parallel experts split every expert; or set enable_expert_parallel)");
   }
   if (pad_vocab_to >= 1 && spec.vocab_size > 0 && padded_vocab(spec) % tp != 0) {
-    problems.push_back(key + " " + num(tp) + " does not divide the padded vocabulary " + num(padded_vocab(spec)) +
-                       " (vocab_size " + num(spec.vocab_size) + " padded to a multiple of " + num(pad_vocab_to) +
-                       ", vLLM)");
+    problem(Field::kTp, key + " " + num(tp) + " does not divide the padded vocabulary " + num(padded_vocab(spec)) +
+                            " (vocab_size " + num(spec.vocab_size) + " padded to a multiple of " + num(pad_vocab_to) +
+                            ", vLLM)");
   }
   return problems;
 }
@@ -93,7 +109,7 @@ std::vector<std::string> InferenceLayout::validate(const ModelSpec& spec) const 
 BufferLayout inference_param_buffer(const ModelSpec& spec, const InferenceLayout& layout, int tp_rank) {
   HS_CHECK(tp_rank >= 0 && tp_rank < layout.tp,
            "inference tp rank " + num(tp_rank) + " is outside [0, " + num(layout.tp) + ")");
-  throw_if_unusable(spec, layout.validate(spec), "inference");
+  throw_if_unusable(spec, problem_messages(layout.validate(spec)), "inference");
   const HfIndex hf(spec);
   const int tp = layout.tp;
   const std::int64_t h = spec.hidden_size;

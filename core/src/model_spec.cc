@@ -44,51 +44,97 @@ bool ModelSpec::layer_has_experts(std::int64_t layer) const {
   return (layer + 1) % decoder_sparse_step == 0;
 }
 
-std::vector<std::string> ModelSpec::validate() const {
-  std::vector<std::string> problems;
-  const auto require_positive = [&](std::string_view key, std::int64_t value) {
-    if (value <= 0) problems.push_back(std::string(key) + " must be positive, got " + num(value));
+std::string_view ModelSpec::field_name(Field field) {
+  switch (field) {
+    case Field::kNumHiddenLayers:
+      return "num_hidden_layers";
+    case Field::kHiddenSize:
+      return "hidden_size";
+    case Field::kNumAttentionHeads:
+      return "num_attention_heads";
+    case Field::kNumKeyValueHeads:
+      return "num_key_value_heads";
+    case Field::kIntermediateSize:
+      return "intermediate_size";
+    case Field::kVocabSize:
+      return "vocab_size";
+    case Field::kHeadDim:
+      return "head_dim";
+    case Field::kRopeTheta:
+      return "rope_theta";
+    case Field::kRmsNormEps:
+      return "rms_norm_eps";
+    case Field::kMaxPositionEmbeddings:
+      return "max_position_embeddings";
+    case Field::kNumExperts:
+      return "num_experts";
+    case Field::kNumExpertsPerTok:
+      return "num_experts_per_tok";
+    case Field::kMoeIntermediateSize:
+      return "moe_intermediate_size";
+    case Field::kDecoderSparseStep:
+      return "decoder_sparse_step";
+    case Field::kMlpOnlyLayers:
+      return "mlp_only_layers";
+  }
+  return "unknown";
+}
+
+std::vector<ModelSpec::Problem> ModelSpec::validate() const {
+  std::vector<Problem> problems;
+  const auto problem = [&](Field field, std::string message) { problems.push_back({field, std::move(message)}); };
+  const auto require_positive = [&](Field field, std::int64_t value) {
+    if (value <= 0) problem(field, std::string(field_name(field)) + " must be positive, got " + num(value));
   };
-  require_positive("num_hidden_layers", num_hidden_layers);
-  require_positive("hidden_size", hidden_size);
-  require_positive("num_attention_heads", num_attention_heads);
-  require_positive("num_key_value_heads", num_key_value_heads);
-  require_positive("intermediate_size", intermediate_size);
-  require_positive("vocab_size", vocab_size);
-  require_positive("max_position_embeddings", max_position_embeddings);
-  if (head_dim < 0)
-    problems.push_back("head_dim must be positive (or 0 for hidden_size / num_attention_heads), got " + num(head_dim));
+  require_positive(Field::kNumHiddenLayers, num_hidden_layers);
+  require_positive(Field::kHiddenSize, hidden_size);
+  require_positive(Field::kNumAttentionHeads, num_attention_heads);
+  require_positive(Field::kNumKeyValueHeads, num_key_value_heads);
+  require_positive(Field::kIntermediateSize, intermediate_size);
+  require_positive(Field::kVocabSize, vocab_size);
+  require_positive(Field::kMaxPositionEmbeddings, max_position_embeddings);
+  if (head_dim < 0) {
+    problem(Field::kHeadDim,
+            "head_dim must be positive (or 0 for hidden_size / num_attention_heads), got " + num(head_dim));
+  }
   if (num_attention_heads > 0 && num_key_value_heads > 0 && num_attention_heads % num_key_value_heads != 0) {
-    problems.push_back("num_key_value_heads " + num(num_key_value_heads) + " does not divide num_attention_heads " +
-                       num(num_attention_heads));
+    problem(Field::kNumKeyValueHeads, "num_key_value_heads " + num(num_key_value_heads) +
+                                          " does not divide num_attention_heads " + num(num_attention_heads));
   }
   if (head_dim == 0 && hidden_size > 0 && num_attention_heads > 0 && hidden_size % num_attention_heads != 0) {
-    problems.push_back("num_attention_heads " + num(num_attention_heads) + " does not divide hidden_size " +
-                       num(hidden_size) + " (set head_dim explicitly)");
+    problem(Field::kNumAttentionHeads, "num_attention_heads " + num(num_attention_heads) +
+                                           " does not divide hidden_size " + num(hidden_size) +
+                                           " (set head_dim explicitly)");
   }
   if (is_moe()) {
-    require_positive("num_experts", num_experts);
-    require_positive("moe_intermediate_size", moe_intermediate_size);
-    require_positive("decoder_sparse_step", decoder_sparse_step);
+    require_positive(Field::kNumExperts, num_experts);
+    require_positive(Field::kMoeIntermediateSize, moe_intermediate_size);
+    require_positive(Field::kDecoderSparseStep, decoder_sparse_step);
     if (num_experts_per_tok < 1 || (num_experts > 0 && num_experts_per_tok > num_experts)) {
-      problems.push_back("num_experts_per_tok must be in [1, num_experts = " + num(num_experts) + "], got " +
-                         num(num_experts_per_tok));
+      problem(Field::kNumExpertsPerTok, "num_experts_per_tok must be in [1, num_experts = " + num(num_experts) +
+                                            "], got " + num(num_experts_per_tok));
     }
     for (const std::int64_t layer : mlp_only_layers) {
       if (layer < 0 || layer >= num_hidden_layers) {
-        problems.push_back("mlp_only_layers names layer " + num(layer) +
-                           ", outside [0, num_hidden_layers = " + num(num_hidden_layers) + ")");
+        problem(Field::kMlpOnlyLayers, "mlp_only_layers names layer " + num(layer) +
+                                           ", outside [0, num_hidden_layers = " + num(num_hidden_layers) + ")");
       }
     }
     if (architecture == Architecture::kMixtral && (decoder_sparse_step != 1 || !mlp_only_layers.empty())) {
-      problems.push_back("mixtral has experts in every layer: decoder_sparse_step must be 1 and mlp_only_layers empty");
+      problem(decoder_sparse_step != 1 ? Field::kDecoderSparseStep : Field::kMlpOnlyLayers,
+              "mixtral has experts in every layer: decoder_sparse_step must be 1 and mlp_only_layers empty");
     }
   } else if (num_experts != 0 || num_experts_per_tok != 0 || moe_intermediate_size != 0) {
-    problems.push_back("num_experts, num_experts_per_tok and moe_intermediate_size are for qwen3_moe and mixtral; " +
-                       std::string(architecture_name(architecture)) + " has no experts");
+    problem(num_experts != 0           ? Field::kNumExperts
+            : num_experts_per_tok != 0 ? Field::kNumExpertsPerTok
+                                       : Field::kMoeIntermediateSize,
+            "num_experts, num_experts_per_tok and moe_intermediate_size are for qwen3_moe and mixtral; " +
+                std::string(architecture_name(architecture)) + " has no experts");
   }
-  if (!(rope_theta > 0.0)) problems.push_back("rope_theta must be positive, got " + std::to_string(rope_theta));
-  if (!(rms_norm_eps > 0.0)) problems.push_back("rms_norm_eps must be positive, got " + std::to_string(rms_norm_eps));
+  if (!(rope_theta > 0.0)) problem(Field::kRopeTheta, "rope_theta must be positive, got " + std::to_string(rope_theta));
+  if (!(rms_norm_eps > 0.0)) {
+    problem(Field::kRmsNormEps, "rms_norm_eps must be positive, got " + std::to_string(rms_norm_eps));
+  }
   return problems;
 }
 

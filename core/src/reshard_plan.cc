@@ -469,9 +469,9 @@ std::int64_t RankPlan::peak_extra_bytes() const {
 
 RankPlan make_rank_plan(const ModelSpec& spec, const TrainLayout& train, const InferenceLayout& inference, int rank,
                         const PlanOptions& options) {
-  std::vector<std::string> problems = spec.validate();
-  for (std::string& problem : train.validate(spec)) problems.push_back(std::move(problem));
-  for (std::string& problem : inference.validate(spec)) problems.push_back(std::move(problem));
+  std::vector<std::string> problems = problem_messages(spec.validate());
+  for (auto& problem : train.validate(spec)) problems.push_back(std::move(problem.message));
+  for (auto& problem : inference.validate(spec)) problems.push_back(std::move(problem.message));
   if (problems.empty() && train.world_size() != inference.world_size) {
     problems.push_back("the train world size (tp * dp * pp = " + num(train.world_size()) +
                        ") differs from the rollout world size " + num(inference.world_size));

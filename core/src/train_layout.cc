@@ -57,80 +57,107 @@ std::vector<int> TrainLayout::layers_of(const ModelSpec& spec, int pp_rank, int 
   return layers;
 }
 
-std::vector<std::string> TrainLayout::validate(const ModelSpec& spec) const {
-  std::vector<std::string> problems;
-  const auto positive = [&](std::string_view key, int value) {
-    if (value < 1) problems.push_back(std::string(key) + " must be at least 1, got " + num(value));
+std::string_view TrainLayout::field_name(Field field) {
+  switch (field) {
+    case Field::kTp:
+      return "tensor_model_parallel_size";
+    case Field::kPp:
+      return "pipeline_model_parallel_size";
+    case Field::kVpp:
+      return "virtual_pipeline_model_parallel_size";
+    case Field::kDp:
+      return "data_parallel_size";
+    case Field::kMakeVocabSizeDivisibleBy:
+      return "make_vocab_size_divisible_by";
+    case Field::kEp:
+      return "expert_model_parallel_size";
+    case Field::kEtp:
+      return "expert_tensor_parallel_size";
+  }
+  return "unknown";
+}
+
+std::vector<TrainLayout::Problem> TrainLayout::validate(const ModelSpec& spec) const {
+  std::vector<Problem> problems;
+  const auto problem = [&](Field field, std::string message) { problems.push_back({field, std::move(message)}); };
+  const auto positive = [&](Field field, int value) {
+    if (value < 1) problem(field, std::string(field_name(field)) + " must be at least 1, got " + num(value));
     return value >= 1;
   };
-  const bool tp_ok = positive("tensor_model_parallel_size", tp);
-  const bool pp_ok = positive("pipeline_model_parallel_size", pp);
-  const bool vpp_ok = positive("virtual_pipeline_model_parallel_size", vpp);
-  positive("data_parallel_size", dp);
-  positive("make_vocab_size_divisible_by", make_vocab_size_divisible_by);
+  const bool tp_ok = positive(Field::kTp, tp);
+  const bool pp_ok = positive(Field::kPp, pp);
+  const bool vpp_ok = positive(Field::kVpp, vpp);
+  positive(Field::kDp, dp);
+  positive(Field::kMakeVocabSizeDivisibleBy, make_vocab_size_divisible_by);
   if (tp_ok) {
     if (spec.num_attention_heads > 0 && spec.num_attention_heads % tp != 0) {
-      problems.push_back("tensor_model_parallel_size " + num(tp) + " does not divide num_attention_heads " +
-                         num(spec.num_attention_heads));
+      problem(Field::kTp, "tensor_model_parallel_size " + num(tp) + " does not divide num_attention_heads " +
+                              num(spec.num_attention_heads));
     }
     if (spec.num_key_value_heads > 0 && spec.num_key_value_heads % tp != 0) {
-      problems.push_back("tensor_model_parallel_size " + num(tp) + " must divide num_key_value_heads " +
-                         num(spec.num_key_value_heads) + " (Megatron-Core splits whole query groups)");
+      problem(Field::kTp, "tensor_model_parallel_size " + num(tp) + " must divide num_key_value_heads " +
+                              num(spec.num_key_value_heads) + " (Megatron-Core splits whole query groups)");
     }
     bool dense_mlp = false;
     for (std::int64_t layer = 0; layer < spec.num_hidden_layers; ++layer) dense_mlp |= !spec.layer_has_experts(layer);
     if (dense_mlp && spec.intermediate_size > 0 && spec.intermediate_size % tp != 0) {
-      problems.push_back("tensor_model_parallel_size " + num(tp) + " does not divide intermediate_size " +
-                         num(spec.intermediate_size) + " (ffn_hidden_size)");
+      problem(Field::kTp, "tensor_model_parallel_size " + num(tp) + " does not divide intermediate_size " +
+                              num(spec.intermediate_size) + " (ffn_hidden_size)");
     }
   }
   if (pp_ok && vpp_ok) {
     const std::int64_t num_chunks = static_cast<std::int64_t>(pp) * vpp;
     if (spec.num_hidden_layers > 0 && spec.num_hidden_layers % num_chunks != 0) {
-      problems.push_back("num_hidden_layers " + num(spec.num_hidden_layers) +
-                         " is not divisible by pipeline_model_parallel_size * virtual_pipeline_model_parallel_size = " +
-                         num(pp) + " * " + num(vpp));
+      problem(Field::kPp, "num_hidden_layers " + num(spec.num_hidden_layers) +
+                              " is not divisible by pipeline_model_parallel_size * "
+                              "virtual_pipeline_model_parallel_size = " +
+                              num(pp) + " * " + num(vpp));
     }
     if (vpp > 1 && pp == 1) {
-      problems.push_back("virtual_pipeline_model_parallel_size " + num(vpp) +
-                         " needs pipeline_model_parallel_size > 1 (the interleaved schedule)");
+      problem(Field::kVpp, "virtual_pipeline_model_parallel_size " + num(vpp) +
+                               " needs pipeline_model_parallel_size > 1 (the interleaved schedule)");
     }
   }
   validate_experts(spec, tp_ok, problems);
   return problems;
 }
 
-void TrainLayout::validate_experts(const ModelSpec& spec, bool tp_ok, std::vector<std::string>& problems) const {
-  if (ep < 1) problems.push_back("expert_model_parallel_size must be at least 1, got " + num(ep));
+void TrainLayout::validate_experts(const ModelSpec& spec, bool tp_ok, std::vector<Problem>& problems) const {
+  const auto problem = [&](Field field, std::string message) { problems.push_back({field, std::move(message)}); };
+  if (ep < 1) problem(Field::kEp, "expert_model_parallel_size must be at least 1, got " + num(ep));
   if (etp < 0) {
-    problems.push_back("expert_tensor_parallel_size must be at least 1 (or unset: tensor_model_parallel_size), got " +
-                       num(etp));
+    problem(Field::kEtp,
+            "expert_tensor_parallel_size must be at least 1 (or unset: tensor_model_parallel_size), got " + num(etp));
   }
   if (!spec.is_moe()) {
     if (ep > 1 || etp > 0) {
-      problems.push_back("expert_model_parallel_size / expert_tensor_parallel_size apply to models with experts; " +
-                         std::string(architecture_name(spec.architecture)) + " has none");
+      problem(ep > 1 ? Field::kEp : Field::kEtp,
+              "expert_model_parallel_size / expert_tensor_parallel_size apply to models with experts; " +
+                  std::string(architecture_name(spec.architecture)) + " has none");
     }
     return;
   }
   if (ep < 1 || etp < 0 || !tp_ok || dp < 1) return;
   const int expert_tp_size = expert_tp();
+  // Unset, the expert tensor parallel size is tp's: a problem with it is tp's to fix.
+  const Field expert_tp_field = etp > 0 ? Field::kEtp : Field::kTp;
   if (spec.num_experts > 0 && spec.num_experts % ep != 0) {
-    problems.push_back("expert_model_parallel_size " + num(ep) + " does not divide num_experts " +
-                       num(spec.num_experts) + " (Megatron-Core gives every expert-parallel rank num_experts / " +
-                       "expert_model_parallel_size whole experts)");
+    problem(Field::kEp, "expert_model_parallel_size " + num(ep) + " does not divide num_experts " +
+                            num(spec.num_experts) + " (Megatron-Core gives every expert-parallel rank num_experts / " +
+                            "expert_model_parallel_size whole experts)");
   }
   if (spec.moe_intermediate_size > 0 && spec.moe_intermediate_size % expert_tp_size != 0) {
-    problems.push_back("expert_tensor_parallel_size " + num(expert_tp_size) +
-                       " does not divide moe_intermediate_size " + num(spec.moe_intermediate_size) +
-                       " (each expert's fc1 and fc2 are split over it)");
+    problem(expert_tp_field, "expert_tensor_parallel_size " + num(expert_tp_size) +
+                                 " does not divide moe_intermediate_size " + num(spec.moe_intermediate_size) +
+                                 " (each expert's fc1 and fc2 are split over it)");
   }
   const std::int64_t slots = static_cast<std::int64_t>(expert_tp_size) * ep;
   const std::int64_t ranks = static_cast<std::int64_t>(tp) * dp;
   if (ranks % slots != 0) {
-    problems.push_back("expert_tensor_parallel_size * expert_model_parallel_size = " + num(expert_tp_size) + " * " +
-                       num(ep) + " does not divide tensor_model_parallel_size * data_parallel_size = " + num(tp) +
-                       " * " + num(dp) + " (Megatron-Core folds the expert groups into each pipeline stage's ranks)");
+    problem(Field::kEp, "expert_tensor_parallel_size * expert_model_parallel_size = " + num(expert_tp_size) + " * " +
+                            num(ep) + " does not divide tensor_model_parallel_size * data_parallel_size = " + num(tp) +
+                            " * " + num(dp) +
+                            " (Megatron-Core folds the expert groups into each pipeline stage's ranks)");
   }
 }
 
@@ -151,7 +178,7 @@ std::vector<BufferLayout> train_param_buffers(const ModelSpec& spec, const Train
            "train tp rank " + num(tp_rank) + " is outside [0, " + num(layout.tp) + ")");
   HS_CHECK(pp_rank >= 0 && pp_rank < layout.pp,
            "train pp rank " + num(pp_rank) + " is outside [0, " + num(layout.pp) + ")");
-  throw_if_unusable(spec, layout.validate(spec), "train");
+  throw_if_unusable(spec, problem_messages(layout.validate(spec)), "train");
   const HfIndex hf(spec);
   const int tp = layout.tp;
   const std::int64_t h = spec.hidden_size;

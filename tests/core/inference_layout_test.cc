@@ -78,13 +78,15 @@ TEST(InferenceLayoutTest, validate_reports_every_problem) {
   odd.hidden_size = 96;
   odd.intermediate_size = 100;
   const auto problems = InferenceLayout{.tp = 3, .world_size = 4}.validate(odd);
-  EXPECT_TRUE(mentions(problems, "does not divide the world size 4"));
-  EXPECT_TRUE(mentions(problems, "must either divide num_key_value_heads 4 or be a multiple of it"));
-  EXPECT_TRUE(mentions(problems, "does not divide intermediate_size 100"));
-  EXPECT_TRUE(mentions(problems, "does not divide the padded vocabulary 512"));
+  EXPECT_TRUE(mentions(problems, InferenceLayout::Field::kTp, "does not divide the world size 4"));
+  EXPECT_TRUE(mentions(problems, InferenceLayout::Field::kTp,
+                       "must either divide num_key_value_heads 4 or be a multiple of it"));
+  EXPECT_TRUE(mentions(problems, InferenceLayout::Field::kTp, "does not divide intermediate_size 100"));
+  EXPECT_TRUE(mentions(problems, InferenceLayout::Field::kTp, "does not divide the padded vocabulary 512"));
   EXPECT_EQ(problems.size(), 4u);
-  EXPECT_TRUE(mentions(InferenceLayout{.tp = 8, .world_size = 8}.validate(spec), "num_attention_heads 4"));
-  EXPECT_TRUE(mentions(InferenceLayout{.tp = 0}.validate(spec), "must be at least 1"));
+  EXPECT_TRUE(mentions(InferenceLayout{.tp = 8, .world_size = 8}.validate(spec), InferenceLayout::Field::kTp,
+                       "num_attention_heads 4"));
+  EXPECT_TRUE(mentions(InferenceLayout{.tp = 0}.validate(spec), InferenceLayout::Field::kTp, "must be at least 1"));
 }
 
 TEST(InferenceLayoutTest, fused_moe_tensors_follow_vllm_and_validate_explains_what_does_not_divide) {
@@ -108,13 +110,13 @@ TEST(InferenceLayoutTest, fused_moe_tensors_follow_vllm_and_validate_explains_wh
   EXPECT_EQ(ep.experts_of(moe, 1).first, 2);
   EXPECT_EQ(ep.experts_of(moe, 2).first, 4);
   EXPECT_EQ(ep.experts_of(moe, 2).count, 1);
-  EXPECT_TRUE(
-      mentions(InferenceLayout{.tp = 4, .world_size = 4}.validate(moe), "does not divide moe_intermediate_size 10"));
+  EXPECT_TRUE(mentions(InferenceLayout{.tp = 4, .world_size = 4}.validate(moe), InferenceLayout::Field::kTp,
+                       "does not divide moe_intermediate_size 10"));
   EXPECT_TRUE(mentions(InferenceLayout{.tp = 8, .world_size = 8, .expert_parallel = true}.validate(moe),
-                       "exceeds num_experts 5"));
+                       InferenceLayout::Field::kTp, "exceeds num_experts 5"));
   EXPECT_TRUE(
       mentions(InferenceLayout{.tp = 1, .world_size = 1, .expert_parallel = true}.validate(*model_preset("tiny")),
-               "llama has none"));
+               InferenceLayout::Field::kExpertParallel, "llama has none"));
 }
 
 struct InferenceCase {

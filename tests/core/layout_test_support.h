@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "hybridshard/core/buffer_layout.h"
+#include "hybridshard/core/field_problem.h"
 #include "hybridshard/core/model_spec.h"
 #include "hybridshard/core/weight_generator.h"
 #include "reference.h"
@@ -69,9 +70,12 @@ inline void expect_well_formed(const BufferLayout& layout, const ModelSpec& spec
   EXPECT_LE(end, layout.bytes);
 }
 
-inline bool mentions(const std::vector<std::string>& problems, const std::string& text) {
-  return std::any_of(problems.begin(), problems.end(),
-                     [&text](const std::string& problem) { return problem.find(text) != std::string::npos; });
+// Whether a problem tagged `field` says `text`.
+template <typename Field>
+bool mentions(const std::vector<FieldProblem<Field>>& problems, Field field, const std::string& text) {
+  return std::any_of(problems.begin(), problems.end(), [&](const FieldProblem<Field>& problem) {
+    return problem.field == field && problem.message.find(text) != std::string::npos;
+  });
 }
 
 // Small models of every kind the layouts must handle.

@@ -13,9 +13,10 @@
 namespace hybridshard::core {
 namespace {
 
-bool mentions(const std::vector<std::string>& problems, const std::string& text) {
-  for (const std::string& problem : problems) {
-    if (problem.find(text) != std::string::npos) return true;
+// Whether a problem tagged `field` says `text`.
+bool mentions(const std::vector<ModelSpec::Problem>& problems, ModelSpec::Field field, const std::string& text) {
+  for (const ModelSpec::Problem& problem : problems) {
+    if (problem.field == field && problem.message.find(text) != std::string::npos) return true;
   }
   return false;
 }
@@ -108,12 +109,13 @@ TEST(ModelSpecTest, validate_names_every_expert_key) {
   spec.moe_intermediate_size = 0;
   spec.mlp_only_layers = {48};
   const auto problems = spec.validate();
-  EXPECT_TRUE(mentions(problems, "num_experts_per_tok must be in [1, num_experts = 128], got 200"));
-  EXPECT_TRUE(mentions(problems, "moe_intermediate_size must be positive"));
-  EXPECT_TRUE(mentions(problems, "mlp_only_layers names layer 48"));
+  EXPECT_TRUE(mentions(problems, ModelSpec::Field::kNumExpertsPerTok,
+                       "num_experts_per_tok must be in [1, num_experts = 128], got 200"));
+  EXPECT_TRUE(mentions(problems, ModelSpec::Field::kMoeIntermediateSize, "moe_intermediate_size must be positive"));
+  EXPECT_TRUE(mentions(problems, ModelSpec::Field::kMlpOnlyLayers, "mlp_only_layers names layer 48"));
   ModelSpec llama = *model_preset("tiny");
   llama.num_experts = 8;
-  EXPECT_TRUE(mentions(llama.validate(), "llama has no experts"));
+  EXPECT_TRUE(mentions(llama.validate(), ModelSpec::Field::kNumExperts, "llama has no experts"));
   EXPECT_EQ(parse_architecture("Qwen3MoeForCausalLM"), Architecture::kQwen3Moe);
   EXPECT_EQ(parse_architecture("mixtral"), Architecture::kMixtral);
   EXPECT_EQ(architecture_name(Architecture::kQwen3), "qwen3");
@@ -187,10 +189,11 @@ TEST(ModelSpecTest, validate_reports_every_problem_naming_the_key) {
   spec.intermediate_size = -1;
   const auto problems = spec.validate();
   EXPECT_EQ(problems.size(), 4u);
-  EXPECT_TRUE(mentions(problems, "vocab_size"));
-  EXPECT_TRUE(mentions(problems, "intermediate_size"));
-  EXPECT_TRUE(mentions(problems, "num_key_value_heads 3 does not divide num_attention_heads 4"));
-  EXPECT_TRUE(mentions(problems, "hidden_size 66"));
+  EXPECT_TRUE(mentions(problems, ModelSpec::Field::kVocabSize, "vocab_size"));
+  EXPECT_TRUE(mentions(problems, ModelSpec::Field::kIntermediateSize, "intermediate_size"));
+  EXPECT_TRUE(mentions(problems, ModelSpec::Field::kNumKeyValueHeads,
+                       "num_key_value_heads 3 does not divide num_attention_heads 4"));
+  EXPECT_TRUE(mentions(problems, ModelSpec::Field::kNumAttentionHeads, "hidden_size 66"));
   spec.head_dim = 16;  // an explicit head_dim lifts the hidden_size rule
   EXPECT_EQ(spec.validate().size(), 3u);
   EXPECT_TRUE(ModelSpec{}.validate().empty());

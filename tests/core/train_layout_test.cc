@@ -53,21 +53,25 @@ TEST(TrainLayoutTest, validate_names_megatron_keys_for_every_problem) {
   EXPECT_TRUE((TrainLayout{.tp = 2, .pp = 2, .vpp = 2, .dp = 2}).validate(spec).empty());
   const auto problems = TrainLayout{.tp = 4, .pp = 3, .vpp = 1, .dp = 1}.validate(spec);
   EXPECT_EQ(problems.size(), 2u);
-  EXPECT_TRUE(mentions(problems, "tensor_model_parallel_size 4 must divide num_key_value_heads 2"));
-  EXPECT_TRUE(mentions(problems, "num_hidden_layers 4 is not divisible by pipeline_model_parallel_size"));
+  EXPECT_TRUE(
+      mentions(problems, TrainLayout::Field::kTp, "tensor_model_parallel_size 4 must divide num_key_value_heads 2"));
+  EXPECT_TRUE(mentions(problems, TrainLayout::Field::kPp,
+                       "num_hidden_layers 4 is not divisible by pipeline_model_parallel_size"));
   const auto vpp_alone = TrainLayout{.tp = 1, .pp = 1, .vpp = 2}.validate(spec);
-  EXPECT_TRUE(mentions(vpp_alone, "virtual_pipeline_model_parallel_size 2 needs pipeline_model_parallel_size > 1"));
+  EXPECT_TRUE(mentions(vpp_alone, TrainLayout::Field::kVpp,
+                       "virtual_pipeline_model_parallel_size 2 needs pipeline_model_parallel_size > 1"));
   const auto zero = TrainLayout{.tp = 0, .pp = 1, .vpp = 1, .dp = 0}.validate(spec);
-  EXPECT_TRUE(mentions(zero, "tensor_model_parallel_size must be at least 1"));
-  EXPECT_TRUE(mentions(zero, "data_parallel_size must be at least 1"));
+  EXPECT_TRUE(mentions(zero, TrainLayout::Field::kTp, "tensor_model_parallel_size must be at least 1"));
+  EXPECT_TRUE(mentions(zero, TrainLayout::Field::kDp, "data_parallel_size must be at least 1"));
   ModelSpec odd = spec;
   odd.num_attention_heads = 6;
   odd.num_key_value_heads = 6;
   odd.hidden_size = 48;
   odd.intermediate_size = 102;
   const auto heads = TrainLayout{.tp = 4}.validate(odd);
-  EXPECT_TRUE(mentions(heads, "tensor_model_parallel_size 4 does not divide num_attention_heads 6"));
-  EXPECT_TRUE(mentions(heads, "does not divide intermediate_size 102"));
+  EXPECT_TRUE(
+      mentions(heads, TrainLayout::Field::kTp, "tensor_model_parallel_size 4 does not divide num_attention_heads 6"));
+  EXPECT_TRUE(mentions(heads, TrainLayout::Field::kTp, "does not divide intermediate_size 102"));
 }
 
 // Mixture of experts (Megatron-Core): EP must divide the experts, ETP the expert width, ETP * EP the ranks of a stage.
@@ -78,15 +82,20 @@ TEST(TrainLayoutTest, validate_explains_every_expert_layout_that_does_not_divide
   moe.moe_intermediate_size = 18;
   EXPECT_TRUE((TrainLayout{.tp = 2, .dp = 3, .ep = 3, .etp = 2}).validate(moe).empty());
   const auto problems = TrainLayout{.tp = 2, .dp = 2, .ep = 4, .etp = 4}.validate(moe);
-  EXPECT_TRUE(mentions(problems, "expert_model_parallel_size 4 does not divide num_experts 6"));
-  EXPECT_TRUE(mentions(problems, "expert_tensor_parallel_size 4 does not divide moe_intermediate_size 18"));
-  EXPECT_TRUE(mentions(problems,
+  EXPECT_TRUE(
+      mentions(problems, TrainLayout::Field::kEp, "expert_model_parallel_size 4 does not divide num_experts 6"));
+  EXPECT_TRUE(mentions(problems, TrainLayout::Field::kEtp,
+                       "expert_tensor_parallel_size 4 does not divide moe_intermediate_size 18"));
+  EXPECT_TRUE(mentions(problems, TrainLayout::Field::kEp,
                        "expert_tensor_parallel_size * expert_model_parallel_size = 4 * 4 does not divide "
                        "tensor_model_parallel_size * data_parallel_size = 2 * 2"));
-  EXPECT_TRUE(mentions(TrainLayout{.ep = 0}.validate(moe), "expert_model_parallel_size must be at least 1"));
+  EXPECT_TRUE(mentions(TrainLayout{.ep = 0}.validate(moe), TrainLayout::Field::kEp,
+                       "expert_model_parallel_size must be at least 1"));
   // The default expert_tensor_parallel_size is tensor_model_parallel_size: 4 does not divide 18.
-  EXPECT_TRUE(mentions(TrainLayout{.tp = 4}.validate(moe), "expert_tensor_parallel_size 4 does not divide"));
-  EXPECT_TRUE(mentions(TrainLayout{.dp = 2, .ep = 2}.validate(*model_preset("tiny")), "llama has none"));
+  EXPECT_TRUE(mentions(TrainLayout{.tp = 4}.validate(moe), TrainLayout::Field::kTp,
+                       "expert_tensor_parallel_size 4 does not divide"));
+  EXPECT_TRUE(mentions(TrainLayout{.dp = 2, .ep = 2}.validate(*model_preset("tiny")), TrainLayout::Field::kEp,
+                       "llama has none"));
 }
 
 TEST(TrainLayoutTest, expert_ranks_fold_over_tp_and_dp_as_megatron_core_does) {

@@ -88,7 +88,7 @@ inline LocalTensor vocab_shard(std::string name, const HfTensor& hf, std::int64_
 
 // Layouts are only built from a usable spec and layout; anything else is a ConfigError naming every problem.
 inline void throw_if_unusable(const ModelSpec& spec, std::vector<std::string> layout_problems, const char* what) {
-  std::vector<std::string> problems = spec.validate();
+  std::vector<std::string> problems = problem_messages(spec.validate());
   for (std::string& problem : layout_problems) problems.push_back(std::move(problem));
   if (problems.empty()) return;
   std::string message = std::string("cannot build the ") + what + " layout:";

@@ -119,7 +119,7 @@ BenchConfig resolve_bench_options(const BenchOptions& o) {
   bool custom = false;
   apply_shape_overrides(o, config.spec, custom, problems);
   if (custom) config.model_name += " (shape overridden)";
-  for (const std::string& problem : config.spec.validate()) problems.push_back("model: " + problem);
+  for (const auto& problem : config.spec.validate()) problems.push_back("model: " + problem.message);
 
   // Layouts: flags override the job; dp follows from the world when not given.
   for (const auto& [value, flag] :
@@ -158,9 +158,9 @@ BenchConfig resolve_bench_options(const BenchOptions& o) {
                        std::to_string(config.inference.world_size));
   }
   if (problems.empty()) {
-    for (const std::string& problem : config.train.validate(config.spec)) problems.push_back("train: " + problem);
-    for (const std::string& problem : config.inference.validate(config.spec)) {
-      problems.push_back("rollout: " + problem);
+    for (const auto& problem : config.train.validate(config.spec)) problems.push_back("train: " + problem.message);
+    for (const auto& problem : config.inference.validate(config.spec)) {
+      problems.push_back("rollout: " + problem.message);
     }
   }
 

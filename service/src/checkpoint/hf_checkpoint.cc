@@ -169,7 +169,7 @@ std::optional<core::ModelSpec> check_hf_config(std::string_view text, const std:
     }
   }
   if (problems.size() != before) return std::nullopt;
-  for (const std::string& message : spec.validate()) problem(message);
+  for (const core::ModelSpec::Problem& found : spec.validate()) problem(found.message);
   if (problems.size() != before) return std::nullopt;
   return spec;
 }

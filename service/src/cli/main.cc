@@ -27,10 +27,11 @@ using namespace hybridshard::service;
 
 constexpr int kExitInvalid = 2;
 
-// Loads the job (or the embedded default when `path` is empty); prints every problem and returns nullopt.
-std::optional<JobConfig> load_or_report(const std::string& path) {
-  LoadResult loaded =
-      path.empty() ? load_job_config_from_string(default_job_yaml(), "<embedded default job>") : load_job_config(path);
+// Loads the job (or the embedded default when `path` is empty) for `scope`; prints every problem (and warning) and
+// returns nullopt when there was a problem.
+std::optional<JobConfig> load_or_report(const std::string& path, ValidationScope scope = ValidationScope::kRun) {
+  LoadResult loaded = path.empty() ? load_job_config_from_string(default_job_yaml(), "<embedded default job>", scope)
+                                   : load_job_config(path, scope);
   for (const Diagnostic& diagnostic : loaded.diagnostics) std::cerr << diagnostic.format() << "\n";
   return loaded.job;
 }
@@ -135,7 +136,7 @@ int command_run(const RunFlags& flags) {
 }
 
 int command_export(const std::string& path, const std::string& out_dir) {
-  std::optional<JobConfig> job = load_or_report(path);
+  std::optional<JobConfig> job = load_or_report(path, ValidationScope::kExport);
   if (!job) return kExitInvalid;
   const int written = export_inference_shards(*job, out_dir, std::cout);
   std::cout << "hybridshard: exported " << written << " inference shards to " << out_dir << "\n";

@@ -82,14 +82,14 @@ MemoryPlan make_memory_plan(const JobConfig& job, std::int64_t device_memory) {
   const core::TrainLayout& train = job.train;
   const core::InferenceLayout& rollout = job.rollout;
   const MemoryConfig& memory = job.memory;
-  const RolloutConfig& settings = job.rollout_settings;
+  const GenerationConfig& settings = job.generation;
   const bool seed = job.runtime.strategy == core::Strategy::kSeed;
   const std::int64_t element = static_cast<std::int64_t>(core::dtype_size(spec.dtype));
   const int world = job.runtime.world_size;
 
   // What the batch needs in KV cache on one rank.
   const std::int64_t rollout_replicas = std::max(1, rollout.dp());
-  const std::int64_t rows = (settings.prompts_per_replica * train.dp + rollout_replicas - 1) / rollout_replicas;
+  const std::int64_t rows = (settings.prompts_per_train_replica * train.dp + rollout_replicas - 1) / rollout_replicas;
   const std::int64_t prompt_length =
       settings.prompts.empty() ? settings.prompt_length : static_cast<std::int64_t>(settings.prompts.front().size());
   const std::int64_t kv_needed = rows * (prompt_length + settings.max_new_tokens) * spec.num_hidden_layers * 2 *

@@ -136,7 +136,7 @@ class MemorySampler {
 
 // Prompts of train replica `replica` at `iteration`: the job's own, or seeded random token ids.
 core::TokenBatch replica_prompts(const JobConfig& job, int replica, int iteration) {
-  const RolloutConfig& settings = job.rollout_settings;
+  const GenerationConfig& settings = job.generation;
   core::TokenBatch batch;
   if (!settings.prompts.empty()) {
     batch.rows = static_cast<std::int64_t>(settings.prompts.size());
@@ -144,7 +144,7 @@ core::TokenBatch replica_prompts(const JobConfig& job, int replica, int iteratio
     for (const auto& row : settings.prompts) batch.tokens.insert(batch.tokens.end(), row.begin(), row.end());
     return batch;
   }
-  batch.rows = settings.prompts_per_replica;
+  batch.rows = settings.prompts_per_train_replica;
   batch.cols = settings.prompt_length;
   batch.tokens.resize(static_cast<std::size_t>(batch.rows * batch.cols));
   for (std::int64_t i = 0; i < batch.rows * batch.cols; ++i) {
@@ -157,13 +157,13 @@ core::TokenBatch replica_prompts(const JobConfig& job, int replica, int iteratio
 }
 
 std::int64_t rows_per_replica(const JobConfig& job) {
-  return job.rollout_settings.prompts.empty() ? job.rollout_settings.prompts_per_replica
-                                              : static_cast<std::int64_t>(job.rollout_settings.prompts.size());
+  return job.generation.prompts.empty() ? job.generation.prompts_per_train_replica
+                                        : static_cast<std::int64_t>(job.generation.prompts.size());
 }
 
 std::int64_t prompt_cols(const JobConfig& job) {
-  return job.rollout_settings.prompts.empty() ? job.rollout_settings.prompt_length
-                                              : static_cast<std::int64_t>(job.rollout_settings.prompts.front().size());
+  return job.generation.prompts.empty() ? job.generation.prompt_length
+                                        : static_cast<std::int64_t>(job.generation.prompts.front().size());
 }
 
 // Whether every rank stops after `iteration`. Ranks that read the launcher's "stop" key on their own could disagree
@@ -234,10 +234,10 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
   workloads::TrainStep train(setup.plan().train_buffers, param_pointers, *device, &events, rank, adam);
 
   std::unique_ptr<workloads::ReferenceModel> reference;
-  const bool check = job.rollout_settings.check && spec.num_parameters() <= job.rollout_settings.check_max_parameters;
-  if (job.rollout_settings.check && !check && rank == 0) {
+  const bool check = job.generation.check && spec.num_parameters() <= job.generation.check_max_parameters;
+  if (job.generation.check && !check && rank == 0) {
     log << "[rank 0] note: the rollout reference check is off: " << spec.num_parameters()
-        << " parameters exceed rollout.check_max_parameters " << job.rollout_settings.check_max_parameters << "\n";
+        << " parameters exceed rollout.check_max_parameters " << job.generation.check_max_parameters << "\n";
   }
   if (check) {
     workloads::FullModelLoader loader;
@@ -260,19 +260,19 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
   // inference shards are in place (measured at the first rollout).
   std::unique_ptr<workloads::Rollout> rollout;
   auto make_rollout = [&] {
-    std::int64_t budget = job.rollout_settings.kv_cache_bytes;
+    std::int64_t budget = job.generation.kv_cache_bytes;
     if (budget <= 0) {
-      const double allowed = job.rollout_settings.gpu_memory_utilization * static_cast<double>(device->total_memory());
+      const double allowed = job.generation.gpu_memory_utilization * static_cast<double>(device->total_memory());
       // Blocks the device keeps cached are free for the KV cache to take.
       budget =
           static_cast<std::int64_t>(allowed) - (device->used_memory() - device->bytes_cached(core::Residency::kGpu));
       const std::int64_t needed = rows_per_replica(job) * job.train.dp *
-                                  (prompt_cols(job) + job.rollout_settings.max_new_tokens) *
+                                  (prompt_cols(job) + job.generation.max_new_tokens) *
                                   workloads::kv_cache_bytes_per_token(spec, job.rollout);
       if (budget < needed) {
         HS_THROW(core::OutOfMemoryError,
                  "rank " + std::to_string(rank) + ": no room for the KV cache: rollout.gpu_memory_utilization " +
-                     std::to_string(job.rollout_settings.gpu_memory_utilization) + " of " +
+                     std::to_string(job.generation.gpu_memory_utilization) + " of " +
                      std::to_string(device->total_memory()) + " device bytes leaves " + std::to_string(budget) +
                      " bytes after the weights, but the rollout needs " + std::to_string(needed));
       }
@@ -328,7 +328,7 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
       rollout->set_iteration(iteration);
       const core::TokenBatch replica_batch = replica_prompts(job, replica, iteration);
       const core::TokenBatch prompts = batches.preprocess(replica_batch, rows_per_replica(job), prompt_cols(job));
-      const core::TokenBatch generated = rollout->generate(*shard, prompts, job.rollout_settings.max_new_tokens);
+      const core::TokenBatch generated = rollout->generate(*shard, prompts, job.generation.max_new_tokens);
       emit_memory_sample(events, *device, rank, iteration);  // the KV cache at its fullest
       if (reference) {
         reference->set_iteration(iteration);

@@ -174,7 +174,7 @@ struct ReferenceModel::Impl {
 ReferenceModel::ReferenceModel(const core::ModelSpec& spec, core::Device& device, core::EventSink* events, int rank,
                                AdamOptions adam, std::uint32_t seed_version, const FullModelLoader& loader)
     : impl_(std::make_unique<Impl>(spec, device, events, rank)) {
-  const std::vector<std::string> problems = spec.validate();
+  const std::vector<std::string> problems = core::problem_messages(spec.validate());
   if (!problems.empty()) {
     std::string message = "ReferenceModel: the model spec is unusable:";
     for (const std::string& problem : problems) message += " " + problem + ";";

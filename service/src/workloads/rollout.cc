@@ -168,7 +168,7 @@ Rollout::Rollout(const core::ModelSpec& spec, const core::InferenceLayout& layou
                  core::Communicator* tp_group, core::Device& device, core::EventSink* events, int rank,
                  std::int64_t kv_cache_bytes)
     : impl_(std::make_unique<Impl>(spec, layout, tp_rank, tp_group, device)) {
-  const std::vector<std::string> problems = layout.validate(spec);
+  const std::vector<std::string> problems = core::problem_messages(layout.validate(spec));
   if (!problems.empty()) {
     std::string message = "Rollout: the inference layout does not fit the model:";
     for (const std::string& problem : problems) message += " " + problem + ";";

@@ -71,8 +71,7 @@ TEST_P(ExportTest, shards_equal_the_reference_vllm_tensors_bit_for_bit) {
                      << "train:\n  tensor_model_parallel_size: " << c.train_tp
                      << "\n  pipeline_model_parallel_size: " << c.train_pp << "\n"
                      << c.extra_train << "rollout:\n  tensor_model_parallel_size: " << c.rollout_tp
-                     << "\n  prompts_per_replica: 8\n  enable_expert_parallel: "
-                     << (c.expert_parallel ? "true" : "false") << "\n"
+                     << "\n  enable_expert_parallel: " << (c.expert_parallel ? "true" : "false") << "\n"
                      << "runtime:\n  world_size: " << world << "\n  backend: gloo\n  cpu_device_memory: 4GiB\n"
                      << "metrics:\n  listen: \"\"\n";
   const fs::path out = dir_ / "out";

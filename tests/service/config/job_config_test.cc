@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -161,12 +162,12 @@ metrics: {listen: "[::1]:9000", record: run.jsonl, sample_interval_seconds: 2, s
   EXPECT_EQ(job.train.dp, 2);
   EXPECT_EQ(job.train.make_vocab_size_divisible_by, 64);
   EXPECT_EQ(job.rollout.tp, 2);
-  EXPECT_DOUBLE_EQ(job.rollout_settings.gpu_memory_utilization, 0.75);
-  EXPECT_EQ(job.rollout_settings.prompts.size(), 4u);
-  EXPECT_EQ(job.rollout_settings.prompts_per_replica, 2);  // 4 prompts over 2 train replicas
-  EXPECT_EQ(job.rollout_settings.kv_cache_bytes, 64 << 20);
-  EXPECT_FALSE(job.rollout_settings.check);
-  EXPECT_EQ(job.rollout_settings.check_max_parameters, 1000);
+  EXPECT_DOUBLE_EQ(job.generation.gpu_memory_utilization, 0.75);
+  EXPECT_EQ(job.generation.prompts.size(), 4u);
+  EXPECT_EQ(job.generation.prompts_per_train_replica, 2);  // 4 prompts over 2 train replicas
+  EXPECT_EQ(job.generation.kv_cache_bytes, 64 << 20);
+  EXPECT_FALSE(job.generation.check);
+  EXPECT_EQ(job.generation.check_max_parameters, 1000);
   EXPECT_EQ(job.memory.exit_policy, core::ExitPolicy::kOffload);
   EXPECT_FALSE(job.memory.offload_optimizer_in_rollout);
   EXPECT_TRUE(job.memory.free_grads_in_rollout);
@@ -371,7 +372,7 @@ train:
 runtime:
   world_size: 3
 rollout:
-  prompts_per_replica: 3
+  prompts_per_train_replica: 3
 )");
   ASSERT_FALSE(result.job.has_value());
   bool found = false;
@@ -399,7 +400,7 @@ runtime: {world_size: 6}
 TEST(JobConfigTest, rollout_needs_a_row_per_replica_and_a_dividing_tp) {
   const LoadResult result = load(R"(rollout:
   tensor_model_parallel_size: 3
-  prompts_per_replica: 1
+  prompts_per_train_replica: 1
 runtime: {world_size: 4}
 )");
   ASSERT_FALSE(result.job.has_value());
@@ -408,10 +409,10 @@ runtime: {world_size: 4}
             std::string::npos)
       << text;
   const LoadResult rows = load(
-      "train: {tensor_model_parallel_size: 2, pipeline_model_parallel_size: 2}\nrollout: {prompts_per_replica: "
+      "train: {tensor_model_parallel_size: 2, pipeline_model_parallel_size: 2}\nrollout: {prompts_per_train_replica: "
       "1}\nruntime: {world_size: 4}\n");
   ASSERT_EQ(rows.diagnostics.size(), 1u) << all_text(rows);
-  EXPECT_EQ(rows.diagnostics[0].key, "rollout.prompts_per_replica");
+  EXPECT_EQ(rows.diagnostics[0].key, "rollout.prompts_per_train_replica");
   EXPECT_NE(rows.diagnostics[0].message.find("use at least 4"), std::string::npos);
 }
 
@@ -455,7 +456,7 @@ TEST(JobConfigTest, validate_of_a_job_built_in_code_reports_without_places) {
   job.train.pp = 2;
   job.train.dp = 1;
   job.rollout.world_size = 4;
-  job.rollout_settings.prompts_per_replica = 4;
+  job.generation.prompts_per_train_replica = 4;
   EXPECT_TRUE(job.validate().empty());
   job.train.tp = 3;
   job.runtime.world_size = 6;
@@ -554,8 +555,191 @@ TEST(JobConfigTest, mutated_job_files_never_throw_and_always_answer) {
     }
     LoadResult result;
     ASSERT_NO_THROW(result = load(text)) << text;
-    EXPECT_TRUE(result.job.has_value() != !result.diagnostics.empty()) << text;
+    const bool errors = std::any_of(result.diagnostics.begin(), result.diagnostics.end(),
+                                    [](const Diagnostic& d) { return d.severity == Severity::kError; });
+    EXPECT_NE(result.job.has_value(), errors) << text;
     for (const Diagnostic& diagnostic : result.diagnostics) EXPECT_FALSE(diagnostic.message.empty()) << text;
+  }
+}
+
+// The job a newcomer writes first: the model's shape, the two layouts, the world, Gloo; nothing about the batch.
+std::string newcomer_job(int world, int train_tp, int train_pp, int rollout_tp) {
+  return "model:\n  num_hidden_layers: 4\n  hidden_size: 64\n  num_attention_heads: 4\n  num_key_value_heads: 2\n"
+         "  intermediate_size: 128\n  vocab_size: 500\n"
+         "train:\n  tensor_model_parallel_size: " +
+         std::to_string(train_tp) + "\n  pipeline_model_parallel_size: " + std::to_string(train_pp) +
+         "\nrollout:\n  tensor_model_parallel_size: " + std::to_string(rollout_tp) +
+         "\nruntime:\n  world_size: " + std::to_string(world) + "\n  backend: gloo\n";
+}
+
+struct NewcomerCase {
+  int world;
+  int train_tp;
+  int train_pp;
+  int rollout_tp;
+  std::int64_t rows_per_train_replica;  // the default batch: max(2, ceil(rollout replicas / train dp))
+};
+
+TEST(JobConfigTest, a_newcomer_job_without_batch_keys_validates_for_every_world_the_layouts_divide) {
+  const std::vector<NewcomerCase> cases{
+      {4, 2, 2, 1, 4},  // the issue's job: dp 1, 4 rollout replicas
+      {2, 2, 1, 1, 2}, {2, 1, 2, 1, 2}, {2, 1, 1, 2, 2}, {4, 1, 1, 1, 2},
+      {4, 2, 1, 1, 2}, {8, 2, 2, 1, 4},  // dp 2, 8 rollout replicas
+      {8, 2, 2, 2, 2}, {8, 1, 4, 1, 4}, {8, 2, 4, 1, 8}, {8, 1, 1, 4, 2},
+  };
+  for (const NewcomerCase& c : cases) {
+    SCOPED_TRACE("world " + std::to_string(c.world) + ", train tp " + std::to_string(c.train_tp) + " pp " +
+                 std::to_string(c.train_pp) + ", rollout tp " + std::to_string(c.rollout_tp));
+    const LoadResult result = load(newcomer_job(c.world, c.train_tp, c.train_pp, c.rollout_tp));
+    ASSERT_TRUE(result.job.has_value()) << all_text(result);
+    EXPECT_TRUE(result.diagnostics.empty()) << all_text(result);
+    const JobConfig& job = *result.job;
+    EXPECT_EQ(job.generation.prompts_per_train_replica, c.rows_per_train_replica);
+    // Every rollout replica gets a row of the global batch.
+    EXPECT_GE(job.generation.prompts_per_train_replica * job.train.dp, job.rollout.dp());
+    EXPECT_TRUE(job.validate().empty());
+  }
+}
+
+TEST(JobConfigTest, the_default_batch_is_two_rows_per_train_replica_unless_rollout_replicas_need_more) {
+  EXPECT_EQ(default_prompts_per_train_replica(4, 1), 2);
+  EXPECT_EQ(default_prompts_per_train_replica(2, 4), 2);
+  EXPECT_EQ(default_prompts_per_train_replica(1, 4), 4);
+  EXPECT_EQ(default_prompts_per_train_replica(2, 8), 4);
+  EXPECT_EQ(default_prompts_per_train_replica(2, 3), 2);
+  EXPECT_EQ(default_prompts_per_train_replica(3, 8), 3);
+  // Explicit prompts set the batch instead; a given value is kept.
+  const LoadResult explicit_rows = load(
+      "train: {tensor_model_parallel_size: 2}\nrollout: {prompts_per_train_replica: 5}\nruntime: {world_size: 4}\n");
+  ASSERT_TRUE(explicit_rows.job.has_value()) << all_text(explicit_rows);
+  EXPECT_EQ(explicit_rows.job->generation.prompts_per_train_replica, 5);
+  const LoadResult rows_from_prompts = load(
+      "train: {tensor_model_parallel_size: 2}\nrollout: {prompts: [[1], [2], [3], [4], [5], [6]]}\n"
+      "runtime: {world_size: 4}\n");
+  ASSERT_TRUE(rows_from_prompts.job.has_value()) << all_text(rows_from_prompts);
+  EXPECT_EQ(rows_from_prompts.job->generation.prompts_per_train_replica, 3);  // 6 prompts over train dp 2
+}
+
+TEST(JobConfigTest, the_old_batch_key_still_works_with_a_warning) {
+  const LoadResult old = load("rollout:\n  prompts_per_replica: 3\n");
+  ASSERT_TRUE(old.job.has_value()) << all_text(old);
+  EXPECT_EQ(old.job->generation.prompts_per_train_replica, 3);
+  ASSERT_EQ(old.diagnostics.size(), 1u) << all_text(old);
+  EXPECT_EQ(old.diagnostics[0].format(),
+            "job.yaml:2:3: warning: rollout.prompts_per_replica: renamed to prompts_per_train_replica (it counts rows "
+            "per train data-parallel replica); the old name still works for now");
+  // Under the old name, a problem names the old key where it was written.
+  const LoadResult too_few = load(
+      "train: {tensor_model_parallel_size: 2, pipeline_model_parallel_size: 2}\nrollout:\n  prompts_per_replica: 1\n"
+      "runtime: {world_size: 4}\n");
+  ASSERT_FALSE(too_few.job.has_value());
+  EXPECT_NE(all_text(too_few).find("job.yaml:3:24: error: rollout.prompts_per_replica: the batch has 1 rows"),
+            std::string::npos)
+      << all_text(too_few);
+  const LoadResult both = load("rollout:\n  prompts_per_train_replica: 2\n  prompts_per_replica: 4\n");
+  ASSERT_FALSE(both.job.has_value());
+  EXPECT_NE(all_text(both).find("job.yaml:3:24: error: rollout.prompts_per_replica: 4 conflicts with "
+                                "rollout.prompts_per_train_replica 2 (line 2); give one of them"),
+            std::string::npos)
+      << all_text(both);
+}
+
+TEST(JobConfigTest, export_scope_checks_only_what_export_uses) {
+  // Wrong for a run (too few rows, prompt + new tokens past the model's positions, a bad endpoint, a seed strategy
+  // that does not apply), but export moves weights only: the model, the layouts, the world, bucket_bytes.
+  const std::string run_only =
+      "model: {preset: tiny, max_position_embeddings: 16}\n"
+      "train: {tensor_model_parallel_size: 1, pipeline_model_parallel_size: 2}\n"
+      "rollout: {tensor_model_parallel_size: 2, prompts_per_train_replica: 1, max_new_tokens: 12, prompt_length: 8}\n"
+      "runtime: {world_size: 4, strategy: seed}\n"
+      "schedule: {iterations: 1}\n"
+      "metrics: {listen: nowhere}\n";
+  const LoadResult run = load_job_config_from_string(run_only, "job.yaml", ValidationScope::kRun);
+  ASSERT_FALSE(run.job.has_value());
+  const std::string text = all_text(run);
+  EXPECT_NE(text.find("rollout.max_new_tokens"), std::string::npos) << text;
+  EXPECT_NE(text.find("runtime.strategy"), std::string::npos) << text;
+  EXPECT_NE(text.find("metrics.listen"), std::string::npos) << text;
+  const LoadResult exported = load_job_config_from_string(run_only, "job.yaml", ValidationScope::kExport);
+  EXPECT_TRUE(exported.job.has_value()) << all_text(exported);
+  EXPECT_TRUE(exported.diagnostics.empty()) << all_text(exported);
+  // What export does use is still checked, and syntax, types and unknown keys everywhere.
+  const LoadResult bad = load_job_config_from_string(
+      "train: {tensor_model_parallel_size: 3}\nrollout: {check: maybe}\nruntime: {world_size: 3}\n", "job.yaml",
+      ValidationScope::kExport);
+  const std::string bad_text = all_text(bad);
+  EXPECT_NE(bad_text.find("job.yaml:1:37: error: train.tensor_model_parallel_size: tensor_model_parallel_size 3"),
+            std::string::npos)
+      << bad_text;
+  EXPECT_NE(bad_text.find("job.yaml:2:18: error: rollout.check: expected true or false"), std::string::npos)
+      << bad_text;
+}
+
+// One problem of each kind, each placed at the key (as written) it is about: core's problems carry their field, so
+// the place follows the field, never the wording of the message.
+struct PlacedCase {
+  std::string yaml;
+  std::string expected;  // a diagnostic, "FILE:LINE:COL: error: KEY: " and the start of its message
+};
+
+TEST(JobConfigTest, every_cross_field_problem_names_the_file_line_and_key_it_is_about) {
+  const std::vector<PlacedCase> cases{
+      // model spec problems: the field's key, or its alias as written
+      {"model:\n  num_attention_heads: 4\n  num_key_value_heads: 3\n",
+       "job.yaml:3:24: error: model.num_key_value_heads: num_key_value_heads 3 does not divide num_attention_heads 4"},
+      {"model:\n  num_attention_heads: 4\n  num_query_groups: 3\n",
+       "job.yaml:3:21: error: model.num_query_groups: num_key_value_heads 3 does not divide"},
+      {"model:\n  hidden_size: 66\n  num_attention_heads: 4\n  num_key_value_heads: 4\n",
+       "job.yaml:3:24: error: model.num_attention_heads: num_attention_heads 4 does not divide hidden_size 66"},
+      // a field not written in the file (from a preset): its section
+      {"model:\n  preset: tiny\n  num_attention_heads: 3\n  head_dim: 16\n",
+       "job.yaml:2:3: error: model.num_key_value_heads: num_key_value_heads 2 does not divide num_attention_heads 3"},
+      // train layout problems
+      {"train:\n  tensor_model_parallel_size: 4\nruntime:\n  world_size: 4\n",
+       "job.yaml:2:31: error: train.tensor_model_parallel_size: tensor_model_parallel_size 4 must divide "
+       "num_key_value_heads 2"},
+      {"train:\n  pipeline_model_parallel_size: 3\nruntime:\n  world_size: 3\n",
+       "job.yaml:2:33: error: train.pipeline_model_parallel_size: num_hidden_layers 4 is not divisible"},
+      {"train:\n  virtual_pipeline_model_parallel_size: 2\n",
+       "job.yaml:2:41: error: train.virtual_pipeline_model_parallel_size: virtual_pipeline_model_parallel_size 2 "
+       "needs pipeline_model_parallel_size > 1"},
+      {"train:\n  tensor_model_parallel_size: 2\n  pipeline_model_parallel_size: 2\nruntime:\n  world_size: 6\n",
+       "job.yaml:5:15: error: runtime.world_size: 6 is not a multiple of train tensor_model_parallel_size x "
+       "pipeline_model_parallel_size = 4"},
+      // rollout layout problems
+      {"rollout:\n  tensor_model_parallel_size: 8\nruntime:\n  world_size: 8\n",
+       "job.yaml:2:31: error: rollout.tensor_model_parallel_size: rollout tensor_model_parallel_size 8 does not "
+       "divide num_attention_heads 4"},
+      {"rollout:\n  tensor_model_parallel_size: 3\nruntime:\n  world_size: 4\n",
+       "job.yaml:2:31: error: rollout.tensor_model_parallel_size: 3 does not divide world_size 4"},
+      {"train:\n  tensor_model_parallel_size: 1\nrollout:\n  tensor_model_parallel_size: 2\nruntime:\n"
+       "  world_size: 2\n  strategy: seed\n",
+       "job.yaml:7:13: error: runtime.strategy: the seed strategy needs the rollout tensor_model_parallel_size"},
+      // the batch
+      {"train:\n  pipeline_model_parallel_size: 4\nrollout:\n  prompts_per_train_replica: 1\nruntime:\n"
+       "  world_size: 4\n",
+       "job.yaml:4:30: error: rollout.prompts_per_train_replica: the batch has 1 rows"},
+      {"rollout:\n  prompts_per_train_replica: 1\n  prompts: [[1, 2], [3, 4]]\nruntime:\n  world_size: 1\n",
+       "job.yaml:3:12: error: rollout.prompts: 2 prompts given, but the batch has prompts_per_train_replica x train "
+       "data parallel size = 1 x 1 = 1 rows"},
+      {"rollout:\n  prompts: [[1], [2], [3]]\nruntime:\n  world_size: 2\n",
+       "job.yaml:2:12: error: rollout.prompts: 3 prompts do not split evenly over the train data parallel size 2"},
+      {"model:\n  max_position_embeddings: 10\nrollout:\n  max_new_tokens: 4\n",
+       "job.yaml:4:19: error: rollout.max_new_tokens: prompt length 8 + max_new_tokens 4 exceeds"},
+      // the plain settings
+      {"memory:\n  bucket_bytes: 1KiB\n", "job.yaml:2:17: error: memory.bucket_bytes: 1.00 KiB is too small"},
+      {"runtime:\n  devices: [0, 0]\n", "job.yaml:2:12: error: runtime.devices: device 0 is listed twice"},
+      {"metrics:\n  listen: localhost\n", "job.yaml:2:11: error: metrics.listen: 'localhost' is not HOST:PORT"},
+  };
+  for (const PlacedCase& c : cases) {
+    const LoadResult result = load(c.yaml);
+    EXPECT_FALSE(result.job.has_value()) << c.yaml;
+    const std::vector<std::string> lines = formatted(result);
+    EXPECT_TRUE(std::any_of(lines.begin(), lines.end(),
+                            [&](const std::string& line) { return line.rfind(c.expected, 0) == 0; }))
+        << "expected a line starting with\n  " << c.expected << "\ngot\n"
+        << all_text(result) << "for\n"
+        << c.yaml;
   }
 }
 

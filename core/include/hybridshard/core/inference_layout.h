@@ -25,10 +25,13 @@
 // Vocabulary padding rows hold zeros.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "hybridshard/core/buffer_layout.h"
+#include "hybridshard/core/field_problem.h"
 #include "hybridshard/core/model_spec.h"
 
 namespace hybridshard::core {
@@ -57,7 +60,13 @@ struct InferenceLayout {
   };
   ExpertRange experts_of(const ModelSpec& spec, int tp_rank) const;
 
-  std::vector<std::string> validate(const ModelSpec& spec) const;
+  // The fields validate() can find a problem with; field_name() gives their vLLM names.
+  enum class Field : std::uint8_t { kTp, kWorldSize, kPadVocabTo, kExpertParallel };
+  using Problem = FieldProblem<Field>;
+  static std::string_view field_name(Field field);  // "tensor_model_parallel_size", ...
+
+  // Every problem at once, each a sentence tagged with the layout field to change; empty if usable.
+  std::vector<Problem> validate(const ModelSpec& spec) const;
 };
 
 // The inference shard of tensor-parallel rank `tp_rank`: one buffer, model dtype, tensors in the order above.

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "hybridshard/core/dtype.h"
+#include "hybridshard/core/field_problem.h"
 
 namespace hybridshard::core {
 
@@ -89,8 +90,30 @@ struct ModelSpec {
   // Whether layer `layer` has a router and experts (Hugging Face's rule); false for every layer of a dense model.
   bool layer_has_experts(std::int64_t layer) const;
 
-  // Every problem at once, each a sentence naming the Hugging Face key; empty when the spec is usable.
-  std::vector<std::string> validate() const;
+  // The fields validate() can find a problem with; field_name() gives their Hugging Face key.
+  enum class Field : std::uint8_t {
+    kNumHiddenLayers,
+    kHiddenSize,
+    kNumAttentionHeads,
+    kNumKeyValueHeads,
+    kIntermediateSize,
+    kVocabSize,
+    kHeadDim,
+    kRopeTheta,
+    kRmsNormEps,
+    kMaxPositionEmbeddings,
+    kNumExperts,
+    kNumExpertsPerTok,
+    kMoeIntermediateSize,
+    kDecoderSparseStep,
+    kMlpOnlyLayers,
+  };
+  using Problem = FieldProblem<Field>;
+  static std::string_view field_name(Field field);  // "num_hidden_layers", ...
+
+  // Every problem at once, each a sentence naming the Hugging Face key, tagged with the field it is about (a rule
+  // between two fields names the one to change); empty when the spec is usable.
+  std::vector<Problem> validate() const;
 
   // All full tensors, in checkpoint order: embedding, then per layer (input norm, q, k, v, [q/k/v bias], o,
   // [q_norm, k_norm], post-attention norm, then gate, up, down, or for a layer with experts: router, then per expert

@@ -31,9 +31,11 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "hybridshard/core/buffer_layout.h"
+#include "hybridshard/core/field_problem.h"
 #include "hybridshard/core/model_spec.h"
 
 namespace hybridshard::core {
@@ -68,11 +70,17 @@ struct TrainLayout {
   // Global layer indices held by chunk `vpp_chunk` of stage `pp_rank`, in order.
   std::vector<int> layers_of(const ModelSpec& spec, int pp_rank, int vpp_chunk) const;
 
-  // Every problem at once ("tensor_model_parallel_size 3 does not divide num_attention_heads 32"); empty if usable.
-  std::vector<std::string> validate(const ModelSpec& spec) const;
+  // The fields validate() can find a problem with; field_name() gives their Megatron-Core names.
+  enum class Field : std::uint8_t { kTp, kPp, kVpp, kDp, kMakeVocabSizeDivisibleBy, kEp, kEtp };
+  using Problem = FieldProblem<Field>;
+  static std::string_view field_name(Field field);  // "tensor_model_parallel_size", ...
+
+  // Every problem at once ("tensor_model_parallel_size 3 does not divide num_attention_heads 32"), each tagged with
+  // the layout field to change (a layer count that pp x vpp does not divide: kPp); empty if usable.
+  std::vector<Problem> validate(const ModelSpec& spec) const;
 
  private:
-  void validate_experts(const ModelSpec& spec, bool tp_ok, std::vector<std::string>& problems) const;
+  void validate_experts(const ModelSpec& spec, bool tp_ok, std::vector<Problem>& problems) const;
 };
 
 // The parameter buffers of the train rank at `coord` (from TrainLayout::coord): one BufferLayout per vpp chunk, model

@@ -1,5 +1,5 @@
 // A job, as read from its YAML file. Every field has a default; validate() and load_job_config() report every
-// problem at once, each with the file, line, column and key path.
+// problem at once, each with the file, line, column and key path. docs/configuration.md lists the keys.
 #pragma once
 
 #include <chrono>
@@ -16,6 +16,11 @@
 
 namespace hybridshard::service {
 
+enum class Severity : std::uint8_t {
+  kError,    // the job is refused
+  kWarning,  // the job loads (a deprecated key name, ...)
+};
+
 // One problem in a job file: "job.yaml:12:5: error: train.tensor_model_parallel_size: 3 does not divide
 // num_attention_heads 32; use 1, 2, 4, 8, 16 or 32".
 struct Diagnostic {
@@ -24,7 +29,14 @@ struct Diagnostic {
   int column = 0;   // 1-based
   std::string key;  // dotted path: "train.tensor_model_parallel_size"
   std::string message;
+  Severity severity = Severity::kError;
   std::string format() const;
+};
+
+// What a job is loaded for, and so what is checked beyond the file's syntax, types and keys (which are always).
+enum class ValidationScope : std::uint8_t {
+  kRun,     // everything: `validate`, `plan`, `run`
+  kExport,  // what `export` uses: the model, the two layouts, the world size, memory.bucket_bytes
 };
 
 struct ModelConfig {
@@ -34,18 +46,25 @@ struct ModelConfig {
   std::uint32_t seed = 0;  // version of core::weight_value used for random weights
 };
 
-struct RolloutConfig {
-  int tensor_model_parallel_size = 1;
+// What the rollout generates, and with how much KV cache: the `rollout` keys other than its tensor parallel size
+// (that one is the rollout layout's, JobConfig::rollout.tp).
+struct GenerationConfig {
   double gpu_memory_utilization = 0.5;  // fraction of device memory the KV cache may grow into (after weights)
   std::int64_t max_new_tokens = 8;
-  std::int64_t prompt_length = 8;                  // used when `prompts` is empty: seeded random prompts of this length
-  std::int64_t prompts_per_replica = 2;            // rows per train data-parallel replica
+  std::int64_t prompt_length = 8;  // used when `prompts` is empty: seeded random prompts of this length
+  // Rows of the batch each train data-parallel replica holds (the global batch is this x train dp). A job file that
+  // does not give it gets default_prompts_per_train_replica(); a job built in code keeps 2.
+  std::int64_t prompts_per_train_replica = 2;
   std::vector<std::vector<std::int32_t>> prompts;  // explicit token ids (each row the same length)
   std::int64_t kv_cache_bytes = 0;  // 0: derive from gpu_memory_utilization; CPU ranks: from runtime.cpu_device_memory
   bool check = true;                // compare with a single-rank reference every iteration
   std::int64_t check_max_parameters = 200'000'000;  // the check is skipped (and said so) above this size
-  bool enable_expert_parallel = false;  // vLLM's: experts split whole over the rollout group; else each is split
 };
+
+// The batch a job file gets when it gives neither prompts_per_train_replica nor prompts: two rows per train replica,
+// or more when there are more rollout replicas than that, so that every rollout replica (world / rollout tp) gets a
+// row: max(2, ceil(rollout_replicas / train_dp)).
+std::int64_t default_prompts_per_train_replica(std::int64_t train_dp, std::int64_t rollout_replicas);
 
 struct MemoryConfig {
   core::ExitPolicy exit_policy = core::ExitPolicy::kFree;  // inference shards on exit: free | offload
@@ -96,28 +115,29 @@ struct JobConfig {
   std::string file;                                 // where it was read from
   std::map<std::string, SourcePosition> positions;  // canonical key path -> where it was written (load time)
   ModelConfig model;
-  core::TrainLayout train;        // dp = world_size / (tp * pp)
-  core::InferenceLayout rollout;  // tp and world_size
-  RolloutConfig rollout_settings;
+  core::TrainLayout train;        // the train layout; dp = runtime.world_size / (tp * pp), set at load
+  core::InferenceLayout rollout;  // the rollout layout; world_size = runtime.world_size, set at load
+  GenerationConfig generation;    // the rest of the `rollout` section
   MemoryConfig memory;
   ScheduleConfig schedule;
   RuntimeConfig runtime;
   MetricsConfig metrics;
 
-  // Cross-field checks (divisibility, world sizes), every problem at once; diagnostics carry key paths (and the
-  // lines recorded at load time, when the job came from a file).
-  std::vector<Diagnostic> validate() const;
+  // Cross-field checks (divisibility, world sizes, the batch), every problem at once; diagnostics carry key paths
+  // (and the lines recorded at load time, when the job came from a file). `scope` leaves out what its use ignores.
+  std::vector<Diagnostic> validate(ValidationScope scope = ValidationScope::kRun) const;
 };
 
 struct LoadResult {
-  std::optional<JobConfig> job;         // set when there were no errors
-  std::vector<Diagnostic> diagnostics;  // every problem, in file order
+  std::optional<JobConfig> job;         // set when there were no errors (warnings allowed)
+  std::vector<Diagnostic> diagnostics;  // every problem and warning, in file order
 };
 
 // Reads and validates a job file. Unknown keys, wrong types, duplicate keys, bad values, missing checkpoint files:
-// all reported, never thrown.
-LoadResult load_job_config(const std::string& path);
-LoadResult load_job_config_from_string(const std::string& yaml, const std::string& file_name);
+// all reported, never thrown. `scope`: which cross-field checks apply (ValidationScope).
+LoadResult load_job_config(const std::string& path, ValidationScope scope = ValidationScope::kRun);
+LoadResult load_job_config_from_string(const std::string& yaml, const std::string& file_name,
+                                       ValidationScope scope = ValidationScope::kRun);
 
 // The job the README's first command runs when no file is given (CPU ranks over Gloo, a small model).
 std::string default_job_yaml();

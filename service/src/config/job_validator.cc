@@ -1,0 +1,115 @@
+// JobConfig::validate: where each problem is placed, which checks a scope runs, and the checks of the plain settings
+// (memory, schedule, runtime, metrics).
+#include "job_validator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <string>
+
+#include "config_text.h"
+#include "hybridshard/service/config/units.h"
+
+namespace hybridshard::service {
+namespace detail {
+
+void ProblemList::error(const std::string& key, std::string message) {
+  for (const Diagnostic& existing : diagnostics_) {
+    if (existing.key == key && existing.message == message) return;
+  }
+  Diagnostic diagnostic{job_.file, 0, 0, key, std::move(message)};
+  // Where the key was written; else its section; else no place.
+  std::string lookup = key;
+  while (!lookup.empty()) {
+    auto it = job_.positions.find(lookup);
+    if (it != job_.positions.end()) {
+      diagnostic.line = it->second.line;
+      diagnostic.column = it->second.column;
+      if (lookup == key && !it->second.key.empty()) diagnostic.key = it->second.key;
+      break;
+    }
+    const std::size_t dot = lookup.rfind('.');
+    lookup = dot == std::string::npos ? std::string() : lookup.substr(0, dot);
+  }
+  diagnostics_.push_back(std::move(diagnostic));
+}
+
+bool ProblemList::positive(const std::string& key, std::int64_t value) {
+  if (value >= 1) return true;
+  error(key, "must be at least 1, got " + std::to_string(value));
+  return false;
+}
+
+namespace {
+
+void check_memory(const MemoryConfig& memory, ProblemList& problems) {
+  if (memory.bucket_bytes < 4096) {
+    problems.error("memory.bucket_bytes",
+                   format_bytes(memory.bucket_bytes) + " is too small; use at least 4KiB (256MiB is the default)");
+  }
+}
+
+void check_schedule(const ScheduleConfig& schedule, ProblemList& problems) {
+  problems.positive("schedule.iterations", schedule.iterations);
+  if (!(schedule.learning_rate > 0.0) || !std::isfinite(schedule.learning_rate)) {
+    problems.error("schedule.learning_rate", "must be a positive number");
+  }
+}
+
+void check_runtime(const RuntimeConfig& runtime, ProblemList& problems) {
+  std::set<int> seen;
+  for (int device : runtime.devices) {
+    if (device < 0) problems.error("runtime.devices", "device " + std::to_string(device) + " is negative");
+    if (!seen.insert(device).second) {
+      problems.error("runtime.devices", "device " + std::to_string(device) + " is listed twice; one rank per device");
+    }
+  }
+  if (runtime.master_addr.empty()) problems.error("runtime.master_addr", "must name a host, e.g. 127.0.0.1");
+  if (runtime.master_port < 0 || runtime.master_port > 65535) {
+    problems.error("runtime.master_port", std::to_string(runtime.master_port) + " is not a port (0-65535)");
+  }
+  if (runtime.timeout.count() <= 0) problems.error("runtime.timeout", "must be positive, e.g. 30s");
+  if (runtime.cpu_device_memory <= 0) problems.error("runtime.cpu_device_memory", "must be positive, e.g. 1GiB");
+  if (runtime.device_memory < 0) {
+    problems.error("runtime.device_memory", "must not be negative (0: ask the device)");
+  }
+}
+
+void check_metrics(const MetricsConfig& metrics, ProblemList& problems) {
+  if (!metrics.listen.empty()) {
+    const std::string& listen = metrics.listen;
+    const std::size_t colon = listen.rfind(':');
+    std::string host = colon == std::string::npos ? std::string() : listen.substr(0, colon);
+    const std::string port = colon == std::string::npos ? std::string() : listen.substr(colon + 1);
+    const bool bracketed = host.size() >= 2 && host.front() == '[' && host.back() == ']';
+    bool ok = !host.empty() && !port.empty() && port.size() <= 5 &&
+              std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (ok) ok = std::stoi(port) <= 65535;
+    if (ok && !bracketed && host.find(':') != std::string::npos) ok = false;  // IPv6 needs [..]
+    if (!ok) {
+      problems.error("metrics.listen",
+                     "'" + listen + "' is not HOST:PORT (e.g. 127.0.0.1:9464, [::1]:9464, or \"\" for no endpoint)");
+    }
+  }
+  if (!(metrics.sample_interval_seconds > 0.0) || !std::isfinite(metrics.sample_interval_seconds)) {
+    problems.error("metrics.sample_interval_seconds", "must be a positive number of seconds");
+  }
+}
+
+}  // namespace
+}  // namespace detail
+
+std::vector<Diagnostic> JobConfig::validate(ValidationScope scope) const {
+  detail::ProblemList problems(*this);
+  detail::check_layouts(*this, scope, problems);
+  detail::check_memory(memory, problems);
+  if (scope == ValidationScope::kRun) {
+    detail::check_batch(*this, problems);
+    detail::check_schedule(schedule, problems);
+    detail::check_runtime(runtime, problems);
+    detail::check_metrics(metrics, problems);
+  }
+  return problems.take();
+}
+
+}  // namespace hybridshard::service
