@@ -30,7 +30,8 @@ TEST(ModelSpecTest, presets_are_valid_and_have_their_published_parameter_counts)
   for (const auto& [name, parameters] : expected) {
     const auto spec = model_preset(name);
     ASSERT_TRUE(spec.has_value()) << name;
-    EXPECT_TRUE(spec->validate().empty()) << name << ": " << (spec->validate().empty() ? "" : spec->validate()[0]);
+    EXPECT_TRUE(spec->validate().empty())
+        << name << ": " << (spec->validate().empty() ? "" : spec->validate()[0].message);
     EXPECT_EQ(spec->num_parameters(), parameters) << name;
   }
   EXPECT_EQ(model_preset_names().size(), 9u);
