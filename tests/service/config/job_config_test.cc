@@ -715,6 +715,21 @@ TEST(JobConfigTest, every_cross_field_problem_names_the_file_line_and_key_it_is_
       {"train:\n  tensor_model_parallel_size: 1\nrollout:\n  tensor_model_parallel_size: 2\nruntime:\n"
        "  world_size: 2\n  strategy: seed\n",
        "job.yaml:7:13: error: runtime.strategy: the seed strategy needs the rollout tensor_model_parallel_size"},
+      // experts: the field's key, or the Megatron-LM spelling as written
+      {"model:\n  preset: qwen3-30b-a3b\ntrain:\n  expert_model_parallel_size: 3\nruntime:\n  world_size: 3\n",
+       "job.yaml:4:31: error: train.expert_model_parallel_size: expert_model_parallel_size 3 does not divide "
+       "num_experts 128"},
+      {"model:\n  preset: qwen3-30b-a3b\ntrain:\n  expert-model-parallel-size: 3\nruntime:\n  world_size: 3\n",
+       "job.yaml:4:31: error: train.expert-model-parallel-size: expert_model_parallel_size 3 does not divide"},
+      {"train:\n  expert_model_parallel_size: 2\n  expert-model-parallel-size: 4\n",
+       "job.yaml:3:31: error: train.expert-model-parallel-size: 4 conflicts with train.expert_model_parallel_size 2 "
+       "(line 2); give one of them"},
+      {"rollout:\n  enable_expert_parallel: true\n",
+       "job.yaml:2:27: error: rollout.enable_expert_parallel: rollout enable_expert_parallel applies to models with "
+       "experts"},
+      {"model:\n  preset: qwen3-30b-a3b\ntrain:\n  tensor_model_parallel_size: 1\nrollout:\n"
+       "  tensor_model_parallel_size: 1\nruntime:\n  world_size: 1\n  strategy: seed\n",
+       "job.yaml:9:13: error: runtime.strategy: the seed strategy has no Mixture-of-Experts path"},
       // the batch
       {"train:\n  pipeline_model_parallel_size: 4\nrollout:\n  prompts_per_train_replica: 1\nruntime:\n"
        "  world_size: 4\n",
