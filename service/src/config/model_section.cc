@@ -60,17 +60,39 @@ void read_shape_integer(JobReader& reader, ModelKeys& keys, const YamlNode& valu
 
 ModelKeys read_model_keys(JobReader& reader, const YamlNode& node) {
   static const std::map<std::string_view, std::string_view> kAliases{
-      {"num_layers", "num_hidden_layers"},
-      {"num_query_groups", "num_key_value_heads"},
-      {"ffn_hidden_size", "intermediate_size"},
+      {"num_layers", "num_hidden_layers"},        {"num_query_groups", "num_key_value_heads"},
+      {"ffn_hidden_size", "intermediate_size"},   {"num_moe_experts", "num_experts"},
+      {"moe_router_topk", "num_experts_per_tok"}, {"moe_ffn_hidden_size", "moe_intermediate_size"},
   };
   JobConfig& job = reader.job();
   ModelKeys keys;
   reader.section(node, "model",
-                 {"checkpoint", "preset", "architecture", "num_hidden_layers", "hidden_size", "num_attention_heads",
-                  "num_key_value_heads", "intermediate_size", "vocab_size", "head_dim", "tie_word_embeddings", "dtype",
-                  "rope_theta", "rms_norm_eps", "max_position_embeddings", "seed", "num_layers", "num_query_groups",
-                  "ffn_hidden_size"},
+                 {"checkpoint",
+                  "preset",
+                  "architecture",
+                  "num_hidden_layers",
+                  "hidden_size",
+                  "num_attention_heads",
+                  "num_key_value_heads",
+                  "intermediate_size",
+                  "vocab_size",
+                  "head_dim",
+                  "tie_word_embeddings",
+                  "dtype",
+                  "rope_theta",
+                  "rms_norm_eps",
+                  "max_position_embeddings",
+                  "seed",
+                  "num_layers",
+                  "num_query_groups",
+                  "ffn_hidden_size",
+                  "num_experts",
+                  "num_experts_per_tok",
+                  "moe_intermediate_size",
+                  "decoder_sparse_step",
+                  "num_moe_experts",
+                  "moe_router_topk",
+                  "moe_ffn_hidden_size"},
                  [&](const YamlNode& value, const std::string& key) {
                    std::string name = value.key;
                    if (auto alias = kAliases.find(name); alias != kAliases.end()) name = std::string(alias->second);
@@ -91,7 +113,7 @@ ModelKeys read_model_keys(JobReader& reader, const YamlNode& node) {
                        job.model.seed = static_cast<std::uint32_t>(*v);
                      }
                    } else if (name == "architecture") {
-                     if (auto v = reader.choice(value, key, {"llama", "qwen2"})) {
+                     if (auto v = reader.choice(value, key, {"llama", "qwen2", "qwen3", "qwen3_moe", "mixtral"})) {
                        keys.architecture = core::parse_architecture(*v);
                        keys.given[canonical] = {&value, key};
                      }
@@ -173,6 +195,10 @@ void apply_model_keys(JobReader& reader, const ModelKeys& keys, bool from_checkp
   integer("vocab_size", spec.vocab_size);
   integer("head_dim", spec.head_dim);
   integer("max_position_embeddings", spec.max_position_embeddings);
+  integer("num_experts", spec.num_experts);
+  integer("num_experts_per_tok", spec.num_experts_per_tok);
+  integer("moe_intermediate_size", spec.moe_intermediate_size);
+  integer("decoder_sparse_step", spec.decoder_sparse_step);
   set("architecture", keys.architecture, spec.architecture,
       [](core::Architecture value) { return std::string(core::architecture_name(value)); });
   set("tie_word_embeddings", keys.tie, spec.tie_word_embeddings,
