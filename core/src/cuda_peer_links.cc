@@ -1,4 +1,6 @@
 // See detail/peer_links.h.
+#include <cuda.h>
+#include <cudaTypedefs.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -29,6 +31,28 @@ void set_why(PeerRecord& record, const std::string& why) {
 
 std::string device_name(int index) { return "cuda:" + std::to_string(index); }
 
+// Where `pointer` sits in its allocation (cuMemGetAddressRange, reached through the runtime so that nothing links
+// libcuda); -1 when the driver does not say.
+std::int64_t offset_in_allocation(const void* pointer) {
+  static const PFN_cuMemGetAddressRange_v3020 get_range = [] {
+    void* function = nullptr;
+    cudaDriverEntryPointQueryResult status{};
+    if (cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &function, 12000, cudaEnableDefault, &status) !=
+            cudaSuccess ||
+        status != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      function = nullptr;
+    }
+    return reinterpret_cast<PFN_cuMemGetAddressRange_v3020>(function);
+  }();
+  if (get_range == nullptr) return -1;
+  CUdeviceptr base = 0;
+  std::size_t size = 0;
+  const auto address = static_cast<CUdeviceptr>(reinterpret_cast<std::uintptr_t>(pointer));
+  if (get_range(&base, &size, address) != CUDA_SUCCESS) return -1;
+  return static_cast<std::int64_t>(address - base);
+}
+
 }  // namespace
 
 PeerLinks::PeerLinks(int device_index) : device_index_(device_index) {}
@@ -57,10 +81,15 @@ PeerRecord PeerLinks::describe(std::span<void* const> buffers, std::span<const s
     record.bytes[i] = bytes[i];
     if (buffers[i] == nullptr || bytes[i] <= 0) continue;
     const cudaError_t error = cudaIpcGetMemHandle(&record.handles[i], buffers[i]);
+    record.offsets[i] = offset_in_allocation(buffers[i]);
     if (error != cudaSuccess) {
       cudaGetLastError();
       record.shareable = 0;
       set_why(record, "cudaIpcGetMemHandle on " + device_name(device_index_) + " failed: " + cudaGetErrorString(error));
+    } else if (record.offsets[i] < 0) {
+      record.shareable = 0;
+      set_why(record, "cuMemGetAddressRange on " + device_name(device_index_) + " did not place buffer " +
+                          std::to_string(i) + " in its allocation");
     }
   }
   return record;
@@ -119,7 +148,7 @@ std::vector<const void*> PeerLinks::open(const PeerRecord& self, const PeerRecor
       }
       found = opened_.emplace(key, base).first;
     }
-    pointers.push_back(found->second);
+    pointers.push_back(static_cast<const char*>(found->second) + peer.offsets[i]);
   }
   return pointers;
 }

@@ -25,6 +25,7 @@ struct PeerRecord {
   std::int32_t shareable = 0;  // 1 when every handle is valid (readable from other processes)
   std::uint64_t pointers[kMaxSharedBuffers] = {};
   std::int64_t bytes[kMaxSharedBuffers] = {};
+  std::int64_t offsets[kMaxSharedBuffers] = {};  // from the start of the allocation the IPC handle maps
   cudaIpcMemHandle_t handles[kMaxSharedBuffers] = {};
   char why[160] = {};  // when count < 0 or shareable == 0: why
 };
@@ -36,7 +37,8 @@ class PeerLinks {
   PeerLinks(const PeerLinks&) = delete;
   PeerLinks& operator=(const PeerLinks&) = delete;
 
-  // This rank's record for `buffers` (allocation starts on this device). More than kMaxSharedBuffers: count -1.
+  // This rank's record for `buffers` (device memory of this device, anywhere inside a cudaMalloc allocation: the
+  // offset from the allocation's start travels with the handle). More than kMaxSharedBuffers: count -1.
   PeerRecord describe(std::span<void* const> buffers, std::span<const std::int64_t> bytes) const;
 
   // Peer's buffers as this device reads them, or empty with `why` set.

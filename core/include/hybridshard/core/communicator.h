@@ -66,9 +66,9 @@ class Communicator {
   virtual void exchange(std::span<const SendSpec> sends, std::span<const RecvSpec> recvs) = 0;
   virtual void barrier() = 0;
 
-  // Collective: every rank passes its own buffers (device memory, `bytes[i]` bytes at `buffers[i]`, each the start of
-  // an allocation of the rank's Device) and the peers whose buffers it wants to read. Returns what this rank reads
-  // directly and who reads it. Registration (peer access, IPC handles) happens once per buffer and stays until the
+  // Collective: every rank passes its own buffers (device memory, `bytes[i]` bytes at `buffers[i]`, anywhere inside a
+  // cudaMalloc allocation) and the peers whose buffers it wants to read. Returns what this rank reads directly and
+  // who reads it. Registration (peer access, IPC handles) happens once per buffer and stays until the
   // communicator is destroyed; the pointers stay valid until then, as long as the owners keep the buffers. The
   // exchange of addresses also lines the ranks up: it returns on each rank only after every rank has called it.
   // This base version reads nothing directly (Gloo: no device memory to share).
