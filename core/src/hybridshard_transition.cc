@@ -369,7 +369,8 @@ class HybridshardTransition final : public Transition {
     }
     for (const auto& [peer, bytes] : pass.peer_bytes) {
       stats.bytes_network_received += bytes;
-      emit_transfer(events_, rank, iteration_, TransferPath::kNetwork, bytes, seconds, peer, "enter.peer.read");
+      // "recv": what the launcher and the metrics count as received over the network.
+      emit_transfer(events_, rank, iteration_, TransferPath::kNetwork, bytes, seconds, peer, "enter.peer.recv");
     }
   }
 

@@ -145,7 +145,7 @@ TEST_P(TransitionMultirankTest, hybridshard_shards_match_the_reference_across_tr
         EXPECT_EQ(stats.bytes_network_sent, 0);
         EXPECT_EQ(stats.bytes_device_to_device, plan.bytes_local());
         EXPECT_EQ(stats.peak_extra_device_bytes, plan.inference_buffer.bytes);
-        EXPECT_EQ(testing::transfer_bytes(after_enter, TransferPath::kNetwork, "enter.peer.read"),
+        EXPECT_EQ(testing::transfer_bytes(after_enter, TransferPath::kNetwork, "enter.peer.recv"),
                   plan.bytes_received());
         EXPECT_EQ(testing::transfer_bytes(after_enter, TransferPath::kNetwork, "enter.round"), 0);
         for (const Event& event : after_enter) {

@@ -309,7 +309,7 @@ void check_loopback_peer_path(const LayoutCase& layout, int rank) {
     EXPECT_EQ(stats.bytes_network_sent, 0);
     EXPECT_EQ(stats.bytes_device_to_device, plan.bytes_local());
     EXPECT_EQ(stats.peak_extra_device_bytes, plan.inference_buffer.bytes);
-    EXPECT_EQ(testing::transfer_bytes(events.events(), TransferPath::kNetwork, "enter.peer.read"),
+    EXPECT_EQ(testing::transfer_bytes(events.events(), TransferPath::kNetwork, "enter.peer.recv"),
               plan.bytes_received());
     EXPECT_EQ(testing::transfer_bytes(events.events(), TransferPath::kNetwork, "enter.round"), 0);
     transition->exit(ExitPolicy::kFree);
