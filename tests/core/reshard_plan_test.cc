@@ -112,6 +112,7 @@ std::vector<PlanCase> plan_cases() {
       {"moe_tp1_dp8_ep8_to_tp8_vllm_ep", moe, {.tp = 1, .dp = 8, .ep = 8}, 8, 4096, true},
       {"moe_tp2_pp2_dp2_ep4_etp1_to_tp4", moe, {.tp = 2, .pp = 2, .dp = 2, .ep = 4, .etp = 1}, 4, 4096},
       {"moe_tp2_dp2_ep2_to_tp1", moe, {.tp = 2, .dp = 2, .ep = 2}, 1, 3000},
+      {"moe_etp2_above_tp1_dp4_ep2_to_tp2", moe, {.tp = 1, .dp = 4, .ep = 2, .etp = 2}, 2, 4096},
       {"mixtral_tp1_dp4_ep2_to_tp4_vllm_ep", mixtral, {.tp = 1, .dp = 4, .ep = 2}, 4, 0, true},
       {"tp2_to_tp1", tiny, {.tp = 2}, 1, 4096},
       {"tp1_dp2_to_tp2", tiny, {.tp = 1, .dp = 2}, 2, 4096},
