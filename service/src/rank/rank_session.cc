@@ -134,14 +134,19 @@ class MemorySampler {
   std::thread thread_;
 };
 
-// Prompts of train replica `replica` at `iteration`: the job's own, or seeded random token ids.
+// Prompts of train replica `replica` at `iteration`: its rows of the job's own prompts (they are the global batch:
+// replica d holds rows [d * P, (d + 1) * P), P = prompts_per_train_replica, as the loader checked), or seeded random
+// token ids.
 core::TokenBatch replica_prompts(const JobConfig& job, int replica, int iteration) {
   const GenerationConfig& settings = job.generation;
   core::TokenBatch batch;
   if (!settings.prompts.empty()) {
-    batch.rows = static_cast<std::int64_t>(settings.prompts.size());
+    batch.rows = settings.prompts_per_train_replica;
     batch.cols = static_cast<std::int64_t>(settings.prompts.front().size());
-    for (const auto& row : settings.prompts) batch.tokens.insert(batch.tokens.end(), row.begin(), row.end());
+    for (std::int64_t row = replica * batch.rows; row < (replica + 1) * batch.rows; ++row) {
+      const auto& tokens = settings.prompts.at(static_cast<std::size_t>(row));
+      batch.tokens.insert(batch.tokens.end(), tokens.begin(), tokens.end());
+    }
     return batch;
   }
   batch.rows = settings.prompts_per_train_replica;
@@ -156,10 +161,7 @@ core::TokenBatch replica_prompts(const JobConfig& job, int replica, int iteratio
   return batch;
 }
 
-std::int64_t rows_per_replica(const JobConfig& job) {
-  return job.generation.prompts.empty() ? job.generation.prompts_per_train_replica
-                                        : static_cast<std::int64_t>(job.generation.prompts.size());
-}
+std::int64_t rows_per_replica(const JobConfig& job) { return job.generation.prompts_per_train_replica; }
 
 std::int64_t prompt_cols(const JobConfig& job) {
   return job.generation.prompts.empty() ? job.generation.prompt_length

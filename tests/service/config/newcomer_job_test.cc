@@ -1,6 +1,7 @@
 // A newcomer's first job end to end (label multirank: its ranks are Gloo processes on 127.0.0.1): the model's
 // shape, train tp 2 x pp 2, rollout tp 1, Gloo and nothing about the batch. `hybridshard validate` accepts it for
-// every world the layouts divide, `hybridshard run` runs it, and `hybridshard export` exports it.
+// every world the layouts divide, `hybridshard run` runs it, and `hybridshard export` exports it. And the batch a job
+// file describes is the batch the ranks run.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -74,6 +75,22 @@ TEST_F(NewcomerJobTest, validates_for_worlds_2_4_and_8_runs_and_exports) {
   const fs::path job = dir_ / "world4.yaml";
   ASSERT_EQ(hybridshard("run " + job.string() + " --metrics-listen '' --quiet", output), 0) << output;
   EXPECT_NE(output.find("hybridshard: done: all 4 ranks finished"), std::string::npos) << output;
+}
+
+// Explicit prompts are the global batch: each train replica runs its share (prompts_per_train_replica rows), not all
+// of them. Train dp 2 and rollout tp 1 on 2 ranks: 4 prompts -> 2 rows per rollout replica, 2 x (3 + 2) = 10 token
+// positions of KV cache (the tiny model: 1 KiB each), which is all the cache there is: a replica that ran every
+// prompt would need twice that.
+TEST_F(NewcomerJobTest, explicit_prompts_are_split_over_the_train_replicas) {
+  const fs::path job = write_job("prompts.yaml",
+                                 "model: {preset: tiny}\n"
+                                 "rollout:\n  prompts: [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]]\n"
+                                 "  max_new_tokens: 2\n  kv_cache_bytes: 10KiB\n"
+                                 "schedule: {iterations: 1}\n"
+                                 "runtime: {world_size: 2, backend: gloo}\n");
+  std::string output;
+  ASSERT_EQ(hybridshard("run " + job.string() + " --metrics-listen '' --quiet", output), 0) << output;
+  EXPECT_NE(output.find("hybridshard: done: all 2 ranks finished"), std::string::npos) << output;
 }
 
 }  // namespace
