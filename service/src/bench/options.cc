@@ -88,6 +88,7 @@ BenchConfig resolve_bench_options(const BenchOptions& o) {
       config.train = job.train;
       config.inference = job.rollout;
       config.bucket_bytes = job.memory.bucket_bytes;
+      config.transport = job.runtime.transport;
       config.exit_policies = {job.memory.exit_policy};
       config.cpu_device_memory = job.runtime.cpu_device_memory;
       config.timeout_ms = static_cast<int>(job.runtime.timeout.count());

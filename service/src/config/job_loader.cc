@@ -70,8 +70,8 @@ class Loader {
   void read_runtime(const YamlNode& node) {
     RuntimeConfig& runtime = job_.runtime;
     reader_.section(node, "runtime",
-                    {"world_size", "backend", "strategy", "devices", "master_addr", "master_port", "timeout",
-                     "cpu_device_memory", "device_memory"},
+                    {"world_size", "backend", "strategy", "transport", "devices", "master_addr", "master_port",
+                     "timeout", "cpu_device_memory", "device_memory"},
                     [&](const YamlNode& value, const std::string& key) {
                       const std::string_view name = value.key;
                       if (name == "world_size") {
@@ -85,6 +85,10 @@ class Loader {
                       } else if (name == "strategy") {
                         if (auto v = reader_.choice(value, key, {"hybridshard", "seed"})) {
                           runtime.strategy = *v == "seed" ? core::Strategy::kSeed : core::Strategy::kHybridshard;
+                        }
+                      } else if (name == "transport") {
+                        if (auto v = reader_.choice(value, key, {"auto", "peer", "sendrecv"})) {
+                          runtime.transport = *core::parse_transport(*v);
                         }
                       } else if (name == "devices") {
                         read_devices(value, key);

@@ -111,6 +111,7 @@ RankSetupOptions rank_setup_options(const JobConfig& job, int rank, int local_ra
   options.train = job.train;
   options.rollout = job.rollout;
   options.strategy = job.runtime.strategy;
+  options.transport = job.runtime.transport;
   options.rank = rank;
   options.world_size = job.runtime.world_size;
   options.store = store;
@@ -156,7 +157,8 @@ RankSetup::RankSetup(const RankSetupOptions& options, const RankSetupHooks& hook
     load();
   }
   HS_CHECK(weights_ != nullptr, "RankSetup: the around_weights hook did not run the load");
-  transition_ = core::make_transition(options_.strategy, plan_, *world_, *device_, options_.events);
+  transition_ =
+      core::make_transition(options_.strategy, plan_, *world_, *device_, options_.events, {options_.transport});
 }
 
 RankSetup::~RankSetup() = default;

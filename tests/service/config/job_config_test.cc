@@ -141,6 +141,7 @@ runtime:
   world_size: 8
   backend: nccl
   strategy: seed
+  transport: sendrecv
   devices: [0, 1, 2, 3, 4, 5, 6, 7]
   master_addr: node-a
   master_port: 29500
@@ -178,6 +179,7 @@ metrics: {listen: "[::1]:9000", record: run.jsonl, sample_interval_seconds: 2, s
   EXPECT_DOUBLE_EQ(job.schedule.learning_rate, 1e-4);
   EXPECT_EQ(job.runtime.backend, BackendChoice::kNccl);
   EXPECT_EQ(job.runtime.strategy, core::Strategy::kSeed);
+  EXPECT_EQ(job.runtime.transport, core::Transport::kSendRecv);
   EXPECT_EQ(job.runtime.devices.size(), 8u);
   EXPECT_EQ(job.runtime.master_addr, "node-a");
   EXPECT_EQ(job.runtime.master_port, 29500);
@@ -429,12 +431,14 @@ runtime: {world_size: 1}
 }
 
 TEST(JobConfigTest, unknown_preset_and_enum_values_suggest_the_closest) {
-  const LoadResult result = load("model: {preset: llama3-8B}\nruntime: {backend: ncl, strategy: seeds}\n");
+  const LoadResult result =
+      load("model: {preset: llama3-8B}\nruntime: {backend: ncl, strategy: seeds, transport: pear}\n");
   const std::string text = all_text(result);
   EXPECT_NE(text.find("model.preset: 'llama3-8B' is not one of"), std::string::npos) << text;
   EXPECT_NE(text.find("did you mean 'llama3-8b'?"), std::string::npos) << text;
   EXPECT_NE(text.find("did you mean 'nccl'?"), std::string::npos) << text;
   EXPECT_NE(text.find("did you mean 'seed'?"), std::string::npos) << text;
+  EXPECT_NE(text.find("did you mean 'peer'?"), std::string::npos) << text;
 }
 
 TEST(JobConfigTest, seed_strategy_needs_rollout_tp_dividing_train_tp) {

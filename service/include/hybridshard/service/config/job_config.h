@@ -87,6 +87,7 @@ struct RuntimeConfig {
   int world_size = 4;
   BackendChoice backend = BackendChoice::kAuto;  // auto: nccl with GPUs, gloo without
   core::Strategy strategy = core::Strategy::kHybridshard;
+  core::Transport transport = core::Transport::kAuto;  // hybridshard's enter: peer path where possible, send/recv
   std::vector<int> devices;  // CUDA device per local rank; empty: local rank i uses device i
   std::string master_addr = "127.0.0.1";
   int master_port = 0;                                     // 0: the launcher picks a free port

@@ -94,6 +94,7 @@ struct RankSetupOptions {
   core::TrainLayout train;
   core::InferenceLayout rollout;
   core::Strategy strategy = core::Strategy::kHybridshard;
+  core::Transport transport = core::Transport::kAuto;
   int rank = 0;
   int world_size = 1;
   StoreAddress store;
