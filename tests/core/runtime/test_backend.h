@@ -12,6 +12,10 @@
 #include "hybridshard/core/device.h"
 #include "hybridshard/core/store.h"
 
+#ifdef HYBRIDSHARD_TEST_NCCL
+#include <cuda_runtime_api.h>
+#endif
+
 namespace hybridshard::core::testing {
 
 #ifdef HYBRIDSHARD_TEST_NCCL
@@ -30,6 +34,17 @@ inline std::unique_ptr<Device> make_rank_device(int rank, std::int64_t /*cpu_cap
   return make_cuda_device(rank);
 }
 
+// Whether every pair of the first `world_size` GPUs can read each other's memory (the peer path).
+inline bool gpus_read_each_other(int world_size) {
+  for (int a = 0; a < world_size; ++a) {
+    for (int b = 0; b < world_size; ++b) {
+      int can = 0;
+      if (a != b && (cudaDeviceCanAccessPeer(&can, a, b) != cudaSuccess || can == 0)) return false;
+    }
+  }
+  return true;
+}
+
 inline std::unique_ptr<Communicator> make_rank_communicator(Store& store, int rank, int world_size,
                                                             std::chrono::milliseconds timeout) {
   return make_nccl_communicator(store, rank, world_size, rank, timeout);
@@ -42,6 +57,8 @@ inline std::string why_not_runnable(int /*world_size*/) { return gloo_available(
 inline std::unique_ptr<Device> make_rank_device(int /*rank*/, std::int64_t cpu_capacity) {
   return make_cpu_device(cpu_capacity);
 }
+
+inline bool gpus_read_each_other(int /*world_size*/) { return false; }
 
 inline std::unique_ptr<Communicator> make_rank_communicator(Store& store, int rank, int world_size,
                                                             std::chrono::milliseconds timeout) {

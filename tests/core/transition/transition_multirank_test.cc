@@ -51,9 +51,10 @@ std::vector<TransitionCase> transition_cases() {
   return cases;
 }
 
-// Whether the case reads peers directly (NCCL ranks of one process on one host always can).
+// Whether the case reads peers directly (NCCL ranks of one process, where the GPUs can read each other's memory).
 bool reads_directly(const TransitionCase& c) {
-  return testing::kTestBackend == Backend::kNccl && c.transport != Transport::kSendRecv;
+  return testing::kTestBackend == Backend::kNccl && c.transport != Transport::kSendRecv &&
+         testing::gpus_read_each_other(c.layout.train.world_size());
 }
 
 class TransitionMultirankTest : public ::testing::TestWithParam<TransitionCase> {
