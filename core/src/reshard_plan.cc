@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "hybridshard/core/error.h"
+#include "hybridshard/core/plan_classes.h"
 
 namespace hybridshard::core {
 namespace {
@@ -397,20 +398,46 @@ std::vector<ByteRange> uncovered_ranges(const BufferLayout& buffer) {
   return ranges;
 }
 
-// The largest number of distinct peers any rank sends to or receives from.
-int max_peers(const TrainLayout& train, TransferTable& table) {
-  std::vector<int> send_peers(static_cast<std::size_t>(train.world_size()), 0);
-  int most = 0;
-  for (int rank = 0; rank < train.world_size(); ++rank) {
-    std::set<int> sources;
-    for (const Source& relative : table.sources_of(rank)) {
-      const int source = table.source_rank(rank, relative);
-      if (source != rank) sources.insert(source);
-    }
-    most = std::max(most, static_cast<int>(sources.size()));
-    for (const int source : sources) most = std::max(most, ++send_peers[static_cast<std::size_t>(source)]);
+// The distinct peers `rank` receives from and sends to.
+std::pair<int, int> peer_counts(const TrainLayout& train, TransferTable& table, int rank) {
+  std::set<int> sources;
+  for (const Source& relative : table.sources_of(rank)) {
+    const int source = table.source_rank(rank, relative);
+    if (source != rank) sources.insert(source);
   }
-  return std::max(most, 1);
+  std::set<int> receivers;
+  const TrainLayout::Coord coord = train.coord(rank);
+  for (int offset = 0; offset < train.expert_period(); ++offset) {
+    const int dp_rank = (coord.dp_rank - offset + train.dp) % train.dp;
+    for (int p = 0; p < train.pp; ++p) {
+      for (int t = 0; t < train.tp; ++t) {
+        const int peer = train.rank_of({t, dp_rank, p});
+        if (peer == rank || receivers.count(peer) > 0) continue;
+        for (const Source& relative : table.sources_of(peer)) {
+          if (table.source_rank(peer, relative) == rank) {
+            receivers.insert(peer);
+            break;
+          }
+        }
+      }
+    }
+  }
+  return {static_cast<int>(sources.size()), static_cast<int>(receivers.size())};
+}
+
+// The largest number of distinct peers any rank sends to or receives from, from the ranks of the data-parallel
+// positions representative_replicas() lists: every other rank has the same counts as one of them.
+int max_peers(const TrainLayout& train, const InferenceLayout& inference, TransferTable& table) {
+  int most = 1;
+  for (const int dp_rank : representative_replicas(train, inference)) {
+    for (int p = 0; p < train.pp; ++p) {
+      for (int t = 0; t < train.tp; ++t) {
+        const auto [receives, sends] = peer_counts(train, table, train.rank_of({t, dp_rank, p}));
+        most = std::max({most, receives, sends});
+      }
+    }
+  }
+  return most;
 }
 
 }  // namespace
@@ -467,17 +494,26 @@ std::int64_t RankPlan::peak_extra_bytes() const {
   return inference_buffer.bytes + max_round_send_bytes() + max_round_recv_bytes();
 }
 
-RankPlan make_rank_plan(const ModelSpec& spec, const TrainLayout& train, const InferenceLayout& inference, int rank,
-                        const PlanOptions& options) {
+// What every rank's plan shares.
+struct ReshardPlanner::State {
+  ModelSpec spec;
+  TrainLayout train;
+  InferenceLayout inference;
+  std::unique_ptr<TransferTable> table_of_transfers;
+  std::int64_t chunk_bytes = 0;
+
+  RankPlan plan(int rank);
+};
+
+ReshardPlanner::ReshardPlanner(const ModelSpec& spec, const TrainLayout& train, const InferenceLayout& inference,
+                               const PlanOptions& options)
+    : state_(std::make_unique<State>()) {
   std::vector<std::string> problems = problem_messages(spec.validate());
   for (auto& problem : train.validate(spec)) problems.push_back(std::move(problem.message));
   for (auto& problem : inference.validate(spec)) problems.push_back(std::move(problem.message));
   if (problems.empty() && train.world_size() != inference.world_size) {
     problems.push_back("the train world size (tp * dp * pp = " + num(train.world_size()) +
                        ") differs from the rollout world size " + num(inference.world_size));
-  }
-  if (problems.empty() && (rank < 0 || rank >= train.world_size())) {
-    problems.push_back("rank " + num(rank) + " is outside [0, " + num(train.world_size()) + ")");
   }
   if (options.bucket_bytes <= 0) problems.push_back("bucket_bytes must be positive, got " + num(options.bucket_bytes));
   if (!problems.empty()) {
@@ -486,8 +522,28 @@ RankPlan make_rank_plan(const ModelSpec& spec, const TrainLayout& train, const I
     HS_THROW(ConfigError, message);
   }
 
+  state_->spec = spec;
+  state_->train = train;
+  state_->inference = inference;
   const auto element_bytes = static_cast<std::int64_t>(dtype_size(spec.dtype));
-  TransferTable table(spec, train, inference, element_bytes);
+  state_->table_of_transfers =
+      std::make_unique<TransferTable>(state_->spec, state_->train, state_->inference, element_bytes);
+  state_->chunk_bytes =
+      std::max<std::int64_t>(1, options.bucket_bytes / max_peers(train, inference, *state_->table_of_transfers));
+}
+
+ReshardPlanner::~ReshardPlanner() = default;
+
+std::int64_t ReshardPlanner::chunk_bytes() const { return state_->chunk_bytes; }
+
+RankPlan ReshardPlanner::plan(int rank) { return state_->plan(rank); }
+
+RankPlan ReshardPlanner::State::plan(int rank) {
+  if (rank < 0 || rank >= train.world_size()) {
+    HS_THROW(ConfigError,
+             "cannot plan the reshard:\n  - rank " + num(rank) + " is outside [0, " + num(train.world_size()) + ")");
+  }
+  TransferTable& table = *table_of_transfers;
   const TrainLayout::Coord coord = train.coord(rank);
 
   RankPlan plan;
@@ -498,7 +554,7 @@ RankPlan make_rank_plan(const ModelSpec& spec, const TrainLayout& train, const I
   plan.train_buffers = table.index().buffers(key_of(coord));
   plan.inference_buffer = table.inference_buffer(inference.coord(rank).tp_rank);
   plan.zero_fill = uncovered_ranges(plan.inference_buffer);
-  plan.chunk_bytes = std::max<std::int64_t>(1, options.bucket_bytes / max_peers(train, table));
+  plan.chunk_bytes = chunk_bytes;
 
   // Receives and local copies: what this rank needs, by source.
   const std::vector<Transfer>& needed = table.transfers_of(rank);
@@ -556,6 +612,11 @@ RankPlan make_rank_plan(const ModelSpec& spec, const TrainLayout& train, const I
     for (std::size_t k = 0; k < chunks.size(); ++k) place(k).recvs.push_back(make_message(peer, chunks[k], false));
   }
   return plan;
+}
+
+RankPlan make_rank_plan(const ModelSpec& spec, const TrainLayout& train, const InferenceLayout& inference, int rank,
+                        const PlanOptions& options) {
+  return ReshardPlanner(spec, train, inference, options).plan(rank);
 }
 
 }  // namespace hybridshard::core

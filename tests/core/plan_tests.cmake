@@ -14,3 +14,5 @@ hybridshard_add_gtest(NAME inference_layout_test SOURCES ${CMAKE_CURRENT_LIST_DI
                       LIBS hybridshard_test_reference GTest::gtest_main LABEL unit)
 hybridshard_add_gtest(NAME reshard_plan_test SOURCES ${CMAKE_CURRENT_LIST_DIR}/reshard_plan_test.cc
                       LIBS hybridshard_test_reference GTest::gtest_main LABEL unit)
+hybridshard_add_gtest(NAME plan_classes_test SOURCES ${CMAKE_CURRENT_LIST_DIR}/plan_classes_test.cc
+                      LIBS hybridshard_test_reference GTest::gtest_main LABEL unit)

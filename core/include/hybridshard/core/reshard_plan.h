@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "hybridshard/core/buffer_layout.h"
@@ -77,7 +78,7 @@ struct RankPlan {
   std::vector<Piece> local_pieces;          // train buffer -> inference buffer, no network
   std::vector<Round> rounds;
   std::vector<PeerPieces> peer_reads;  // by ascending peer: the receives of `rounds`, as direct reads
-  std::vector<ByteRange> zero_fill;  // inference-buffer bytes no train tensor covers (vocabulary padding)
+  std::vector<ByteRange> zero_fill;    // inference-buffer bytes no train tensor covers (vocabulary padding)
   std::int64_t chunk_bytes = 0;
 
   std::int64_t bytes_local() const;
@@ -89,7 +90,28 @@ struct RankPlan {
   std::int64_t peak_extra_bytes() const;
 };
 
-// Throws ConfigError naming every problem when the spec or a layout is unusable, or the world sizes differ.
+// Plans ranks of one job. Construction validates the inputs and computes what every rank's plan shares (the train
+// shards, the transfers of each receiver class, the global chunk size); none of it grows with the number of data-
+// parallel replicas: a rank's plan costs time and memory in its own messages and peers, not in the world size.
+// Construction throws ConfigError naming every problem when the spec or a layout is unusable, or the world sizes
+// differ; plan() throws ConfigError for a rank outside the world. Not thread-safe (plan() fills caches).
+class ReshardPlanner {
+ public:
+  ReshardPlanner(const ModelSpec& spec, const TrainLayout& train, const InferenceLayout& inference,
+                 const PlanOptions& options = {});
+  ReshardPlanner(const ReshardPlanner&) = delete;
+  ReshardPlanner& operator=(const ReshardPlanner&) = delete;
+  ~ReshardPlanner();
+
+  RankPlan plan(int rank);
+  std::int64_t chunk_bytes() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// One rank's plan: ReshardPlanner(spec, train, inference, options).plan(rank).
 RankPlan make_rank_plan(const ModelSpec& spec, const TrainLayout& train, const InferenceLayout& inference, int rank,
                         const PlanOptions& options = {});
 
