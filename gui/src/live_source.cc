@@ -3,6 +3,7 @@
 #include <QNetworkAccessManager>
 #include <QNetworkReply>
 #include <QNetworkRequest>
+#include <QUrlQuery>
 #include <algorithm>
 
 #include "status_json.h"
@@ -11,8 +12,14 @@ namespace hybridshard::gui {
 
 namespace {
 
-QUrl status_url_for(const QUrl& url) {
+QUrl status_url_for(const QUrl& url, const QString& job) {
   QUrl result = url;
+  if (!job.isEmpty()) {
+    QUrlQuery query(result);
+    query.removeAllQueryItems(QStringLiteral("job"));
+    query.addQueryItem(QStringLiteral("job"), QString::fromLatin1(QUrl::toPercentEncoding(job)));
+    result.setQuery(query);
+  }
   QString path = result.path();
   if (path.endsWith(QLatin1String("/status"))) return result;
   if (path.endsWith('/')) path.chop(1);
@@ -24,7 +31,7 @@ QUrl status_url_for(const QUrl& url) {
 
 LiveSource::LiveSource(const QUrl& url, LiveSourceOptions options, QObject* parent)
     : DataSource(parent),
-      status_url_(status_url_for(url)),
+      status_url_(status_url_for(url, options.job)),
       options_(options),
       network_(new QNetworkAccessManager(this)) {
   poll_timer_.setInterval(options_.poll_interval_ms);

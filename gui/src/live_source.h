@@ -20,13 +20,15 @@ struct LiveSourceOptions {
   int request_timeout_ms = 2000;  // per request
   int stale_after_ms = 5000;      // connected but no valid answer for this long: stale
   int max_samples_per_rank = 20000;
+  QString job;  // against `hybridshard serve`: the job to show (GET /status?job=NAME); "" for the endpoint's default
 };
 
 class LiveSource : public DataSource {
   Q_OBJECT
 
  public:
-  // `url`: the job's endpoint, "http://host:port" (GET /status is appended) or the full ".../status" URL.
+  // `url`: the job's endpoint, "http://host:port" (GET /status is appended) or the full ".../status" URL; with
+  // options.job, the query picks that job of a `hybridshard serve`.
   explicit LiveSource(const QUrl& url, LiveSourceOptions options = {}, QObject* parent = nullptr);
 
   QString description() const override { return status_url_.toString(); }

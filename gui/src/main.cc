@@ -73,6 +73,10 @@ int main(int argc, char** argv) {
   const QCommandLineOption connect_option(QStringLiteral("connect"),
                                           QStringLiteral("Poll the job's status endpoint (http://host:port)."),
                                           QStringLiteral("URL"));
+  const QCommandLineOption job_option(
+      QStringLiteral("job"),
+      QStringLiteral("Live, against `hybridshard serve`: the job to show (its /jobs lists them; default: the newest)."),
+      QStringLiteral("NAME"));
   const QCommandLineOption replay_option(QStringLiteral("replay"), QStringLiteral("Replay a run record (JSON lines)."),
                                          QStringLiteral("FILE"));
   const QCommandLineOption screenshot_option(QStringLiteral("screenshot"),
@@ -100,10 +104,13 @@ int main(int argc, char** argv) {
       QStringLiteral("alert-enter-seconds"),
       QStringLiteral("Alert when an enter takes longer than this (configs/alerts.yml: 30)."), QStringLiteral("SECONDS"),
       QStringLiteral("30"));
-  parser.addOptions({connect_option, replay_option, screenshot_option, at_option, ranks_option, size_option,
+  parser.addOptions({connect_option, job_option, replay_option, screenshot_option, at_option, ranks_option, size_option,
                      wait_option, interval_option, headroom_option, enter_option});
   parser.process(app);
 
+  if (parser.isSet(job_option) && !parser.isSet(connect_option)) {
+    return fail(QStringLiteral("--job picks a job of a `hybridshard serve` given with --connect"));
+  }
   if (parser.isSet(connect_option) == parser.isSet(replay_option)) {
     return fail(QStringLiteral("give exactly one of --connect URL and --replay FILE (see --help)"));
   }
@@ -136,6 +143,7 @@ int main(int argc, char** argv) {
     hybridshard::gui::LiveSourceOptions options;
     options.poll_interval_ms = parser.value(interval_option).toInt(&ok);
     if (!ok || options.poll_interval_ms < 50) return fail(QStringLiteral("--interval: expected milliseconds >= 50"));
+    options.job = parser.value(job_option);
     source = std::make_unique<hybridshard::gui::LiveSource>(url, options);
   }
 

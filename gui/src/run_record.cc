@@ -69,6 +69,7 @@ void RecordPlayer::reset() {
   snapshot_.state = QStringLiteral("starting");
   next_event_ = 0;
   enter_network_bytes_.clear();
+  in_enter_.clear();
   positioned_ = false;
 }
 
@@ -91,7 +92,7 @@ RankState& RecordPlayer::rank_state(int rank) {
   if (it == snapshot_.ranks.end() || it->rank != rank) {
     RankState state;
     state.rank = rank;
-    state.up = true;  // a rank that reports is up until rank_down says otherwise
+    state.up = false;  // up from its rank_up to its rank_down (the fold's rule)
     it = snapshot_.ranks.insert(it, state);
   }
   return *it;
@@ -117,6 +118,9 @@ QString text_field(const QJsonObject& fields, const char* key) { return fields.v
 
 }  // namespace
 
+// The rules of the service's fold (service/src/observe/job_state.cc), event by event; tests/gui/tst_foldcontract.cpp
+// replays one record through both and compares. The one difference on purpose: last_enter_seconds and
+// last_exit_seconds stay -1 here until the first enter or exit ends (the status document says 0).
 void RecordPlayer::apply(const RecordEvent& event) {
   const QJsonObject& fields = event.fields;
   const QString& type = event.type;
@@ -124,7 +128,7 @@ void RecordPlayer::apply(const RecordEvent& event) {
     QString ignored;
     parse_job_info(fields, &snapshot_.job, &ignored);
     snapshot_.started = event.time;
-    snapshot_.state = QStringLiteral("running");
+    for (int rank = 0; rank < snapshot_.job.world_size; ++rank) rank_state(rank);
     return;
   }
   if (type == QLatin1String("job_end")) {
@@ -134,8 +138,9 @@ void RecordPlayer::apply(const RecordEvent& event) {
     return;
   }
   if (event.rank < 0) return;  // a rank event without a rank: nothing to attach it to
+  if (snapshot_.started == 0) snapshot_.started = event.time;
   RankState& rank = rank_state(event.rank);
-  if (event.iteration > rank.iteration) rank.iteration = event.iteration;
+  rank.iteration = std::max(rank.iteration, event.iteration);
   snapshot_.iteration = std::max(snapshot_.iteration, event.iteration);
 
   if (type == QLatin1String("rank_up")) {
@@ -143,10 +148,11 @@ void RecordPlayer::apply(const RecordEvent& event) {
     rank.host = text_field(fields, "host");
     rank.pid = saturate<qint64>(fields.value(QLatin1String("pid")).toDouble());
     rank.device = text_field(fields, "device");
+    rank.down_reason.clear();
   } else if (type == QLatin1String("rank_down")) {
     rank.up = false;
+    rank.host = text_field(fields, "host");
     rank.down_reason = text_field(fields, "reason");
-    if (rank.host.isEmpty()) rank.host = text_field(fields, "host");
   } else if (type == QLatin1String("buffer_created") || type == QLatin1String("residency")) {
     const QString name = text_field(fields, "buffer");
     BufferState* buffer = nullptr;
@@ -158,10 +164,10 @@ void RecordPlayer::apply(const RecordEvent& event) {
       buffer = &rank.buffers.back();
       buffer->name = name;
     }
-    if (fields.contains(QLatin1String("kind"))) buffer->kind = text_field(fields, "kind");
-    if (fields.contains(QLatin1String("dtype"))) buffer->dtype = text_field(fields, "dtype");
-    if (fields.contains(QLatin1String("bytes"))) buffer->bytes = bytes_field(fields, "bytes");
-    if (fields.contains(QLatin1String("shape"))) buffer->shape = text_field(fields, "shape");
+    buffer->kind = text_field(fields, "kind");
+    buffer->dtype = text_field(fields, "dtype");
+    buffer->bytes = bytes_field(fields, "bytes");
+    if (type == QLatin1String("buffer_created")) buffer->shape = text_field(fields, "shape");
     Residency to = Residency::kNone;
     if (type == QLatin1String("residency")) parse_residency(text_field(fields, "to"), &to);
     buffer->residency = to;
@@ -172,28 +178,42 @@ void RecordPlayer::apply(const RecordEvent& event) {
                                       [&](const BufferState& buffer) { return buffer.name == name; }),
                        rank.buffers.end());
   } else if (type == QLatin1String("transfer")) {
-    if (text_field(fields, "path") == QLatin1String("network") && rank.phase == QLatin1String("enter")) {
+    if (text_field(fields, "path") == QLatin1String("network") && in_enter_.value(event.rank)) {
       enter_network_bytes_[event.rank] += bytes_field(fields, "bytes");
     }
   } else if (type == QLatin1String("phase_begin")) {
+    if (snapshot_.state == QLatin1String("starting")) snapshot_.state = QStringLiteral("running");
     rank.phase = text_field(fields, "phase");
     rank.phase_since = event.time;
-    if (rank.phase == QLatin1String("enter")) enter_network_bytes_[event.rank] = 0;
+    if (rank.phase == QLatin1String("enter")) {
+      in_enter_[event.rank] = true;
+      enter_network_bytes_[event.rank] = 0;
+    }
     snapshot_.phases.push_back(PhaseInterval{event.rank, event.iteration, rank.phase, event.time, -1});
   } else if (type == QLatin1String("phase_end")) {
     const QString phase = text_field(fields, "phase");
-    const double seconds = fields.value(QLatin1String("seconds")).toDouble(-1);
-    for (auto it = snapshot_.phases.rbegin(); it != snapshot_.phases.rend(); ++it) {
-      if (it->rank == event.rank && it->phase == phase && it->end < 0) {
-        it->end = event.time;
-        break;
-      }
-    }
+    const double seconds = fields.value(QLatin1String("seconds")).toDouble(0);
     if (phase == QLatin1String("enter")) {
+      in_enter_[event.rank] = false;
       rank.last_enter_seconds = seconds;
       rank.last_enter_network_bytes = enter_network_bytes_.value(event.rank);
     } else if (phase == QLatin1String("exit")) {
       rank.last_exit_seconds = seconds;
+    }
+    bool closed = false;
+    for (auto it = snapshot_.phases.rbegin(); it != snapshot_.phases.rend(); ++it) {
+      if (it->rank == event.rank && it->phase == phase && it->end < 0) {
+        it->end = event.time;
+        closed = true;
+        break;
+      }
+    }
+    if (!closed) {
+      snapshot_.phases.push_back(PhaseInterval{event.rank, event.iteration, phase, event.time - seconds, event.time});
+    }
+    if (rank.phase == phase) {
+      rank.phase.clear();
+      rank.phase_since = event.time;
     }
   } else if (type == QLatin1String("memory")) {
     MemorySample sample;

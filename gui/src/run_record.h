@@ -33,8 +33,10 @@ class RunRecord {
   QVector<RecordEvent> events_;
 };
 
-// Rebuilds the job's state by applying the record's events in order. Moving forward applies only the new events;
-// moving back starts again from the first event, so any time can be reached from any other.
+// Rebuilds the job's state by applying the record's events in order, by the rules of the service's fold (JobState):
+// the dashboard links no core, so the rules are written twice and tests/gui/tst_foldcontract.cpp holds them together.
+// Moving forward applies only the new events; moving back starts again from the first event, so any time can be reached
+// from any other.
 class RecordPlayer {
  public:
   explicit RecordPlayer(const RunRecord* record) : record_(record) {}
@@ -54,6 +56,7 @@ class RecordPlayer {
   double position_ = -1;
   bool positioned_ = false;
   QHash<int, std::int64_t> enter_network_bytes_;  // per rank, during the current enter
+  QHash<int, bool> in_enter_;                     // per rank: between its enter's begin and end
 };
 
 // State of a whole record at `time`: a one-shot RecordPlayer.

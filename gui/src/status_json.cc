@@ -148,7 +148,7 @@ void parse_rank(const QJsonObject& object, const QString& path, QString* error, 
   rank->last_exit_seconds = reader.number("last_exit_seconds", false, -1);
   rank->last_enter_network_bytes = reader.bytes("last_enter_network_bytes", false);
   rank->check_failures = reader.integer("check_failures", false);
-  rank->down_reason = reader.text("reason", false);
+  rank->down_reason = reader.text("down_reason", false);
   const QJsonArray buffers = reader.array("buffers", false);
   const QString buffers_path = reader.path("buffers");
   rank->buffers.reserve(buffers.size());

@@ -8,9 +8,10 @@
 
 #include "hybridshard/core/device.h"
 #include "hybridshard/core/flat_buffer.h"
-#include "hybridshard/service/observe/event_json.h"
+#include "hybridshard/service/events/event_json.h"
+#include "hybridshard/service/events/stream_event_sink.h"
+#include "hybridshard/service/launch/rank_events.h"
 #include "hybridshard/service/rank/rank_setup.h"
-#include "stream_event_sink.h"
 
 namespace hybridshard::python {
 
@@ -31,8 +32,14 @@ std::unique_ptr<service::EventStreamClient> connect_events(const EngineSettings&
   const service::RankEnvironment& environment = settings.environment;
   if (environment.events_address.empty()) return nullptr;
   try {
-    return std::make_unique<service::EventStreamClient>(environment.events_address, environment.rank,
-                                                        settings.events_timeout, std::chrono::milliseconds(500));
+    service::StreamHello hello;
+    hello.rank = environment.rank;
+    hello.pid = static_cast<long>(::getpid());
+    hello.job = service::reported_job_name(environment, settings.job);
+    hello.world_size = environment.world_size;
+    hello.instance = environment.job_instance;
+    return std::make_unique<service::EventStreamClient>(environment.events_address, hello, settings.events_timeout,
+                                                        std::chrono::milliseconds(500));
   } catch (const core::Error& error) {
     std::cerr << "[rank " << environment.rank << "] hybridshard: events are not reported: " << error.what()
               << "; the job goes on without them\n";
@@ -124,8 +131,8 @@ Engine::Engine(const EngineSettings& settings)
   options.events = state.events.get();
   service::RankSetupHooks hooks;
   hooks.device_open = [&](core::Device& device) {
-    state.events->send(service::rank_up_event_json(rank_, environment.host, static_cast<long>(::getpid()),
-                                                   device.description(), core::wall_time_now()));
+    state.events->send(service::rank_up_event(rank_, environment.host, static_cast<long>(::getpid()),
+                                              device.description(), core::wall_time_now()));
   };
   hooks.around_weights = [&](const std::function<void()>& load) { run_phase(*state.events, rank_, -1, "init", load); };
   state.setup = std::make_unique<service::RankSetup>(options, hooks);

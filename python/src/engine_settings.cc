@@ -100,6 +100,15 @@ EngineSettings resolve_settings(const EngineRequest& request) {
     environment.events_address = *request.events;
   } else if (const char* events = std::getenv("HYBRIDSHARD_EVENTS"); events != nullptr) {
     environment.events_address = events;
+  } else if (const char* serve = std::getenv("HYBRIDSHARD_SERVE"); serve != nullptr) {
+    environment.events_address = serve;
+  }
+  // What `serve` files the events under (docs/serve.md): the job's name and the run all its ranks share.
+  if (const char* name = std::getenv("HYBRIDSHARD_JOB"); name != nullptr && environment.job_name.empty()) {
+    environment.job_name = name;
+  }
+  if (environment.job_instance.empty() || address_given) {
+    environment.job_instance = "store:" + environment.master_addr + ":" + std::to_string(environment.master_port);
   }
   if (request.events_timeout_seconds < 0) {
     HS_THROW(core::ConfigError, "events_timeout must not be negative");

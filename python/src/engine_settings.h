@@ -20,7 +20,8 @@ struct EngineRequest {
   std::optional<int> local_rank;
   std::optional<std::string> master_addr;
   std::optional<int> master_port;
-  std::optional<std::string> events;  // "host:port" of `serve`; "" for none; unset: HYBRIDSHARD_EVENTS
+  std::optional<std::string>
+      events;  // "host:port" of `serve`; "" for none; unset: HYBRIDSHARD_EVENTS, HYBRIDSHARD_SERVE
   double events_timeout_seconds = 3;
 };
 

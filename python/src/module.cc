@@ -11,7 +11,7 @@
 #include "engine_settings.h"
 #include "hybridshard/core/device.h"
 #include "hybridshard/core/dtype.h"
-#include "hybridshard/service/observe/event_json.h"
+#include "hybridshard/service/events/event_json.h"
 
 namespace py = pybind11;
 

@@ -26,6 +26,8 @@ class LineServer:
         with connection, connection.makefile("r") as stream:
             for line in stream:
                 self.lines.append(json.loads(line))
+                if len(self.lines) == 1:  # the hello is answered (docs/record-format.md, "The event stream")
+                    connection.sendall(b'{"type":"welcome"}\n')
 
     def close(self):
         self.thread.join(10)

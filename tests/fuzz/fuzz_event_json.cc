@@ -1,8 +1,8 @@
-// Event lines and run records (docs/record-format.md), as the launcher and the observer read them: each line is
-// parsed (parse_event_line) and checked (validate_event_json); an engine event that passes converts to core::Event
-// and back to JSON that passes again; the lines that pass feed a JobState whose status document is then built; and
-// the whole input read as a record (RecordReader, truncated last line accepted) ends in events or a core::Error.
-// Only core::Error may be thrown, and only where the header promises it.
+// Event lines and run records (docs/record-format.md), as the launcher, serve and the observer read them: each line is
+// decoded once (decode_event_line); an event that decodes converts back to JSON that decodes again; the events feed
+// a JobState (the fold) whose status document is then built; and the whole input read as a record (RecordReader,
+// truncated last line accepted) ends in events or a core::Error. Only core::Error may be thrown, and only where the
+// header promises it.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -12,7 +12,8 @@
 
 #include "fuzz_io.h"
 #include "hybridshard/core/error.h"
-#include "hybridshard/service/observe/event_json.h"
+#include "hybridshard/service/events/event_json.h"
+#include "hybridshard/service/events/job_event.h"
 #include "hybridshard/service/observe/job_state.h"
 #include "hybridshard/service/observe/record.h"
 
@@ -28,22 +29,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   long line_number = 0;
   for (std::string_view line : fuzz::split_parts(bytes, "\n")) {
     ++line_number;
-    nlohmann::json event;
+    JobEvent event;
     try {
-      event = parse_event_line(line, line_number);
+      event = decode_event_line(line, line_number);
     } catch (const core::Error&) {
       continue;
     }
-    if (!event.is_object()) std::abort();  // parse_event_line promises an object
-    try {
-      validate_event_json(event);
-    } catch (const core::Error&) {
-      continue;
-    }
-    if (parse_event_type(event.value("type", "")).has_value()) {
-      const core::Event engine_event = event_from_json(event);  // valid: must convert
-      validate_event_json(event_to_json(engine_event));         // and back
-    }
+    decode_event(event_to_json(event));  // valid: must convert back to JSON that decodes again
     try {
       state.apply(event);
     } catch (const core::Error&) {

@@ -125,6 +125,13 @@ class TestLiveSource : public QObject {
     LiveSource base(QUrl("http://127.0.0.1:9464/"));
     QCOMPARE(base.status_url().toString(), QStringLiteral("http://127.0.0.1:9464/status"));
   }
+
+  void picks_a_job_of_serve() {
+    LiveSourceOptions options;
+    options.job = QStringLiteral("slurm-job.2");
+    LiveSource source(QUrl("http://127.0.0.1:9464"), options);
+    QCOMPARE(source.status_url().toString(), QStringLiteral("http://127.0.0.1:9464/status?job=slurm-job.2"));
+  }
 };
 
 QTEST_MAIN(TestLiveSource)

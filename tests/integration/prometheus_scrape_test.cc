@@ -15,7 +15,8 @@
 #include <thread>
 
 #include "event_sequence.h"
-#include "hybridshard/service/observe/observer.h"
+#include "hybridshard/service/serve/observer.h"
+#include "prometheus_server.h"
 #include "test_http_client.h"
 
 #ifndef HYBRIDSHARD_ALERTS_FILE
@@ -27,127 +28,8 @@ namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-std::string find_prometheus() {
-  if (const char* path = std::getenv("HYBRIDSHARD_PROMETHEUS"); path != nullptr && *path != '\0') return path;
-  for (const char* candidate : {"/usr/bin/prometheus", "/usr/local/bin/prometheus"}) {
-    if (::access(candidate, X_OK) == 0) return candidate;
-  }
-  return "";
-}
-
-// A port that was free a moment ago (Prometheus cannot be told to pick one and report it).
-int free_loopback_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    ::close(fd);
-    throw std::runtime_error("bind 127.0.0.1:0 failed");
-  }
-  socklen_t length = sizeof(address);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
-
-std::string url_encode(const std::string& text) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : text) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(hex[c >> 4]);
-      out.push_back(hex[c & 15]);
-    }
-  }
-  return out;
-}
-
-// A Prometheus server process; the destructor stops it (SIGTERM, then SIGKILL after 10 s) and reaps it.
-class PrometheusServer {
- public:
-  PrometheusServer(const std::string& binary, const fs::path& dir, int target_port) : dir_(dir) {
-    port_ = free_loopback_port();
-    const fs::path config = dir / "prometheus.yml";
-    std::ofstream(config) << "global:\n"
-                          << "  scrape_interval: 1s\n"
-                          << "  scrape_timeout: 1s\n"
-                          << "  evaluation_interval: 1s\n"
-                          << "rule_files:\n"
-                          << "  - " << HYBRIDSHARD_ALERTS_FILE << "\n"
-                          << "scrape_configs:\n"
-                          << "  - job_name: hybridshard\n"
-                          << "    static_configs:\n"
-                          << "      - targets: ['127.0.0.1:" << target_port << "']\n";
-    const std::string config_arg = "--config.file=" + config.string();
-    const std::string storage_arg = "--storage.tsdb.path=" + (dir / "tsdb").string();
-    const std::string listen_arg = "--web.listen-address=127.0.0.1:" + std::to_string(port_);
-    const std::string log = (dir / "prometheus.log").string();
-    pid_ = ::fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
-    if (pid_ == 0) {
-      ::setpgid(0, 0);
-      FILE* out = std::freopen(log.c_str(), "w", stdout);
-      if (out != nullptr) ::dup2(::fileno(stdout), STDERR_FILENO);
-      ::execl(binary.c_str(), binary.c_str(), config_arg.c_str(), storage_arg.c_str(), listen_arg.c_str(),
-              "--log.level=warn", static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-  }
-
-  ~PrometheusServer() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGTERM);
-    const auto deadline = Clock::now() + std::chrono::seconds(10);
-    while (Clock::now() < deadline) {
-      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-  }
-
-  bool exited() {
-    int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      return true;
-    }
-    return false;
-  }
-
-  std::string log() const {
-    std::ifstream in(dir_ / "prometheus.log");
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  }
-
-  // The result vector of an instant query, or null when the API is not answering yet.
-  nlohmann::json query(const std::string& promql) const {
-    testing::RawHttpResponse response;
-    try {
-      response = testing::raw_http(
-          port_, "GET /api/v1/query?query=" + url_encode(promql) + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    } catch (const std::exception&) {
-      return nullptr;
-    }
-    if (response.status != 200) return nullptr;
-    nlohmann::json body = nlohmann::json::parse(response.body, nullptr, false);
-    if (body.is_discarded() || body.value("status", "") != "success") return nullptr;
-    return body["data"]["result"];
-  }
-
-  int port() const { return port_; }
-
- private:
-  fs::path dir_;
-  int port_ = 0;
-  pid_t pid_ = -1;
-};
+using testing::find_prometheus;
+using testing::PrometheusServer;
 
 class PrometheusScrapeTest : public ::testing::Test {
  protected:
@@ -228,8 +110,8 @@ TEST_F(PrometheusScrapeTest, prometheus_scrapes_the_observer_and_answers_with_th
            [](const nlohmann::json& result) { return result.size() == 2; });
 
   // A rank goes down and the job fails: rank_up and job_state say so.
-  observer.on_event(rank_down_event_json(1, "127.0.0.1", "killed by signal 9", "rollout", job.start + 60));
-  observer.on_event(job_end_event_json(false, "rank 1 on 127.0.0.1 died in rollout", 60, job.start + 61));
+  observer.on_event(rank_down_event(1, "127.0.0.1", "killed by signal 9", "rollout", job.start + 60));
+  observer.on_event(job_end_event(false, "rank 1 on 127.0.0.1 died in rollout", 60, job.start + 61));
   wait_for(server, "hybridshard_rank_up{rank=\"1\"}", equals(0));
   wait_for(server, "hybridshard_job_state{state=\"failed\"}", equals(1));
 }

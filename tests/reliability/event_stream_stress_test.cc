@@ -18,12 +18,19 @@
 #include <thread>
 #include <vector>
 
-#include "hybridshard/service/launch/event_stream.h"
+#include "hybridshard/service/events/event_stream.h"
 
 namespace hybridshard::service {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+StreamHello hello_of(int rank) {
+  StreamHello hello;
+  hello.rank = rank;
+  hello.pid = 100 + rank;
+  return hello;
+}
 
 // What the server saw, per connection: the rank from its hello, the sequence numbers of its "seq" lines in arrival
 // order, heartbeats, malformed lines, closes.
@@ -36,13 +43,11 @@ struct Received {
   int malformed = 0;
   int closes = 0;
 
-  void on_line(int connection, const std::string& line) {
+  void on_line(int, const std::string& line) {
     const nlohmann::json event = nlohmann::json::parse(line, nullptr, false);
     std::lock_guard lock(mutex);
     if (event.is_discarded() || !event.is_object()) {
       ++malformed;
-    } else if (event.value("type", "") == "hello") {
-      rank_of[connection] = event.value("rank", -1);
     } else if (event.value("type", "") == "heartbeat") {
       ++heartbeats[event.value("rank", -1)];
     } else if (event.value("type", "") == "seq") {
@@ -50,12 +55,23 @@ struct Received {
     }
     changed.notify_all();
   }
+  std::string on_hello(int connection, const StreamHello& hello) {
+    std::lock_guard lock(mutex);
+    rank_of[connection] = hello.rank;
+    changed.notify_all();
+    return "";
+  }
   void on_close(int) {
     std::lock_guard lock(mutex);
     ++closes;
     changed.notify_all();
   }
   // Waits (10 s at most) until `done` holds under the lock.
+  EventStreamHandlers handlers() {
+    return {[this](int connection, const StreamHello& hello) { return on_hello(connection, hello); },
+            [this](int connection, const std::string& line) { on_line(connection, line); },
+            [this](int connection) { on_close(connection); }};
+  }
   template <typename Done>
   bool wait(Done done) {
     std::unique_lock lock(mutex);
@@ -65,16 +81,15 @@ struct Received {
 
 TEST(EventStreamStressTest, every_line_of_many_concurrent_ranks_arrives_whole_and_in_order) {
   Received received;
-  EventStreamServer server(
-      "127.0.0.1", 0, [&](int connection, const std::string& line) { received.on_line(connection, line); },
-      [&](int connection) { received.on_close(connection); });
+  EventStreamServer server("127.0.0.1", 0, received.handlers());
   constexpr int kRanks = 8;
   constexpr long kLines = 500;
   {
     std::vector<std::thread> senders;
     for (int rank = 0; rank < kRanks; ++rank) {
       senders.emplace_back([&, rank] {
-        EventStreamClient client(server.address(), rank, std::chrono::seconds(10), std::chrono::milliseconds(1));
+        EventStreamClient client(server.address(), hello_of(rank), std::chrono::seconds(10),
+                                 std::chrono::milliseconds(1));
         // Lines of growing size (up to 4 KiB) so that writes split across TCP segments.
         for (long seq = 0; seq < kLines; ++seq) {
           const std::string padding(static_cast<std::size_t>((seq * 37) % 4096), 'x');
@@ -112,10 +127,8 @@ int connect_raw(int port) {
 
 TEST(EventStreamStressTest, an_overlong_line_closes_only_its_connection) {
   Received received;
-  EventStreamServer server(
-      "127.0.0.1", 0, [&](int connection, const std::string& line) { received.on_line(connection, line); },
-      [&](int connection) { received.on_close(connection); });
-  EventStreamClient good(server.address(), 1, std::chrono::seconds(10), std::chrono::milliseconds(5));
+  EventStreamServer server("127.0.0.1", 0, received.handlers());
+  EventStreamClient good(server.address(), hello_of(1), std::chrono::seconds(10), std::chrono::milliseconds(5));
 
   const int bad = connect_raw(server.port());
   ASSERT_GE(bad, 0);
@@ -138,13 +151,15 @@ TEST(EventStreamStressTest, a_server_destroyed_while_clients_send_stops_without_
   std::atomic<bool> stop{false};
   std::atomic<long> lines{0};
   auto server = std::make_unique<EventStreamServer>(
-      "127.0.0.1", 0, [&](int, const std::string&) { lines.fetch_add(1); }, [](int) {});
+      "127.0.0.1", 0,
+      EventStreamHandlers{[](int, const StreamHello&) { return std::string(); },
+                          [&](int, const std::string&) { lines.fetch_add(1); }, [](int) {}});
   // Read before the senders start: they must not touch `server`, which this thread destroys below.
   const std::string address = server->address();
   std::vector<std::thread> senders;
   for (int rank = 0; rank < 4; ++rank) {
     senders.emplace_back([&, rank] {
-      EventStreamClient client(address, rank, std::chrono::seconds(10), std::chrono::milliseconds(1));
+      EventStreamClient client(address, hello_of(rank), std::chrono::seconds(10), std::chrono::milliseconds(1));
       while (!stop.load()) client.send_line(R"({"type":"seq","rank":)" + std::to_string(rank) + "}");
     });
   }

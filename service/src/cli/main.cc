@@ -17,8 +17,8 @@
 #include "hybridshard/service/config/job_config.h"
 #include "hybridshard/service/config/memory_plan.h"
 #include "hybridshard/service/launch/launcher.h"
-#include "hybridshard/service/observe/event_json.h"
-#include "hybridshard/service/observe/observer.h"
+#include "hybridshard/service/serve/observer.h"
+#include "serve_command.h"
 
 namespace {
 
@@ -97,7 +97,7 @@ int command_run(const RunFlags& flags) {
   }
 
   Observer observer(observer_options(job->metrics));
-  observer.on_event(job_event_json(*job, core::wall_time_now()));
+  observer.on_event(job_event(*job, core::wall_time_now()));
   if (!flags.quiet) {
     if (!observer.url().empty()) {
       std::cout << "hybridshard: metrics " << observer.url() << "/metrics, status " << observer.url() << "/status\n";
@@ -110,13 +110,7 @@ int command_run(const RunFlags& flags) {
   options.job_file = job_file;
   options.rank_binary = sibling_binary("hybridshard-rank").string();
   options.progress = flags.quiet ? nullptr : &std::cout;
-  options.on_event = [&observer](const nlohmann::json& event) {
-    try {
-      observer.on_event(event);
-    } catch (const std::exception& error) {
-      std::cerr << "hybridshard: dropped an event: " << error.what() << "\n";
-    }
-  };
+  options.watched = &observer.job();
   install_launcher_signal_handlers();
   const LaunchResult result = run_launcher(options);
   std::cout << "hybridshard: " << (result.exit_code == 0 ? "done" : "failed") << ": " << result.message << " ("
@@ -178,6 +172,21 @@ int main(int argc, char** argv) {
   export_command->add_option("job", job_file, "Job file (YAML)")->required();
   export_command->add_option("--out", out_dir, "Output directory")->required();
 
+  ServeFlags serve_flags;
+  CLI::App* serve = app.add_subcommand("serve",
+                                       "Watch jobs started by any launcher (torchrun, Slurm, mpirun, Python): their "
+                                       "ranks report here (HYBRIDSHARD_SERVE, HYBRIDSHARD_JOB); /metrics, /status, "
+                                       "/jobs and a record per job");
+  serve->add_option("--listen", serve_flags.listen, "HOST:PORT for /metrics, /status and /jobs")->capture_default_str();
+  serve->add_option("--events", serve_flags.events, "HOST:PORT the ranks stream their events to")
+      ->capture_default_str();
+  serve->add_option("--record", serve_flags.record_dir, "Write each job's record to DIR/<job>-<UTC start>.jsonl");
+  serve->add_option("--retention", serve_flags.retention_seconds, "Seconds an ended job stays visible")
+      ->capture_default_str();
+  serve->add_option("--timeout", serve_flags.timeout_seconds, "Seconds of silence before a rank is marked down")
+      ->capture_default_str();
+  serve->add_flag("--quiet", serve_flags.quiet, "No banner");
+
   bench::BenchOptions bench_options;
   CLI::App* bench_command = app.add_subcommand("bench",
                                                "Benchmark enter, exit and batch re-distribution against the "
@@ -193,6 +202,7 @@ int main(int argc, char** argv) {
       return command_run(run_flags);
     }
     if (export_command->parsed()) return command_export(job_file, out_dir);
+    if (serve->parsed()) return run_serve(serve_flags);
     if (bench_command->parsed()) return bench::run_bench(bench_options, std::cout);
   } catch (const std::exception& error) {
     std::cerr << "hybridshard: error: " << error.what() << std::endl;

@@ -21,9 +21,8 @@
 #include "hybridshard/core/error.h"
 #include "hybridshard/core/events.h"
 #include "hybridshard/core/store.h"
-#include "hybridshard/service/launch/event_stream.h"
+#include "hybridshard/service/events/event_stream.h"
 #include "hybridshard/service/launch/rank_environment.h"
-#include "hybridshard/service/observe/event_json.h"
 
 namespace hybridshard::service {
 namespace {
@@ -34,25 +33,25 @@ void on_interrupt(int) { g_interrupts.fetch_add(1); }
 
 using Clock = std::chrono::steady_clock;
 
-struct RankState {
+// A rank process as the launcher sees it; what the rank reports lives in the job's fold (JobState).
+struct RankProcess {
   pid_t pid = -1;
   bool running = false;
   bool connected = false;
-  int exit_code = 0;
-  std::string phase = "init";
-  int iteration = -1;
-  std::string host;
-  Clock::time_point last_seen;
-  std::int64_t device_used = 0;
-  std::int64_t device_total = 0;
+  Clock::time_point last_seen;  // of its last line (event or heartbeat), or its start
 };
 
-// Aggregates phase ends over ranks into one progress line per (iteration, phase).
-struct PhaseProgress {
-  int ranks_done = 0;
-  double max_seconds = 0;
-  std::int64_t network_bytes = 0;
-};
+std::string_view backend_name(BackendChoice backend) {
+  switch (backend) {
+    case BackendChoice::kAuto:
+      return "auto";
+    case BackendChoice::kNccl:
+      return "nccl";
+    case BackendChoice::kGloo:
+      return "gloo";
+  }
+  return "auto";
+}
 
 std::string describe_status(int status) {
   if (WIFSIGNALED(status)) {
@@ -66,6 +65,21 @@ std::string mib(std::int64_t bytes) {
   std::ostringstream out;
   out << std::fixed << std::setprecision(2) << static_cast<double>(bytes) / (1024.0 * 1024.0) << " MiB";
   return out.str();
+}
+
+// One progress line: a phase every rank has ended in one iteration.
+std::string progress_line(const PhaseRound& round, int iterations, int world_size) {
+  std::ostringstream line;
+  if (round.iteration >= 0) {
+    line << "iter " << (round.iteration + 1) << "/" << iterations << "  ";
+  } else {
+    line << "          ";
+  }
+  line << std::left << std::setw(8) << round.phase << std::right << std::fixed << std::setprecision(2) << std::setw(10)
+       << round.max_seconds * 1e3 << " ms";
+  if (round.phase == "enter") line << "  net " << mib(round.network_bytes / world_size) << "/rank";
+  line << "  device " << mib(round.max_device_used) << " of " << mib(round.max_device_total) << " (max rank)";
+  return line.str();
 }
 
 pid_t spawn_rank(const LaunchOptions& options, int rank, int master_port, const std::string& events_address) {
@@ -118,14 +132,14 @@ pid_t spawn_rank(const LaunchOptions& options, int rank, int master_port, const 
   return pid;
 }
 
-void kill_all(std::vector<RankState>& ranks, std::chrono::milliseconds grace) {
-  for (RankState& state : ranks) {
+void kill_all(std::vector<RankProcess>& ranks, std::chrono::milliseconds grace) {
+  for (RankProcess& state : ranks) {
     if (!state.running) continue;
     ::kill(state.pid, SIGCONT);  // a stopped process cannot act on SIGTERM
     ::kill(state.pid, SIGTERM);
   }
   const auto deadline = Clock::now() + grace;
-  for (RankState& state : ranks) {
+  for (RankProcess& state : ranks) {
     while (state.running) {
       int status = 0;
       const pid_t done = ::waitpid(state.pid, &status, WNOHANG);
@@ -146,6 +160,35 @@ void kill_all(std::vector<RankState>& ranks, std::chrono::milliseconds grace) {
 
 }  // namespace
 
+nlohmann::json job_description(const JobConfig& job) {
+  const core::ModelSpec& spec = job.model.spec;
+  const int rollout_tp = job.rollout.tp;
+  return {
+      {"model",
+       {
+           {"architecture", std::string(core::architecture_name(spec.architecture))},
+           {"num_hidden_layers", spec.num_hidden_layers},
+           {"hidden_size", spec.hidden_size},
+           {"num_attention_heads", spec.num_attention_heads},
+           {"num_key_value_heads", spec.num_key_value_heads},
+           {"intermediate_size", spec.intermediate_size},
+           {"vocab_size", spec.vocab_size},
+           {"tie_word_embeddings", spec.tie_word_embeddings},
+           {"dtype", std::string(core::dtype_name(spec.dtype))},
+       }},
+      {"train", {{"tp", job.train.tp}, {"pp", job.train.pp}, {"vpp", job.train.vpp}, {"dp", job.train.dp}}},
+      {"rollout", {{"tp", rollout_tp}, {"dp", rollout_tp > 0 ? job.rollout.world_size / rollout_tp : 0}}},
+      {"backend", std::string(backend_name(job.runtime.backend))},
+      {"strategy", std::string(core::strategy_name(job.runtime.strategy))},
+      {"iterations", job.schedule.iterations},
+      {"job_file", job.file},
+  };
+}
+
+JobEvent job_event(const JobConfig& job, double time) {
+  return service::job_event(job.runtime.world_size, job_description(job), time);
+}
+
 void install_launcher_signal_handlers() {
   struct sigaction action {};
   action.sa_handler = on_interrupt;
@@ -162,79 +205,34 @@ LaunchResult run_launcher(const LaunchOptions& options) {
   const auto timeout = job.runtime.timeout;
   const auto started = Clock::now();
 
-  std::mutex mutex;  // guards ranks, progress and the on_event callback
-  std::vector<RankState> ranks(static_cast<std::size_t>(world_size));
-  std::map<int, int> connection_rank;
-  std::map<std::pair<int, std::string>, PhaseProgress> progress;
-  std::map<std::pair<int, int>, std::int64_t> enter_network_bytes;  // (rank, iteration) -> received bytes
+  ObservedJob& watched = *options.watched;
+  std::mutex mutex;  // guards ranks
+  std::mutex progress_mutex;
+  std::vector<RankProcess> ranks(static_cast<std::size_t>(world_size));
   std::ostream* out = options.progress;
 
-  auto emit = [&](const nlohmann::json& event) {
-    if (options.on_event) options.on_event(event);
-  };
-
-  auto on_line = [&](int connection, const std::string& line) {
-    nlohmann::json event = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (event.is_discarded() || !event.is_object() || !event.contains("type")) {
-      std::cerr << "hybridshard: ignoring a malformed event line from connection " << connection << "\n";
-      return;
-    }
+  // Every line of a rank is decoded once (EventReceiver); its events go to the job's fold and record, whose phase
+  // rounds make the progress lines.
+  EventReceiverHandlers handlers;
+  handlers.accept = [&](const StreamHello& hello) -> std::string {
+    if (hello.rank >= world_size) return "rank " + std::to_string(hello.rank) + " is outside the job's world";
     std::lock_guard lock(mutex);
-    const std::string type = event.value("type", "");
-    const int rank = event.value("rank", -1);
-    if (type == "hello") {
-      if (rank >= 0 && rank < world_size) connection_rank[connection] = rank;
-    }
-    if (rank < 0 || rank >= world_size) return;
-    RankState& state = ranks[static_cast<std::size_t>(rank)];
-    state.last_seen = Clock::now();
-    state.connected = true;
-    if (type == "hello" || type == "heartbeat") return;
-    if (type == "rank_up") state.host = event.value("host", "");
-    if (type == "phase_begin") {
-      state.phase = event.value("phase", "");
-      state.iteration = event.value("iteration", -1);
-    }
-    if (type == "memory") {
-      state.device_used = event.value("device_used", std::int64_t{0});
-      state.device_total = event.value("device_total", std::int64_t{0});
-    }
-    if (type == "transfer" && event.value("path", "") == "network" &&
-        event.value("operation", "").find("recv") != std::string::npos) {
-      enter_network_bytes[{rank, event.value("iteration", -1)}] += event.value("bytes", std::int64_t{0});
-    }
-    if (type == "phase_end" && out != nullptr) {
-      const int iteration = event.value("iteration", -1);
-      const std::string phase = event.value("phase", "");
-      PhaseProgress& entry = progress[{iteration, phase}];
-      entry.ranks_done += 1;
-      entry.max_seconds = std::max(entry.max_seconds, event.value("seconds", 0.0));
-      if (phase == "enter") entry.network_bytes += enter_network_bytes[{rank, iteration}];
-      if (entry.ranks_done == world_size) {
-        std::int64_t max_used = 0;
-        std::int64_t total = 0;
-        for (const RankState& other : ranks) {
-          max_used = std::max(max_used, other.device_used);
-          total = std::max(total, other.device_total);
-        }
-        std::ostringstream line_out;
-        if (iteration >= 0) {
-          line_out << "iter " << (iteration + 1) << "/" << job.schedule.iterations << "  ";
-        } else {
-          line_out << "          ";
-        }
-        line_out << std::left << std::setw(8) << phase << std::right << std::fixed << std::setprecision(2)
-                 << std::setw(10) << entry.max_seconds * 1e3 << " ms";
-        if (phase == "enter") line_out << "  net " << mib(entry.network_bytes / world_size) << "/rank";
-        line_out << "  device " << mib(max_used) << " of " << mib(total) << " (max rank)";
-        *out << line_out.str() << std::endl;
-      }
-    }
-    emit(event);
+    RankProcess& process = ranks[static_cast<std::size_t>(hello.rank)];
+    if (process.connected) return "rank " + std::to_string(hello.rank) + " is already connected";
+    process.connected = true;
+    process.last_seen = Clock::now();
+    return "";
   };
-  auto on_close = [&](int connection) {
+  handlers.on_alive = [&](const StreamHello& hello) {
     std::lock_guard lock(mutex);
-    connection_rank.erase(connection);
+    ranks[static_cast<std::size_t>(hello.rank)].last_seen = Clock::now();
+  };
+  handlers.on_event = [&](const StreamHello&, JobEvent&& event) {
+    const std::optional<PhaseRound> round = watched.apply(std::move(event));
+    if (round && out != nullptr) {
+      std::lock_guard lock(progress_mutex);
+      *out << progress_line(*round, job.schedule.iterations, world_size) << std::endl;
+    }
   };
 
   // Rendezvous store and event stream.
@@ -245,7 +243,7 @@ LaunchResult run_launcher(const LaunchOptions& options) {
   store_options.world_size = -1;
   store_options.timeout = timeout;
   std::unique_ptr<core::Store> store = core::Store::open(store_options);
-  EventStreamServer events("127.0.0.1", 0, on_line, on_close);
+  EventReceiver events("127.0.0.1", 0, std::move(handlers));
 
   if (out != nullptr) {
     *out << "hybridshard: " << world_size << " ranks, train tp " << job.train.tp << " pp " << job.train.pp << " vpp "
@@ -255,29 +253,29 @@ LaunchResult run_launcher(const LaunchOptions& options) {
   }
 
   for (int rank = 0; rank < world_size; ++rank) {
-    RankState& state = ranks[static_cast<std::size_t>(rank)];
+    RankProcess& state = ranks[static_cast<std::size_t>(rank)];
     state.pid = spawn_rank(options, rank, store->port(), events.address());
     state.running = true;
-    state.host = this_host_name();
     state.last_seen = Clock::now();
   }
 
   LaunchResult result;
   bool stop_requested = false;
   auto fail = [&](int rank, const std::string& reason) {
-    std::string phase;
-    std::string host;
-    {
-      std::lock_guard lock(mutex);
-      RankState& state = ranks[static_cast<std::size_t>(rank)];
-      phase = state.phase;
-      host = state.host;
-      result.message = "rank " + std::to_string(rank) + " on host " + host + " " + reason + " in phase " + phase +
-                       (state.iteration >= 0 ? " of iteration " + std::to_string(state.iteration + 1) : "");
-      nlohmann::json event = rank_down_event_json(rank, host, reason, phase, core::wall_time_now());
-      event["iteration"] = state.iteration;
-      emit(event);
-    }
+    // Where the rank was, from its events.
+    std::string host = this_host_name();
+    std::string phase = "init";
+    int iteration = -1;
+    watched.state().read([&](const JobFold& fold) {
+      auto it = fold.ranks.find(rank);
+      if (it == fold.ranks.end()) return;
+      if (!it->second.host.empty()) host = it->second.host;
+      if (!it->second.last_phase.empty()) phase = it->second.last_phase;
+      iteration = it->second.iteration;
+    });
+    result.message = "rank " + std::to_string(rank) + " on host " + host + " " + reason + " in phase " + phase +
+                     (iteration >= 0 ? " of iteration " + std::to_string(iteration + 1) : "");
+    watched.apply(rank_down_event(rank, host, reason, phase, core::wall_time_now(), iteration));
     result.exit_code = 1;
   };
 
@@ -290,7 +288,7 @@ LaunchResult run_launcher(const LaunchOptions& options) {
   auto reap = [&](std::vector<Failure>& failures) {
     int running = 0;
     for (int rank = 0; rank < world_size; ++rank) {
-      RankState& state = ranks[static_cast<std::size_t>(rank)];
+      RankProcess& state = ranks[static_cast<std::size_t>(rank)];
       if (!state.running) continue;
       int status = 0;
       const pid_t done = ::waitpid(state.pid, &status, WNOHANG);
@@ -336,7 +334,7 @@ LaunchResult run_launcher(const LaunchOptions& options) {
         std::lock_guard lock(mutex);
         const auto now = Clock::now();
         for (int rank = 0; rank < world_size && silent_rank < 0; ++rank) {
-          const RankState& state = ranks[static_cast<std::size_t>(rank)];
+          const RankProcess& state = ranks[static_cast<std::size_t>(rank)];
           if (state.running && now - state.last_seen > std::chrono::milliseconds(1500)) {
             silent_rank = rank;
             silent_seconds = std::chrono::duration_cast<std::chrono::seconds>(now - state.last_seen).count();
@@ -359,7 +357,7 @@ LaunchResult run_launcher(const LaunchOptions& options) {
       {
         std::lock_guard lock(mutex);
         for (int rank = 0; rank < world_size && silent_rank < 0; ++rank) {
-          const RankState& state = ranks[static_cast<std::size_t>(rank)];
+          const RankProcess& state = ranks[static_cast<std::size_t>(rank)];
           if (state.running && now - state.last_seen > timeout) silent_rank = rank;
         }
       }
@@ -394,10 +392,7 @@ LaunchResult run_launcher(const LaunchOptions& options) {
   }
   if (result.exit_code == 0) result.message = "all " + std::to_string(world_size) + " ranks finished";
   result.seconds = std::chrono::duration<double>(Clock::now() - started).count();
-  {
-    std::lock_guard lock(mutex);
-    emit(job_end_event_json(result.exit_code == 0, result.message, result.seconds, core::wall_time_now()));
-  }
+  watched.apply(job_end_event(result.exit_code == 0, result.message, result.seconds, core::wall_time_now()));
   return result;
 }
 

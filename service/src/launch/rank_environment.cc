@@ -74,6 +74,18 @@ std::optional<RankEnvironment> rank_environment_from_env() {
   result.store_hosted_elsewhere =
       result.launcher == "hybridshard" || (agent_store != nullptr && std::string(agent_store) == "True");
   if (const char* events = env("HYBRIDSHARD_EVENTS")) result.events_address = events;
+  if (const char* serve = env("HYBRIDSHARD_SERVE")) result.serve_address = serve;
+  if (const char* job = env("HYBRIDSHARD_JOB")) result.job_name = job;
+  if (const char* run = env("TORCHELASTIC_RUN_ID")) {
+    result.job_instance = std::string("torchrun:") + run;
+  } else if (const char* slurm = env("SLURM_JOB_ID")) {
+    const char* step = env("SLURM_STEP_ID");
+    result.job_instance = std::string("slurm:") + slurm + (step != nullptr ? std::string(".") + step : "");
+  } else if (const char* mpi = env("OMPI_MCA_orte_ess_jobid")) {
+    result.job_instance = std::string("mpirun:") + mpi;
+  } else {
+    result.job_instance = "store:" + result.master_addr + ":" + std::to_string(result.master_port);
+  }
   result.host = this_host_name();
   return result;
 }

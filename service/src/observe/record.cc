@@ -10,7 +10,7 @@
 #include <memory>
 
 #include "hybridshard/core/error.h"
-#include "hybridshard/service/observe/event_json.h"
+#include "hybridshard/service/events/event_json.h"
 
 namespace hybridshard::service {
 namespace {
@@ -40,6 +40,8 @@ RecordWriter::~RecordWriter() {
     std::fprintf(stderr, "hybridshard: record: %s\n", error.what());
   }
 }
+
+void RecordWriter::write(const JobEvent& event) { write(event_to_json(event)); }
 
 void RecordWriter::write(const nlohmann::json& event) {
   std::string line = event_line(event);

@@ -23,12 +23,12 @@
 #include "hybridshard/core/weight_generator.h"
 #include "hybridshard/service/checkpoint/hf_checkpoint.h"
 #include "hybridshard/service/config/memory_plan.h"
-#include "hybridshard/service/observe/event_json.h"
+#include "hybridshard/service/events/event_json.h"
+#include "hybridshard/service/launch/rank_events.h"
 #include "hybridshard/service/rank/rank_setup.h"
 #include "hybridshard/service/workloads/reference_model.h"
 #include "hybridshard/service/workloads/rollout.h"
 #include "hybridshard/service/workloads/train_step.h"
-#include "stream_event_sink.h"
 
 namespace hybridshard::service {
 namespace {
@@ -189,13 +189,8 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
   }
 
   // Events first, so that everything after is reported.
-  std::unique_ptr<EventStreamClient> stream;
-  if (!environment.events_address.empty()) {
-    stream = std::make_unique<EventStreamClient>(environment.events_address, rank, job.runtime.timeout,
-                                                 std::chrono::milliseconds(500));
-  }
-  const bool print_progress = environment.events_address.empty() && rank == 0;
-  StreamEventSink events(rank, std::move(stream), print_progress ? &log : nullptr);
+  const std::unique_ptr<StreamEventSink> event_sink = open_rank_events(environment, job, log);
+  StreamEventSink& events = *event_sink;
 
   // Device, store, communicators, plan and train weights. A rank whose memory plan does not fit its device refuses
   // to start before it contacts a peer, and says why with the whole plan.
@@ -211,8 +206,8 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
                                            ": the job does not fit this device (" + device.description() + "):" + why +
                                            "\n" + format_memory_plan(memory));
     }
-    events.send(rank_up_event_json(rank, environment.host, static_cast<long>(::getpid()), device.description(),
-                                   core::wall_time_now()));
+    events.send(rank_up_event(rank, environment.host, static_cast<long>(::getpid()), device.description(),
+                              core::wall_time_now()));
   };
   hooks.around_weights = [&](const std::function<void()>& load) {
     PhaseScope phase(events, rank, -1, "init");

@@ -1,9 +1,10 @@
-#include "hybridshard/service/observe/event_json.h"
+#include "hybridshard/service/events/event_json.h"
 
 #include <gtest/gtest.h>
 
 #include "hybridshard/core/error.h"
 #include "hybridshard/service/config/job_config.h"
+#include "hybridshard/service/launch/launcher.h"
 
 namespace hybridshard::service {
 namespace {
@@ -112,29 +113,29 @@ TEST(EventJsonTest, wrong_types_and_unknown_names_are_errors) {
 }
 
 TEST(EventJsonTest, launcher_events_validate_and_carry_their_fields) {
-  nlohmann::json up = rank_up_event_json(2, "node-a", 4242, "cuda:2", 10.5);
-  EXPECT_NO_THROW(validate_event_json(up));
+  nlohmann::json up = event_to_json(rank_up_event(2, "node-a", 4242, "cuda:2", 10.5));
+  EXPECT_NO_THROW(decode_event(up));
   EXPECT_EQ(up["type"], "rank_up");
   EXPECT_EQ(up["host"], "node-a");
   EXPECT_EQ(up["pid"], 4242);
   EXPECT_EQ(up["device"], "cuda:2");
 
-  nlohmann::json down = rank_down_event_json(2, "node-a", "killed by signal 9", "enter", 11.0);
-  EXPECT_NO_THROW(validate_event_json(down));
+  nlohmann::json down = event_to_json(rank_down_event(2, "node-a", "killed by signal 9", "enter", 11.0));
+  EXPECT_NO_THROW(decode_event(down));
   EXPECT_EQ(down["reason"], "killed by signal 9");
   EXPECT_EQ(down["phase"], "enter");
 
-  nlohmann::json end = job_end_event_json(false, "rank 2 on node-a died in enter", 12.5, 12.0);
-  EXPECT_NO_THROW(validate_event_json(end));
+  nlohmann::json end = event_to_json(job_end_event(false, "rank 2 on node-a died in enter", 12.5, 12.0));
+  EXPECT_NO_THROW(decode_event(end));
   EXPECT_EQ(end["ok"], false);
   EXPECT_DOUBLE_EQ(end["seconds"].get<double>(), 12.5);
   EXPECT_FALSE(end.contains("rank"));
 
   down.erase("reason");
-  EXPECT_THROW(validate_event_json(down), core::Error);
+  EXPECT_THROW(decode_event(down), core::Error);
   up["rank"] = -1;
-  EXPECT_THROW(validate_event_json(up), core::Error);
-  EXPECT_THROW(validate_event_json({{"type", "party"}, {"time", 1.0}}), core::Error);
+  EXPECT_THROW(decode_event(up), core::Error);
+  EXPECT_THROW(decode_event({{"type", "party"}, {"time", 1.0}}), core::Error);
 }
 
 TEST(EventJsonTest, job_event_describes_the_job) {
@@ -152,8 +153,8 @@ TEST(EventJsonTest, job_event_describes_the_job) {
   job.runtime.world_size = 4;
   job.runtime.backend = BackendChoice::kGloo;
   job.schedule.iterations = 5;
-  nlohmann::json json = job_event_json(job, 100.0);
-  EXPECT_NO_THROW(validate_event_json(json));
+  nlohmann::json json = event_to_json(job_event(job, 100.0));
+  EXPECT_NO_THROW(decode_event(json));
   EXPECT_EQ(json["type"], "job");
   EXPECT_EQ(json["world_size"], 4);
   EXPECT_EQ(json["model"]["architecture"], "qwen2");

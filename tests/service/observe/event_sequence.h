@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "hybridshard/core/events.h"
-#include "hybridshard/service/observe/event_json.h"
+#include "hybridshard/service/events/event_json.h"
 
 namespace hybridshard::testing {
 
@@ -102,7 +102,7 @@ inline std::vector<nlohmann::json> job_opening(const SyntheticJob& job) {
                     {"iterations", 2},
                     {"job_file", "synthetic.yaml"}});
   for (int rank = 0; rank < job.world_size; ++rank) {
-    events.push_back(service::rank_up_event_json(rank, "127.0.0.1", 1000 + rank, "cpu", t += 0.01));
+    events.push_back(service::event_to_json(service::rank_up_event(rank, "127.0.0.1", 1000 + rank, "cpu", t += 0.01)));
     events.push_back(phase_event(true, t += 0.01, rank, -1, "init"));
     for (auto [name, kind, bytes] :
          {std::tuple{"train.params.pp0.vpp0", BufferKind::kParams, job.params_bytes},

@@ -1,4 +1,4 @@
-#include "hybridshard/service/observe/http_server.h"
+#include "hybridshard/service/serve/http_server.h"
 
 #include <gtest/gtest.h>
 #include <sched.h>
@@ -32,11 +32,11 @@ HttpServerOptions loopback_any_port() {
 
 std::map<std::string, HttpHandler> routes(std::atomic<int>* calls = nullptr) {
   std::map<std::string, HttpHandler> table;
-  table["/status"] = [calls] {
+  table["/status"] = [calls](const HttpRequest&) {
     if (calls) ++*calls;
     return HttpResponse{200, "application/json", "{\"state\":\"running\"}"};
   };
-  table["/fails"] = []() -> HttpResponse { throw std::runtime_error("the handler broke"); };
+  table["/fails"] = [](const HttpRequest&) -> HttpResponse { throw std::runtime_error("the handler broke"); };
   return table;
 }
 

@@ -38,7 +38,7 @@ TEST(JobStateTest, starts_runs_and_finishes) {
   apply_all(state, {opening.begin() + 1, opening.end()});
   EXPECT_EQ(state.state(), "running");
   apply_all(state, testing::job_iteration(job, 0));
-  state.apply(job_end_event_json(true, "", 20.0, job.start + 20));
+  state.apply(job_end_event(true, "", 20.0, job.start + 20));
   status = state.status_json();
   EXPECT_EQ(status["state"], "finished");
   EXPECT_EQ(status["iteration"], 0);
@@ -51,8 +51,8 @@ TEST(JobStateTest, starts_runs_and_finishes) {
 TEST(JobStateTest, failed_job_keeps_its_message_and_down_rank_its_reason) {
   JobState state;
   apply_all(state, testing::job_opening(SyntheticJob{}));
-  state.apply(rank_down_event_json(1, "127.0.0.1", "killed by signal 9", "enter", 2e9));
-  state.apply(job_end_event_json(false, "rank 1 on 127.0.0.1 died in enter", 5.0, 2e9 + 1));
+  state.apply(rank_down_event(1, "127.0.0.1", "killed by signal 9", "enter", 2e9));
+  state.apply(job_end_event(false, "rank 1 on 127.0.0.1 died in enter", 5.0, 2e9 + 1));
   nlohmann::json status = state.status_json();
   EXPECT_EQ(status["state"], "failed");
   EXPECT_EQ(status["message"], "rank 1 on 127.0.0.1 died in enter");

@@ -1,4 +1,4 @@
-#include "hybridshard/service/observe/metrics.h"
+#include "hybridshard/service/serve/metrics.h"
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -18,6 +18,19 @@ namespace {
 
 using testing::sample_value;
 using testing::SyntheticJob;
+
+// The fold and the metrics rendered from it, as the endpoint does.
+class Metrics {
+ public:
+  explicit Metrics(std::string version = hybridshard_version()) : version_(std::move(version)) {}
+  void apply(const nlohmann::json& event) { state_.apply(event); }
+  void apply(const JobEvent& event) { state_.apply(event); }
+  std::string text() const { return metrics_text({{"", &state_}}, version_); }
+
+ private:
+  JobState state_;
+  std::string version_;
+};
 
 void apply_all(Metrics& metrics, const std::vector<nlohmann::json>& events) {
   for (const nlohmann::json& event : events) metrics.apply(event);
@@ -108,11 +121,33 @@ TEST(MetricsTest, transfers_phases_memory_and_checks) {
       2.0);
   EXPECT_GT(*value(metrics, "hybridshard_last_event_timestamp_seconds", rank1), job.start);
 
-  metrics.apply(rank_down_event_json(1, "127.0.0.1", "exited with status 1", "rollout", job.start + 60));
-  metrics.apply(job_end_event_json(false, "rank 1 failed", 60, job.start + 61));
+  metrics.apply(rank_down_event(1, "127.0.0.1", "exited with status 1", "rollout", job.start + 60));
+  metrics.apply(job_end_event(false, "rank 1 failed", 60, job.start + 61));
   EXPECT_EQ(value(metrics, "hybridshard_rank_up", rank1), 0.0);
   EXPECT_EQ(value(metrics, "hybridshard_job_state", {{"state", "failed"}}), 1.0);
   EXPECT_EQ(value(metrics, "hybridshard_job_state", {{"state", "running"}}), 0.0);
+}
+
+TEST(MetricsTest, every_series_of_a_named_job_carries_its_job_label) {
+  SyntheticJob job;
+  JobState first;
+  JobState second;
+  for (const nlohmann::json& event : testing::job_opening(job)) first.apply(event), second.apply(event);
+  for (const nlohmann::json& event : testing::job_iteration(job, 0)) first.apply(event);
+  const std::string text = metrics_text({{"alpha", &first}, {"beta", &second}});
+  EXPECT_EQ(sample_value(text, "hybridshard_iteration", {{"job", "alpha"}, {"rank", "1"}}), 0.0);
+  EXPECT_EQ(sample_value(text, "hybridshard_iteration", {{"job", "beta"}, {"rank", "1"}}), -1.0);
+  EXPECT_EQ(sample_value(text, "hybridshard_world_size", {{"job", "beta"}}), 2.0);
+  std::istringstream lines(text);
+  std::string line;
+  int series = 0;
+  while (std::getline(lines, line)) {
+    if (line.empty() || line[0] == '#' || line.rfind("hybridshard_build_info", 0) == 0) continue;
+    ++series;
+    EXPECT_TRUE(line.find("job=\"alpha\"") != std::string::npos || line.find("job=\"beta\"") != std::string::npos)
+        << line;
+  }
+  EXPECT_GT(series, 100);
 }
 
 TEST(MetricsTest, phase_duration_buckets_span_1ms_to_60s) {
@@ -127,7 +162,7 @@ TEST(MetricsTest, malformed_event_is_refused) {
   Metrics metrics;
   nlohmann::json bad = testing::transfer_event(1.0, 0, 0, core::TransferPath::kNetwork, 5, 1, "x");
   bad["bytes"] = 1.5;
-  EXPECT_THROW(metrics.apply(bad), core::Error);
+  EXPECT_THROW(metrics.apply(bad), core::Error);  // decode_event refuses it before the fold
   EXPECT_EQ(value(metrics, "hybridshard_moved_bytes_total", {{"rank", "0"}}), std::nullopt);
 }
 
@@ -139,8 +174,8 @@ TEST(MetricsTest, promtool_check_metrics_finds_nothing_to_say) {
   apply_all(metrics, testing::job_opening(job));
   apply_all(metrics, testing::job_iteration(job, 0));
   apply_all(metrics, testing::job_iteration(job, 1, false));
-  metrics.apply(rank_down_event_json(0, "127.0.0.1", "exited", "", job.start + 60));
-  metrics.apply(job_end_event_json(true, "", 60, job.start + 61));
+  metrics.apply(rank_down_event(0, "127.0.0.1", "exited", "", job.start + 60));
+  metrics.apply(job_end_event(true, "", 60, job.start + 61));
 
   const std::string dir =
       std::filesystem::temp_directory_path() / ("hybridshard-promtool-" + std::to_string(::getpid()));

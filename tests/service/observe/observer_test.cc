@@ -1,4 +1,4 @@
-#include "hybridshard/service/observe/observer.h"
+#include "hybridshard/service/serve/observer.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -119,7 +119,7 @@ TEST_F(ObserverTest, records_every_event_with_memory_by_kind_filled_in) {
     EXPECT_EQ(observer.port(), 0);
     for (const nlohmann::json& event : testing::job_opening(job)) observer.on_event(event), ++count;
     for (const nlohmann::json& event : testing::job_iteration(job, 0)) observer.on_event(event), ++count;
-    observer.on_event(job_end_event_json(true, "", 10, job.start + 30)), ++count;
+    observer.on_event(job_end_event(true, "", 10, job.start + 30)), ++count;
     observer.close();
   }
   RecordReader reader = RecordReader::open(record);

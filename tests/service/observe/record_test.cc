@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "hybridshard/core/error.h"
-#include "hybridshard/service/observe/event_json.h"
+#include "hybridshard/service/events/event_json.h"
 
 namespace hybridshard::service {
 namespace {
@@ -41,7 +41,7 @@ TEST_F(RecordTest, writes_under_a_temporary_name_and_renames_on_close) {
   const std::string file = path("run.jsonl");
   RecordWriter writer(file);
   writer.write(event(0));
-  writer.write(job_end_event_json(true, "", 3.0, 4.0));
+  writer.write(job_end_event(true, "", 3.0, 4.0));
   EXPECT_TRUE(fs::exists(file + ".partial"));
   EXPECT_FALSE(fs::exists(file));
   writer.close();

@@ -5,12 +5,13 @@
 //  - the first Ctrl-C asks every rank to stop at the next phase boundary (store key "stop"); a second one kills.
 #pragma once
 
-#include <functional>
 #include <iosfwd>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "hybridshard/service/config/job_config.h"
+#include "hybridshard/service/events/job_event.h"
+#include "hybridshard/service/observe/observed_job.h"
 
 namespace hybridshard::service {
 
@@ -18,9 +19,9 @@ struct LaunchOptions {
   JobConfig job;
   std::string job_file;     // what the ranks read (the user's file, or a temporary copy of the embedded default)
   std::string rank_binary;  // hybridshard-rank
-  // Every event line from the ranks, and the launcher's own (rank_down, job_end), in arrival order. Called from the
-  // launcher's threads, one at a time.
-  std::function<void(const nlohmann::json&)> on_event;
+  // The job's fold and record: every event of the ranks (each line decoded once), and the launcher's own (rank_down,
+  // job_end), in arrival order. The progress lines and the failure messages read its state. Required.
+  ObservedJob* watched = nullptr;
   std::ostream* progress = nullptr;  // progress lines (iteration, phase, time, bytes, memory); nullptr for none
 };
 
@@ -35,6 +36,11 @@ struct LaunchResult {
 inline constexpr int kRankExitCommFailure = 3;
 
 LaunchResult run_launcher(const LaunchOptions& options);
+
+// The description a job event carries (model, train and rollout layouts, backend, strategy, iterations, job file).
+nlohmann::json job_description(const JobConfig& job);
+// The job event of `job` (world_size and its description).
+JobEvent job_event(const JobConfig& job, double time);
 
 // Installs the SIGINT/SIGTERM handlers run_launcher reacts to (call once, before run_launcher).
 void install_launcher_signal_handlers();

@@ -14,7 +14,11 @@ struct RankEnvironment {
   int master_port = 29500;
   // The store is hosted elsewhere (our launcher, torchrun's agent); otherwise rank 0 hosts it.
   bool store_hosted_elsewhere = false;
-  std::string events_address;  // HYBRIDSHARD_EVENTS: where to stream events ("" under external launchers)
+  std::string events_address;  // HYBRIDSHARD_EVENTS: our launcher's event stream ("" under external launchers)
+  std::string serve_address;   // HYBRIDSHARD_SERVE: a `hybridshard serve` to report to ("" for none)
+  std::string job_name;        // HYBRIDSHARD_JOB: the job's name under serve ("" : the job file's name)
+  std::string job_instance;    // what all ranks of this run share: the launcher's run id (torchrun, Slurm, mpirun)
+                               // or the store address
   std::string launcher;        // "hybridshard", "torchrun", "slurm", "mpirun"
   std::string host;            // this host's name
 };

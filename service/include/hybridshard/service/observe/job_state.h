@@ -1,95 +1,170 @@
-// The live state of a job, built from its events: what GET /status returns (docs/record-format.md, "Status").
+// The fold: the one place where a job's events become its state — per rank (up, phase, iteration, memory, buffers,
+// bytes moved, phase durations, checks) and for the job (description, state, message). The launcher's progress
+// line, GET /status, the Prometheus metrics and the record all read this state; the dashboard's replay follows the
+// same rules (tests/gui/tst_foldcontract.cpp replays one record through both and compares).
 #pragma once
 
+#include <array>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "hybridshard/core/events.h"
+#include "hybridshard/service/events/job_event.h"
 
 namespace hybridshard::service {
 
 struct JobStateLimits {
   std::size_t memory_samples_per_rank = 600;  // newest kept
   std::size_t phases_per_rank = 200;          // newest phase intervals kept
+  std::size_t phase_names_per_rank = 32;      // distinct phase names counted (a misbehaving rank cannot grow it)
 };
 
-// Thread-safe: apply() from the event stream, status_json() from the HTTP server's threads.
+// Buckets of the phase duration histogram (hybridshard_phase_duration_seconds): 1 ms to 60 s.
+const std::vector<double>& phase_duration_buckets();
+
+// The phases every rank goes through, in order (others may come; they are counted up to phase_names_per_rank).
+inline constexpr std::array<const char*, 6> kStandardPhases = {"init", "train", "enter", "rollout", "exit", "shutdown"};
+
+struct BufferState {
+  std::string name;
+  core::BufferKind kind = core::BufferKind::kParams;
+  core::DType dtype = core::DType::kBFloat16;
+  std::int64_t bytes = 0;
+  core::Residency residency = core::Residency::kNone;
+  double since = 0;
+  std::string shape;
+};
+
+struct MemorySampleState {
+  double time = 0;
+  std::int64_t device_used = 0;
+  std::int64_t device_total = 0;
+  std::int64_t tracked = 0;
+  BytesByKind by_kind;
+};
+
+struct PhaseInterval {
+  int iteration = -1;
+  std::string phase;
+  double begin = 0;
+  double end = -1;  // < 0: still running
+};
+
+struct PhaseDurations {
+  std::vector<std::uint64_t> buckets;  // per bucket of phase_duration_buckets() (not cumulative)
+  std::uint64_t count = 0;
+  double sum = 0;
+};
+
+struct CheckState {
+  std::string name;
+  bool ok = true;
+  std::string detail;
+  double time = 0;
+};
+
+struct RankState {
+  int rank = 0;
+  std::string host;
+  long pid = 0;
+  bool up = false;    // between rank_up and rank_down
+  bool down = false;  // rank_down seen (and no rank_up since)
+  std::string device;
+  std::string down_reason;
+  std::string phase;       // the phase in progress ("" between phases)
+  double phase_since = 0;  // when it began (or when the last one ended)
+  std::string last_phase;  // the phase begun last (stays after it ended): where a failure happened
+  int iteration = -1;
+  double last_event_time = 0;  // of the newest event of the rank (0: none yet)
+  std::int64_t device_used = 0;
+  std::int64_t device_total = 0;
+  std::int64_t tracked = 0;
+  double last_enter_seconds = 0;
+  double last_exit_seconds = 0;
+  std::int64_t last_enter_network_bytes = 0;  // sent and received in the last completed enter
+  std::int64_t enter_network_bytes = 0;       // sent and received so far in the enter in progress
+  bool in_enter = false;
+  std::array<std::int64_t, 4> moved_bytes{};  // by core::TransferPath, since the start
+  std::int64_t check_failures = 0;
+  std::optional<CheckState> last_check;
+  std::vector<std::string> phase_names;             // the standard phases, then others in order of appearance
+  std::map<std::string, PhaseDurations> durations;  // of the phases that ended (named in phase_names)
+  std::vector<BufferState> buffers;                 // in creation order
+  std::deque<MemorySampleState> memory;
+  std::deque<PhaseInterval> phases;
+};
+
+// A phase that every rank of the job has now ended in one iteration: the launcher's progress line.
+struct PhaseRound {
+  int iteration = -1;
+  std::string phase;
+  double max_seconds = 0;
+  std::int64_t network_bytes = 0;  // sum over ranks of each rank's network bytes of that enter (sent and received)
+  std::int64_t max_device_used = 0;
+  std::int64_t max_device_total = 0;
+};
+
+struct JobFold {
+  nlohmann::json description;  // the job event's fields; null until it arrives
+  int world_size = 0;
+  std::string state = "starting";  // "starting", "running", "finished", "failed"
+  std::string message;
+  double time = 0;     // of the newest event
+  double started = 0;  // of the job event (or the first event)
+  std::map<int, RankState> ranks;
+};
+
+// Thread-safe: apply() from the event stream, the readers from the HTTP server's threads.
 class JobState {
  public:
   explicit JobState(JobStateLimits limits = {});
 
-  // Applies one event (engine or launcher level). Throws core::Error, changing nothing, when it is malformed.
+  // Applies one event. Returns the phase round this event completed, if it did. Throws core::Error, changing
+  // nothing, for an event that contradicts the job (a rank beyond its world).
+  std::optional<PhaseRound> apply(const JobEvent& event);
+  // Decodes and applies (for tests and tools that hold JSON): throws core::Error, changing nothing, when malformed.
   void apply(const nlohmann::json& event);
   void apply(const core::Event& event);
 
-  // The status document. "time" is the time of the newest event applied (so a replay gives the same document).
+  // Runs `reader` on the folded state, under the lock.
+  void read(const std::function<void(const JobFold&)>& reader) const;
+
+  // The status document (docs/record-format.md, "Status"). "time" is the time of the newest event applied (so a
+  // replay gives the same document).
   nlohmann::json status_json() const;
 
-  // Bytes resident on the device per buffer kind for `rank` ({"params": 123, ...}; every kind present, 0 if none):
-  // the by_kind of a memory sample, for samples that come without one.
-  nlohmann::json gpu_bytes_by_kind(int rank) const;
+  // Bytes resident on the device per buffer kind for `rank` (every kind present, 0 if none): the by_kind of a memory
+  // sample, for samples that come without one.
+  BytesByKind gpu_bytes_by_kind(int rank) const;
 
   std::string state() const;  // "starting", "running", "finished", "failed"
 
  private:
-  struct Buffer {
-    std::string name;
-    std::string kind;
-    std::string dtype;
-    std::int64_t bytes = 0;
-    std::string residency = "none";
-    double since = 0;
-    std::string shape;
-  };
-  struct Phase {
-    int iteration = -1;
-    std::string phase;
-    double begin = 0;
-    double end = -1;  // < 0: still running
-  };
-  struct Rank {
-    int rank = 0;
-    std::string host;
-    long pid = 0;
-    bool up = false;
-    std::string device;
-    std::string down_reason;
-    std::string phase;
-    double phase_since = 0;
-    int iteration = -1;
-    std::int64_t device_used = 0;
-    std::int64_t device_total = 0;
-    std::int64_t tracked = 0;
-    double last_enter_seconds = 0;
-    double last_exit_seconds = 0;
-    std::int64_t last_enter_network_bytes = 0;
-    std::int64_t enter_network_bytes = 0;  // of the enter in progress
-    bool in_enter = false;
-    std::int64_t check_failures = 0;
-    nlohmann::json last_check;    // null until a check ran
-    std::vector<Buffer> buffers;  // in creation order
-    std::deque<nlohmann::json> memory;
-    std::deque<Phase> phases;
-  };
+  RankState& rank_locked(int rank);
+  void apply_rank_event(RankState& rank, const JobEvent& event);
+  std::optional<PhaseRound> complete_round(const RankState& rank, const core::Event& end);
 
-  Rank& rank_locked(int rank);
-  Buffer& buffer_locked(Rank& rank, const std::string& name);
-  nlohmann::json by_kind_locked(const Rank& rank) const;
-  void apply_locked(const nlohmann::json& event);
+  struct RoundProgress {
+    int ranks_done = 0;
+    double max_seconds = 0;
+    std::int64_t network_bytes = 0;
+  };
 
   JobStateLimits limits_;
   mutable std::mutex mutex_;
-  nlohmann::json job_;  // the job event's fields, null until it arrives
-  std::string state_ = "starting";
-  std::string message_;
-  double time_ = 0;
-  double started_ = 0;
-  std::map<int, Rank> ranks_;
+  JobFold fold_;
+  std::map<std::pair<int, std::string>, RoundProgress> rounds_;  // (iteration, phase) not yet ended everywhere
 };
+
+// The status document of a folded job.
+nlohmann::json status_json(const JobFold& fold);
 
 }  // namespace hybridshard::service

@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "hybridshard/service/events/job_event.h"
+
 namespace hybridshard::service {
 
 class RecordWriter {
@@ -31,6 +33,7 @@ class RecordWriter {
 
   // One JSON object per line. Thread-safe; throws core::Error when the write fails or after close().
   void write(const nlohmann::json& event);
+  void write(const JobEvent& event);
 
   // Flushes to disk (fsync) and renames "<path>.partial" to <path>. Idempotent.
   void close();

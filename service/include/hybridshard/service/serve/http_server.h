@@ -17,11 +17,18 @@ struct HttpResponse {
   std::string body;
 };
 
+struct HttpRequest {
+  std::string query;  // the query string, without '?' ("" when none)
+};
+
+// The value of `name` in a query string ("job=a&x=1": "a" for job), percent-decoded; "" when absent.
+std::string query_parameter(const std::string& query, const std::string& name);
+
 // Called on one of the server's worker threads for each request of its path; must be thread-safe. An exception
 // becomes a 500 answer carrying its message. The workers run on civetweb's small fixed stacks (100 KiB in Debian's
 // build, less the static TLS of the libraries the process links: about half of it with libtorch): a handler that
 // needs more (printf, a JSON dump of some depth) does that work on a thread of its own (see Observer).
-using HttpHandler = std::function<HttpResponse()>;
+using HttpHandler = std::function<HttpResponse(const HttpRequest& request)>;
 
 // The CPU priority of the server's threads. kIdle (SCHED_IDLE): they run only on CPU time the job's processes leave
 // (the default: a scrape load then does not slow the job; under a job that keeps every core busy all the time,

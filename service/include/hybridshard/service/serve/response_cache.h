@@ -15,7 +15,7 @@
 #include <string>
 #include <thread>
 
-#include "hybridshard/service/observe/http_server.h"
+#include "hybridshard/service/serve/http_server.h"
 
 namespace hybridshard::service {
 

@@ -1,11 +1,26 @@
-#include "stream_event_sink.h"
+#include "hybridshard/service/events/stream_event_sink.h"
 
 #include <iomanip>
 #include <ostream>
 
-#include "hybridshard/service/observe/event_json.h"
+#include "hybridshard/service/events/event_json.h"
 
 namespace hybridshard::service {
+
+std::unique_ptr<EventStreamClient> connect_event_stream(const std::string& address, const StreamHello& hello,
+                                                        std::chrono::milliseconds timeout, bool required,
+                                                        std::ostream& warnings) {
+  if (required) {
+    return std::make_unique<EventStreamClient>(address, hello, timeout, std::chrono::milliseconds(500));
+  }
+  try {
+    return std::make_unique<EventStreamClient>(address, hello, timeout, std::chrono::milliseconds(500));
+  } catch (const core::Error& error) {
+    warnings << "[rank " << hello.rank << "] warning: " << error_message(error)
+             << "; the job goes on without reporting its events" << std::endl;
+    return nullptr;
+  }
+}
 
 StreamEventSink::StreamEventSink(int rank, std::unique_ptr<EventStreamClient> stream, std::ostream* progress)
     : rank_(rank), stream_(std::move(stream)), progress_(progress) {}
@@ -22,7 +37,7 @@ void StreamEventSink::on_event(const core::Event& event) {
   }
 }
 
-void StreamEventSink::send(const nlohmann::json& event) {
+void StreamEventSink::send(const JobEvent& event) {
   if (stream_) stream_->send_line(event_line(event));
 }
 

@@ -1,4 +1,4 @@
-#include "hybridshard/service/observe/response_cache.h"
+#include "hybridshard/service/serve/response_cache.h"
 
 #include <utility>
 

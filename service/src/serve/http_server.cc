@@ -1,4 +1,4 @@
-#include "hybridshard/service/observe/http_server.h"
+#include "hybridshard/service/serve/http_server.h"
 
 #include <civetweb.h>
 #include <sched.h>
@@ -131,7 +131,7 @@ struct HttpServer::Context {
     }
     HttpResponse response;
     try {
-      response = route->second();
+      response = route->second(HttpRequest{request->query_string ? request->query_string : ""});
     } catch (const std::exception& error) {
       response = text_response(500, std::string("error: ") + error.what() + "\n");
     }
@@ -167,6 +167,26 @@ ServePriority serve_priority_from_name(const std::string& name) {
   if (name == "low") return ServePriority::kLow;
   if (name == "normal") return ServePriority::kNormal;
   HS_THROW(core::ConfigError, "serve priority '" + name + "' is not one of idle, low or normal");
+}
+
+std::string query_parameter(const std::string& query, const std::string& name) {
+  std::size_t start = 0;
+  while (start <= query.size()) {
+    std::size_t end = query.find('&', start);
+    if (end == std::string::npos) end = query.size();
+    const std::string pair = query.substr(start, end - start);
+    const auto equals = pair.find('=');
+    if (pair.substr(0, equals) == name) {
+      const std::string raw = equals == std::string::npos ? "" : pair.substr(equals + 1);
+      std::string value(raw.size() + 1, '\0');
+      const int length = mg_url_decode(raw.c_str(), static_cast<int>(raw.size()), value.data(),
+                                       static_cast<int>(value.size()), /*is_form_url_encoded=*/1);
+      value.resize(length < 0 ? 0 : static_cast<std::size_t>(length));
+      return value;
+    }
+    start = end + 1;
+  }
+  return "";
 }
 
 ListenAddress parse_listen_address(const std::string& listen) {

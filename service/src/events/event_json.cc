@@ -1,9 +1,8 @@
-#include "hybridshard/service/observe/event_json.h"
+#include "hybridshard/service/events/event_json.h"
 
 #include <array>
 
 #include "hybridshard/core/error.h"
-#include "hybridshard/service/config/job_config.h"
 
 namespace hybridshard::service {
 namespace {
@@ -99,18 +98,6 @@ core::TransferPath get_path(const json& event) {
     if (core::transfer_path_name(path) == name) return path;
   }
   HS_THROW(core::Error, describe(event) + ": field 'path': unknown transfer path '" + name + "'");
-}
-
-std::string_view backend_name(BackendChoice backend) {
-  switch (backend) {
-    case BackendChoice::kAuto:
-      return "auto";
-    case BackendChoice::kNccl:
-      return "nccl";
-    case BackendChoice::kGloo:
-      return "gloo";
-  }
-  return "auto";
 }
 
 }  // namespace
@@ -240,92 +227,131 @@ core::Event event_from_json(const json& in) {
   return event;
 }
 
-void validate_event_json(const json& in) {
+namespace {
+
+int get_rank(const json& in) {
+  const int rank = get_int32(in, "rank");
+  if (rank < 0) HS_THROW(core::Error, describe(in) + ": field 'rank' must not be negative");
+  return rank;
+}
+
+int get_optional_iteration(const json& in) { return in.contains("iteration") ? get_int32(in, "iteration") : -1; }
+
+BytesByKind get_by_kind(const json& in) {
+  BytesByKind by_kind;
+  for (const auto& [kind, bytes] : in["by_kind"].items()) {
+    if (!bytes.is_number_integer() || bytes.get<std::int64_t>() < 0) {
+      HS_THROW(core::Error,
+               describe(in) + ": field 'by_kind." + kind + "' must be an integer >= 0, got " + bytes.dump());
+    }
+    by_kind[kind] = bytes.get<std::int64_t>();
+  }
+  return by_kind;
+}
+
+}  // namespace
+
+JobEvent decode_event(const json& in) {
   if (!in.is_object()) HS_THROW(core::Error, "event: expected a JSON object, got " + std::string(in.type_name()));
-  std::string type = get_string(in, "type");
-  if (type != kJobEvent && type != kJobEndEvent && in.contains("rank") && in["rank"].is_number_integer() &&
-      in["rank"].get<std::int64_t>() < 0) {
-    HS_THROW(core::Error, describe(in) + ": field 'rank' must not be negative");
-  }
+  const std::string type = get_string(in, "type");
+  JobEvent event;
   if (parse_event_type(type)) {
-    event_from_json(in);
-    return;
+    if (in.contains("rank") && in["rank"].is_number_integer() && in["rank"].get<std::int64_t>() < 0) {
+      HS_THROW(core::Error, describe(in) + ": field 'rank' must not be negative");
+    }
+    event.engine = event_from_json(in);
+    if (event.engine.type == core::EventType::kMemorySample && in.contains("by_kind")) event.by_kind = get_by_kind(in);
+    return event;
   }
-  get_number(in, "time");
+  event.engine.time = get_number(in, "time");
   if (type == kJobEvent) {
-    const int world_size = get_int32(in, "world_size");
-    if (world_size < 1 || world_size > kMaxWorldSize) {
-      HS_THROW(core::Error, describe(in) + ": field 'world_size' " + std::to_string(world_size) +
+    event.type = JobEventType::kJob;
+    event.world_size = get_int32(in, "world_size");
+    if (event.world_size < 1 || event.world_size > kMaxWorldSize) {
+      HS_THROW(core::Error, describe(in) + ": field 'world_size' " + std::to_string(event.world_size) +
                                 " is out of range (1 to " + std::to_string(kMaxWorldSize) + ")");
     }
     for (const char* key : {"model", "train", "rollout"}) require_object_if_present(in, key);
+    event.description = in;
+    event.description.erase("type");
+    event.description.erase("time");
   } else if (type == kRankUpEvent) {
-    get_int32(in, "rank");
-    get_string(in, "host");
-    get_int(in, "pid");
-    get_string(in, "device");
+    event.type = JobEventType::kRankUp;
+    event.engine.rank = get_rank(in);
+    event.engine.iteration = get_optional_iteration(in);
+    event.host = get_string(in, "host");
+    event.pid = static_cast<long>(get_int(in, "pid"));
+    event.device = get_string(in, "device");
   } else if (type == kRankDownEvent) {
-    get_int32(in, "rank");
-    get_string(in, "host");
-    get_string(in, "reason");
-    get_string(in, "phase");
+    event.type = JobEventType::kRankDown;
+    event.engine.rank = get_rank(in);
+    event.engine.iteration = get_optional_iteration(in);
+    event.host = get_string(in, "host");
+    event.reason = get_string(in, "reason");
+    event.phase = get_string(in, "phase");
   } else if (type == kJobEndEvent) {
-    get_bool(in, "ok");
-    get_string(in, "message");
-    get_number(in, "seconds");
+    event.type = JobEventType::kJobEnd;
+    event.ok = get_bool(in, "ok");
+    event.message = get_string(in, "message");
+    event.seconds = get_number(in, "seconds");
+  } else if (type == kHeartbeatEvent) {
+    event.type = JobEventType::kHeartbeat;
+    event.engine.rank = get_rank(in);
   } else {
     HS_THROW(core::Error, "event: unknown type '" + type + "'");
   }
-  if (in.contains("iteration")) get_int32(in, "iteration");
+  return event;
 }
 
-json job_event_json(const JobConfig& job, double time) {
-  const core::ModelSpec& spec = job.model.spec;
-  const int rollout_tp = job.rollout.tp;
-  return {
-      {"type", kJobEvent},
-      {"time", time},
-      {"world_size", job.runtime.world_size},
-      {"model",
-       {
-           {"architecture", std::string(core::architecture_name(spec.architecture))},
-           {"num_hidden_layers", spec.num_hidden_layers},
-           {"hidden_size", spec.hidden_size},
-           {"num_attention_heads", spec.num_attention_heads},
-           {"num_key_value_heads", spec.num_key_value_heads},
-           {"intermediate_size", spec.intermediate_size},
-           {"vocab_size", spec.vocab_size},
-           {"tie_word_embeddings", spec.tie_word_embeddings},
-           {"dtype", std::string(core::dtype_name(spec.dtype))},
-       }},
-      {"train", {{"tp", job.train.tp}, {"pp", job.train.pp}, {"vpp", job.train.vpp}, {"dp", job.train.dp}}},
-      {"rollout", {{"tp", rollout_tp}, {"dp", rollout_tp > 0 ? job.rollout.world_size / rollout_tp : 0}}},
-      {"backend", std::string(backend_name(job.runtime.backend))},
-      {"strategy", std::string(core::strategy_name(job.runtime.strategy))},
-      {"iterations", job.schedule.iterations},
-      {"job_file", job.file},
-  };
+JobEvent decode_event_line(std::string_view line, long line_number) {
+  const json parsed = parse_event_line(line, line_number);
+  try {
+    return decode_event(parsed);
+  } catch (const core::Error& error) {
+    if (line_number <= 0) throw;
+    HS_THROW(core::Error, "line " + std::to_string(line_number) + ": " + error_message(error));
+  }
 }
 
-json rank_up_event_json(int rank, const std::string& host, long pid, const std::string& device, double time) {
-  return {{"type", kRankUpEvent}, {"time", time}, {"rank", rank},    {"iteration", -1},
-          {"host", host},         {"pid", pid},   {"device", device}};
-}
-
-json rank_down_event_json(int rank, const std::string& host, const std::string& reason, const std::string& phase,
-                          double time) {
-  return {{"type", kRankDownEvent}, {"time", time},     {"rank", rank},  {"iteration", -1},
-          {"host", host},           {"reason", reason}, {"phase", phase}};
-}
-
-json job_end_event_json(bool ok, const std::string& message, double seconds, double time) {
-  return {{"type", kJobEndEvent}, {"time", time}, {"ok", ok}, {"message", message}, {"seconds", seconds}};
+json event_to_json(const JobEvent& event) {
+  switch (event.type) {
+    case JobEventType::kEngine: {
+      json out = event_to_json(event.engine);
+      if (event.by_kind) out["by_kind"] = *event.by_kind;
+      return out;
+    }
+    case JobEventType::kJob: {
+      json out = event.description.is_object() ? event.description : json::object();
+      out["type"] = kJobEvent;
+      out["time"] = event.time();
+      out["world_size"] = event.world_size;
+      return out;
+    }
+    case JobEventType::kRankUp:
+      return {{"type", kRankUpEvent}, {"time", event.time()}, {"rank", event.rank()},  {"iteration", event.iteration()},
+              {"host", event.host},   {"pid", event.pid},     {"device", event.device}};
+    case JobEventType::kRankDown:
+      return {
+          {"type", kRankDownEvent}, {"time", event.time()},   {"rank", event.rank()}, {"iteration", event.iteration()},
+          {"host", event.host},     {"reason", event.reason}, {"phase", event.phase}};
+    case JobEventType::kJobEnd:
+      return {{"type", kJobEndEvent},
+              {"time", event.time()},
+              {"ok", event.ok},
+              {"message", event.message},
+              {"seconds", event.seconds}};
+    case JobEventType::kHeartbeat:
+      return {{"type", kHeartbeatEvent}, {"rank", event.rank()}, {"time", event.time()}};
+  }
+  return json::object();
 }
 
 std::string event_line(const json& event) {
   // Replace invalid UTF-8 rather than throwing: a buffer name or a detail must never lose the whole event.
   return event.dump(-1, ' ', false, json::error_handler_t::replace);
 }
+
+std::string event_line(const JobEvent& event) { return event_line(event_to_json(event)); }
 
 json parse_event_line(std::string_view line, long line_number) {
   const std::string where = line_number > 0 ? "line " + std::to_string(line_number) + ": " : "";

@@ -1,0 +1,38 @@
+#include "hybridshard/service/observe/observed_job.h"
+
+#include <cstdio>
+
+namespace hybridshard::service {
+
+ObservedJob::ObservedJob(std::string name, JobStateLimits limits, const std::string& record)
+    : name_(std::move(name)), state_(limits) {
+  if (!record.empty()) record_ = std::make_unique<RecordWriter>(record);
+}
+
+ObservedJob::~ObservedJob() {
+  try {
+    close();
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "hybridshard: %s\n", error.what());
+  }
+}
+
+std::optional<PhaseRound> ObservedJob::apply(JobEvent event) {
+  if (event.type == JobEventType::kHeartbeat) return std::nullopt;
+  std::lock_guard<std::mutex> lock(order_mutex_);
+  if (event.is_engine(core::EventType::kMemorySample) && !event.by_kind) {
+    event.by_kind = state_.gpu_bytes_by_kind(event.rank());
+  }
+  std::optional<PhaseRound> round = state_.apply(event);
+  generation_.fetch_add(1);
+  if (record_) record_->write(event);
+  return round;
+}
+
+std::string ObservedJob::record_path() const { return record_ ? record_->path() : ""; }
+
+void ObservedJob::close() {
+  if (record_) record_->close();
+}
+
+}  // namespace hybridshard::service
