@@ -54,7 +54,6 @@ train:
   pipeline_model_parallel_size: {ranks // 2 if ranks > 2 else 1}
 rollout:
   tensor_model_parallel_size: 1
-  prompts_per_train_replica: 4
 runtime:
   world_size: {ranks}
   backend: gloo

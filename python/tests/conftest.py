@@ -55,7 +55,7 @@ def job_yaml(model, train, rollout, world_size, port, extra=""):
     return (
         f"model: {flow(model)}\n"
         f"train: {flow({keys.get(k, k): v for k, v in train.items()})}\n"
-        f"rollout: {flow(dict({keys.get(k, k): v for k, v in rollout.items()}, prompts_per_train_replica=8))}\n"
+        f"rollout: {flow({keys.get(k, k): v for k, v in rollout.items()})}\n"
         f"runtime: {{world_size: {world_size}, backend: gloo, master_addr: 127.0.0.1, master_port: {port}, "
         f"timeout: 30s}}\n"
         f"memory: {{bucket_bytes: 64KiB}}\n" + extra

@@ -38,7 +38,7 @@ CASES = [
 
 def job_text(world_size, train, rollout_tp):
     return (f"model: {{checkpoint: ../checkpoint}}\ntrain: {{{train}}}\n"
-            f"rollout: {{tensor_model_parallel_size: {rollout_tp}, prompts_per_train_replica: 4}}\n"
+            f"rollout: {{tensor_model_parallel_size: {rollout_tp}}}\n"
             f"runtime: {{world_size: {world_size}, timeout: 60s}}\nmemory: {{bucket_bytes: 64KiB}}\n")
 
 
