@@ -52,11 +52,15 @@ std::vector<PlanClass> plan_classes(const TrainLayout& train, const InferenceLay
 std::string rank_ranges(const std::vector<int>& ranks) {
   std::string text;
   for (std::size_t i = 0; i < ranks.size();) {
+    // The longest run from i with one step; a run of steps > 1 is written as one only from 3 ranks on.
     std::size_t j = i;
-    while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
+    const int step = i + 1 < ranks.size() ? ranks[i + 1] - ranks[i] : 1;
+    while (j + 1 < ranks.size() && ranks[j + 1] - ranks[j] == step) ++j;
+    if (step > 1 && j < i + 2) j = i;
     if (!text.empty()) text += ",";
     text += std::to_string(ranks[i]);
     if (j > i) text += "-" + std::to_string(ranks[j]);
+    if (j > i && step > 1) text += " every " + std::to_string(step);
     i = j + 1;
   }
   return text;

@@ -213,13 +213,16 @@ TEST(PlanClassesTest, llama3_70b_tp8_pp4_at_16384_ranks_has_one_class_per_shard)
   const TrainLayout train{.tp = 8, .pp = 4, .dp = 512};
   const auto classes = plan_classes(train, InferenceLayout{.tp = 4, .world_size = 16384});
   ASSERT_EQ(classes.size(), 32u);
-  EXPECT_EQ(rank_ranges(classes.front().ranks).substr(0, 12), "0,8,16,24,32");
+  EXPECT_EQ(rank_ranges(classes.front().ranks), "0-4088 every 8");
   EXPECT_EQ(classes.front().ranks.size(), 512u);
 }
 
 TEST(PlanClassesTest, rank_ranges_joins_runs) {
   EXPECT_EQ(rank_ranges({0, 1, 2, 3, 8, 9, 10, 12}), "0-3,8-10,12");
   EXPECT_EQ(rank_ranges({5}), "5");
+  EXPECT_EQ(rank_ranges({0, 8, 16, 24, 1000}), "0-24 every 8,1000");
+  EXPECT_EQ(rank_ranges({0, 8, 9, 10, 20}), "0,8-10,20");
+  EXPECT_EQ(rank_ranges({3, 7}), "3,7");
   EXPECT_EQ(rank_ranges({}), "");
 }
 

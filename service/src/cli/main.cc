@@ -1,8 +1,11 @@
 // hybridshard: validate, plan, run, export and bench jobs that move LLM weights between the training layout and
 // the inference layout.
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +15,7 @@
 #include "export_command.h"
 #include "hybridshard/core/error.h"
 #include "hybridshard/core/events.h"
+#include "hybridshard/core/reshard_plan.h"
 #include "hybridshard/service/bench/bench.h"
 #include "hybridshard/service/bench/bench_cli.h"
 #include "hybridshard/service/config/job_config.h"
@@ -51,11 +55,40 @@ int command_validate(const std::string& path) {
   return 0;
 }
 
-int command_plan(const std::string& path) {
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// `plan --timing`: what planning costs on this machine, the whole job's plan and one rank's own (from scratch, as a
+// rank computes it at start-up), and the peak resident memory of this process.
+void print_plan_timing(const JobConfig& job, double whole_seconds, std::ostream& out) {
+  const int rank = job.runtime.world_size - 1;
+  const auto start = std::chrono::steady_clock::now();
+  const core::RankPlan own =
+      core::make_rank_plan(job.model.spec, job.train, job.rollout, rank, core::PlanOptions{job.memory.bucket_bytes});
+  const double reshard_seconds = seconds_since(start);
+  const auto memory_start = std::chrono::steady_clock::now();
+  make_rank_memory_plan(job, rank);
+  const double memory_seconds = seconds_since(memory_start);
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "timing: whole plan %.3f s; rank %d's own reshard plan %.1f ms (%zu peers read), its memory plan %.1f "
+                "ms; peak resident %.0f MB\n",
+                whole_seconds, rank, 1e3 * reshard_seconds, own.peer_reads.size(), 1e3 * memory_seconds,
+                static_cast<double>(usage.ru_maxrss) / 1024.0);
+  out << line;
+}
+
+int command_plan(const std::string& path, bool timing) {
   std::optional<JobConfig> job = load_or_report(path);
   if (!job) return kExitInvalid;
+  const auto start = std::chrono::steady_clock::now();
   const MemoryPlan plan = make_memory_plan(*job);
+  const double whole_seconds = seconds_since(start);
   print_memory_plan(plan, std::cout);
+  if (timing) print_plan_timing(*job, whole_seconds, std::cout);
   return plan.fits ? 0 : 1;
 }
 
@@ -154,6 +187,8 @@ int main(int argc, char** argv) {
                                       "Per rank and phase: bytes of each buffer kind on GPU and host, the "
                                       "peak, the network bytes of enter; whether it fits");
   plan->add_option("job", job_file, "Job file (YAML)")->required();
+  bool plan_timing = false;
+  plan->add_flag("--timing", plan_timing, "Also print what planning cost: the whole plan, one rank's own, peak memory");
 
   RunFlags run_flags;
   CLI::App* run = app.add_subcommand("run",
@@ -196,7 +231,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (validate->parsed()) return command_validate(job_file);
-    if (plan->parsed()) return command_plan(job_file);
+    if (plan->parsed()) return command_plan(job_file, plan_timing);
     if (run->parsed()) {
       run_flags.metrics_listen_given = run->count("--metrics-listen") > 0;
       return command_run(run_flags);

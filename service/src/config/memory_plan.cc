@@ -4,8 +4,10 @@
 #include <cstdio>
 #include <map>
 #include <numeric>
+#include <optional>
 
 #include "hybridshard/core/error.h"
+#include "hybridshard/core/plan_classes.h"
 #include "hybridshard/core/reshard_plan.h"
 #include "hybridshard/service/config/units.h"
 
@@ -69,7 +71,10 @@ std::string_view plan_phase_name(PlanPhase phase) {
 std::int64_t PhaseMemory::device_total() const { return sum(device); }
 std::int64_t PhaseMemory::host_total() const { return sum(host); }
 
-MemoryPlan make_memory_plan(const JobConfig& job, std::int64_t device_memory) {
+namespace {
+
+// The plan of every rank, or of `only_rank` alone.
+MemoryPlan plan_memory(const JobConfig& job, std::int64_t device_memory, std::optional<int> only_rank) {
   MemoryPlan plan;
   const bool cpu = job.runtime.backend == BackendChoice::kGloo;
   plan.device_is_cpu = cpu && device_memory <= 0 && job.runtime.device_memory <= 0;
@@ -85,7 +90,6 @@ MemoryPlan make_memory_plan(const JobConfig& job, std::int64_t device_memory) {
   const GenerationConfig& settings = job.generation;
   const bool seed = job.runtime.strategy == core::Strategy::kSeed;
   const std::int64_t element = static_cast<std::int64_t>(core::dtype_size(spec.dtype));
-  const int world = job.runtime.world_size;
 
   // What the batch needs in KV cache on one rank.
   const std::int64_t rollout_replicas = std::max(1, rollout.dp());
@@ -123,9 +127,13 @@ MemoryPlan make_memory_plan(const JobConfig& job, std::int64_t device_memory) {
   };
 
   plan.title = plan_title(job);
-  for (int rank = 0; rank < world; ++rank) {
-    const core::RankPlan rank_plan =
-        core::make_rank_plan(spec, train, rollout, rank, core::PlanOptions{memory.bucket_bytes});
+  // One reshard plan per class of ranks (core/plan_classes.h): its members' numbers are the representative's.
+  core::ReshardPlanner planner(spec, train, rollout, core::PlanOptions{memory.bucket_bytes});
+  const std::vector<core::PlanClass> classes =
+      only_rank ? std::vector<core::PlanClass>{{*only_rank, {*only_rank}}} : core::plan_classes(train, rollout);
+  for (const core::PlanClass& plan_class : classes) {
+    const int rank = plan_class.representative;
+    const core::RankPlan rank_plan = planner.plan(rank);
     RankMemoryPlan out;
     out.rank = rank;
     out.train = train.coord(rank);
@@ -263,9 +271,30 @@ MemoryPlan make_memory_plan(const JobConfig& job, std::int64_t device_memory) {
     if (assumed_gpu) out.notes.push_back("device memory assumed 80 GB; set runtime.device_memory to check another");
     if (seed) out.notes.push_back("seed strategy: network bytes and gather temporaries are estimates");
     plan.fits = plan.fits && out.fits;
-    plan.ranks.push_back(std::move(out));
+    for (const int member : plan_class.ranks) {
+      RankMemoryPlan& copy = plan.ranks.emplace_back(out);
+      copy.rank = member;
+      copy.train = train.coord(member);
+      copy.rollout = rollout.coord(member);
+    }
   }
+  std::sort(plan.ranks.begin(), plan.ranks.end(),
+            [](const RankMemoryPlan& a, const RankMemoryPlan& b) { return a.rank < b.rank; });
   return plan;
+}
+
+}  // namespace
+
+MemoryPlan make_memory_plan(const JobConfig& job, std::int64_t device_memory) {
+  return plan_memory(job, device_memory, std::nullopt);
+}
+
+MemoryPlan make_rank_memory_plan(const JobConfig& job, int rank, std::int64_t device_memory) {
+  if (rank < 0 || rank >= job.runtime.world_size) {
+    HS_THROW(core::ConfigError,
+             "rank " + std::to_string(rank) + " is outside [0, " + std::to_string(job.runtime.world_size) + ")");
+  }
+  return plan_memory(job, device_memory, rank);
 }
 
 std::string format_memory_plan(const MemoryPlan& plan) {
@@ -295,10 +324,10 @@ std::string format_memory_plan(const MemoryPlan& plan) {
       BufferKind::kInferenceParams, BufferKind::kKvCache, BufferKind::kStaging};
   constexpr std::size_t kWidth = 16;
   for (const auto& group : groups) {
-    text += "\nrank";
-    text += group.size() > 1 ? "s " : " ";
-    for (std::size_t i = 0; i < group.size(); ++i) text += (i ? "," : "") + std::to_string(group[i]->rank);
-    text += "\n";
+    std::vector<int> members;
+    for (const RankMemoryPlan* rank : group) members.push_back(rank->rank);
+    std::sort(members.begin(), members.end());
+    text += (members.size() > 1 ? "\nranks " : "\nrank ") + core::rank_ranges(members) + "\n";
     text += pad("", 18);
     for (int p = 0; p < kNumPlanPhases; ++p) {
       text += pad(std::string(plan_phase_name(static_cast<PlanPhase>(p))) + " device", kWidth) + pad("host", kWidth);
@@ -329,6 +358,15 @@ std::string format_memory_plan(const MemoryPlan& plan) {
             format_bytes(rank.enter_network_sent) + (rank.network_estimated ? " (estimate)" : "") + "\n";
     text += "  kv cache the batch needs: " + format_bytes(rank.kv_cache_needed) + "\n";
     for (const std::string& note : rank.notes) text += "  " + note + "\n";
+  }
+  const auto peak =
+      std::max_element(plan.ranks.begin(), plan.ranks.end(),
+                       [](const RankMemoryPlan& a, const RankMemoryPlan& b) { return a.peak_device < b.peak_device; });
+  if (peak != plan.ranks.end()) {
+    std::snprintf(line, sizeof line, "\njob: %zu ranks in %zu groups; peak device %s (rank %d) of %s\n",
+                  plan.ranks.size(), groups.size(), format_bytes(peak->peak_device).c_str(), peak->rank,
+                  format_bytes(plan.device_memory).c_str());
+    text += line;
   }
   text += plan.fits ? "\nfits\n" : "\nDOES NOT FIT\n";
   return text;

@@ -193,12 +193,12 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
   StreamEventSink& events = *event_sink;
 
   // Device, store, communicators, plan and train weights. A rank whose memory plan does not fit its device refuses
-  // to start before it contacts a peer, and says why with the whole plan.
+  // to start before it contacts a peer, and says why with its own plan (computed for this rank alone).
   RankSetupHooks hooks;
   hooks.device_open = [&](core::Device& device) {
-    const MemoryPlan memory =
-        make_memory_plan(job, job.runtime.device_memory > 0 ? job.runtime.device_memory : device.total_memory());
-    const RankMemoryPlan& mine = memory.ranks.at(static_cast<std::size_t>(rank));
+    const MemoryPlan memory = make_rank_memory_plan(
+        job, rank, job.runtime.device_memory > 0 ? job.runtime.device_memory : device.total_memory());
+    const RankMemoryPlan& mine = memory.ranks.front();
     if (!mine.fits) {
       std::string why;
       for (const std::string& note : mine.notes) why += "\n  " + note;

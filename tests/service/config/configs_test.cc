@@ -7,6 +7,7 @@
 #include <sstream>
 #include <string>
 
+#include "hybridshard/core/error.h"
 #include "hybridshard/core/reshard_plan.h"
 #include "hybridshard/service/config/job_config.h"
 #include "hybridshard/service/config/memory_plan.h"
@@ -220,6 +221,37 @@ TEST(MemoryPlanTest, policy_fields_move_buffers_between_device_and_host) {
   EXPECT_GT(train.host[kind(core::BufferKind::kInferenceParams)], 0);
   EXPECT_GT(exit.host[kind(core::BufferKind::kInferenceParams)], 0);
   EXPECT_GT(train.device[kind(core::BufferKind::kKvCache)], 0);
+}
+
+// A large job is planned per class of ranks: every rank's row equals its own plan computed alone.
+TEST(MemoryPlanTest, classes_give_every_rank_its_own_numbers) {
+  JobConfig job = load_valid(kSource / "configs/llama3-70b.yaml");
+  job.train.pp = 4;
+  job.train.dp = 32;
+  job.runtime.world_size = 1024;
+  job.rollout.tp = 4;
+  job.rollout.world_size = 1024;
+  const MemoryPlan plan = make_memory_plan(job);
+  ASSERT_EQ(plan.ranks.size(), 1024u);
+  for (const int rank : {0, 5, 263, 700, 1023}) {
+    SCOPED_TRACE("rank " + std::to_string(rank));
+    const RankMemoryPlan& row = plan.ranks.at(static_cast<std::size_t>(rank));
+    const MemoryPlan alone = make_rank_memory_plan(job, rank);
+    ASSERT_EQ(alone.ranks.size(), 1u);
+    EXPECT_EQ(row.rank, rank);
+    EXPECT_EQ(alone.ranks[0].rank, rank);
+    EXPECT_EQ(row.train.dp_rank, rank % 256 / 8);
+    for (std::size_t p = 0; p < row.phases.size(); ++p) {
+      EXPECT_EQ(row.phases[p].device, alone.ranks[0].phases[p].device);
+      EXPECT_EQ(row.phases[p].host, alone.ranks[0].phases[p].host);
+    }
+    const core::RankPlan own =
+        core::make_rank_plan(job.model.spec, job.train, job.rollout, rank, core::PlanOptions{job.memory.bucket_bytes});
+    EXPECT_EQ(row.enter_network_received, own.bytes_received());
+    EXPECT_EQ(row.enter_network_sent, own.bytes_sent());
+  }
+  EXPECT_THROW(make_rank_memory_plan(job, 1024), core::ConfigError);
+  EXPECT_NE(format_memory_plan(plan).find("ranks 0-248 every 8"), std::string::npos) << format_memory_plan(plan);
 }
 
 }  // namespace

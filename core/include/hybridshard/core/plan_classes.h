@@ -30,7 +30,8 @@ std::vector<int> representative_replicas(const TrainLayout& train, const Inferen
 // The classes of all ranks, by ascending representative. Time and memory linear in the world size.
 std::vector<PlanClass> plan_classes(const TrainLayout& train, const InferenceLayout& inference);
 
-// Ascending ranks as ranges: {0,1,2,3,8,9,10} -> "0-3,8-10".
+// Ascending ranks as ranges: {0,1,2,3,8,9,10} -> "0-3,8-10"; runs of one larger step from 3 ranks on:
+// {0,8,16,24,1000} -> "0-24 every 8,1000".
 std::string rank_ranges(const std::vector<int>& ranks);
 
 }  // namespace hybridshard::core

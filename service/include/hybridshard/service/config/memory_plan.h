@@ -68,7 +68,11 @@ struct MemoryPlan {
 // `device_memory`: bytes per device to check against; 0 takes runtime.device_memory, else (gloo backend)
 // runtime.cpu_device_memory, else 80 GB. Throws core::ConfigError when the job's layouts are unusable (validate
 // first).
+// One reshard plan per class of ranks that share a plan shape (core/plan_classes.h), copied to its members.
 MemoryPlan make_memory_plan(const JobConfig& job, std::int64_t device_memory = 0);
+// The plan of `rank` alone (ranks holds it only): what a rank checks at start-up, in time that does not grow with the
+// world. Throws core::ConfigError for a rank outside the world.
+MemoryPlan make_rank_memory_plan(const JobConfig& job, int rank, std::int64_t device_memory = 0);
 
 // A readable table: one block per distinct rank shape (ranks with identical numbers are listed together), a row per
 // buffer kind, columns per phase (device / host), then the peak, enter's network bytes and the verdict.
