@@ -37,6 +37,9 @@ int run_serve(const ServeFlags& flags) {
     }
     options.record_dir = flags.record_dir;
   }
+  if (!flags.quiet) {
+    options.log = [](const std::string& line) { std::cout << "hybridshard serve: " << line << std::endl; };
+  }
   JobDirectory directory(options);
 
   EventReceiverHandlers handlers;

@@ -88,6 +88,10 @@ std::string JobDirectory::admit(const StreamHello& hello) {
     fresh.instance = hello.instance;
     entries_.push_back(std::move(fresh));
     entry = &entries_.back();
+    if (options_.log) {
+      options_.log("job '" + hello.job + "' opened by rank " + std::to_string(hello.rank) + " (run " + hello.instance +
+                   ")" + (entry->job->record_path().empty() ? "" : ", recording to " + entry->job->record_path()));
+    }
   }
   if (hello.world_size > 0) entry->world_size = hello.world_size;
   if (entry->world_size > 0 && hello.rank >= entry->world_size) {
@@ -193,6 +197,9 @@ void JobDirectory::end_if_done(Entry& entry) {
   entry.ended = true;
   entry.ended_at = Clock::now();
   entry.ended_wall = now;
+  if (options_.log) {
+    options_.log("job '" + entry.job->name() + "' " + (failure.empty() ? "finished: " : "failed: ") + message);
+  }
   try {
     entry.job->close();
   } catch (const core::Error& error) {

@@ -100,6 +100,8 @@ TEST_F(JobDirectoryTest, a_job_ends_when_its_ranks_leave_and_stays_until_the_ret
   JobDirectoryOptions options;
   options.record_dir = dir_.string();
   options.retention = std::chrono::seconds(60);
+  std::vector<std::string> log;
+  options.log = [&log](const std::string& line) { log.push_back(line); };
   JobDirectory directory(options);
   SyntheticJob job;
   for (int rank = 0; rank < 2; ++rank) ASSERT_EQ(directory.admit(hello("done", rank, "a")), "");
@@ -114,6 +116,9 @@ TEST_F(JobDirectoryTest, a_job_ends_when_its_ranks_leave_and_stays_until_the_ret
   EXPECT_EQ(ended->state().state(), "finished");
   EXPECT_EQ(ended->state().status_json()["message"], "all 2 ranks finished");
   EXPECT_EQ(directory.describe(*ended)["live"], false);
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_NE(log[0].find("job 'done' opened by rank 0 (run a)"), std::string::npos) << log[0];
+  EXPECT_EQ(log[1], "job 'done' finished: all 2 ranks finished");
   RecordReader reader = RecordReader::open(ended->record_path());
   reader.read_all();
   EXPECT_TRUE(reader.complete());

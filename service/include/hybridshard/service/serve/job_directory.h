@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -26,6 +27,7 @@ struct JobDirectoryOptions {
   std::chrono::seconds retention{3600};  // how long an ended job stays visible
   std::chrono::seconds timeout{120};     // a connected rank silent this long is marked down ("stopped answering")
   JobStateLimits limits;
+  std::function<void(const std::string& line)> log;  // a line when a job opens and when it ends; may be empty
 };
 
 // A job name: 1 to 64 of [A-Za-z0-9._-], not starting with '.'. Returns "" when valid, else what is wrong.
