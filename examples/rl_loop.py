@@ -14,7 +14,8 @@ Without RANK in the environment it is the launcher: it writes a small Llama as a
   - exits, freeing the inference buffer.
 The toy objective is 0.5 * ||w||^2 with a learning rate of 1/8: its update w <- w - w/8 is elementwise and exact in
 float32, so the launcher applies it to the Hugging Face tensors independently and exports the result.
-Set HYBRIDSHARD_EVENTS=host:port to stream every rank's events to `hybridshard serve`.
+With --serve HOST:PORT (a `hybridshard serve`'s --events address) every rank streams its events there, under the job
+name rl-loop (or $HYBRIDSHARD_JOB): the dashboard shows the loop live (hybridshard-dashboard --connect ... --job rl-loop).
 """
 
 import argparse
@@ -45,7 +46,7 @@ def train_step(tensor):
     tensor.add_(tensor.clone(), alpha=-LEARNING_RATE)
 
 
-def job_text(checkpoint, ranks, port):
+def job_text(checkpoint, ranks, port, iterations):
     return f"""# Written by examples/rl_loop.py.
 model:
   checkpoint: {checkpoint}
@@ -54,6 +55,8 @@ train:
   pipeline_model_parallel_size: {ranks // 2 if ranks > 2 else 1}
 rollout:
   tensor_model_parallel_size: 1
+schedule:
+  iterations: {iterations}
 runtime:
   world_size: {ranks}
   backend: gloo
@@ -80,7 +83,7 @@ def prepare(args, workdir):
     port = free_port()
     job = os.path.join(workdir, "job.yaml")
     with open(job, "w") as file:
-        file.write(job_text(os.path.join(workdir, "checkpoint-0"), args.ranks, port))
+        file.write(job_text(os.path.join(workdir, "checkpoint-0"), args.ranks, port, args.iterations))
     if not args.check_with:
         return job
     for iteration in range(1, args.iterations + 1):
@@ -90,7 +93,7 @@ def prepare(args, workdir):
         write_checkpoint(checkpoint, tensors)
         export_job = os.path.join(workdir, f"export-{iteration}.yaml")
         with open(export_job, "w") as file:
-            file.write(job_text(checkpoint, args.ranks, 0))
+            file.write(job_text(checkpoint, args.ranks, 0, args.iterations))
         done = subprocess.run([args.check_with, "export", export_job, "--out",
                                os.path.join(workdir, f"expected-{iteration}")], capture_output=True, text=True)
         if done.returncode != 0:
@@ -121,6 +124,8 @@ def run_job(args, workdir):
         # One torch thread per rank: the ranks share this host's cores.
         env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(args.ranks), LOCAL_RANK=str(rank),
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        if args.serve:
+            env.update(HYBRIDSHARD_SERVE=args.serve, HYBRIDSHARD_JOB=os.environ.get("HYBRIDSHARD_JOB", "rl-loop"))
         ranks.append(subprocess.Popen(command, env=env))
     deadline = time.monotonic() + args.timeout
     codes = [None] * args.ranks
@@ -215,6 +220,7 @@ def main():
     parser.add_argument("--check-with", metavar="HYBRIDSHARD", help="the hybridshard command, for `export`")
     parser.add_argument("--workdir", help="where the checkpoints, the job and the exports go (default: a temp dir)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds the ranks may take in all")
+    parser.add_argument("--serve", metavar="HOST:PORT", help="report every rank's events to this hybridshard serve")
     parser.add_argument("--stale-rank", type=int, help="this rank skips its last optimizer step (the check must fail)")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -46,18 +46,18 @@ def _model_section(model):
     raise TypeError(f"model= must be a preset name, a checkpoint directory or a mapping of job keys, not {type(model).__name__}")
 
 
-def _job_text(model, train, rollout, memory, runtime, world_size):
+def _job_text(sections, world_size):
     """The job as JSON text (JSON is YAML), read by the same loader as job files: one home for every check."""
     job = {}
-    if model is not None:
-        job["model"] = _model_section(model)
-    if train is not None:
-        job["train"] = _layout_section(train, "train")
-    if rollout is not None:
-        job["rollout"] = _layout_section(rollout, "rollout")
-    if memory is not None:
-        job["memory"] = dict(memory)
-    job["runtime"] = dict(runtime or {})
+    if sections["model"] is not None:
+        job["model"] = _model_section(sections["model"])
+    for name in ("train", "rollout"):
+        if sections[name] is not None:
+            job[name] = _layout_section(sections[name], name)
+    for name in ("memory", "schedule"):
+        if sections[name] is not None:
+            job[name] = dict(sections[name])
+    job["runtime"] = dict(sections["runtime"] or {})
     if world_size is not None:
         job["runtime"].setdefault("world_size", world_size)
     return json.dumps(job, indent=2)
@@ -108,14 +108,16 @@ class Engine:
                                    rank=r, master_addr="127.0.0.1", master_port=29500, device="cpu")
     rank, world_size, local_rank, master_addr and master_port default to the launcher's environment (torchrun,
     Slurm, mpirun), then to the job's runtime section. device: "cpu" (Gloo), "cuda" or "cuda:N" (NCCL).
-    events: "host:port" of `hybridshard serve` (default: $HYBRIDSHARD_EVENTS); when it cannot be reached within
-    events_timeout seconds, the job goes on and says so once on stderr.
+    serve: "host:port" of a `hybridshard serve` to report events to (default: $HYBRIDSHARD_SERVE), under job_name
+    (default: $HYBRIDSHARD_JOB, else the job file's name); when it cannot be reached within serve_timeout seconds or
+    refuses the job, the job goes on and says so once on stderr.
     """
 
-    def __init__(self, job=None, *, model=None, train=None, rollout=None, memory=None, runtime=None, device=None,
-                 rank=None, world_size=None, local_rank=None, master_addr=None, master_port=None, events=None,
-                 events_timeout=3.0):
-        keywords = {"model": model, "train": train, "rollout": rollout, "memory": memory, "runtime": runtime}
+    def __init__(self, job=None, *, model=None, train=None, rollout=None, memory=None, runtime=None, schedule=None,
+                 device=None, rank=None, world_size=None, local_rank=None, master_addr=None, master_port=None,
+                 serve=None, job_name=None, serve_timeout=3.0):
+        keywords = {"model": model, "train": train, "rollout": rollout, "memory": memory, "runtime": runtime,
+                    "schedule": schedule}
         if job is not None:
             given = [name for name, value in keywords.items() if value is not None]
             if given:
@@ -124,10 +126,11 @@ class Engine:
                 raise _hybridshard.ConfigError(f"job file '{os.fspath(job)}' does not exist")
             arguments = {"job_file": os.fspath(job)}
         else:
-            arguments = {"job_text": _job_text(model, train, rollout, memory, runtime, world_size)}
+            arguments = {"job_text": _job_text(keywords, world_size)}
         self._engine = _hybridshard.Engine(
             **arguments, device=device, rank=rank, world_size=world_size, local_rank=local_rank,
-            master_addr=master_addr, master_port=master_port, events=events, events_timeout=events_timeout,
+            master_addr=master_addr, master_port=master_port, serve=serve, job_name=job_name,
+            serve_timeout=serve_timeout,
         )
         self._torch_dtype = _TORCH_DTYPES[self._engine.dtype]
         self._torch_device = torch.device(self._engine.device)

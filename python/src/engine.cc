@@ -10,6 +10,7 @@
 #include "hybridshard/core/flat_buffer.h"
 #include "hybridshard/service/events/event_json.h"
 #include "hybridshard/service/events/stream_event_sink.h"
+#include "hybridshard/service/launch/launcher.h"
 #include "hybridshard/service/launch/rank_events.h"
 #include "hybridshard/service/rank/rank_setup.h"
 
@@ -27,24 +28,19 @@ struct RankState {
 
 namespace {
 
-// The event stream to `serve` (or the launcher); when it cannot be reached the job goes on and says so once.
-std::unique_ptr<service::EventStreamClient> connect_events(const EngineSettings& settings) {
+// The event stream to `hybridshard serve`, when the job reports to one: by choice, so an unreachable or refusing
+// serve is said once on stderr and the job goes on unreported (connect_event_stream).
+std::unique_ptr<service::EventStreamClient> connect_serve(const EngineSettings& settings) {
   const service::RankEnvironment& environment = settings.environment;
-  if (environment.events_address.empty()) return nullptr;
-  try {
-    service::StreamHello hello;
-    hello.rank = environment.rank;
-    hello.pid = static_cast<long>(::getpid());
-    hello.job = service::reported_job_name(environment, settings.job);
-    hello.world_size = environment.world_size;
-    hello.instance = environment.job_instance;
-    return std::make_unique<service::EventStreamClient>(environment.events_address, hello, settings.events_timeout,
-                                                        std::chrono::milliseconds(500));
-  } catch (const core::Error& error) {
-    std::cerr << "[rank " << environment.rank << "] hybridshard: events are not reported: " << error.what()
-              << "; the job goes on without them\n";
-    return nullptr;
-  }
+  if (environment.serve_address.empty()) return nullptr;
+  service::StreamHello hello;
+  hello.rank = environment.rank;
+  hello.pid = static_cast<long>(::getpid());
+  hello.job = service::reported_job_name(environment, settings.job);
+  hello.world_size = environment.world_size;
+  hello.instance = environment.job_instance;
+  return service::connect_event_stream(environment.serve_address, hello, settings.serve_timeout, /*required=*/false,
+                                       std::cerr);
 }
 
 void emit_phase(core::EventSink& events, core::EventType type, int rank, int iteration, const std::string& phase,
@@ -120,7 +116,8 @@ Engine::Engine(const EngineSettings& settings)
 
   state_ = std::make_shared<RankState>();
   RankState& state = *state_;
-  state.events = std::make_unique<service::StreamEventSink>(rank_, connect_events(settings), nullptr);
+  state.events = std::make_unique<service::StreamEventSink>(rank_, connect_serve(settings), nullptr);
+  if (state.events->streaming() && rank_ == 0) state.events->send(service::job_event(job, core::wall_time_now()));
 
   service::StoreAddress store;
   store.host = environment.master_addr;

@@ -30,9 +30,9 @@ class LiveViewsError : public core::Error {
 
 struct EngineSettings {
   service::JobConfig job;
-  service::RankEnvironment environment;  // rank, world, local rank, store address, events address
-  // How long to try reaching `serve` (environment.events_address) before going on without it.
-  std::chrono::milliseconds events_timeout{3000};
+  service::RankEnvironment environment;  // rank, world, local rank, store address, serve address, job name
+  // How long to try reaching `serve` (environment.serve_address) before going on without it.
+  std::chrono::milliseconds serve_timeout{3000};
 };
 
 struct RankState;

@@ -1,5 +1,8 @@
 #include "engine_settings.h"
 
+#include <unistd.h>
+
+#include <atomic>
 #include <charconv>
 #include <cstdlib>
 
@@ -96,24 +99,27 @@ EngineSettings resolve_settings(const EngineRequest& request) {
                                     "set MASTER_PORT, or runtime.master_port in the job)");
   }
 
-  if (request.events) {
-    environment.events_address = *request.events;
-  } else if (const char* events = std::getenv("HYBRIDSHARD_EVENTS"); events != nullptr) {
-    environment.events_address = events;
-  } else if (const char* serve = std::getenv("HYBRIDSHARD_SERVE"); serve != nullptr) {
-    environment.events_address = serve;
-  }
-  // What `serve` files the events under (docs/serve.md): the job's name and the run all its ranks share.
-  if (const char* name = std::getenv("HYBRIDSHARD_JOB"); name != nullptr && environment.job_name.empty()) {
+  // Where events go: a `hybridshard serve`, under the job's name and the run all its ranks share (docs/serve.md).
+  // Never our launcher's stream: `hybridshard run` starts hybridshard-rank, not Python.
+  environment.events_address.clear();
+  const char* serve = std::getenv("HYBRIDSHARD_SERVE");
+  environment.serve_address = request.serve ? *request.serve : serve != nullptr ? serve : "";
+  const char* name = std::getenv("HYBRIDSHARD_JOB");
+  if (request.job_name) {
+    environment.job_name = *request.job_name;
+  } else if (name != nullptr) {
     environment.job_name = name;
   }
   if (environment.job_instance.empty() || address_given) {
     environment.job_instance = "store:" + environment.master_addr + ":" + std::to_string(environment.master_port);
+    if (environment.master_port == 0) {
+      // A world of one on a store port picked when it opens: this engine alone is the run.
+      static std::atomic<int> engines{0};
+      environment.job_instance += ":pid" + std::to_string(::getpid()) + "." + std::to_string(engines++);
+    }
   }
-  if (request.events_timeout_seconds < 0) {
-    HS_THROW(core::ConfigError, "events_timeout must not be negative");
-  }
-  settings.events_timeout = std::chrono::milliseconds(static_cast<long>(request.events_timeout_seconds * 1000));
+  if (request.serve_timeout_seconds < 0) HS_THROW(core::ConfigError, "serve_timeout must not be negative");
+  settings.serve_timeout = std::chrono::milliseconds(static_cast<long>(request.serve_timeout_seconds * 1000));
   return settings;
 }
 

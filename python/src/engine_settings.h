@@ -1,6 +1,7 @@
 // From what Python passes (a job file or job text, and keyword overrides) to an engine's settings: the job loaded
 // and validated by the service's own loader (every problem at once, with file, line and key), and the rank, world
-// and store address from the keywords, else the launcher's environment (torchrun, Slurm, mpirun, ours), else the job.
+// and store address from the keywords, else the launcher's environment (torchrun, Slurm, mpirun, ours), else the job;
+// where events go (`hybridshard serve`, under a job name) likewise.
 #pragma once
 
 #include <optional>
@@ -20,9 +21,9 @@ struct EngineRequest {
   std::optional<int> local_rank;
   std::optional<std::string> master_addr;
   std::optional<int> master_port;
-  std::optional<std::string>
-      events;  // "host:port" of `serve`; "" for none; unset: HYBRIDSHARD_EVENTS, HYBRIDSHARD_SERVE
-  double events_timeout_seconds = 3;
+  std::optional<std::string> serve;     // "host:port" of `hybridshard serve`; "" for none; unset: HYBRIDSHARD_SERVE
+  std::optional<std::string> job_name;  // the job's name under serve; unset: HYBRIDSHARD_JOB, else the job file's name
+  double serve_timeout_seconds = 3;
 };
 
 // Throws core::ConfigError listing every problem (the job's diagnostics, a rank or port that is missing or out of

@@ -128,7 +128,8 @@ PYBIND11_MODULE(_hybridshard, module) {
       .def(py::init([](std::string job_file, std::string job_text, std::string job_source,
                        std::optional<std::string> device, std::optional<int> rank, std::optional<int> world_size,
                        std::optional<int> local_rank, std::optional<std::string> master_addr,
-                       std::optional<int> master_port, std::optional<std::string> events, double events_timeout) {
+                       std::optional<int> master_port, std::optional<std::string> serve,
+                       std::optional<std::string> job_name, double serve_timeout) {
              EngineRequest request;
              request.job_file = std::move(job_file);
              request.job_text = std::move(job_text);
@@ -139,8 +140,9 @@ PYBIND11_MODULE(_hybridshard, module) {
              request.local_rank = local_rank;
              request.master_addr = std::move(master_addr);
              request.master_port = master_port;
-             request.events = std::move(events);
-             request.events_timeout_seconds = events_timeout;
+             request.serve = std::move(serve);
+             request.job_name = std::move(job_name);
+             request.serve_timeout_seconds = serve_timeout;
              const EngineSettings settings = resolve_settings(request);
              py::gil_scoped_release release;  // the rendezvous waits for the other ranks
              return std::make_unique<Engine>(settings);
@@ -148,7 +150,7 @@ PYBIND11_MODULE(_hybridshard, module) {
            py::arg("job_file") = "", py::arg("job_text") = "", py::arg("job_source") = "<keyword arguments>",
            py::arg("device") = py::none(), py::arg("rank") = py::none(), py::arg("world_size") = py::none(),
            py::arg("local_rank") = py::none(), py::arg("master_addr") = py::none(), py::arg("master_port") = py::none(),
-           py::arg("events") = py::none(), py::arg("events_timeout") = 3.0)
+           py::arg("serve") = py::none(), py::arg("job_name") = py::none(), py::arg("serve_timeout") = 3.0)
       .def_property_readonly("rank", &Engine::rank)
       .def_property_readonly("world_size", &Engine::world_size)
       .def_property_readonly("inference_tp_rank", &Engine::inference_tp_rank)

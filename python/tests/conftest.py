@@ -44,6 +44,18 @@ def run_ranks(world_size, body, timeout=120):
     return results
 
 
+def rl_iteration(engine):
+    """One RL-shaped iteration with every phase reported: train (an in-place update), enter, rollout (reads a view),
+    exit."""
+    with engine.phase("train"):
+        engine.train_params()["decoder.final_layernorm.weight"].mul_(0.5)
+    weights = engine.enter()
+    with engine.phase("rollout"):
+        weights["model.norm.weight"].sum()
+    del weights
+    engine.exit()
+
+
 def job_yaml(model, train, rollout, world_size, port, extra=""):
     """A job file's text for these layouts (YAML flow mappings)."""
 

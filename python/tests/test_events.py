@@ -1,12 +1,12 @@
-"""Events stream to `serve` (or the launcher) as JSON lines; an unreachable `serve` does not stop the job, and it
-says so once."""
+"""Events stream to `serve` as JSON lines (a stand-in server here; test_serve.py runs the real one); an unreachable
+`serve` does not stop the job, and it says so once."""
 
 import json
 import socket
 import threading
 
 import hybridshard
-from conftest import TINY, free_port
+from conftest import TINY, free_port, rl_iteration
 
 
 class LineServer:
@@ -36,20 +36,17 @@ class LineServer:
 
 def test_phases_and_memory_reach_the_event_stream():
     server = LineServer()
-    engine = hybridshard.Engine(model=TINY, world_size=1, rank=0, events=server.address)
-    with engine.phase("train"):
-        engine.train_params()["decoder.final_layernorm.weight"].add_(1)
-    weights = engine.enter()
-    with engine.phase("rollout"):
-        weights["model.norm.weight"].sum()
-    del weights
-    engine.exit()
+    engine = hybridshard.Engine(model=TINY, world_size=1, rank=0, serve=server.address, job_name="py-events")
+    rl_iteration(engine)
     engine.close()
     del engine  # closes the stream
     server.close()
     events = [event for event in server.lines if event["type"] != "heartbeat"]
-    assert events[0]["type"] == "hello" and events[0]["rank"] == 0
-    assert events[1]["type"] == "rank_up"
+    hello = events[0]
+    assert (hello["type"], hello["rank"], hello["job"], hello["world_size"]) == ("hello", 0, "py-events", 1)
+    assert hello["instance"].startswith("store:127.0.0.1:")
+    assert events[1]["type"] == "job" and events[1]["world_size"] == 1  # rank 0 describes the job first
+    assert events[2]["type"] == "rank_up"
     phases = [(e["type"], e["phase"], e["iteration"]) for e in events if e["type"] in ("phase_begin", "phase_end")]
     assert phases == [
         ("phase_begin", "init", -1), ("phase_end", "init", -1),
@@ -65,12 +62,12 @@ def test_phases_and_memory_reach_the_event_stream():
 
 def test_unreachable_serve_is_reported_once_and_the_job_goes_on(capfd):
     closed = f"127.0.0.1:{free_port()}"  # nothing listens there
-    engine = hybridshard.Engine(model=TINY, world_size=1, rank=0, events=closed, events_timeout=0.3)
+    engine = hybridshard.Engine(model=TINY, world_size=1, rank=0, serve=closed, serve_timeout=0.3)
     for _ in range(2):
         weights = engine.enter()
         del weights
         engine.exit()
     engine.close()
     err = capfd.readouterr().err
-    assert err.count("events are not reported") == 1, err
-    assert closed in err and "the job goes on without them" in err
+    assert err.count("the job goes on without reporting its events") == 1, err
+    assert closed in err and "[rank 0] warning:" in err
