@@ -207,7 +207,7 @@ def run_rank(args):
             checked = f"; {len(weights)} vLLM tensors bit-identical to export, logits match the HF forward"
         print(f"[rank {rank}] iteration {iteration + 1} ({time.monotonic() - started:.1f} s): loss {loss.item():.2f}, "
               f"rollout {tokens.tolist()}{checked}", flush=True)
-        del weights  # the views of the inference buffer go before exit frees it
+        del weights  # exit() would release the mapping anyway; views taken out of it must be gone
         engine.exit("free")
     engine.close()
     return 0

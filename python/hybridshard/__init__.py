@@ -5,8 +5,10 @@ inference layout, in place, without copying a weight on the Python side.
     params = engine.train_params()                     # Megatron-Core names -> views of the train buffers
     ...the trainer updates params in place...
     weights = engine.enter()                           # vLLM names -> views of the inference buffer
-    model.load_weights(weights.items())
-    engine.exit("free")                                # drop `weights` first; see docs/python.md
+    for name, tensor in weights.items():               # this rank's shards, in vLLM's parameter shapes
+        vllm_params[name].data.copy_(tensor)
+    del tensor
+    engine.exit("free")                                # releases `weights`; see docs/python.md
 
 See docs/python.md for the API, the zero-copy guarantees, lifetimes and errors.
 """

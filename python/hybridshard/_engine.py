@@ -237,7 +237,7 @@ class Engine:
         """Collective. Back to training: the inference shard is freed ("free") or kept in pinned host memory
         ("offload"). The InferenceWeights of enter() are released; raises LiveViewsError (and leaves the engine
         entered) while any tensor taken from them is still referenced."""
-        self._synchronize()  # what read the views on torch's stream (load_weights' copies) is done
+        self._synchronize()  # what read the views on torch's stream (copies out of them) is done
         weights = self._weights
         self._release_weights()
         try:

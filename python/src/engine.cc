@@ -158,8 +158,8 @@ void Engine::require_no_inference_views(const char* operation) const {
   const std::vector<std::string> live = inference_lease_->live();
   HS_THROW(LiveViewsError, std::string(operation) + ": " + std::to_string(live.size()) +
                                " tensors from enter() are still referenced (" + joined(live, 4) +
-                               "); they view the inference buffer this would free: drop them (del, or let "
-                               "load_weights return) first");
+                               "); they view the inference buffer this would free: drop them first (del, and "
+                               "mind a loop variable holding the last one)");
 }
 
 std::vector<TensorView> Engine::train_views(int chunk) {
