@@ -141,3 +141,9 @@ def test_a_peer_that_never_comes_times_out():
     with pytest.raises(hybridshard.CommError):
         hybridshard.Engine(model=TINY, train={"tp": 2}, rollout={"tp": 2}, runtime={"timeout": "2s"}, world_size=2,
                            rank=0, master_port=free_port())
+
+
+def test_a_job_too_big_for_the_device():
+    """Llama-3-8B's 16 GB of weights on a CPU rank that reports 1 GiB of device memory: refused before any copy."""
+    with pytest.raises(hybridshard.OutOfMemoryError, match=r"cannot allocate 16060522496 bytes"):
+        hybridshard.Engine(model="llama3-8b", world_size=1, rank=0)
