@@ -9,4 +9,5 @@ set(HYBRIDSHARD_CORE_PURE_SOURCES
   src/inference_layout.cc
   src/reshard_plan.cc
   src/plan_classes.cc
+  src/enter_time.cc
 )

@@ -16,3 +16,5 @@ hybridshard_add_gtest(NAME reshard_plan_test SOURCES ${CMAKE_CURRENT_LIST_DIR}/r
                       LIBS hybridshard_test_reference GTest::gtest_main LABEL unit)
 hybridshard_add_gtest(NAME plan_classes_test SOURCES ${CMAKE_CURRENT_LIST_DIR}/plan_classes_test.cc
                       LIBS hybridshard_test_reference GTest::gtest_main LABEL unit)
+hybridshard_add_gtest(NAME enter_time_test SOURCES ${CMAKE_CURRENT_LIST_DIR}/enter_time_test.cc
+                      LIBS hybridshard::core GTest::gtest_main LABEL unit)

@@ -40,7 +40,7 @@ class Loader {
       return finish(false);
     }
     static const std::vector<std::string_view> kSections{"model",    "train",   "rollout", "memory",
-                                                         "schedule", "runtime", "metrics"};
+                                                         "schedule", "runtime", "metrics", "topology"};
     std::map<std::string, const YamlNode*> sections;
     for (const YamlNode& child : root.children) {
       if (std::find(kSections.begin(), kSections.end(), child.key) == kSections.end()) {
@@ -61,6 +61,7 @@ class Loader {
     read_memory(section("memory"));
     read_schedule(section("schedule"));
     read_metrics(section("metrics"));
+    read_topology(section("topology"));
     detail::read_model_section(reader_, section("model"), base_directory_);  // last: wants a clean file first
     derive_layouts_and_batch();
     return finish(true);
@@ -105,6 +106,29 @@ class Loader {
                       } else if (name == "device_memory") {
                         if (auto v = reader_.byte_size(value, key, 0, std::int64_t{1} << 50))
                           runtime.device_memory = *v;
+                      }
+                    });
+  }
+
+  // The cluster `plan` predicts enter times for (core::Topology); bandwidths in GB/s (1e9 bytes/s) per GPU.
+  void read_topology(const YamlNode& node) {
+    core::Topology& topology = job_.topology;
+    reader_.section(node, "topology",
+                    {"gpus_per_host", "intra_host_gb_per_s", "inter_host_gb_per_s", "device_copy_gb_per_s",
+                     "message_latency_us", "sendrecv_efficiency"},
+                    [&](const YamlNode& value, const std::string& key) {
+                      const std::string_view name = value.key;
+                      if (name == "gpus_per_host") {
+                        if (auto v = reader_.small_integer(value, key, 1, kMaxRanks)) topology.gpus_per_host = *v;
+                      } else if (name == "message_latency_us") {
+                        if (auto v = reader_.real(value, key, 0.0, 1e6, false)) topology.message_latency_s = *v * 1e-6;
+                      } else if (name == "sendrecv_efficiency") {
+                        if (auto v = reader_.real(value, key, 0.0, 1.0, true)) topology.sendrecv_efficiency = *v;
+                      } else if (auto v = reader_.real(value, key, 0.0, 1e6, true)) {
+                        double& rate = name == "intra_host_gb_per_s"   ? topology.intra_host_bytes_per_s
+                                       : name == "inter_host_gb_per_s" ? topology.inter_host_bytes_per_s
+                                                                       : topology.device_copy_bytes_per_s;
+                        rate = *v * 1e9;
                       }
                     });
   }

@@ -127,6 +127,8 @@ MemoryPlan plan_memory(const JobConfig& job, std::int64_t device_memory, std::op
   };
 
   plan.title = plan_title(job);
+  plan.topology = job.topology;
+  plan.transport = job.runtime.transport;
   // One reshard plan per class of ranks (core/plan_classes.h): its members' numbers are the representative's.
   core::ReshardPlanner planner(spec, train, rollout, core::PlanOptions{memory.bucket_bytes});
   const std::vector<core::PlanClass> classes =
@@ -271,11 +273,20 @@ MemoryPlan plan_memory(const JobConfig& job, std::int64_t device_memory, std::op
     if (assumed_gpu) out.notes.push_back("device memory assumed 80 GB; set runtime.device_memory to check another");
     if (seed) out.notes.push_back("seed strategy: network bytes and gather temporaries are estimates");
     plan.fits = plan.fits && out.fits;
+    const core::RankTraffic traffic = core::rank_traffic(rank_plan);
     for (const int member : plan_class.ranks) {
       RankMemoryPlan& copy = plan.ranks.emplace_back(out);
       copy.rank = member;
       copy.train = train.coord(member);
       copy.rollout = rollout.coord(member);
+      if (!seed) {
+        copy.enter_time = core::predict_enter_time(core::moved_to(traffic, train, member), job.runtime.world_size,
+                                                   job.topology, job.runtime.transport);
+        if (copy.enter_time.seconds > plan.predicted_enter_seconds) {
+          plan.predicted_enter_seconds = copy.enter_time.seconds;
+          plan.slowest_rank = member;
+        }
+      }
     }
   }
   std::sort(plan.ranks.begin(), plan.ranks.end(),
@@ -309,7 +320,8 @@ std::string format_memory_plan(const MemoryPlan& plan) {
     for (int p = 0; p < kNumPlanPhases; ++p) {
       if (a.phases[p].device != b.phases[p].device || a.phases[p].host != b.phases[p].host) return false;
     }
-    return a.enter_network_received == b.enter_network_received && a.enter_network_sent == b.enter_network_sent;
+    return a.enter_network_received == b.enter_network_received && a.enter_network_sent == b.enter_network_sent &&
+           a.enter_time.seconds == b.enter_time.seconds;
   };
   for (const RankMemoryPlan& rank : plan.ranks) {
     auto group = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return same(*g.front(), rank); });
@@ -357,6 +369,16 @@ std::string format_memory_plan(const MemoryPlan& plan) {
     text += "  enter network: receives " + format_bytes(rank.enter_network_received) + ", sends " +
             format_bytes(rank.enter_network_sent) + (rank.network_estimated ? " (estimate)" : "") + "\n";
     text += "  kv cache the batch needs: " + format_bytes(rank.kv_cache_needed) + "\n";
+    if (rank.enter_time.seconds > 0) {
+      const core::EnterTimeEstimate& t = rank.enter_time;
+      std::snprintf(line, sizeof line,
+                    "  predicted enter: %.1f ms (local copies %.1f, peer reads %.1f, send/recv %.1f, barrier %.2f; "
+                    "%s from this host's peers, %s from other hosts)\n",
+                    1e3 * t.seconds, 1e3 * t.local_seconds, 1e3 * t.peer_path_seconds, 1e3 * t.sendrecv_seconds,
+                    1e3 * t.barrier_seconds, compact_bytes(t.same_host_bytes).c_str(),
+                    compact_bytes(t.other_host_bytes).c_str());
+      text += line;
+    }
     for (const std::string& note : rank.notes) text += "  " + note + "\n";
   }
   const auto peak =
@@ -366,6 +388,17 @@ std::string format_memory_plan(const MemoryPlan& plan) {
     std::snprintf(line, sizeof line, "\njob: %zu ranks in %zu groups; peak device %s (rank %d) of %s\n",
                   plan.ranks.size(), groups.size(), format_bytes(peak->peak_device).c_str(), peak->rank,
                   format_bytes(plan.device_memory).c_str());
+    text += line;
+  }
+  if (plan.predicted_enter_seconds > 0) {
+    const core::Topology& t = plan.topology;
+    std::snprintf(
+        line, sizeof line,
+        "predicted enter of the job: %.1f ms (slowest rank %d; topology: %d GPUs per host, %.0f GB/s within a "
+        "host, %.0f GB/s between hosts per GPU, %.1f us per message; transport %s)\n",
+        1e3 * plan.predicted_enter_seconds, plan.slowest_rank, t.gpus_per_host, t.intra_host_bytes_per_s / 1e9,
+        t.inter_host_bytes_per_s / 1e9, t.message_latency_s * 1e6,
+        std::string(core::transport_name(plan.transport)).c_str());
     text += line;
   }
   text += plan.fits ? "\nfits\n" : "\nDOES NOT FIT\n";

@@ -254,5 +254,27 @@ TEST(MemoryPlanTest, classes_give_every_rank_its_own_numbers) {
   EXPECT_NE(format_memory_plan(plan).find("ranks 0-248 every 8"), std::string::npos) << format_memory_plan(plan);
 }
 
+TEST(MemoryPlanTest, topology_section_sets_the_prediction_and_bad_values_name_their_key) {
+  std::string text = default_job_yaml();
+  text += "topology:\n  gpus_per_host: 1\n  inter_host_gb_per_s: 1\n  message_latency_us: 0\n";
+  LoadResult result = load_job_config_from_string(text, "job.yaml");
+  ASSERT_TRUE(result.job);
+  EXPECT_EQ(result.job->topology.gpus_per_host, 1);
+  EXPECT_DOUBLE_EQ(result.job->topology.inter_host_bytes_per_s, 1e9);
+  EXPECT_DOUBLE_EQ(result.job->topology.message_latency_s, 0.0);
+  const MemoryPlan across_hosts = make_memory_plan(*result.job);
+  LoadResult one_host = load_job_config_from_string(default_job_yaml(), "job.yaml");
+  ASSERT_TRUE(one_host.job);
+  EXPECT_GT(across_hosts.predicted_enter_seconds, make_memory_plan(*one_host.job).predicted_enter_seconds);
+  EXPECT_NE(format_memory_plan(across_hosts).find("predicted enter of the job"), std::string::npos);
+
+  const LoadResult bad =
+      load_job_config_from_string(default_job_yaml() + "topology:\n  intra_host_gb_per_s: 0\n", "job.yaml");
+  EXPECT_FALSE(bad.job);
+  ASSERT_FALSE(bad.diagnostics.empty());
+  EXPECT_NE(bad.diagnostics.front().format().find("topology.intra_host_gb_per_s"), std::string::npos)
+      << bad.diagnostics.front().format();
+}
+
 }  // namespace
 }  // namespace hybridshard::service

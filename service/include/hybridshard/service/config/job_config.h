@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "hybridshard/core/enter_time.h"
 #include "hybridshard/core/inference_layout.h"
 #include "hybridshard/core/model_spec.h"
 #include "hybridshard/core/train_layout.h"
@@ -88,7 +89,7 @@ struct RuntimeConfig {
   BackendChoice backend = BackendChoice::kAuto;  // auto: nccl with GPUs, gloo without
   core::Strategy strategy = core::Strategy::kHybridshard;
   core::Transport transport = core::Transport::kAuto;  // hybridshard's enter: peer path where possible, send/recv
-  std::vector<int> devices;  // CUDA device per local rank; empty: local rank i uses device i
+  std::vector<int> devices;                            // CUDA device per local rank; empty: local rank i uses device i
   std::string master_addr = "127.0.0.1";
   int master_port = 0;                                     // 0: the launcher picks a free port
   std::chrono::milliseconds timeout{30000};                // any wait: rendezvous, collectives, heartbeats
@@ -123,6 +124,7 @@ struct JobConfig {
   ScheduleConfig schedule;
   RuntimeConfig runtime;
   MetricsConfig metrics;
+  core::Topology topology;  // the cluster `plan` predicts enter times for (section `topology`)
 
   // Cross-field checks (divisibility, world sizes, the batch), every problem at once; diagnostics carry key paths
   // (and the lines recorded at load time, when the job came from a file). `scope` leaves out what its use ignores.

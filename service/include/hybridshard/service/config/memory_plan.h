@@ -1,6 +1,7 @@
 // What `hybridshard plan` prints: per rank and per phase (train, enter, rollout, exit), the bytes of each buffer kind
 // on the device and in pinned host memory, the device peak, the network bytes of enter, and whether it all fits.
-// Computed from the job alone (layouts, core::make_rank_plan, the memory policy); nothing runs.
+// Computed from the job alone (layouts, core::make_rank_plan, the memory policy); nothing runs. Also the predicted
+// enter time of every rank on the job's topology (core/enter_time.h).
 //
 // Accounting, per rank (N = parameters of the rank's train shards, model dtype of size s):
 //   params        N * s per vpp chunk (train.params.pp<P>.vpp<V>)
@@ -54,7 +55,8 @@ struct RankMemoryPlan {
   std::int64_t enter_network_sent = 0;
   bool network_estimated = false;  // seed strategy: a formula, not a plan
   bool fits = true;
-  std::vector<std::string> notes;  // why it does not fit, what was assumed
+  std::vector<std::string> notes;      // why it does not fit, what was assumed
+  core::EnterTimeEstimate enter_time;  // predicted on job.topology (hybridshard strategy; zero for the seed)
 };
 
 struct MemoryPlan {
@@ -62,7 +64,11 @@ struct MemoryPlan {
   std::int64_t device_memory = 0;  // bytes per device the plan was checked against
   bool device_is_cpu = false;      // CPU ranks (gloo): runtime.cpu_device_memory
   std::vector<RankMemoryPlan> ranks;
-  bool fits = true;  // every rank fits
+  bool fits = true;                    // every rank fits
+  double predicted_enter_seconds = 0;  // the slowest rank's predicted enter (enter ends with a world barrier)
+  int slowest_rank = 0;
+  core::Topology topology;  // what the prediction assumed
+  core::Transport transport = core::Transport::kAuto;
 };
 
 // `device_memory`: bytes per device to check against; 0 takes runtime.device_memory, else (gloo backend)

@@ -1,0 +1,74 @@
+// A predicted enter time: a rank's plan (bytes per peer, pieces, messages, local bytes) on a cluster described by a
+// few figures (Topology). Ranks are placed on hosts in rank order, gpus_per_host per host (rank r on host
+// r / gpus_per_host), as torchrun, Slurm and the launcher place them.
+//
+// The model, per rank (T = the transport):
+//   local      = local bytes / device_copy                       (the piece kernel, HBM to HBM)
+//   peer path  = max(bytes read from same-host peers, bytes they read from this rank) / intra_host
+//                + pieces read x message_latency / 4              (copy engines over 4 streams)
+//                used for same-host peers when T is auto or peer
+//   send/recv  = (sent + received bytes of those messages) / device_copy     (pack and unpack, not overlapped)
+//                + max(intra-host in, out) / (intra_host x sendrecv_efficiency)
+//                + max(inter-host in, out) / inter_host
+//                + messages x message_latency
+//                for the other peers (every peer when T is sendrecv)
+//   enter      = max(local, peer path) + send/recv + 2 x message_latency x ceil(log2 world)  (the closing barrier)
+// On the send/recv path alone the local copies overlap the rounds: enter = max(local, send/recv) + barrier.
+// A job's enter is its slowest rank's (enter ends with a world barrier).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "hybridshard/core/reshard_plan.h"
+#include "hybridshard/core/transition.h"
+
+namespace hybridshard::core {
+
+// Defaults: H100 / H200 (NVLink 4, NV18) hosts of 8 GPUs with one 400 Gb/s InfiniBand NIC per GPU. See
+// docs/performance.md ("Predicted enter time") for where each figure comes from and how the model compares with
+// measured enters.
+struct Topology {
+  int gpus_per_host = 8;
+  double intra_host_bytes_per_s = 390e9;    // one direction, per GPU: copy engines over NVLink (measured 388 GB/s)
+  double inter_host_bytes_per_s = 45e9;     // one direction, per GPU: 400 Gb/s = 50 GB/s line rate, ~90 % reached
+  double device_copy_bytes_per_s = 1.6e12;  // a device-to-device copy kernel (pack, unpack, local pieces)
+  double message_latency_s = 10e-6;         // per message or per copy
+  double sendrecv_efficiency = 0.65;        // NCCL send/recv's rate over a link's
+};
+
+// What a rank moves, per peer: enough for the model, and small (no pieces).
+struct PeerTraffic {
+  int peer = 0;
+  std::int64_t received = 0;  // bytes this rank lands from the peer
+  std::int64_t sent = 0;      // bytes the peer lands from this rank
+  std::int64_t pieces_read = 0;
+  std::int64_t messages = 0;  // messages either way over all rounds
+};
+
+struct RankTraffic {
+  int rank = 0;
+  std::int64_t local_bytes = 0;
+  std::vector<PeerTraffic> peers;  // by ascending peer
+};
+
+RankTraffic rank_traffic(const RankPlan& plan);
+
+// `traffic` of a rank of the same plan class, moved to `rank`: every peer keeps its tp and pp rank and its replica's
+// distance from the rank's (core/plan_classes.h).
+RankTraffic moved_to(const RankTraffic& traffic, const TrainLayout& train, int rank);
+
+struct EnterTimeEstimate {
+  double seconds = 0;
+  double local_seconds = 0;
+  double peer_path_seconds = 0;
+  double sendrecv_seconds = 0;
+  double barrier_seconds = 0;
+  std::int64_t same_host_bytes = 0;   // received from peers on the rank's host
+  std::int64_t other_host_bytes = 0;  // received from peers on other hosts
+};
+
+EnterTimeEstimate predict_enter_time(const RankTraffic& traffic, int world_size, const Topology& topology,
+                                     Transport transport);
+
+}  // namespace hybridshard::core
