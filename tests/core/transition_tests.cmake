@@ -13,6 +13,12 @@ hybridshard_add_gtest(NAME transition_multirank_test LABEL multirank TIMEOUT 600
   LIBS hybridshard_test_reference GTest::gtest_main)
 target_include_directories(transition_multirank_test PRIVATE ${_hs_transition} ${CMAKE_CURRENT_SOURCE_DIR}/runtime)
 
+# 64 Gloo ranks as threads, each planning itself: every shard bit-exact (issue 13's many-rank simulation).
+hybridshard_add_gtest(NAME transition_at_scale_test LABEL multirank TIMEOUT 300
+  SOURCES ${_hs_transition}/transition_at_scale_test.cc
+  LIBS hybridshard_test_reference GTest::gtest_main)
+target_include_directories(transition_at_scale_test PRIVATE ${_hs_transition} ${CMAKE_CURRENT_SOURCE_DIR}/runtime)
+
 hybridshard_add_gtest(NAME batch_test LABEL multirank TIMEOUT 300
   SOURCES ${_hs_transition}/batch_test.cc
   LIBS hybridshard::core GTest::gtest_main)
