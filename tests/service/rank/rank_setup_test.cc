@@ -73,7 +73,8 @@ TEST(RankSetupOptionsTest, a_job_names_the_device_store_and_weights) {
 // Every rank of `world_size` as a thread: setup, enter, and the number of elements of its shard that differ from
 // the generator's shard of the same inference layout and version.
 std::vector<std::int64_t> wrong_elements_after_enter(core::Strategy strategy, const core::TrainLayout& train,
-                                                     const core::InferenceLayout& rollout) {
+                                                     const core::InferenceLayout& rollout,
+                                                     const core::ModelSpec* spec = nullptr) {
   const int world_size = train.world_size();
   StoreAddress address;
   address.port = 0;
@@ -90,6 +91,7 @@ std::vector<std::int64_t> wrong_elements_after_enter(core::Strategy strategy, co
     ranks.emplace_back([&, rank] {
       try {
         RankSetupOptions options;
+        if (spec != nullptr) options.spec = *spec;
         options.train = train;
         options.rollout = rollout;
         options.strategy = strategy;
@@ -128,6 +130,25 @@ TEST(RankSetupTest, four_gloo_ranks_enter_bit_exact_shards_tp2_pp2_to_tp2) {
   if (!core::gloo_available()) GTEST_SKIP() << "built without Gloo";
   const std::vector<std::int64_t> wrong =
       wrong_elements_after_enter(core::Strategy::kHybridshard, train_layout(2, 2, 1), rollout_layout(2, 4));
+  EXPECT_EQ(wrong, (std::vector<std::int64_t>(4, 0)));
+}
+
+// Experts: train EP 4 over dp 4 -> vLLM's expert parallelism over tp' 2; each rank's train weights are its own
+// experts, and the experts it lacks come from the other data-parallel ranks.
+TEST(RankSetupTest, four_gloo_ranks_enter_bit_exact_shards_with_experts_ep4_to_vllm_ep2) {
+  if (!core::gloo_available()) GTEST_SKIP() << "built without Gloo";
+  core::ModelSpec spec = *core::model_preset("tiny");
+  spec.architecture = core::Architecture::kQwen3Moe;
+  spec.num_hidden_layers = 2;
+  spec.num_experts = 8;
+  spec.num_experts_per_tok = 2;
+  spec.moe_intermediate_size = 32;
+  core::TrainLayout train = train_layout(1, 1, 4);
+  train.ep = 4;
+  core::InferenceLayout rollout = rollout_layout(2, 4);
+  rollout.expert_parallel = true;
+  const std::vector<std::int64_t> wrong =
+      wrong_elements_after_enter(core::Strategy::kHybridshard, train, rollout, &spec);
   EXPECT_EQ(wrong, (std::vector<std::int64_t>(4, 0)));
 }
 
