@@ -253,14 +253,8 @@ EventStreamServer::EventStreamServer(const std::string& host, int port, EventStr
 }
 
 EventStreamServer::~EventStreamServer() {
-  stop_ = true;
+  stop_ = true;  // every reader notices within its 100 ms poll and closes its own connection
   if (acceptor_.joinable()) acceptor_.join();
-  {
-    std::lock_guard lock(mutex_);
-    for (Reader& reader : readers_) {
-      if (!reader.done) ::shutdown(reader.fd, SHUT_RDWR);
-    }
-  }
   reap(/*all=*/true);
   ::close(listen_fd_);
 }
