@@ -109,8 +109,9 @@ int command_run(const RunFlags& flags) {
 
   // Refuse a job whose plan does not fit the device memory, when that memory is known here (CPU ranks, or
   // runtime.device_memory given): better than ranks failing one allocation at a time.
+  // The plan (one per class of ranks) also gives the predicted enter the metrics show beside the measured one.
+  const MemoryPlan plan = make_memory_plan(*job);
   if (job->runtime.backend == BackendChoice::kGloo || job->runtime.device_memory > 0) {
-    const MemoryPlan plan = make_memory_plan(*job);
     if (!plan.fits) {
       print_memory_plan(plan, std::cerr);
       std::cerr << "hybridshard: error: " << job->file << ": the job does not fit the device memory ("
@@ -130,7 +131,9 @@ int command_run(const RunFlags& flags) {
   }
 
   Observer observer(observer_options(job->metrics));
-  observer.on_event(job_event(*job, core::wall_time_now()));
+  JobEvent opened = job_event(*job, core::wall_time_now());
+  if (plan.predicted_enter_seconds > 0) opened.description["predicted_enter_seconds"] = plan.predicted_enter_seconds;
+  observer.on_event(opened);
   if (!flags.quiet) {
     if (!observer.url().empty()) {
       std::cout << "hybridshard: metrics " << observer.url() << "/metrics, status " << observer.url() << "/status\n";

@@ -85,6 +85,10 @@ struct Families {
                          MetricType::Gauge,
                          {}};
   MetricFamily world_size{"hybridshard_world_size", "Number of ranks of the job", MetricType::Gauge, {}};
+  MetricFamily predicted_enter{"hybridshard_predicted_enter_seconds",
+                               "Enter time `hybridshard plan` predicts for the job's slowest rank on its topology",
+                               MetricType::Gauge,
+                               {}};
 
   std::vector<MetricFamily> all() && {
     return {std::move(build_info),     std::move(buffer_bytes),
@@ -95,7 +99,7 @@ struct Families {
             std::move(check_failures), std::move(last_enter),
             std::move(last_exit),      std::move(last_enter_network),
             std::move(last_event),     std::move(job_state),
-            std::move(world_size)};
+            std::move(world_size),     std::move(predicted_enter)};
   }
 };
 
@@ -175,6 +179,11 @@ void add_job(Families& out, const MetricsJob& job) {
   job.state->read([&](const JobFold& fold) {
     for (const char* state : kJobStates) gauge(out.job_state, with(labels, {{"state", state}}), fold.state == state);
     gauge(out.world_size, labels, fold.world_size);
+    // The launcher's job event carries it (hybridshard strategy); absent: no series.
+    if (fold.description.is_object() && fold.description.contains("predicted_enter_seconds") &&
+        fold.description["predicted_enter_seconds"].is_number()) {
+      gauge(out.predicted_enter, labels, fold.description["predicted_enter_seconds"].get<double>());
+    }
     for (const auto& [index, rank] : fold.ranks) add_rank(out, labels, rank);
   });
 }

@@ -60,6 +60,15 @@ TEST(MetricsTest, every_rank_of_the_job_has_its_series_before_it_reports) {
             0.0);
 }
 
+TEST(MetricsTest, predicted_enter_from_the_job_event_when_it_says_one) {
+  Metrics without;
+  without.apply(job_event(2, nlohmann::json{{"strategy", "hybridshard"}}, 1.0));
+  EXPECT_EQ(value(without, "hybridshard_predicted_enter_seconds"), std::nullopt);
+  Metrics with;
+  with.apply(job_event(2, nlohmann::json{{"predicted_enter_seconds", 0.0219}}, 1.0));
+  EXPECT_EQ(value(with, "hybridshard_predicted_enter_seconds"), 0.0219);
+}
+
 TEST(MetricsTest, buffer_bytes_move_between_residencies_with_the_phases) {
   SyntheticJob job;
   Metrics metrics;
