@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "hybridshard/core/dtype_bits.h"
 #include "hybridshard/core/error.h"
 #include "safetensors_detail.h"
 
@@ -85,73 +86,7 @@ void read_exact(int fd, std::int64_t offset, std::int64_t count, void* destinati
   }
 }
 
-float bits_to_float(std::uint32_t bits) {
-  float value;
-  std::memcpy(&value, &bits, sizeof value);
-  return value;
-}
-
-std::uint32_t float_to_bits(float value) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &value, sizeof bits);
-  return bits;
-}
-
-float half_to_float(std::uint16_t half) {
-  const std::uint32_t sign = static_cast<std::uint32_t>(half & 0x8000u) << 16;
-  std::uint32_t exponent = (half >> 10) & 0x1fu;
-  std::uint32_t mantissa = half & 0x3ffu;
-  if (exponent == 0x1f) return bits_to_float(sign | 0x7f800000u | (mantissa << 13));  // inf / nan
-  if (exponent == 0) {
-    if (mantissa == 0) return bits_to_float(sign);
-    // Subnormal: normalise.
-    exponent = 127 - 15 + 1;
-    while ((mantissa & 0x400u) == 0) {
-      mantissa <<= 1;
-      --exponent;
-    }
-    mantissa &= 0x3ffu;
-    return bits_to_float(sign | (exponent << 23) | (mantissa << 13));
-  }
-  return bits_to_float(sign | ((exponent + 127 - 15) << 23) | (mantissa << 13));
-}
-
-std::uint16_t float_to_half(float value) {
-  const std::uint32_t bits = float_to_bits(value);
-  const std::uint32_t sign = (bits >> 16) & 0x8000u;
-  const std::uint32_t abs = bits & 0x7fffffffu;
-  if (abs >= 0x7f800000u) {  // inf or nan
-    return static_cast<std::uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u));
-  }
-  if (abs >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // rounds to inf
-  if (abs < 0x38800000u) {  // below the smallest normal half: subnormal or zero
-    if (abs < 0x33000000u) return static_cast<std::uint16_t>(sign);  // below half the smallest subnormal
-    const std::uint32_t exponent = abs >> 23;
-    const std::uint32_t mantissa = (abs & 0x7fffffu) | 0x800000u;
-    const std::uint32_t shift = 126 - exponent;  // 14 + (112 - exponent) ... to 10-bit subnormal mantissa
-    std::uint32_t result = mantissa >> (shift);
-    const std::uint32_t remainder = mantissa & ((1u << shift) - 1);
-    const std::uint32_t halfway = 1u << (shift - 1);
-    if (remainder > halfway || (remainder == halfway && (result & 1u))) ++result;
-    return static_cast<std::uint16_t>(sign | result);
-  }
-  // Normal: rebias the exponent and round the mantissa to 10 bits, nearest even.
-  std::uint32_t rebased = abs - ((127u - 15u) << 23);
-  const std::uint32_t remainder = rebased & 0x1fffu;
-  rebased >>= 13;
-  if (remainder > 0x1000u || (remainder == 0x1000u && (rebased & 1u))) ++rebased;
-  return static_cast<std::uint16_t>(sign | rebased);
-}
-
-float bf16_to_float(std::uint16_t value) { return bits_to_float(static_cast<std::uint32_t>(value) << 16); }
-
-std::uint16_t float_to_bf16(float value) {
-  const std::uint32_t bits = float_to_bits(value);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((bits >> 16) | 0x40u);  // quiet nan
-  const std::uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<std::uint16_t>((bits + rounding) >> 16);
-}
-
+// One element of `dtype` as a float (exact), and back (rounded to nearest even): core's dtype bits.
 float load(const unsigned char* source, DType dtype) {
   if (dtype == DType::kFloat32) {
     float value;
@@ -160,7 +95,7 @@ float load(const unsigned char* source, DType dtype) {
   }
   std::uint16_t half;
   std::memcpy(&half, source, sizeof half);
-  return dtype == DType::kBFloat16 ? bf16_to_float(half) : half_to_float(half);
+  return dtype == DType::kBFloat16 ? core::bf16_bits_to_float(half) : core::fp16_bits_to_float(half);
 }
 
 void store(float value, DType dtype, unsigned char* destination) {
@@ -168,7 +103,8 @@ void store(float value, DType dtype, unsigned char* destination) {
     std::memcpy(destination, &value, sizeof value);
     return;
   }
-  const std::uint16_t half = dtype == DType::kBFloat16 ? float_to_bf16(value) : float_to_half(value);
+  const std::uint16_t half =
+      dtype == DType::kBFloat16 ? core::float_to_bf16_bits(value) : core::float_to_fp16_bits(value);
   std::memcpy(destination, &half, sizeof half);
 }
 

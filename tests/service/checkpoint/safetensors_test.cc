@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <bit>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -232,6 +234,19 @@ TEST(SafetensorsTest, dtype_conversion_rounds_to_nearest_even_and_keeps_specials
   std::uint16_t bf16 = 0;
   convert_dtype(&tie, core::DType::kFloat32, &bf16, core::DType::kBFloat16, 1);
   EXPECT_EQ(bf16, 0x3f80);
+  // NaN stays NaN in both (a payload that would round up into the sign bit included).
+  const std::vector<float> nans{std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::quiet_NaN(),
+                                std::bit_cast<float>(0x7fffffffu)};
+  for (const core::DType dtype : {core::DType::kBFloat16, core::DType::kFloat16}) {
+    std::vector<std::uint16_t> narrow(nans.size());
+    convert_dtype(nans.data(), core::DType::kFloat32, narrow.data(), dtype, static_cast<std::int64_t>(nans.size()));
+    std::vector<float> wide(nans.size());
+    convert_dtype(narrow.data(), dtype, wide.data(), core::DType::kFloat32, static_cast<std::int64_t>(nans.size()));
+    for (std::size_t i = 0; i < nans.size(); ++i) {
+      EXPECT_TRUE(std::isnan(wide[i])) << core::dtype_name(dtype) << " " << i << ": " << narrow[i];
+      EXPECT_EQ(std::signbit(wide[i]), std::signbit(nans[i])) << core::dtype_name(dtype) << " " << i;
+    }
+  }
 }
 
 }  // namespace

@@ -31,12 +31,14 @@ HS_HOST_DEVICE inline float weight_value(int hf_tensor, std::int64_t row, std::i
   return static_cast<float>(k) / 128.0f;
 }
 
-// Bit patterns of a float in each dtype (round to nearest even; exact for weight_value's results).
+// The bf16 bit pattern of a float (round to nearest even; exact for weight_value's results; NaN stays a quiet NaN).
+// The other conversions are in dtype_bits.h.
 HS_HOST_DEVICE inline std::uint16_t float_to_bf16_bits(float value) {
   union {
     float f;
     std::uint32_t u;
   } bits{value};
+  if ((bits.u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<std::uint16_t>((bits.u >> 16) | 0x40u);
   const std::uint32_t rounding = 0x7FFFu + ((bits.u >> 16) & 1u);
   return static_cast<std::uint16_t>((bits.u + rounding) >> 16);
 }
