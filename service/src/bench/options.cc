@@ -66,13 +66,9 @@ void apply_shape_overrides(const BenchOptions& o, core::ModelSpec& spec, bool& c
   }
 }
 
-}  // namespace
-
-BenchConfig resolve_bench_options(const BenchOptions& o) {
-  BenchConfig config;
-  std::vector<std::string> problems;
-
-  // Model and, from a job file, layouts and memory settings.
+// The model: from --job (which also brings layouts and memory settings) or a preset, then shape overrides. Returns
+// whether the layouts came from the job.
+bool resolve_model(const BenchOptions& o, BenchConfig& config, std::vector<std::string>& problems) {
   bool have_model = false;
   bool have_layout_from_job = false;
   if (!o.job_file.empty()) {
@@ -122,7 +118,12 @@ BenchConfig resolve_bench_options(const BenchOptions& o) {
   if (custom) config.model_name += " (shape overridden)";
   for (const auto& problem : config.spec.validate()) problems.push_back("model: " + problem.message);
 
-  // Layouts: flags override the job; dp follows from the world when not given.
+  return have_layout_from_job;
+}
+
+// Layouts: flags override the job; dp follows from the world when not given.
+void resolve_layouts(const BenchOptions& o, bool have_layout_from_job, BenchConfig& config,
+                     std::vector<std::string>& problems) {
   for (const auto& [value, flag] :
        {std::pair{o.world, "--world"}, std::pair{o.tp, "--tp"}, std::pair{o.pp, "--pp"}, std::pair{o.vpp, "--vpp"},
         std::pair{o.dp, "--dp"}, std::pair{o.rollout_tp, "--rollout-tp"}, std::pair{o.ep, "--ep"},
@@ -164,8 +165,10 @@ BenchConfig resolve_bench_options(const BenchOptions& o) {
       problems.push_back("rollout: " + problem.message);
     }
   }
+}
 
-  // Strategies, exit policies, communicator, device.
+// Strategies, exit policies, communicator, device and the loopback rank.
+void resolve_run(const BenchOptions& o, BenchConfig& config, std::vector<std::string>& problems) {
   if (o.strategy == "both" || o.strategy.empty()) {
     config.strategies = {core::Strategy::kHybridshard, core::Strategy::kSeed};
   } else if (o.strategy == "hybridshard") {
@@ -217,8 +220,10 @@ BenchConfig resolve_bench_options(const BenchOptions& o) {
     problems.push_back("--rank " + std::to_string(o.rank) + " is outside the world of " +
                        std::to_string(config.train.world_size()) + " ranks");
   }
+}
 
-  // Measurement flags.
+// Measurement flags: iterations, warmup, check, JSON file, bucket, CPU device size, timeout, weight version.
+void resolve_measurement(const BenchOptions& o, BenchConfig& config, std::vector<std::string>& problems) {
   if (o.iterations < 1) problems.push_back("-n: at least 1 iteration, got " + std::to_string(o.iterations));
   if (o.warmup < 0) problems.push_back("-w: cannot be negative, got " + std::to_string(o.warmup));
   if (o.check != 0 && o.check != 1) problems.push_back("-c: 0 or 1, got " + std::to_string(o.check));
@@ -242,8 +247,10 @@ BenchConfig resolve_bench_options(const BenchOptions& o) {
   if (o.timeout_ms < 0) problems.push_back("--timeout-ms: cannot be negative, got " + std::to_string(o.timeout_ms));
   if (o.timeout_ms > 0) config.timeout_ms = o.timeout_ms;
   if (o.job_file.empty()) config.version = o.version;
+}
 
-  // Batch: the global batch (dp replicas x rows) must split evenly over the inference data-parallel groups.
+// Batch: the global batch (dp replicas x rows) must split evenly over the inference data-parallel groups.
+void resolve_batch(const BenchOptions& o, BenchConfig& config, std::vector<std::string>& problems) {
   if (config.inference.tp > 0 && config.inference.world_size % config.inference.tp == 0 && config.train.dp > 0) {
     const std::int64_t groups = config.inference.world_size / config.inference.tp;
     const std::int64_t rows_unit = groups / std::gcd(groups, static_cast<std::int64_t>(config.train.dp));
@@ -257,7 +264,18 @@ BenchConfig resolve_bench_options(const BenchOptions& o) {
   }
   if (o.batch_cols < 1) problems.push_back("--batch-cols: at least 1, got " + std::to_string(o.batch_cols));
   config.batch_cols = o.batch_cols;
+}
 
+}  // namespace
+
+BenchConfig resolve_bench_options(const BenchOptions& o) {
+  BenchConfig config;
+  std::vector<std::string> problems;
+  const bool have_layout_from_job = resolve_model(o, config, problems);
+  resolve_layouts(o, have_layout_from_job, config, problems);
+  resolve_run(o, config, problems);
+  resolve_measurement(o, config, problems);
+  resolve_batch(o, config, problems);
   if (!problems.empty()) {
     std::ostringstream message;
     message << "hybridshard bench: " << problems.size() << (problems.size() == 1 ? " problem" : " problems")

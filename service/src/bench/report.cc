@@ -1,9 +1,7 @@
-// Combining ranks into a BenchReport, the ratios the targets are stated in, and the table and JSON output.
+// Combining ranks into a BenchReport, the ratios the targets are stated in, and the tables (JSON: report_json.cc).
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <ostream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -86,12 +84,10 @@ std::string format_bytes_human(std::int64_t bytes) {
   return text;
 }
 
-}  // namespace
-
-BenchReport combine_ranks(const BenchConfig& config, const std::vector<RankResult>& ranks) {
-  BenchReport report;
-  const int world_size = config.train.world_size();
-  report.world_size = world_size;
+// The "# ..." lines (model, layouts, comm, device, flags, shard size) and the ranks' notes. Returns the largest
+// inference shard of any rank.
+std::int64_t add_header(const BenchConfig& config, const std::vector<RankResult>& ranks, BenchReport& report) {
+  const int world_size = report.world_size;
   const core::ModelSpec& spec = config.spec;
   const std::string comm(core::backend_name(config.backend));
   report.header.push_back(
@@ -128,7 +124,12 @@ BenchReport combine_ranks(const BenchConfig& config, const std::vector<RankResul
   report.header.push_back("# inference shard " + std::to_string(shard_bytes) + " B (" +
                           format_bytes_human(shard_bytes) + ") per rank");
 
-  // Rows in a fixed order: enter, exit per policy, then the batch phases; hybridshard before seed.
+  return shard_bytes;
+}
+
+// The phase rows in a fixed order: enter, exit per policy, then the batch phases; hybridshard before seed.
+void add_phase_rows(const BenchConfig& config, const std::vector<RankResult>& ranks, BenchReport& report) {
+  const int world_size = report.world_size;
   std::vector<SeriesKey> order;
   for (core::ExitPolicy policy : config.exit_policies) {
     for (core::Strategy strategy : config.strategies) {
@@ -160,7 +161,12 @@ BenchReport combine_ranks(const BenchConfig& config, const std::vector<RankResul
     row.busbw_gbps = row.algbw_gbps * bus_factor(world_size);
     report.rows.push_back(row);
   }
+}
 
+// The bounds measured in the same run: copies of the shard's bytes, pinned host copies, and per strategy the network
+// (or, loopback, a device copy) for the bytes that strategy received.
+void add_bound_rows(const BenchConfig& config, const std::vector<RankResult>& ranks, BenchReport& report) {
+  const int world_size = report.world_size;
   std::vector<std::string> bound_names = {"d2d.shard", "h2d.pinned", "d2h.pinned"};
   for (core::Strategy strategy : config.strategies) {
     const std::string name(core::strategy_name(strategy));
@@ -183,9 +189,11 @@ BenchReport combine_ranks(const BenchConfig& config, const std::vector<RankResul
     bound.busbw_gbps = bound.algbw_gbps * (network ? bus_factor(world_size) : 1.0);
     report.bounds.push_back(bound);
   }
+}
 
-  // The ratios the targets are stated in (docs/performance.md). The 10x target is the issue's for train tp=2, pp=2
-  // -> tp'=1; every other layout, and CPU ranks, have 3x.
+// The ratios the targets are stated in (docs/performance.md). The 10x target is the issue's for train tp=2, pp=2
+// -> tp'=1; every other layout, and CPU ranks, have 3x.
+void add_ratios(const BenchConfig& config, std::int64_t shard_bytes, BenchReport& report) {
   const bool ten_x_layout = config.train.tp == 2 && config.train.pp == 2 && config.inference.tp == 1 &&
                             config.backend != core::Backend::kGloo;
   // Enter as it runs after the first exit policy (free, when measured): the shard is built from nothing.
@@ -239,7 +247,10 @@ BenchReport combine_ranks(const BenchConfig& config, const std::vector<RankResul
                   static_cast<double>(shard_bytes + (peer_path ? 0 : 2 * config.bucket_bytes)),
               "<=", 1.0);
   }
-  // The per-step profile of the first rank (rank 0, or the loopback rank): means per timed run of the phase.
+}
+
+// The per-step profile of the first rank (rank 0, or the loopback rank): means per timed run of the phase.
+void add_steps(const std::vector<RankResult>& ranks, BenchReport& report) {
   if (!ranks.empty()) {
     const RankResult& first = ranks.front();
     for (const auto& [key, total] : first.steps) {
@@ -260,6 +271,18 @@ BenchReport combine_ranks(const BenchConfig& config, const std::vector<RankResul
       report.steps.push_back(step);
     }
   }
+}
+
+}  // namespace
+
+BenchReport combine_ranks(const BenchConfig& config, const std::vector<RankResult>& ranks) {
+  BenchReport report;
+  report.world_size = config.train.world_size();
+  const std::int64_t shard_bytes = add_header(config, ranks, report);
+  add_phase_rows(config, ranks, report);
+  add_bound_rows(config, ranks, report);
+  add_ratios(config, shard_bytes, report);
+  add_steps(ranks, report);
   return report;
 }
 
@@ -277,42 +300,6 @@ void pad(std::ostream& out, const std::string& text, int width) {
   const int spaces = width - static_cast<int>(text.size());
   for (int i = 0; i < spaces; ++i) out << ' ';
   out << text << ' ';
-}
-
-std::string json_string(const std::string& text) {
-  std::string quoted = "\"";
-  for (char c : text) {
-    switch (c) {
-      case '"':
-        quoted += "\\\"";
-        break;
-      case '\\':
-        quoted += "\\\\";
-        break;
-      case '\n':
-        quoted += "\\n";
-        break;
-      case '\t':
-        quoted += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char escaped[8];
-          std::snprintf(escaped, sizeof(escaped), "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
-          quoted += escaped;
-        } else {
-          quoted += c;
-        }
-    }
-  }
-  return quoted + "\"";
-}
-
-std::string json_number(double value) {
-  if (!std::isfinite(value)) return "null";
-  char text[64];
-  std::snprintf(text, sizeof(text), "%.9g", value);
-  return text;
 }
 
 }  // namespace
@@ -407,51 +394,6 @@ void print_bench_report(const BenchReport& report, std::ostream& out) {
   for (const std::string& note : report.notes) out << "# note: " << note << '\n';
   const std::int64_t wrong = report.total_wrong();
   out << "# Out of bounds values : " << wrong << (wrong == 0 ? " OK" : " FAILED") << '\n';
-}
-
-std::string bench_report_json(const BenchReport& report) {
-  std::ostringstream out;
-  out << "{\n  \"header\": [";
-  for (std::size_t i = 0; i < report.header.size(); ++i) {
-    out << (i ? ", " : "") << json_string(report.header[i]);
-  }
-  out << "],\n  \"world_size\": " << report.world_size << ",\n  \"rows\": [";
-  for (std::size_t i = 0; i < report.rows.size(); ++i) {
-    const PhaseRow& row = report.rows[i];
-    out << (i ? "," : "") << "\n    {\"phase\": " << json_string(row.phase)
-        << ", \"strategy\": " << json_string(row.strategy) << ", \"policy\": " << json_string(row.policy)
-        << ", \"bytes\": " << row.bytes << ", \"time_us\": " << json_number(row.time_us)
-        << ", \"algbw_gbps\": " << json_number(row.algbw_gbps) << ", \"busbw_gbps\": " << json_number(row.busbw_gbps)
-        << ", \"extra_bytes\": " << row.peak_extra_bytes << ", \"host_bytes\": " << row.host_bytes
-        << ", \"wrong\": " << (row.checked ? std::to_string(row.wrong) : "null") << "}";
-  }
-  out << "\n  ],\n  \"bounds\": [";
-  for (std::size_t i = 0; i < report.bounds.size(); ++i) {
-    const BoundRow& bound = report.bounds[i];
-    out << (i ? "," : "") << "\n    {\"name\": " << json_string(bound.name) << ", \"what\": " << json_string(bound.what)
-        << ", \"bytes\": " << bound.bytes << ", \"time_us\": " << json_number(bound.time_us)
-        << ", \"algbw_gbps\": " << json_number(bound.algbw_gbps)
-        << ", \"busbw_gbps\": " << json_number(bound.busbw_gbps) << "}";
-  }
-  out << "\n  ],\n  \"ratios\": [";
-  for (std::size_t i = 0; i < report.ratios.size(); ++i) {
-    const RatioRow& ratio = report.ratios[i];
-    out << (i ? "," : "") << "\n    {\"name\": " << json_string(ratio.name)
-        << ", \"value\": " << json_number(ratio.value) << ", \"op\": " << json_string(ratio.op)
-        << ", \"target\": " << json_number(ratio.target) << ", \"met\": " << (ratio.met ? "true" : "false") << "}";
-  }
-  out << "\n  ],\n  \"steps\": [";
-  for (std::size_t i = 0; i < report.steps.size(); ++i) {
-    const StepRow& step = report.steps[i];
-    out << (i ? "," : "") << "\n    {\"strategy\": " << json_string(step.strategy)
-        << ", \"phase\": " << json_string(step.phase) << ", \"operation\": " << json_string(step.operation)
-        << ", \"path\": " << json_string(step.path) << ", \"bytes\": " << step.bytes
-        << ", \"time_us\": " << json_number(step.time_us) << "}";
-  }
-  out << "\n  ],\n  \"notes\": [";
-  for (std::size_t i = 0; i < report.notes.size(); ++i) out << (i ? ", " : "") << json_string(report.notes[i]);
-  out << "],\n  \"wrong\": " << report.total_wrong() << "\n}\n";
-  return out.str();
 }
 
 }  // namespace hybridshard::service::bench
