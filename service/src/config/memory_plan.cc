@@ -9,6 +9,7 @@
 #include "hybridshard/core/error.h"
 #include "hybridshard/core/plan_classes.h"
 #include "hybridshard/core/reshard_plan.h"
+#include "hybridshard/service/config/memory_policy.h"
 #include "hybridshard/service/config/units.h"
 
 namespace hybridshard::service {
@@ -54,64 +55,142 @@ std::string plan_title(const JobConfig& job) {
 
 }  // namespace
 
-std::string_view plan_phase_name(PlanPhase phase) {
-  switch (phase) {
-    case PlanPhase::kTrain:
-      return "train";
-    case PlanPhase::kEnter:
-      return "enter";
-    case PlanPhase::kRollout:
-      return "rollout";
-    case PlanPhase::kExit:
-      return "exit";
-  }
-  return "?";
-}
-
 std::int64_t PhaseMemory::device_total() const { return sum(device); }
 std::int64_t PhaseMemory::host_total() const { return sum(host); }
 
 namespace {
 
-// The plan of every rank, or of `only_rank` alone.
-MemoryPlan plan_memory(const JobConfig& job, std::int64_t device_memory, std::optional<int> only_rank) {
-  MemoryPlan plan;
-  const bool cpu = job.runtime.backend == BackendChoice::kGloo;
-  plan.device_is_cpu = cpu && device_memory <= 0 && job.runtime.device_memory <= 0;
-  plan.device_memory = device_memory > 0               ? device_memory
-                       : job.runtime.device_memory > 0 ? job.runtime.device_memory
-                       : cpu                           ? job.runtime.cpu_device_memory
-                                                       : kDefaultGpuMemory;
-  const bool assumed_gpu = device_memory <= 0 && job.runtime.device_memory <= 0 && !cpu;
-  const core::ModelSpec& spec = job.model.spec;
-  const core::TrainLayout& train = job.train;
-  const core::InferenceLayout& rollout = job.rollout;
-  const MemoryConfig& memory = job.memory;
-  const GenerationConfig& settings = job.generation;
-  const bool seed = job.runtime.strategy == core::Strategy::kSeed;
-  const std::int64_t element = static_cast<std::int64_t>(core::dtype_size(spec.dtype));
+// Bytes of each buffer kind one rank holds when the kind is present (the policy decides where, per phase).
+struct RankBuffers {
+  std::array<std::int64_t, kNumBufferKinds> bytes{};
+  // The seed strategy only: the other pipeline stages' params of the rank's tensor-parallel column, kept on the host
+  // between phases and loaded onto the device for enter's broadcasts.
+  std::int64_t seed_other_stages = 0;
+};
 
-  // What the batch needs in KV cache on one rank.
-  const std::int64_t rollout_replicas = std::max(1, rollout.dp());
-  const std::int64_t rows = (settings.prompts_per_train_replica * train.dp + rollout_replicas - 1) / rollout_replicas;
-  const std::int64_t prompt_length =
-      settings.prompts.empty() ? settings.prompt_length : static_cast<std::int64_t>(settings.prompts.front().size());
-  const std::int64_t kv_needed = rows * (prompt_length + settings.max_new_tokens) * spec.num_hidden_layers * 2 *
-                                 rollout.kv_heads_per_rank(spec) * spec.resolved_head_dim() * element;
-
-  // Parameter bytes of every (tp_rank, pp_rank), for the seed strategy's other stages.
-  std::map<std::pair<int, int>, std::int64_t> stage_bytes;
-  const auto stage = [&](int tp_rank, int pp_rank) {
-    auto [it, inserted] = stage_bytes.emplace(std::make_pair(tp_rank, pp_rank), 0);
+// Parameter bytes of every (tp_rank, pp_rank) of the train layout, computed once each.
+class StageBytes {
+ public:
+  explicit StageBytes(const JobConfig& job) : job_(job) {}
+  std::int64_t of(int tp_rank, int pp_rank) {
+    auto [it, inserted] = bytes_.emplace(std::make_pair(tp_rank, pp_rank), 0);
     if (inserted) {
-      for (const core::BufferLayout& buffer : core::train_param_buffers(spec, train, tp_rank, pp_rank)) {
+      for (const core::BufferLayout& buffer :
+           core::train_param_buffers(job_.model.spec, job_.train, tp_rank, pp_rank)) {
         it->second += buffer.bytes;
       }
     }
     return it->second;
-  };
+  }
 
-  // Bytes of expert tensors (router excluded) in some buffers: every tensor whose blocks come from experts.
+ private:
+  const JobConfig& job_;
+  std::map<std::pair<int, int>, std::int64_t> bytes_;
+};
+
+// The buffers of one rank and enter's network bytes. The seed strategy's staging (per-tensor gather temporaries)
+// and network bytes are estimates of core's seed transition, not a plan.
+RankBuffers rank_buffers(const JobConfig& job, const core::RankPlan& rank_plan, StageBytes& stages,
+                         RankMemoryPlan& out) {
+  RankBuffers buffers;
+  auto& bytes = buffers.bytes;
+  std::int64_t largest_tensor = 0;
+  for (const core::BufferLayout& chunk : rank_plan.train_buffers) {
+    out.params_per_chunk.push_back(chunk.bytes);
+    bytes[index_of(BufferKind::kParams)] += chunk.bytes;
+    const TrainStateBytes state = train_state_bytes(chunk);
+    bytes[index_of(BufferKind::kGrads)] += state.grads;
+    bytes[index_of(BufferKind::kMasterParams)] += state.master_params;
+    bytes[index_of(BufferKind::kOptimizerState)] += state.optimizer_state;
+    for (const core::LocalTensor& tensor : chunk.tensors) largest_tensor = std::max(largest_tensor, tensor.numel());
+  }
+  bytes[index_of(BufferKind::kInferenceParams)] = rank_plan.inference_buffer.bytes;
+
+  if (job.runtime.strategy != core::Strategy::kSeed) {
+    bytes[index_of(BufferKind::kStaging)] = rank_plan.max_round_send_bytes() + rank_plan.max_round_recv_bytes();
+    out.enter_network_received = rank_plan.bytes_received();
+    out.enter_network_sent = rank_plan.bytes_sent();
+    return buffers;
+  }
+  std::int64_t all_stages = 0;
+  for (int p = 0; p < job.train.pp; ++p) {
+    const std::int64_t stage = stages.of(out.train.tp_rank, p);
+    all_stages += stage;
+    if (p != out.train.pp_rank) buffers.seed_other_stages += stage;
+  }
+  const std::int64_t element = static_cast<std::int64_t>(core::dtype_size(job.model.spec.dtype));
+  const std::int64_t micro_dp = std::max(1, job.train.tp / std::max(1, job.rollout.tp));
+  bytes[index_of(BufferKind::kStaging)] = largest_tensor * element * micro_dp;
+  out.network_estimated = true;
+  out.enter_network_received = buffers.seed_other_stages + (micro_dp - 1) * all_stages;
+  out.enter_network_sent = out.enter_network_received;
+  return buffers;
+}
+
+// Every kind where the policy puts it in each phase; the KV cache is sized afterwards.
+std::array<PhaseMemory, kNumPlanPhases> place_buffers(const MemoryPolicy& policy, const RankBuffers& buffers) {
+  std::array<PhaseMemory, kNumPlanPhases> phases;
+  for (int p = 0; p < kNumPlanPhases; ++p) {
+    PhaseMemory& phase = phases[static_cast<std::size_t>(p)];
+    phase.phase = static_cast<PlanPhase>(p);
+    for (std::size_t kind = 0; kind < kNumBufferKinds; ++kind) {
+      if (static_cast<BufferKind>(kind) == BufferKind::kKvCache) continue;
+      const Placement placement = policy.placement(static_cast<BufferKind>(kind), phase.phase);
+      if (placement == Placement::kDevice) phase.device[kind] = buffers.bytes[kind];
+      if (placement == Placement::kHost) phase.host[kind] = buffers.bytes[kind];
+    }
+    // The seed keeps the other stages' params on the host, and on the device too while enter broadcasts them.
+    phase.host[index_of(BufferKind::kParams)] += buffers.seed_other_stages;
+    if (phase.phase == PlanPhase::kEnter) phase.device[index_of(BufferKind::kParams)] += buffers.seed_other_stages;
+  }
+  // Exit's peak with the offload policy: the shard is on the device while its host copy is made.
+  if (policy.exit_policy() == core::ExitPolicy::kOffload) {
+    const std::size_t inference = index_of(BufferKind::kInferenceParams);
+    phases[static_cast<std::size_t>(PlanPhase::kExit)].host[inference] = buffers.bytes[inference];
+  }
+  return phases;
+}
+
+// The KV cache: given, or vLLM's rule over what the rollout phase already holds; then every phase the policy keeps
+// it in.
+std::int64_t place_kv_cache(const JobConfig& job, const MemoryPolicy& policy, std::int64_t device_memory,
+                            std::array<PhaseMemory, kNumPlanPhases>& phases) {
+  const std::size_t rollout = static_cast<std::size_t>(PlanPhase::kRollout);
+  const std::int64_t kv = kv_cache_budget(job.generation, device_memory, phases[rollout].device_total());
+  for (PhaseMemory& phase : phases) {
+    const Placement placement = policy.placement(BufferKind::kKvCache, phase.phase);
+    if (placement == Placement::kDevice) phase.device[index_of(BufferKind::kKvCache)] = kv;
+  }
+  return kv;
+}
+
+// The peaks, and whether (and why not) the rank fits.
+void judge_fit(const MemoryPlan& plan, const KvCacheNeed& kv_need, std::int64_t kv, RankMemoryPlan& out) {
+  for (const PhaseMemory& phase : out.phases) {
+    out.peak_device = std::max(out.peak_device, phase.device_total());
+    out.peak_host = std::max(out.peak_host, phase.host_total());
+  }
+  if (out.peak_device > plan.device_memory) {
+    out.fits = false;
+    const auto worst = std::max_element(
+        out.phases.begin(), out.phases.end(),
+        [](const PhaseMemory& a, const PhaseMemory& b) { return a.device_total() < b.device_total(); });
+    out.notes.push_back("does not fit: " + std::string(plan_phase_name(worst->phase)) + " needs " +
+                        format_bytes(out.peak_device) + " of the " + format_bytes(plan.device_memory) +
+                        " device memory");
+  }
+  if (kv < kv_need.bytes) {
+    out.fits = false;
+    out.notes.push_back("does not fit: the KV cache gets " + format_bytes(kv) + " but the batch needs " +
+                        format_bytes(kv_need.bytes) + " (" + std::to_string(kv_need.rows) + " rows of " +
+                        std::to_string(kv_need.tokens_per_row) + " tokens)");
+  }
+}
+
+// MoE: how much of the train params and of the inference shard are expert tensors (router excluded).
+std::string expert_note(const JobConfig& job, const core::RankPlan& rank_plan) {
+  const core::ModelSpec& spec = job.model.spec;
+  const std::int64_t element = static_cast<std::int64_t>(core::dtype_size(spec.dtype));
   std::vector<bool> is_expert;
   for (const core::HfTensor& tensor : spec.hf_tensors()) is_expert.push_back(tensor.expert >= 0);
   const auto expert_bytes = [&](const std::vector<core::BufferLayout>& buffers) {
@@ -125,12 +204,34 @@ MemoryPlan plan_memory(const JobConfig& job, std::int64_t device_memory, std::op
     }
     return bytes;
   };
+  return "experts: " + format_bytes(expert_bytes(rank_plan.train_buffers)) + " of the train params (EP " +
+         std::to_string(job.train.ep) + ", ETP " + std::to_string(job.train.expert_tp()) + "), " +
+         format_bytes(expert_bytes({rank_plan.inference_buffer})) + " of the inference shard (" +
+         (job.rollout.expert_parallel ? "expert parallel" : "tensor-parallel experts") + ")";
+}
+
+// The plan of every rank, or of `only_rank` alone.
+MemoryPlan plan_memory(const JobConfig& job, std::int64_t device_memory, std::optional<int> only_rank) {
+  MemoryPlan plan;
+  const bool cpu = job.runtime.backend == BackendChoice::kGloo;
+  plan.device_is_cpu = cpu && device_memory <= 0 && job.runtime.device_memory <= 0;
+  plan.device_memory = device_memory > 0               ? device_memory
+                       : job.runtime.device_memory > 0 ? job.runtime.device_memory
+                       : cpu                           ? job.runtime.cpu_device_memory
+                                                       : kDefaultGpuMemory;
+  const bool assumed_gpu = device_memory <= 0 && job.runtime.device_memory <= 0 && !cpu;
+  const core::TrainLayout& train = job.train;
+  const core::InferenceLayout& rollout = job.rollout;
+  const bool seed = job.runtime.strategy == core::Strategy::kSeed;
+  const MemoryPolicy policy(job.memory);
+  const KvCacheNeed kv_need = kv_cache_needed(job);
+  StageBytes stages(job);
 
   plan.title = plan_title(job);
   plan.topology = job.topology;
   plan.transport = job.runtime.transport;
   // One reshard plan per class of ranks (core/plan_classes.h): its members' numbers are the representative's.
-  core::ReshardPlanner planner(spec, train, rollout, core::PlanOptions{memory.bucket_bytes});
+  core::ReshardPlanner planner(job.model.spec, train, rollout, core::PlanOptions{job.memory.bucket_bytes});
   const std::vector<core::PlanClass> classes =
       only_rank ? std::vector<core::PlanClass>{{*only_rank, {*only_rank}}} : core::plan_classes(train, rollout);
   for (const core::PlanClass& plan_class : classes) {
@@ -140,136 +241,12 @@ MemoryPlan plan_memory(const JobConfig& job, std::int64_t device_memory, std::op
     out.rank = rank;
     out.train = train.coord(rank);
     out.rollout = rollout.coord(rank);
-    std::int64_t params = 0;
-    std::int64_t largest_tensor = 0;
-    for (const core::BufferLayout& buffer : rank_plan.train_buffers) {
-      out.params_per_chunk.push_back(buffer.bytes);
-      params += buffer.bytes;
-      for (const core::LocalTensor& tensor : buffer.tensors) largest_tensor = std::max(largest_tensor, tensor.numel());
-    }
-    const std::int64_t numel = params / element;
-    const std::int64_t grads = 4 * numel;
-    const std::int64_t master = spec.dtype == core::DType::kFloat32 ? 0 : 4 * numel;
-    const std::int64_t optimizer = 8 * numel;
-    const std::int64_t inference = rank_plan.inference_buffer.bytes;
-    out.kv_cache_needed = kv_needed;
-    if (spec.is_moe()) {
-      out.notes.push_back("experts: " + format_bytes(expert_bytes(rank_plan.train_buffers)) +
-                          " of the train params (EP " + std::to_string(train.ep) + ", ETP " +
-                          std::to_string(train.expert_tp()) + "), " +
-                          format_bytes(expert_bytes({rank_plan.inference_buffer})) + " of the inference shard (" +
-                          (rollout.expert_parallel ? "expert parallel" : "tensor-parallel experts") + ")");
-    }
-
-    // The seed keeps the other stages' params of its tensor-parallel column and gathers into temporaries.
-    std::int64_t other_stages = 0;
-    std::int64_t all_stages = 0;
-    for (int p = 0; p < train.pp; ++p) {
-      const std::int64_t bytes = stage(out.train.tp_rank, p);
-      all_stages += bytes;
-      if (p != out.train.pp_rank) other_stages += bytes;
-    }
-    const std::int64_t micro_dp = std::max(1, train.tp / std::max(1, rollout.tp));
-    const std::int64_t staging = seed ? largest_tensor * element * micro_dp
-                                      : rank_plan.max_round_send_bytes() + rank_plan.max_round_recv_bytes();
-    if (seed) {
-      out.network_estimated = true;
-      out.enter_network_received = other_stages + (micro_dp - 1) * all_stages;
-      out.enter_network_sent = out.enter_network_received;
-    } else {
-      out.enter_network_received = rank_plan.bytes_received();
-      out.enter_network_sent = rank_plan.bytes_sent();
-    }
-
-    PhaseMemory& train_phase = out.phases[0];
-    PhaseMemory& enter_phase = out.phases[1];
-    PhaseMemory& rollout_phase = out.phases[2];
-    PhaseMemory& exit_phase = out.phases[3];
-    train_phase.phase = PlanPhase::kTrain;
-    enter_phase.phase = PlanPhase::kEnter;
-    rollout_phase.phase = PlanPhase::kRollout;
-    exit_phase.phase = PlanPhase::kExit;
-    const auto params_i = index_of(BufferKind::kParams);
-    const auto grads_i = index_of(BufferKind::kGrads);
-    const auto master_i = index_of(BufferKind::kMasterParams);
-    const auto optimizer_i = index_of(BufferKind::kOptimizerState);
-    const auto inference_i = index_of(BufferKind::kInferenceParams);
-    const auto kv_i = index_of(BufferKind::kKvCache);
-    const auto staging_i = index_of(BufferKind::kStaging);
-
-    // train: everything of training on the device.
-    train_phase.device[params_i] = params;
-    train_phase.device[grads_i] = grads;
-    train_phase.device[master_i] = master;
-    train_phase.device[optimizer_i] = optimizer;
-    if (memory.exit_policy == core::ExitPolicy::kOffload) train_phase.host[inference_i] = inference;
-    if (seed) train_phase.host[params_i] = other_stages;
-
-    // Training state while rolling out (enter, rollout, exit), by the policy.
-    const auto rollout_state = [&](PhaseMemory& phase) {
-      phase.device[params_i] = params;
-      if (memory.free_grads_in_rollout) {
-        // freed
-      } else if (memory.offload_grads_in_rollout) {
-        phase.host[grads_i] = grads;
-      } else {
-        phase.device[grads_i] = grads;
-      }
-      auto& optimizer_side = memory.offload_optimizer_in_rollout ? phase.host : phase.device;
-      optimizer_side[master_i] = master;
-      optimizer_side[optimizer_i] = optimizer;
-      if (seed) phase.host[params_i] = other_stages;
-    };
-    rollout_state(enter_phase);
-    enter_phase.device[inference_i] = inference;
-    enter_phase.device[staging_i] = staging;
-    if (seed) {
-      enter_phase.device[params_i] += other_stages;  // loaded host -> device for the broadcast
-    }
-
-    rollout_state(rollout_phase);
-    if (memory.offload_params_in_rollout) {
-      rollout_phase.device[params_i] = 0;
-      rollout_phase.host[params_i] += params;
-    }
-    rollout_phase.device[inference_i] = inference;
-
-    // KV cache: given, or vLLM's rule (a fraction of the device minus what is already there).
-    std::int64_t kv = settings.kv_cache_bytes;
-    if (kv <= 0) {
-      const auto budget =
-          static_cast<std::int64_t>(settings.gpu_memory_utilization * static_cast<double>(plan.device_memory));
-      kv = std::max<std::int64_t>(0, budget - rollout_phase.device_total());
-    }
-    rollout_phase.device[kv_i] = kv;
-    if (!memory.free_kv_cache_in_train) {
-      train_phase.device[kv_i] = kv;
-      enter_phase.device[kv_i] = kv;
-    }
-
-    exit_phase = rollout_phase;
-    exit_phase.phase = PlanPhase::kExit;
-    if (memory.exit_policy == core::ExitPolicy::kOffload) exit_phase.host[inference_i] = inference;
-
-    for (const PhaseMemory& phase : out.phases) {
-      out.peak_device = std::max(out.peak_device, phase.device_total());
-      out.peak_host = std::max(out.peak_host, phase.host_total());
-    }
-    if (out.peak_device > plan.device_memory) {
-      out.fits = false;
-      const auto worst = std::max_element(
-          out.phases.begin(), out.phases.end(),
-          [](const PhaseMemory& a, const PhaseMemory& b) { return a.device_total() < b.device_total(); });
-      out.notes.push_back("does not fit: " + std::string(plan_phase_name(worst->phase)) + " needs " +
-                          format_bytes(out.peak_device) + " of the " + format_bytes(plan.device_memory) +
-                          " device memory");
-    }
-    if (kv < kv_needed) {
-      out.fits = false;
-      out.notes.push_back("does not fit: the KV cache gets " + format_bytes(kv) + " but the batch needs " +
-                          format_bytes(kv_needed) + " (" + std::to_string(rows) + " rows of " +
-                          std::to_string(prompt_length + settings.max_new_tokens) + " tokens)");
-    }
+    out.kv_cache_needed = kv_need.bytes;
+    if (job.model.spec.is_moe()) out.notes.push_back(expert_note(job, rank_plan));
+    const RankBuffers buffers = rank_buffers(job, rank_plan, stages, out);
+    out.phases = place_buffers(policy, buffers);
+    const std::int64_t kv = place_kv_cache(job, policy, plan.device_memory, out.phases);
+    judge_fit(plan, kv_need, kv, out);
     if (assumed_gpu) out.notes.push_back("device memory assumed 80 GB; set runtime.device_memory to check another");
     if (seed) out.notes.push_back("seed strategy: network bytes and gather temporaries are estimates");
     plan.fits = plan.fits && out.fits;

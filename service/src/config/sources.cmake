@@ -11,5 +11,6 @@ set(HYBRIDSHARD_CONFIG_SOURCES
   layout_checks.cc
   batch_checks.cc
   job_config.cc
+  memory_policy.cc
   memory_plan.cc
 )

@@ -1,6 +1,6 @@
 // hybridshard-rank: one rank of a job. Started by `hybridshard run` (one per rank), or by torchrun / Slurm / mpirun
 // with their environment variables:  hybridshard-rank --job JOB.yaml
-#include <cstring>
+#include <CLI/CLI.hpp>
 #include <iostream>
 #include <string>
 
@@ -8,22 +8,22 @@
 #include "hybridshard/service/config/job_config.h"
 #include "hybridshard/service/launch/launcher.h"
 #include "hybridshard/service/launch/rank_environment.h"
-#include "rank_session.h"
+#include "rank_program.h"
 
 int main(int argc, char** argv) {
   using namespace hybridshard;
+  CLI::App app{
+      "hybridshard-rank: one rank of a job (rank and world from RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT, "
+      "SLURM_* or OMPI_COMM_WORLD_*)"};
   std::string job_file;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--job") == 0 && i + 1 < argc) {
-      job_file = argv[++i];
-    } else if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
-      std::cout << "usage: hybridshard-rank --job JOB.yaml   (rank and world from RANK/WORLD_SIZE/LOCAL_RANK/"
-                   "MASTER_ADDR/MASTER_PORT, SLURM_* or OMPI_COMM_WORLD_*)\n";
-      return 0;
-    } else {
-      std::cerr << "hybridshard-rank: unknown argument '" << argv[i] << "' (usage: hybridshard-rank --job JOB.yaml)\n";
-      return 2;
-    }
+  app.add_option("--job", job_file, "Job file (YAML); none: the embedded default job");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& help) {
+    return app.exit(help);
+  } catch (const CLI::ParseError& error) {
+    std::cerr << "hybridshard-rank: " << error.what() << " (usage: hybridshard-rank --job JOB.yaml)\n";
+    return 2;
   }
   int rank = -1;
   try {

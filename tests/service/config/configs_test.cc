@@ -159,22 +159,28 @@ TEST(MemoryPlanTest, quickstart_plan_adds_up_per_rank_and_phase) {
     const core::RankPlan reshard = core::make_rank_plan(job.model.spec, job.train, job.rollout, rank.rank,
                                                         core::PlanOptions{job.memory.bucket_bytes});
     std::int64_t params = 0;
-    for (const auto& buffer : reshard.train_buffers) params += buffer.bytes;
-    const std::int64_t numel = params / 2;  // bf16
+    std::int64_t fp32 = 0;  // the chunks' tensors at aligned fp32 offsets: what the train step holds per state
+    for (const auto& buffer : reshard.train_buffers) {
+      params += buffer.bytes;
+      core::BufferLayout widened;
+      widened.dtype = core::DType::kFloat32;
+      for (const core::LocalTensor& tensor : buffer.tensors) core::append_tensor(widened, tensor);
+      fp32 += widened.bytes;
+    }
     const auto& train = rank.phases[0];
     const auto& enter = rank.phases[1];
     const auto& rollout = rank.phases[2];
     const auto kind = [](core::BufferKind k) { return static_cast<std::size_t>(k); };
     EXPECT_EQ(train.device[kind(core::BufferKind::kParams)], params);
-    EXPECT_EQ(train.device[kind(core::BufferKind::kGrads)], 4 * numel);
-    EXPECT_EQ(train.device[kind(core::BufferKind::kMasterParams)], 4 * numel);
-    EXPECT_EQ(train.device[kind(core::BufferKind::kOptimizerState)], 8 * numel);
+    EXPECT_EQ(train.device[kind(core::BufferKind::kGrads)], fp32);
+    EXPECT_EQ(train.device[kind(core::BufferKind::kMasterParams)], fp32);
+    EXPECT_EQ(train.device[kind(core::BufferKind::kOptimizerState)], 2 * fp32);
     EXPECT_EQ(train.device[kind(core::BufferKind::kInferenceParams)], 0);  // exit_policy free
     EXPECT_EQ(train.device[kind(core::BufferKind::kKvCache)], 0);          // free_kv_cache_in_train
     // Offloaded for the rollout: optimizer, master weights and gradients live on the host.
     EXPECT_EQ(rollout.device[kind(core::BufferKind::kOptimizerState)], 0);
-    EXPECT_EQ(rollout.host[kind(core::BufferKind::kOptimizerState)], 8 * numel);
-    EXPECT_EQ(rollout.host[kind(core::BufferKind::kGrads)], 4 * numel);
+    EXPECT_EQ(rollout.host[kind(core::BufferKind::kOptimizerState)], 2 * fp32);
+    EXPECT_EQ(rollout.host[kind(core::BufferKind::kGrads)], fp32);
     EXPECT_EQ(rollout.device[kind(core::BufferKind::kInferenceParams)], reshard.inference_buffer.bytes);
     EXPECT_EQ(enter.device[kind(core::BufferKind::kStaging)],
               reshard.max_round_send_bytes() + reshard.max_round_recv_bytes());

@@ -3,16 +3,16 @@
 // Computed from the job alone (layouts, core::make_rank_plan, the memory policy); nothing runs. Also the predicted
 // enter time of every rank on the job's topology (core/enter_time.h).
 //
-// Accounting, per rank (N = parameters of the rank's train shards, model dtype of size s):
-//   params        N * s per vpp chunk (train.params.pp<P>.vpp<V>)
-//   grads         4N (fp32 main gradients)
-//   master_params 4N (fp32 master weights; none when the model dtype is fp32)
-//   optimizer     8N (Adam exp_avg + exp_avg_sq, fp32)
+// Where each kind is in each phase is MemoryPolicy::placement, the object the rank's schedule applies. Sizes, per
+// rank:
+//   params        the rank's train chunks (train.params.pp<P>.vpp<V>, model dtype)
+//   grads, master_params, optimizer   train_state_bytes: what the train step holds in fp32 beside each chunk
 //   inference_params  the rank's inference shard (vLLM layout)
-//   kv_cache      rollout.kv_cache_bytes, else gpu_memory_utilization * device memory - everything else on the
-//                 device during rollout (vLLM's rule), at least what the batch needs
+//   kv_cache      kv_cache_budget: rollout.kv_cache_bytes, else gpu_memory_utilization * device memory - everything
+//                 else on the device during rollout (vLLM's rule); it must hold what the batch needs
 //   staging       enter's send + receive staging of the largest round (hybridshard); the seed strategy instead keeps
 //                 the other pipeline stages' params (on the host between phases) and per-tensor gather temporaries
+//                 (estimates of core's seed transition)
 // Phases: train (steady state), enter (peak of the transition), rollout (generation), exit (peak of the exit: the
 // inference shard is still on the device while it is freed or copied to the host).
 #pragma once
@@ -25,12 +25,9 @@
 
 #include "hybridshard/core/residency.h"
 #include "hybridshard/service/config/job_config.h"
+#include "hybridshard/service/config/memory_policy.h"
 
 namespace hybridshard::service {
-
-enum class PlanPhase : std::uint8_t { kTrain, kEnter, kRollout, kExit };
-inline constexpr int kNumPlanPhases = 4;
-std::string_view plan_phase_name(PlanPhase phase);  // "train", "enter", "rollout", "exit"
 
 inline constexpr int kNumBufferKinds = 7;  // core::BufferKind values
 

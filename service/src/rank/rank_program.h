@@ -1,6 +1,6 @@
-// One rank of a job: rendezvous, buffers, workloads, and the phase program train -> enter -> rollout -> exit for
-// every iteration, with the memory policy deciding what moves where. Runs inside `hybridshard-rank` (under our
-// launcher, torchrun, Slurm or mpirun).
+// The `hybridshard-rank` program: one rank of a job under our launcher, torchrun, Slurm or mpirun. Its event stream,
+// then the rank library: setup (rank_setup.h), the workloads (rank_workloads.h) and the phase schedule
+// (phase_schedule.h).
 #pragma once
 
 #include <iosfwd>
