@@ -95,8 +95,7 @@ std::int64_t kv_cache_budget(const GenerationConfig& generation, std::int64_t de
 
 KvCacheNeed kv_cache_needed(const JobConfig& job) {
   const GenerationConfig& settings = job.generation;
-  const std::int64_t rows_per_replica = settings.prompts.empty() ? settings.prompts_per_train_replica
-                                                                 : static_cast<std::int64_t>(settings.prompts.size());
+  const std::int64_t rows_per_replica = settings.prompts_per_train_replica;  // explicit prompts are the global batch
   const std::int64_t prompt_length =
       settings.prompts.empty() ? settings.prompt_length : static_cast<std::int64_t>(settings.prompts.front().size());
   const std::int64_t rollout_replicas = std::max(1, job.rollout.dp());

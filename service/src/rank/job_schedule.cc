@@ -9,9 +9,12 @@ core::TokenBatch job_prompts(const JobConfig& job, int replica, int iteration) {
   const GenerationConfig& settings = job.generation;
   core::TokenBatch batch;
   if (!settings.prompts.empty()) {
-    batch.rows = static_cast<std::int64_t>(settings.prompts.size());
+    batch.rows = settings.prompts_per_train_replica;
     batch.cols = static_cast<std::int64_t>(settings.prompts.front().size());
-    for (const auto& row : settings.prompts) batch.tokens.insert(batch.tokens.end(), row.begin(), row.end());
+    for (std::int64_t row = replica * batch.rows; row < (replica + 1) * batch.rows; ++row) {
+      const auto& tokens = settings.prompts.at(static_cast<std::size_t>(row));
+      batch.tokens.insert(batch.tokens.end(), tokens.begin(), tokens.end());
+    }
     return batch;
   }
   batch.rows = settings.prompts_per_train_replica;

@@ -60,8 +60,9 @@ struct ScheduleResult {
 // replica (job_prompts; `job` must outlive the options) and metrics.sample_interval_seconds.
 ScheduleOptions schedule_options(const JobConfig& job, int rank);
 
-// The prompts of train replica `replica` at `iteration`: rollout.prompts when the job gives them, else
-// prompts_per_train_replica rows of prompt_length token ids, seeded by (model.seed, replica, iteration).
+// The prompts of train replica `replica` at `iteration`: its rows of rollout.prompts when the job gives them (they are
+// the global batch: replica d holds rows [d * P, (d + 1) * P), P = prompts_per_train_replica), else P rows of
+// prompt_length token ids, seeded by (model.seed, replica, iteration).
 core::TokenBatch job_prompts(const JobConfig& job, int replica, int iteration);
 
 // Runs the schedule on a set-up rank (collective: every rank runs it). Events go to `events` (phases, memory
