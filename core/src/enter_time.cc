@@ -85,6 +85,7 @@ EnterTimeEstimate predict_enter_time(const RankTraffic& traffic, int world_size,
   estimate.barrier_seconds =
       2.0 * topology.message_latency_s * std::ceil(std::log2(std::max(2.0, static_cast<double>(world_size))));
   const bool any_peer_read = peer_in + peer_out > 0;
+  if (any_peer_read) estimate.barrier_seconds += topology.peer_sync_s;
   estimate.seconds =
       (any_peer_read ? std::max(estimate.local_seconds, estimate.peer_path_seconds) + estimate.sendrecv_seconds
                      : std::max(estimate.local_seconds, estimate.sendrecv_seconds)) +

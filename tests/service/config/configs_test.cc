@@ -261,15 +261,15 @@ TEST(MemoryPlanTest, classes_give_every_rank_its_own_numbers) {
 }
 
 TEST(MemoryPlanTest, topology_section_sets_the_prediction_and_bad_values_name_their_key) {
-  std::string text = default_job_yaml();
-  text += "topology:\n  gpus_per_host: 1\n  inter_host_gb_per_s: 1\n  message_latency_us: 0\n";
-  LoadResult result = load_job_config_from_string(text, "job.yaml");
+  const std::string topology = "topology:\n  inter_host_gb_per_s: 1\n  message_latency_us: 0\n  peer_sync_us: 0\n";
+  LoadResult result = load_job_config_from_string(default_job_yaml() + topology + "  gpus_per_host: 1\n", "job.yaml");
   ASSERT_TRUE(result.job);
   EXPECT_EQ(result.job->topology.gpus_per_host, 1);
   EXPECT_DOUBLE_EQ(result.job->topology.inter_host_bytes_per_s, 1e9);
   EXPECT_DOUBLE_EQ(result.job->topology.message_latency_s, 0.0);
+  EXPECT_DOUBLE_EQ(result.job->topology.peer_sync_s, 0.0);
   const MemoryPlan across_hosts = make_memory_plan(*result.job);
-  LoadResult one_host = load_job_config_from_string(default_job_yaml(), "job.yaml");
+  LoadResult one_host = load_job_config_from_string(default_job_yaml() + topology, "job.yaml");
   ASSERT_TRUE(one_host.job);
   EXPECT_GT(across_hosts.predicted_enter_seconds, make_memory_plan(*one_host.job).predicted_enter_seconds);
   EXPECT_NE(format_memory_plan(across_hosts).find("predicted enter of the job"), std::string::npos);

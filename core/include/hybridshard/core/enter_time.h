@@ -12,7 +12,8 @@
 //                + max(inter-host in, out) / inter_host
 //                + messages x message_latency
 //                for the other peers (every peer when T is sendrecv)
-//   enter      = max(local, peer path) + send/recv + 2 x message_latency x ceil(log2 world)  (the closing barrier)
+//   enter      = max(local, peer path) + peer_sync + send/recv + 2 x message_latency x ceil(log2 world)  (barrier)
+//                (peer_sync: the peer path's address exchange and closing world barrier, when it reads any peer)
 // On the send/recv path alone the local copies overlap the rounds: enter = max(local, send/recv) + barrier.
 // A job's enter is its slowest rank's (enter ends with a world barrier).
 #pragma once
@@ -34,7 +35,8 @@ struct Topology {
   double inter_host_bytes_per_s = 45e9;     // one direction, per GPU: 400 Gb/s = 50 GB/s line rate, ~90 % reached
   double device_copy_bytes_per_s = 1.6e12;  // a device-to-device copy kernel (pack, unpack, local pieces)
   double message_latency_s = 10e-6;         // per message or per copy
-  double sendrecv_efficiency = 0.65;        // NCCL send/recv's rate over a link's
+  double peer_sync_s = 1e-3;  // the peer path's address exchange + world barrier (2 x H200: enter - landing pass)
+  double sendrecv_efficiency = 0.65;  // NCCL send/recv's rate over a link's
 };
 
 // What a rank moves, per peer: enough for the model, and small (no pieces).
@@ -63,7 +65,7 @@ struct EnterTimeEstimate {
   double local_seconds = 0;
   double peer_path_seconds = 0;
   double sendrecv_seconds = 0;
-  double barrier_seconds = 0;
+  double barrier_seconds = 0;         // the closing barrier, plus peer_sync when the peer path reads a peer
   std::int64_t same_host_bytes = 0;   // received from peers on the rank's host
   std::int64_t other_host_bytes = 0;  // received from peers on other hosts
 };
