@@ -241,11 +241,12 @@ void add_ratios(const BenchConfig& config, std::int64_t shard_bytes, BenchReport
   // Issue #12: the peer path holds no bucket (the inference shard at most); send/recv a bucket each way.
   const bool peer_path = config.backend != core::Backend::kGloo && config.transport != core::Transport::kSendRecv;
   if (hs_enter && shard_bytes > 0) {
-    add_ratio(report,
-              peer_path ? "hybridshard enter peak extra / shard" : "hybridshard enter peak extra / (shard + two buckets)",
-              static_cast<double>(hs_enter->peak_extra_bytes) /
-                  static_cast<double>(shard_bytes + (peer_path ? 0 : 2 * config.bucket_bytes)),
-              "<=", 1.0);
+    add_ratio(
+        report,
+        peer_path ? "hybridshard enter peak extra / shard" : "hybridshard enter peak extra / (shard + two buckets)",
+        static_cast<double>(hs_enter->peak_extra_bytes) /
+            static_cast<double>(shard_bytes + (peer_path ? 0 : 2 * config.bucket_bytes)),
+        "<=", 1.0);
   }
 }
 
