@@ -6,7 +6,8 @@
 
 namespace hybridshard::core::transition_detail {
 
-std::unique_ptr<Transition> make_hybridshard_transition(RankPlan, Communicator&, Device&, EventSink*, TransitionOptions) {
+std::unique_ptr<Transition> make_hybridshard_transition(RankPlan, Communicator&, Device&, EventSink*,
+                                                        TransitionOptions) {
   HS_THROW(Error, "the fuzz build has no transition executors");
 }
 

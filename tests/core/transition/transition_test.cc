@@ -317,9 +317,9 @@ void check_loopback_peer_path(const LayoutCase& layout, int rank) {
 }
 
 TEST(TransitionTest, loopback_peer_path_reads_the_peers_train_buffers_once) {
-  for (const char* name : {"tp2_to_tp1_bf16", "pp2_vpp2_to_tp2", "kv1_tp1_dp4_to_tp4", "vocab130_tp2_pp2_to_tp1_fp32",
-                           "tp4_to_tp2", "qwen2_fp32_tp2_pp2_vpp2_to_tp4", "tied_pp2_to_tp2", "moe_ep2_dp2_to_tp2",
-                           "moe_fp32_pp2_ep2_dp2_to_tp1"}) {
+  for (const char* name :
+       {"tp2_to_tp1_bf16", "pp2_vpp2_to_tp2", "kv1_tp1_dp4_to_tp4", "vocab130_tp2_pp2_to_tp1_fp32", "tp4_to_tp2",
+        "qwen2_fp32_tp2_pp2_vpp2_to_tp4", "tied_pp2_to_tp2", "moe_ep2_dp2_to_tp2", "moe_fp32_pp2_ep2_dp2_to_tp1"}) {
     const LayoutCase layout = find_case(name);
     for (int rank : {0, layout.train.world_size() - 1}) check_loopback_peer_path(layout, rank);
   }

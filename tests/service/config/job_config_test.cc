@@ -215,8 +215,9 @@ TEST(JobConfigTest, unknown_section_lists_the_known_ones_when_nothing_is_close) 
   const LoadResult result = load("optimizer:\n  lr: 1\n");
   ASSERT_EQ(result.diagnostics.size(), 1u) << all_text(result);
   EXPECT_EQ(result.diagnostics[0].line, 1);
-  EXPECT_NE(result.diagnostics[0].message.find("model, train, rollout, memory, schedule, runtime, metrics and topology"),
-            std::string::npos)
+  EXPECT_NE(
+      result.diagnostics[0].message.find("model, train, rollout, memory, schedule, runtime, metrics and topology"),
+      std::string::npos)
       << result.diagnostics[0].message;
 }
 

@@ -32,7 +32,7 @@ struct LocalTensor {
   std::vector<std::int64_t> shape;  // as the framework sees it (1-D or 2-D)
   std::int64_t rows = 0;            // canonical 2-D view; a 1-D tensor has cols == 1
   std::int64_t cols = 1;
-  std::int64_t offset_bytes = 0;    // from the start of the flat buffer, a multiple of kTensorAlignment
+  std::int64_t offset_bytes = 0;  // from the start of the flat buffer, a multiple of kTensorAlignment
   // Where its elements come from. Rows covered by no block are padding (vocabulary padding) and hold zeros in the
   // inference layout. Blocks never overlap.
   std::vector<Block> blocks;
@@ -41,11 +41,11 @@ struct LocalTensor {
 
 // The contents of one flat buffer: one contiguous allocation per (stage/chunk, dtype).
 struct BufferLayout {
-  std::string name;       // "train.params.pp1.vpp0", "rollout.params"
+  std::string name;  // "train.params.pp1.vpp0", "rollout.params"
   DType dtype = DType::kBFloat16;
-  int pp_rank = -1;       // train buffers: the pipeline stage; -1 for inference
-  int vpp_chunk = -1;     // train buffers: the virtual-pipeline chunk; -1 for inference
-  std::int64_t bytes = 0; // total, including alignment padding
+  int pp_rank = -1;        // train buffers: the pipeline stage; -1 for inference
+  int vpp_chunk = -1;      // train buffers: the virtual-pipeline chunk; -1 for inference
+  std::int64_t bytes = 0;  // total, including alignment padding
   std::vector<LocalTensor> tensors;
 };
 

@@ -120,7 +120,7 @@ class LoopbackCommunicator : public Communicator {
   virtual void reset_sequence() = 0;
 };
 std::unique_ptr<LoopbackCommunicator> make_loopback_communicator(int rank, int world_size, Device& device,
-                                                                  PeerDataProvider peer_data,
-                                                                  PeerBufferSource peer_buffers = {});
+                                                                 PeerDataProvider peer_data,
+                                                                 PeerBufferSource peer_buffers = {});
 
 }  // namespace hybridshard::core

@@ -58,7 +58,7 @@ int error_rank();
 
 #define HS_THROW(ErrorType, message) throw ErrorType((message), __FILE__, __LINE__)
 
-#define HS_CHECK(condition, message)                                                          \
-  do {                                                                                        \
+#define HS_CHECK(condition, message)                                                               \
+  do {                                                                                             \
     if (!(condition)) throw ::hybridshard::core::Error((message), __FILE__, __LINE__, #condition); \
   } while (0)

@@ -14,7 +14,7 @@ namespace hybridshard::core {
 
 // How bytes travelled.
 enum class TransferPath : std::uint8_t {
-  kNetwork,         // sent to / received from another rank (NCCL, Gloo; loopback's stand-in copies)
+  kNetwork,  // sent to / received from another rank (NCCL, Gloo; loopback's stand-in copies)
   kHostToDevice,
   kDeviceToHost,
   kDeviceToDevice,  // local reorders and copies
@@ -23,14 +23,14 @@ std::string_view transfer_path_name(TransferPath path);  // "network", "host_to_
                                                          // "device_to_device"
 
 enum class EventType : std::uint8_t {
-  kBufferCreated,    // a buffer now exists (residency kNone, bytes known); carries the description fields
-  kResidency,        // a buffer changed residency (from -> to)
+  kBufferCreated,  // a buffer now exists (residency kNone, bytes known); carries the description fields
+  kResidency,      // a buffer changed residency (from -> to)
   kBufferDestroyed,
-  kTransfer,         // bytes moved along a path
+  kTransfer,  // bytes moved along a path
   kPhaseBegin,
-  kPhaseEnd,         // carries seconds
-  kMemorySample,     // device used / total, tracked bytes
-  kCheck,            // a correctness check (rollout reference, shard check): ok or failed, with detail
+  kPhaseEnd,      // carries seconds
+  kMemorySample,  // device used / total, tracked bytes
+  kCheck,         // a correctness check (rollout reference, shard check): ok or failed, with detail
 };
 std::string_view event_type_name(EventType type);
 

@@ -12,18 +12,18 @@ namespace hybridshard::core {
 enum class Residency : std::uint8_t { kGpu, kCpu, kNone };
 
 enum class BufferKind : std::uint8_t {
-  kParams,          // train-layout parameters (model dtype), one buffer per stage/chunk
-  kGrads,           // fp32 main gradients
-  kMasterParams,    // fp32 master weights
-  kOptimizerState,  // Adam moments (exp_avg, exp_avg_sq), fp32
-  kInferenceParams, // inference shard (vLLM layout)
-  kKvCache,         // rollout KV cache
-  kStaging,         // send / receive staging of a transition
+  kParams,           // train-layout parameters (model dtype), one buffer per stage/chunk
+  kGrads,            // fp32 main gradients
+  kMasterParams,     // fp32 master weights
+  kOptimizerState,   // Adam moments (exp_avg, exp_avg_sq), fp32
+  kInferenceParams,  // inference shard (vLLM layout)
+  kKvCache,          // rollout KV cache
+  kStaging,          // send / receive staging of a transition
 };
 
 std::string_view residency_name(Residency residency);  // "gpu", "cpu", "none"
-std::string_view buffer_kind_name(BufferKind kind);     // "params", "grads", "master_params", "optimizer",
-                                                        // "inference_params", "kv_cache", "staging"
+std::string_view buffer_kind_name(BufferKind kind);    // "params", "grads", "master_params", "optimizer",
+                                                       // "inference_params", "kv_cache", "staging"
 std::optional<Residency> parse_residency(std::string_view name);
 std::optional<BufferKind> parse_buffer_kind(std::string_view name);
 

@@ -12,9 +12,9 @@ namespace hybridshard::core {
 
 struct StoreOptions {
   std::string host = "127.0.0.1";
-  int port = 29500;           // 0 with is_server: pick a free port, read it back with port()
+  int port = 29500;  // 0 with is_server: pick a free port, read it back with port()
   bool is_server = false;
-  int world_size = -1;        // number of clients expected, or -1 when unknown
+  int world_size = -1;  // number of clients expected, or -1 when unknown
   std::chrono::milliseconds timeout{30000};
   std::string prefix = "hybridshard";  // every key lives under "<prefix>/"
 };

@@ -46,8 +46,8 @@ struct BenchOptions {
   int vpp = 0;
   int dp = 0;
   int rollout_tp = 0;
-  int ep = 0;   // train expert_model_parallel_size (models with experts)
-  int etp = 0;  // train expert_tensor_parallel_size; default tp
+  int ep = 0;                            // train expert_model_parallel_size (models with experts)
+  int etp = 0;                           // train expert_tensor_parallel_size; default tp
   bool rollout_expert_parallel = false;  // vLLM's enable_expert_parallel
 
   std::string strategy = "both";  // hybridshard | seed | both
