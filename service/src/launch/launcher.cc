@@ -14,6 +14,7 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -32,14 +33,6 @@ std::atomic<int> g_interrupts{0};
 void on_interrupt(int) { g_interrupts.fetch_add(1); }
 
 using Clock = std::chrono::steady_clock;
-
-// A rank process as the launcher sees it; what the rank reports lives in the job's fold (JobState).
-struct RankProcess {
-  pid_t pid = -1;
-  bool running = false;
-  bool connected = false;
-  Clock::time_point last_seen;  // of its last line (event or heartbeat), or its start
-};
 
 std::string_view backend_name(BackendChoice backend) {
   switch (backend) {
@@ -132,29 +125,226 @@ pid_t spawn_rank(const LaunchOptions& options, int rank, int master_port, const 
   return pid;
 }
 
-void kill_all(std::vector<RankProcess>& ranks, std::chrono::milliseconds grace) {
-  for (RankProcess& state : ranks) {
-    if (!state.running) continue;
-    ::kill(state.pid, SIGCONT);  // a stopped process cannot act on SIGTERM
-    ::kill(state.pid, SIGTERM);
+// A rank process that exited unsuccessfully, with its wait status.
+struct Failure {
+  int rank;
+  int status;
+};
+
+// Lower is more likely the cause: a signal, then an error of the rank's own, then a collective that failed
+// (kRankExitCommFailure), which is what the peers of a failed rank report.
+int cause_rank(int status) {
+  if (WIFSIGNALED(status)) return 0;
+  return WEXITSTATUS(status) == kRankExitCommFailure ? 2 : 1;
+}
+
+// The rank processes of one job as the launcher sees them; what the ranks report lives in the job's fold (JobState).
+// The event stream's threads call accept() and saw(); everything else runs on the launcher's thread.
+class RankProcesses {
+ public:
+  explicit RankProcesses(int world_size) : ranks_(static_cast<std::size_t>(world_size)) {}
+
+  int world_size() const { return static_cast<int>(ranks_.size()); }
+
+  // A connection's hello: "" accepts it, anything else is the reason it is refused.
+  std::string accept(int rank) {
+    if (rank >= world_size()) return "rank " + std::to_string(rank) + " is outside the job's world";
+    std::lock_guard lock(mutex_);
+    Process& process = ranks_[static_cast<std::size_t>(rank)];
+    if (process.connected) return "rank " + std::to_string(rank) + " is already connected";
+    process.connected = true;
+    process.last_seen = Clock::now();
+    return "";
   }
-  const auto deadline = Clock::now() + grace;
-  for (RankProcess& state : ranks) {
-    while (state.running) {
-      int status = 0;
-      const pid_t done = ::waitpid(state.pid, &status, WNOHANG);
-      if (done == state.pid || (done < 0 && errno == ECHILD)) {
-        state.running = false;
-        break;
-      }
-      if (Clock::now() > deadline) {
-        ::kill(state.pid, SIGKILL);
-        ::waitpid(state.pid, &status, 0);
-        state.running = false;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+
+  // A line (event or heartbeat) of `rank` arrived.
+  void saw(int rank) {
+    std::lock_guard lock(mutex_);
+    ranks_[static_cast<std::size_t>(rank)].last_seen = Clock::now();
+  }
+
+  void spawn_all(const LaunchOptions& options, int master_port, const std::string& events_address) {
+    for (int rank = 0; rank < world_size(); ++rank) {
+      Process& process = ranks_[static_cast<std::size_t>(rank)];
+      process.pid = spawn_rank(options, rank, master_port, events_address);
+      process.running = true;
+      std::lock_guard lock(mutex_);
+      process.last_seen = Clock::now();
     }
+  }
+
+  // Reaps the ranks that exited; appends those that failed to `failures`. Returns how many still run. After a stop
+  // request, a rank that stopped at the boundary (exit 130) has not failed.
+  int reap(bool stop_requested, std::vector<Failure>& failures) {
+    int running = 0;
+    for (int rank = 0; rank < world_size(); ++rank) {
+      Process& process = ranks_[static_cast<std::size_t>(rank)];
+      if (!process.running) continue;
+      int status = 0;
+      const pid_t done = ::waitpid(process.pid, &status, WNOHANG);
+      if (done == process.pid) {
+        process.running = false;
+        const bool ok =
+            WIFEXITED(status) && (WEXITSTATUS(status) == 0 || (stop_requested && WEXITSTATUS(status) == 130));
+        if (!ok) failures.push_back({rank, status});
+        continue;
+      }
+      ++running;
+    }
+    return running;
+  }
+
+  // The first running rank whose last line is older than `limit`, with how long it has been silent.
+  std::optional<std::pair<int, std::chrono::seconds>> silent_longer_than(Clock::duration limit) {
+    std::lock_guard lock(mutex_);
+    const auto now = Clock::now();
+    for (int rank = 0; rank < world_size(); ++rank) {
+      const Process& process = ranks_[static_cast<std::size_t>(rank)];
+      if (process.running && now - process.last_seen > limit) {
+        return std::pair{rank, std::chrono::duration_cast<std::chrono::seconds>(now - process.last_seen)};
+      }
+    }
+    return std::nullopt;
+  }
+
+  // SIGTERM to every running rank, SIGKILL to those still running after `grace`.
+  void kill_all(std::chrono::milliseconds grace) {
+    for (Process& process : ranks_) {
+      if (!process.running) continue;
+      ::kill(process.pid, SIGCONT);  // a stopped process cannot act on SIGTERM
+      ::kill(process.pid, SIGTERM);
+    }
+    const auto deadline = Clock::now() + grace;
+    for (Process& process : ranks_) {
+      while (process.running) {
+        int status = 0;
+        const pid_t done = ::waitpid(process.pid, &status, WNOHANG);
+        if (done == process.pid || (done < 0 && errno == ECHILD)) {
+          process.running = false;
+          break;
+        }
+        if (Clock::now() > deadline) {
+          ::kill(process.pid, SIGKILL);
+          ::waitpid(process.pid, &status, 0);
+          process.running = false;
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }
+  }
+
+ private:
+  struct Process {
+    pid_t pid = -1;
+    bool running = false;
+    bool connected = false;
+    Clock::time_point last_seen;  // of its last line (event or heartbeat), or its start; under mutex_
+  };
+  std::mutex mutex_;
+  std::vector<Process> ranks_;
+};
+
+// A rank that ended the job, and why ("was killed by signal 9 (Killed)", "stopped answering ...").
+struct RankFailure {
+  int rank;
+  std::string reason;
+};
+
+// Reaps the ranks that exited and sets `running` to how many still run. One failure brings the peers down within
+// moments (their collectives fail), and the rank that failed first may be the last to exit: on a failure, gathers
+// exits for a short while, then names the most likely cause.
+std::optional<RankFailure> find_failure(RankProcesses& ranks, bool stop_requested, int& running) {
+  std::vector<Failure> failures;
+  running = ranks.reap(stop_requested, failures);
+  if (failures.empty()) return std::nullopt;
+  const auto settle_until = Clock::now() + std::chrono::milliseconds(1500);
+  auto best = [&] {
+    return *std::min_element(failures.begin(), failures.end(), [](const Failure& a, const Failure& b) {
+      return cause_rank(a.status) < cause_rank(b.status);
+    });
+  };
+  while (running > 0 && cause_rank(best().status) == 2 && Clock::now() < settle_until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    running = ranks.reap(stop_requested, failures);
+  }
+  const Failure cause = best();
+  // Peers that fail on a collective while a rank is silent: the silent (stopped) rank is the cause.
+  if (cause_rank(cause.status) == 2) {
+    if (const auto silent = ranks.silent_longer_than(std::chrono::milliseconds(1500))) {
+      return RankFailure{silent->first,
+                         "stopped answering (no heartbeat for " + std::to_string(silent->second.count()) + " s)"};
+    }
+  }
+  return RankFailure{cause.rank, describe_status(cause.status)};
+}
+
+// The job's result when `failure` ended it: where the rank was, from its events; the rank_down event recorded.
+LaunchResult failed(ObservedJob& watched, const RankFailure& failure) {
+  std::string host = this_host_name();
+  std::string phase = "init";
+  int iteration = -1;
+  watched.state().read([&](const JobFold& fold) {
+    auto it = fold.ranks.find(failure.rank);
+    if (it == fold.ranks.end()) return;
+    if (!it->second.host.empty()) host = it->second.host;
+    if (!it->second.last_phase.empty()) phase = it->second.last_phase;
+    iteration = it->second.iteration;
+  });
+  LaunchResult result;
+  result.message = "rank " + std::to_string(failure.rank) + " on host " + host + " " + failure.reason + " in phase " +
+                   phase + (iteration >= 0 ? " of iteration " + std::to_string(iteration + 1) : "");
+  watched.apply(rank_down_event(failure.rank, host, failure.reason, phase, core::wall_time_now(), iteration));
+  result.exit_code = 1;
+  return result;
+}
+
+// Every line of a rank is decoded once (EventReceiver); its events go to the job's fold and record, whose phase
+// rounds make the progress lines.
+EventReceiverHandlers rank_handlers(RankProcesses& ranks, ObservedJob& watched, const JobConfig& job, std::ostream* out,
+                                    std::mutex& progress_mutex) {
+  EventReceiverHandlers handlers;
+  handlers.accept = [&ranks](const StreamHello& hello) { return ranks.accept(hello.rank); };
+  handlers.on_alive = [&ranks](const StreamHello& hello) { ranks.saw(hello.rank); };
+  handlers.on_event = [&watched, &job, out, &progress_mutex](const StreamHello&, JobEvent&& event) {
+    const std::optional<PhaseRound> round = watched.apply(std::move(event));
+    if (round && out != nullptr) {
+      std::lock_guard lock(progress_mutex);
+      *out << progress_line(*round, job.schedule.iterations, job.runtime.world_size) << std::endl;
+    }
+  };
+  return handlers;
+}
+
+// Watches the ranks until they have all finished, one fails or falls silent for the job's timeout, or the operator
+// stops the job (first Ctrl-C: `stop_requested` and the store key "stop"; second: killed).
+LaunchResult watch_ranks(RankProcesses& ranks, core::Store& store, ObservedJob& watched, const JobConfig& job,
+                         std::ostream* out, bool& stop_requested) {
+  const auto timeout = job.runtime.timeout;
+  while (true) {
+    int running = 0;
+    if (const auto failure = find_failure(ranks, stop_requested, running)) return failed(watched, *failure);
+    if (running == 0) return {};
+    if (const auto silent = ranks.silent_longer_than(timeout)) {
+      return failed(watched,
+                    {silent->first,
+                     "stopped answering (no heartbeat for " +
+                         std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout).count()) + " s)"});
+    }
+    const int interrupts = g_interrupts.load();
+    if (interrupts >= 2) {
+      LaunchResult result;
+      result.exit_code = 130;
+      result.message = "killed by the operator (second Ctrl-C)";
+      return result;
+    }
+    if (interrupts == 1 && !stop_requested) {
+      stop_requested = true;
+      store.set("stop", "1");
+      if (out != nullptr)
+        *out << "hybridshard: stopping at the next phase boundary (Ctrl-C again to kill)" << std::endl;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 }
 
@@ -202,38 +392,12 @@ int launcher_interrupt_count() { return g_interrupts.load(); }
 LaunchResult run_launcher(const LaunchOptions& options) {
   const JobConfig& job = options.job;
   const int world_size = job.runtime.world_size;
-  const auto timeout = job.runtime.timeout;
   const auto started = Clock::now();
-
   ObservedJob& watched = *options.watched;
-  std::mutex mutex;  // guards ranks
-  std::mutex progress_mutex;
-  std::vector<RankProcess> ranks(static_cast<std::size_t>(world_size));
   std::ostream* out = options.progress;
 
-  // Every line of a rank is decoded once (EventReceiver); its events go to the job's fold and record, whose phase
-  // rounds make the progress lines.
-  EventReceiverHandlers handlers;
-  handlers.accept = [&](const StreamHello& hello) -> std::string {
-    if (hello.rank >= world_size) return "rank " + std::to_string(hello.rank) + " is outside the job's world";
-    std::lock_guard lock(mutex);
-    RankProcess& process = ranks[static_cast<std::size_t>(hello.rank)];
-    if (process.connected) return "rank " + std::to_string(hello.rank) + " is already connected";
-    process.connected = true;
-    process.last_seen = Clock::now();
-    return "";
-  };
-  handlers.on_alive = [&](const StreamHello& hello) {
-    std::lock_guard lock(mutex);
-    ranks[static_cast<std::size_t>(hello.rank)].last_seen = Clock::now();
-  };
-  handlers.on_event = [&](const StreamHello&, JobEvent&& event) {
-    const std::optional<PhaseRound> round = watched.apply(std::move(event));
-    if (round && out != nullptr) {
-      std::lock_guard lock(progress_mutex);
-      *out << progress_line(*round, job.schedule.iterations, world_size) << std::endl;
-    }
-  };
+  RankProcesses ranks(world_size);
+  std::mutex progress_mutex;
 
   // Rendezvous store and event stream.
   core::StoreOptions store_options;
@@ -241,9 +405,9 @@ LaunchResult run_launcher(const LaunchOptions& options) {
   store_options.port = job.runtime.master_port;
   store_options.is_server = true;
   store_options.world_size = -1;
-  store_options.timeout = timeout;
+  store_options.timeout = job.runtime.timeout;
   std::unique_ptr<core::Store> store = core::Store::open(store_options);
-  EventReceiver events("127.0.0.1", 0, std::move(handlers));
+  EventReceiver events("127.0.0.1", 0, rank_handlers(ranks, watched, job, out, progress_mutex));
 
   if (out != nullptr) {
     *out << "hybridshard: " << world_size << " ranks, train tp " << job.train.tp << " pp " << job.train.pp << " vpp "
@@ -252,140 +416,10 @@ LaunchResult run_launcher(const LaunchOptions& options) {
          << std::endl;
   }
 
-  for (int rank = 0; rank < world_size; ++rank) {
-    RankProcess& state = ranks[static_cast<std::size_t>(rank)];
-    state.pid = spawn_rank(options, rank, store->port(), events.address());
-    state.running = true;
-    state.last_seen = Clock::now();
-  }
-
-  LaunchResult result;
+  ranks.spawn_all(options, store->port(), events.address());
   bool stop_requested = false;
-  auto fail = [&](int rank, const std::string& reason) {
-    // Where the rank was, from its events.
-    std::string host = this_host_name();
-    std::string phase = "init";
-    int iteration = -1;
-    watched.state().read([&](const JobFold& fold) {
-      auto it = fold.ranks.find(rank);
-      if (it == fold.ranks.end()) return;
-      if (!it->second.host.empty()) host = it->second.host;
-      if (!it->second.last_phase.empty()) phase = it->second.last_phase;
-      iteration = it->second.iteration;
-    });
-    result.message = "rank " + std::to_string(rank) + " on host " + host + " " + reason + " in phase " + phase +
-                     (iteration >= 0 ? " of iteration " + std::to_string(iteration + 1) : "");
-    watched.apply(rank_down_event(rank, host, reason, phase, core::wall_time_now(), iteration));
-    result.exit_code = 1;
-  };
-
-  // Reaps the ranks that exited; appends those that failed to `failures`. Returns how many still run. After a stop
-  // request, a rank that stopped at the boundary (exit 130) has not failed.
-  struct Failure {
-    int rank;
-    int status;
-  };
-  auto reap = [&](std::vector<Failure>& failures) {
-    int running = 0;
-    for (int rank = 0; rank < world_size; ++rank) {
-      RankProcess& state = ranks[static_cast<std::size_t>(rank)];
-      if (!state.running) continue;
-      int status = 0;
-      const pid_t done = ::waitpid(state.pid, &status, WNOHANG);
-      if (done == state.pid) {
-        state.running = false;
-        const bool ok =
-            WIFEXITED(status) && (WEXITSTATUS(status) == 0 || (stop_requested && WEXITSTATUS(status) == 130));
-        if (!ok) failures.push_back({rank, status});
-        continue;
-      }
-      ++running;
-    }
-    return running;
-  };
-  // Lower is more likely the cause: a signal, then an error of the rank's own, then a collective that failed
-  // (kRankExitCommFailure), which is what the peers of a failed rank report.
-  auto cause_rank = [](int status) {
-    if (WIFSIGNALED(status)) return 0;
-    return WEXITSTATUS(status) == kRankExitCommFailure ? 2 : 1;
-  };
-
-  while (true) {
-    // Children. One failure brings the peers down within moments (their collectives fail), and the rank that failed
-    // first may be the last to exit: gather exits for a short while, then name the most likely cause.
-    std::vector<Failure> failures;
-    int running = reap(failures);
-    if (!failures.empty()) {
-      const auto settle_until = Clock::now() + std::chrono::milliseconds(1500);
-      auto best = [&] {
-        return *std::min_element(failures.begin(), failures.end(), [&](const Failure& a, const Failure& b) {
-          return cause_rank(a.status) < cause_rank(b.status);
-        });
-      };
-      while (running > 0 && cause_rank(best().status) == 2 && Clock::now() < settle_until) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        running = reap(failures);
-      }
-      const Failure cause = best();
-      // Peers that fail on a collective while a rank is silent: the silent (stopped) rank is the cause.
-      int silent_rank = -1;
-      std::int64_t silent_seconds = 0;
-      if (cause_rank(cause.status) == 2) {
-        std::lock_guard lock(mutex);
-        const auto now = Clock::now();
-        for (int rank = 0; rank < world_size && silent_rank < 0; ++rank) {
-          const RankProcess& state = ranks[static_cast<std::size_t>(rank)];
-          if (state.running && now - state.last_seen > std::chrono::milliseconds(1500)) {
-            silent_rank = rank;
-            silent_seconds = std::chrono::duration_cast<std::chrono::seconds>(now - state.last_seen).count();
-          }
-        }
-      }
-      if (silent_rank >= 0) {
-        fail(silent_rank, "stopped answering (no heartbeat for " + std::to_string(silent_seconds) + " s)");
-      } else {
-        fail(cause.rank, describe_status(cause.status));
-      }
-      break;
-    }
-    if (running == 0) break;
-
-    // Silence.
-    {
-      const auto now = Clock::now();
-      int silent_rank = -1;
-      {
-        std::lock_guard lock(mutex);
-        for (int rank = 0; rank < world_size && silent_rank < 0; ++rank) {
-          const RankProcess& state = ranks[static_cast<std::size_t>(rank)];
-          if (state.running && now - state.last_seen > timeout) silent_rank = rank;
-        }
-      }
-      if (silent_rank >= 0) {
-        fail(silent_rank, "stopped answering (no heartbeat for " +
-                              std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout).count()) +
-                              " s)");
-        break;
-      }
-    }
-
-    // Operator.
-    const int interrupts = g_interrupts.load();
-    if (interrupts >= 2) {
-      result.exit_code = 130;
-      result.message = "killed by the operator (second Ctrl-C)";
-      break;
-    }
-    if (interrupts == 1 && !stop_requested) {
-      stop_requested = true;
-      store->set("stop", "1");
-      if (out != nullptr)
-        *out << "hybridshard: stopping at the next phase boundary (Ctrl-C again to kill)" << std::endl;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-
-  kill_all(ranks, std::chrono::milliseconds(3000));
+  LaunchResult result = watch_ranks(ranks, *store, watched, job, out, stop_requested);
+  ranks.kill_all(std::chrono::milliseconds(3000));
   if (result.exit_code == 0 && stop_requested) {
     result.exit_code = 130;
     result.message = "stopped by the operator at a phase boundary";
