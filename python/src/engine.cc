@@ -12,6 +12,7 @@
 #include "hybridshard/service/events/stream_event_sink.h"
 #include "hybridshard/service/launch/launcher.h"
 #include "hybridshard/service/launch/rank_events.h"
+#include "hybridshard/service/rank/phase_events.h"
 #include "hybridshard/service/rank/rank_setup.h"
 
 namespace hybridshard::python {
@@ -43,26 +44,11 @@ std::unique_ptr<service::EventStreamClient> connect_serve(const EngineSettings& 
                                        std::cerr);
 }
 
-void emit_phase(core::EventSink& events, core::EventType type, int rank, int iteration, const std::string& phase,
-                double seconds) {
-  core::Event event;
-  event.type = type;
-  event.time = core::wall_time_now();
-  event.rank = rank;
-  event.iteration = iteration;
-  event.phase = phase;
-  event.seconds = seconds;
-  events.on_event(event);
-}
-
-// Runs `body` between a phase's begin and end events (the end carries its seconds).
+// Runs `body` between a phase's begin and end events (the end carries its seconds), as the rank program does.
 void run_phase(core::EventSink& events, int rank, int iteration, const std::string& phase,
                const std::function<void()>& body) {
-  emit_phase(events, core::EventType::kPhaseBegin, rank, iteration, phase, 0);
-  const auto started = std::chrono::steady_clock::now();
+  service::PhaseScope scope(events, rank, iteration, phase);
   body();
-  emit_phase(events, core::EventType::kPhaseEnd, rank, iteration, phase,
-             std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
 }
 
 std::vector<TensorView> views_of(const core::BufferLayout& layout, core::FlatBuffer& buffer, core::Device& device,
@@ -270,25 +256,18 @@ std::uintptr_t Engine::inference_address(const std::string& name) const {
 
 void Engine::phase_begin(const std::string& phase) {
   state_->events->set_iteration(iteration_);
-  emit_phase(*state_->events, core::EventType::kPhaseBegin, rank_, iteration_, phase, 0);
+  state_->events->on_event(service::phase_event(core::EventType::kPhaseBegin, rank_, iteration_, phase));
 }
 
 void Engine::phase_end(const std::string& phase, double seconds) {
-  emit_phase(*state_->events, core::EventType::kPhaseEnd, rank_, iteration_, phase, seconds);
+  core::Event event = service::phase_event(core::EventType::kPhaseEnd, rank_, iteration_, phase);
+  event.seconds = seconds;
+  state_->events->on_event(event);
   sample_memory();
 }
 
 void Engine::sample_memory() {
-  core::Device& device = state_->setup->device();
-  core::Event event;
-  event.type = core::EventType::kMemorySample;
-  event.time = core::wall_time_now();
-  event.rank = rank_;
-  event.iteration = iteration_;
-  event.device_used = device.used_memory();
-  event.device_total = device.total_memory();
-  event.tracked = device.bytes_in_use(core::Residency::kGpu);
-  state_->events->on_event(event);
+  service::emit_memory_sample(*state_->events, state_->setup->device(), rank_, iteration_);
 }
 
 }  // namespace hybridshard::python

@@ -3,7 +3,6 @@
 #include <utility>
 
 namespace hybridshard::service {
-namespace {
 
 core::Event phase_event(core::EventType type, int rank, int iteration, const std::string& phase) {
   core::Event event;
@@ -14,8 +13,6 @@ core::Event phase_event(core::EventType type, int rank, int iteration, const std
   event.phase = phase;
   return event;
 }
-
-}  // namespace
 
 PhaseScope::PhaseScope(core::EventSink& events, int rank, int iteration, std::string phase,
                        const std::function<void(int iteration, std::string_view phase)>& begun)

@@ -16,6 +16,9 @@
 
 namespace hybridshard::service {
 
+// A kPhaseBegin or kPhaseEnd event of `phase` (time now; an end's seconds are the caller's to set).
+core::Event phase_event(core::EventType type, int rank, int iteration, const std::string& phase);
+
 // Emits kPhaseBegin on construction (then calls `begun`, if given) and kPhaseEnd with the phase's seconds on
 // destruction.
 class PhaseScope {
