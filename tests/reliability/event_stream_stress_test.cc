@@ -150,6 +150,7 @@ TEST(EventStreamStressTest, an_overlong_line_closes_only_its_connection) {
 TEST(EventStreamStressTest, a_server_destroyed_while_clients_send_stops_without_hanging) {
   std::atomic<bool> stop{false};
   std::atomic<long> lines{0};
+  std::atomic<int> welcomed{0};
   auto server = std::make_unique<EventStreamServer>(
       "127.0.0.1", 0,
       EventStreamHandlers{[](int, const StreamHello&) { return std::string(); },
@@ -160,11 +161,17 @@ TEST(EventStreamStressTest, a_server_destroyed_while_clients_send_stops_without_
   for (int rank = 0; rank < 4; ++rank) {
     senders.emplace_back([&, rank] {
       EventStreamClient client(address, hello_of(rank), std::chrono::seconds(10), std::chrono::milliseconds(1));
+      welcomed.fetch_add(1);
       while (!stop.load()) client.send_line(R"({"type":"seq","rank":)" + std::to_string(rank) + "}");
     });
   }
   const auto deadline = Clock::now() + std::chrono::seconds(10);
-  while (lines.load() < 1000 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  // Every client is past its hello before the server goes (a client still connecting would rightly throw: the
+  // server it was told about never answered), and the server has taken many lines.
+  while ((welcomed.load() < 4 || lines.load() < 1000) && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(welcomed.load(), 4);
   EXPECT_GE(lines.load(), 1000);
   server.reset();  // clients still sending: their writes fail, which they report once and ignore (a hang here is
                    // caught by the test's timeout)
