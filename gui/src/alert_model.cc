@@ -4,6 +4,8 @@
 #include <QColor>
 #include <algorithm>
 
+#include "units.h"
+
 namespace hybridshard::gui {
 
 QVector<Alert> evaluate_alerts(const JobSnapshot& snapshot, const AlertRules& rules) {
@@ -42,9 +44,8 @@ QVector<Alert> evaluate_alerts(const JobSnapshot& snapshot, const AlertRules& ru
     }
     if (rank.last_enter_seconds > rules.max_enter_seconds) {
       alerts.push_back({Alert::Severity::kWarning, QStringLiteral("HybridshardTransitionSlow"), rank.rank,
-                        QStringLiteral("last enter took %1 s, over %2 s")
-                            .arg(rank.last_enter_seconds, 0, 'f', 2)
-                            .arg(rules.max_enter_seconds, 0, 'g', 3),
+                        QStringLiteral("last enter took %1, over %2")
+                            .arg(format_duration(rank.last_enter_seconds), format_duration(rules.max_enter_seconds)),
                         0});
     }
   }

@@ -4,6 +4,8 @@
 #include <QVariantList>
 #include <algorithm>
 
+#include "units.h"
+
 namespace hybridshard::gui {
 
 QString BufferGridModel::column_key(const QString& buffer_name, int own_stage) {
@@ -159,7 +161,7 @@ QString BufferGridModel::tooltip(const Cell& cell, const Row& row, const QString
     const BufferState& buffer = *cell.buffer;
     return QStringLiteral(
                "<b>%1</b> (rank %2)<br>kind: %3<br>dtype: %4<br>shape: %5<br>bytes: %6 (%7)<br>residency: <b>%8</b>"
-               "<br>since: t = %9 s (%10 s ago)")
+               "<br>since: t = %9 s (%10 ago)")
         .arg(buffer.name.toHtmlEscaped())
         .arg(row.ranks.value(0))
         .arg(buffer.kind.toHtmlEscaped(), buffer.dtype.toHtmlEscaped(),
@@ -168,7 +170,7 @@ QString BufferGridModel::tooltip(const Cell& cell, const Row& row, const QString
         .arg(static_cast<qlonglong>(buffer.bytes))
         .arg(residency_name(buffer.residency))
         .arg(buffer.since - origin, 0, 'f', 2)
-        .arg(std::max(0.0, snapshot_.time - buffer.since), 0, 'f', 2);
+        .arg(format_duration(std::max(0.0, snapshot_.time - buffer.since)));
   }
   const int present = cell.gpu + cell.cpu + cell.none;
   if (present == 0) return QStringLiteral("%1: no such buffer on %2").arg(column, row.label);

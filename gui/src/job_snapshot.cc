@@ -88,22 +88,6 @@ double JobSnapshot::origin() const {
   return time;
 }
 
-QString format_bytes(std::int64_t bytes) {
-  const double value = static_cast<double>(bytes);
-  const double magnitude = std::abs(value);
-  constexpr double kKiB = 1024.0;
-  if (magnitude < kKiB) return QStringLiteral("%1 B").arg(bytes);
-  static const char* const kUnits[] = {"KiB", "MiB", "GiB", "TiB"};
-  double scaled = value / kKiB;
-  int unit = 0;
-  while (std::abs(scaled) >= kKiB && unit < 3) {
-    scaled /= kKiB;
-    ++unit;
-  }
-  const int decimals = std::abs(scaled) < 10 ? 2 : (std::abs(scaled) < 100 ? 1 : 0);
-  return QStringLiteral("%1 %2").arg(scaled, 0, 'f', decimals).arg(QLatin1String(kUnits[unit]));
-}
-
 namespace {
 
 // Sorting key of a buffer name: (family, stage, chunk, name).

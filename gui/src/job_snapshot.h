@@ -103,8 +103,6 @@ struct JobSnapshot {
   double origin() const;
 };
 
-// "12.5 GiB", "512 MiB", "3.0 KiB", "17 B".
-QString format_bytes(std::int64_t bytes);
 // Buffer name as a short column title: "train.params.pp1.vpp0" -> "params pp1", "rollout.kv_cache" -> "kv cache".
 QString short_buffer_name(const QString& name, bool with_chunk);
 // Order of buffer columns: train buffers by kind then stage/chunk, then rollout, enter staging, seed copies.

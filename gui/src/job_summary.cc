@@ -3,6 +3,8 @@
 #include <QMap>
 #include <algorithm>
 
+#include "units.h"
+
 namespace hybridshard::gui {
 
 JobSummary summarize(const JobSnapshot& snapshot) {
@@ -46,20 +48,18 @@ JobSummary summarize(const JobSnapshot& snapshot) {
     summary.enter_seconds = std::max(summary.enter_seconds, rank.last_enter_seconds);
     summary.exit_seconds = std::max(summary.exit_seconds, rank.last_exit_seconds);
     if (rank.last_enter_seconds > 0) {
-      bandwidth_sum += rank.last_enter_network_bytes / rank.last_enter_seconds / 1e9;
+      bandwidth_sum += rank.last_enter_network_bytes / rank.last_enter_seconds;
       bytes_sum += rank.last_enter_network_bytes;
       ++bandwidth_ranks;
     }
   }
-  summary.last_enter = summary.enter_seconds >= 0 ? QStringLiteral("%1 s").arg(summary.enter_seconds, 0, 'f', 3)
-                                                  : QStringLiteral("\u2014");
-  summary.last_exit = summary.exit_seconds >= 0 ? QStringLiteral("%1 s").arg(summary.exit_seconds, 0, 'f', 3)
-                                                : QStringLiteral("\u2014");
+  summary.last_enter = format_duration(summary.enter_seconds);
+  summary.last_exit = format_duration(summary.exit_seconds);
   if (bandwidth_ranks > 0) {
-    summary.bandwidth_gbps = bandwidth_sum / bandwidth_ranks;
-    summary.bandwidth = QStringLiteral("%1 at %2 GB/s")
-                            .arg(format_bytes(bytes_sum / bandwidth_ranks))
-                            .arg(summary.bandwidth_gbps, 0, 'f', 1);
+    summary.bandwidth_gbps = bandwidth_sum / bandwidth_ranks / 1e9;
+    summary.bandwidth =
+        QStringLiteral("%1 at %2")
+            .arg(format_bytes(bytes_sum / bandwidth_ranks), format_rate(bandwidth_sum / bandwidth_ranks));
   } else {
     summary.bandwidth = QStringLiteral("\u2014");
   }

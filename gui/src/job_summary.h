@@ -14,9 +14,9 @@ struct JobSummary {
   QString iteration;   // "2 / 3"
   QString state;       // "running", "finished", ...
   QString phases;      // "4 rollout" or "2 train, 2 enter"
-  QString last_enter;  // "0.412 s (slowest rank)"
+  QString last_enter;  // "412 ms" (slowest rank)
   QString last_exit;
-  QString bandwidth;          // "11.9 GiB received per rank · 29.1 GB/s"
+  QString bandwidth;          // "11.9 GiB at 29.1 GB/s" (mean per rank)
   double enter_seconds = -1;  // slowest rank's last enter; -1 when none yet
   double exit_seconds = -1;
   double bandwidth_gbps = -1;  // mean over ranks of (network bytes of the last enter / its seconds), GB/s = 1e9 B/s

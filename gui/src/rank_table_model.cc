@@ -3,6 +3,8 @@
 #include <QBrush>
 #include <QColor>
 
+#include "units.h"
+
 namespace hybridshard::gui {
 
 void RankTableModel::set_snapshot(const JobSnapshot& snapshot) {
@@ -52,7 +54,7 @@ QVariant RankTableModel::data(const QModelIndex& index, int role) const {
         return job_.known ? QStringLiteral("pp%1").arg(job_.pipeline_stage(rank.rank)) : QString();
       case kPhase:
         if (rank.phase.isEmpty()) return QStringLiteral("\u2014");
-        return QStringLiteral("%1 (%2 s)").arg(rank.phase).arg(std::max(0.0, time_ - rank.phase_since), 0, 'f', 1);
+        return QStringLiteral("%1 (%2)").arg(rank.phase, format_duration(std::max(0.0, time_ - rank.phase_since)));
       case kIteration:
         // 1-based, as in the job summary ("2 / 3"); the record's iteration field is 0-based.
         return rank.iteration >= 0 ? QVariant(rank.iteration + 1) : QVariant(QStringLiteral("\u2014"));
@@ -117,8 +119,9 @@ QVariant RankTableModel::data(const QModelIndex& index, int role) const {
         QStringLiteral("rank %1 on %2, pid %3, device %4").arg(rank.rank).arg(rank.host).arg(rank.pid).arg(rank.device);
     if (!rank.up && !rank.down_reason.isEmpty()) tip += QStringLiteral("\ndown: ") + rank.down_reason;
     if (rank.last_enter_seconds >= 0)
-      tip += QStringLiteral("\nlast enter %1 s").arg(rank.last_enter_seconds, 0, 'f', 3);
-    if (rank.last_exit_seconds >= 0) tip += QStringLiteral("\nlast exit %1 s").arg(rank.last_exit_seconds, 0, 'f', 3);
+      tip += QStringLiteral("\nlast enter %1").arg(format_duration(rank.last_enter_seconds));
+    if (rank.last_exit_seconds >= 0)
+      tip += QStringLiteral("\nlast exit %1").arg(format_duration(rank.last_exit_seconds));
     if (rank.check_failures > 0) tip += QStringLiteral("\n%1 failed checks").arg(rank.check_failures);
     return tip;
   }

@@ -12,6 +12,7 @@
 #include <algorithm>
 
 #include "buffer_grid_model.h"
+#include "units.h"
 
 namespace hybridshard::gui {
 

@@ -1,5 +1,5 @@
 // The hybridshard-dashboard program: --screenshot writes a PNG and exits 0; bad arguments and files exit non-zero
-// with a message.
+// with a message; --help and --version answer without a display.
 #include <QImage>
 #include <QProcess>
 #include <QTemporaryDir>
@@ -15,11 +15,17 @@ struct Run {
   QString output;
 };
 
-Run run_dashboard(const QStringList& arguments) {
+enum class Screen { kOffscreen, kNone };
+
+Run run_dashboard(const QStringList& arguments, Screen screen = Screen::kOffscreen) {
   QProcess process;
   process.setProcessChannelMode(QProcess::MergedChannels);
   QProcessEnvironment environment = QProcessEnvironment::systemEnvironment();
-  environment.insert("QT_QPA_PLATFORM", "offscreen");
+  if (screen == Screen::kOffscreen) {
+    environment.insert("QT_QPA_PLATFORM", "offscreen");
+  } else {
+    for (const char* name : {"QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY"}) environment.remove(name);
+  }
   process.setProcessEnvironment(environment);
   process.start(QStringLiteral(HYBRIDSHARD_DASHBOARD_EXE), arguments);
   Run run;
@@ -92,6 +98,12 @@ class TestDashboardCli : public QObject {
     QTest::newRow("bad ranks") << QStringList{"--replay", hybridshard::gui::testing::sample_record_path(), "--ranks",
                                               "x"}
                                << "--ranks";
+    QTest::newRow("backwards rank range")
+        << QStringList{"--replay", hybridshard::gui::testing::sample_record_path(), "--ranks", "3-1"} << "--ranks";
+    QTest::newRow("bad time") << QStringList{"--replay", hybridshard::gui::testing::sample_record_path(), "--at", "-4"}
+                              << "--at";
+    QTest::newRow("unknown option") << QStringList{"--replay", "x.jsonl", "--bogus"} << "Unknown option 'bogus'";
+    QTest::newRow("stray argument") << QStringList{"--replay", "x.jsonl", "extra"} << "unexpected argument 'extra'";
   }
 
   void errors_exit_non_zero_with_a_message() {
@@ -102,6 +114,58 @@ class TestDashboardCli : public QObject {
     QVERIFY2(run.exit_code != 0, qPrintable(run.output));
     QVERIFY2(run.output.contains(message), qPrintable(run.output));
     QVERIFY(!QFileInfo::exists(dir.filePath("never.png")));
+  }
+
+  // No DISPLAY, no WAYLAND_DISPLAY, no QT_QPA_PLATFORM: the Qt platform plugin would abort; these must not need it.
+  void help_and_version_need_no_display_data() {
+    QTest::addColumn<QString>("argument");
+    QTest::addColumn<QString>("expected");
+    QTest::newRow("--help") << "--help"
+                            << "--replay <FILE>";
+    QTest::newRow("-h") << "-h"
+                        << "--screenshot <FILE.png>";
+    QTest::newRow("--help-all") << "--help-all"
+                                << "--connect <URL>";
+    QTest::newRow("--version") << "--version"
+                               << "hybridshard-dashboard 0.";
+    QTest::newRow("-v") << "-v"
+                        << "hybridshard-dashboard 0.";
+  }
+
+  void help_and_version_need_no_display() {
+    QFETCH(QString, argument);
+    QFETCH(QString, expected);
+    const Run run = run_dashboard({argument}, Screen::kNone);
+    QVERIFY2(run.exit_code == 0, qPrintable(run.output));
+    QVERIFY2(run.output.contains(expected), qPrintable(run.output));
+    QVERIFY2(!run.output.contains("platform plugin"), qPrintable(run.output));
+  }
+
+  void without_a_display_it_says_so_or_names_the_bad_argument_data() {
+    QTest::addColumn<QStringList>("arguments");
+    QTest::addColumn<QString>("message");
+    QTest::newRow("valid arguments") << QStringList{"--replay", hybridshard::gui::testing::sample_record_path()}
+                                     << "no display";
+    QTest::newRow("no source") << QStringList{} << "exactly one of --connect URL and --replay FILE";
+    QTest::newRow("unknown option") << QStringList{"--replay", "x.jsonl", "--colour"} << "Unknown option 'colour'";
+  }
+
+  void without_a_display_it_says_so_or_names_the_bad_argument() {
+    QFETCH(QStringList, arguments);
+    QFETCH(QString, message);
+    const Run run = run_dashboard(arguments, Screen::kNone);
+    QCOMPARE(run.exit_code, 2);
+    QVERIFY2(run.output.contains(message), qPrintable(run.output));
+    QVERIFY2(!run.output.contains("platform plugin"), qPrintable(run.output));
+  }
+
+  void a_screenshot_needs_no_display() {
+    QTemporaryDir dir;
+    const QString path = dir.filePath("shot.png");
+    const Run run = run_dashboard({"--replay", hybridshard::gui::testing::sample_record_path(), "--screenshot", path},
+                                  Screen::kNone);
+    QVERIFY2(run.exit_code == 0, qPrintable(run.output));
+    QCOMPARE(QImage(path).size(), QSize(1600, 1000));
   }
 };
 
