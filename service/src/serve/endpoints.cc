@@ -82,6 +82,19 @@ HttpResponse Endpoints::status(const HttpRequest& request) {
                          dump(nlohmann::json{{"error", wanted.empty() ? "no job yet" : "no job named '" + wanted + "'"},
                                              {"jobs", nlohmann::json::parse(jobs_json())["jobs"]}}));
   }
+  // A changes-since answer is small (about one poll interval's events) and each reader has its own cursor, so it is
+  // rendered for the request, not cached; the whole document, the expensive one, stays behind the cache.
+  const std::string since = query_parameter(request.query, "since");
+  if (!since.empty()) {
+    std::uint64_t epoch = 0;
+    std::uint64_t sequence = 0;
+    if (!parse_status_cursor(since, &epoch, &sequence)) {
+      return json_response(400, dump(nlohmann::json{{"error", "since=" + since +
+                                                                  ": not a cursor (expected <epoch>-<sequence>, the "
+                                                                  "\"cursor\" of a status document)"}}));
+    }
+    return json_response(200, dump(job->state().status_json_since(since)));
+  }
   std::shared_ptr<ResponseCache> cache;
   {
     std::lock_guard lock(status_mutex_);

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "event_sequence.h"
 #include "hybridshard/core/error.h"
 
@@ -187,6 +189,156 @@ TEST(JobStateTest, malformed_event_is_refused_and_changes_nothing) {
   EXPECT_THROW(state.apply(nlohmann::json{{"type", "job"}, {"time", 1.0}, {"world_size", 0}}), core::Error);
   EXPECT_THROW(state.apply(nlohmann::json{{"type", "job"}, {"time", 1.0}, {"world_size", 1 << 30}}), core::Error);
   EXPECT_EQ(state.status_json(), before);
+}
+
+// Four hours of a two-rank job: a memory sample a second, a train/rollout cycle every 10 s, one spike and one dip.
+TEST(JobStateHistoryTest, hours_of_a_job_stay_within_the_bound_and_cover_every_moment) {
+  JobState state;
+  const double start = 1.7e9;
+  const int seconds = 4 * 3600;
+  const double spike = start + 3600.5;
+  const double dip = start + 7200.5;
+  double train_seconds = 0;
+  for (int second = 0; second < seconds; ++second) {
+    const double t = start + second + 0.5;
+    for (int rank = 0; rank < 2; ++rank) {
+      std::int64_t used = 1000000 + 1000 * (second % 10);
+      if (t == spike && rank == 0) used = 9000000;
+      if (t == dip && rank == 0) used = 10;
+      state.apply(testing::memory_event(t, rank, second / 10, used, 10000000, used / 2));
+      if (second % 10 == 0) state.apply(testing::phase_event(true, t, rank, second / 10, "train"));
+      if (second % 10 == 6) state.apply(testing::phase_event(false, t, rank, second / 10, "train", 6));
+      if (second % 10 == 6) state.apply(testing::phase_event(true, t, rank, second / 10, "rollout"));
+      if (second % 10 == 9) state.apply(testing::phase_event(false, t, rank, second / 10, "rollout", 3));
+    }
+    if (second % 10 == 6) train_seconds += 6;
+  }
+  const nlohmann::json status = state.status_json();
+  EXPECT_EQ(status["memory"].size(), 2u * 600);  // the newest at full rate
+  EXPECT_EQ(status["phases"].size(), 2u * 200);
+  ASSERT_EQ(status["history"].size(), 2u);
+  for (const nlohmann::json& rank : status["history"]) {
+    SCOPED_TRACE("rank " + rank["rank"].dump());
+    const double width = rank["memory_bucket_seconds"].get<double>();
+    EXPECT_EQ(width, 64.0);  // the smallest power of two that fits 4 h into 256 buckets
+    const nlohmann::json& buckets = rank["memory"];
+    EXPECT_LE(buckets.size(), kDefaultHistoryBuckets);
+    EXPECT_GT(buckets.size(), kDefaultHistoryBuckets / 2);
+    // The whole job, first sample to last.
+    EXPECT_LE(buckets.front()["bucket"].get<double>() * width, start + 0.5);
+    EXPECT_GT((buckets.back()["bucket"].get<double>() + 1) * width, start + seconds - 0.5);
+    std::int64_t highest = 0;
+    std::int64_t lowest = std::numeric_limits<std::int64_t>::max();
+    for (const nlohmann::json& bucket : buckets) {
+      highest = std::max(highest, bucket["high"]["device_used"].get<std::int64_t>());
+      const nlohmann::json& low = bucket.contains("low") ? bucket["low"] : bucket["high"];
+      lowest = std::min(lowest, low["device_used"].get<std::int64_t>());
+      const double begin = bucket["bucket"].get<double>() * width;
+      EXPECT_GE(bucket["high"]["time"].get<double>(), begin);
+      EXPECT_LT(bucket["high"]["time"].get<double>(), begin + width);
+    }
+    // The spike and the dip of rank 0 survive the downsampling, samples and all.
+    EXPECT_EQ(highest, rank["rank"] == 0 ? 9000000 : 1009000);
+    EXPECT_EQ(lowest, rank["rank"] == 0 ? 10 : 1000000);
+    double train = 0;
+    for (const nlohmann::json& bucket : rank["phases"]) train += bucket["seconds"].value("train", 0.0);
+    EXPECT_NEAR(train, train_seconds, 1e-6 * train_seconds);
+    EXPECT_LE(rank["phases"].size(), kDefaultHistoryBuckets);
+  }
+}
+
+TEST(JobStateHistoryTest, a_bucket_keeps_its_lowest_and_highest_sample_through_merges) {
+  JobState state(JobStateLimits{.memory_samples_per_rank = 2, .phases_per_rank = 2, .history_buckets = 4});
+  const double t0 = 1024;  // bucket boundaries at multiples of the width
+  for (int i = 0; i < 16; ++i) state.apply(testing::memory_event(t0 + i, 0, 0, i == 5 ? 500 : 100 + i, 1000, 0));
+  const nlohmann::json history = state.status_json()["history"][0];
+  EXPECT_EQ(history["memory_bucket_seconds"], 4.0);  // 16 s in at most 4 buckets
+  ASSERT_EQ(history["memory"].size(), 4u);
+  EXPECT_EQ(history["memory"][0]["low"]["device_used"], 100);
+  EXPECT_EQ(history["memory"][1]["high"]["device_used"], 500);
+  EXPECT_EQ(history["memory"][1]["high"]["time"], t0 + 5);
+  EXPECT_EQ(history["memory"][1]["low"]["device_used"], 104);
+  EXPECT_EQ(history["memory"][3]["high"]["device_used"], 115);
+}
+
+TEST(JobStateSinceTest, a_document_since_a_cursor_holds_only_what_changed) {
+  SyntheticJob job;
+  JobState state;
+  apply_all(state, testing::job_opening(job));
+  apply_all(state, testing::job_iteration(job, 0));
+  const nlohmann::json full = state.status_json();
+  const std::string cursor = full["cursor"];
+  EXPECT_FALSE(full.contains("since"));
+  EXPECT_EQ(full["kept"]["memory_per_rank"], 600);
+
+  nlohmann::json delta = state.status_json_since(cursor);
+  EXPECT_EQ(delta["since"], cursor);
+  EXPECT_EQ(delta["cursor"], cursor);
+  EXPECT_FALSE(delta.contains("job"));
+  EXPECT_TRUE(delta["ranks"].empty());
+  EXPECT_TRUE(delta["memory"].empty());
+  EXPECT_TRUE(delta["phases"].empty());
+  EXPECT_TRUE(delta["history"].empty());
+  EXPECT_EQ(delta["state"], full["state"]);
+
+  const double t = full["time"].get<double>() + 1;
+  state.apply(testing::memory_event(t, 1, 0, 123, 1000, 100));
+  delta = state.status_json_since(cursor);
+  ASSERT_EQ(delta["ranks"].size(), 1u);
+  EXPECT_EQ(delta["ranks"][0]["rank"], 1);
+  EXPECT_EQ(delta["ranks"][0]["device_used"], 123);
+  EXPECT_FALSE(delta["ranks"][0].contains("buffers"));  // unchanged
+  ASSERT_EQ(delta["memory"].size(), 1u);
+  EXPECT_EQ(delta["memory"][0]["time"], t);
+  ASSERT_EQ(delta["history"].size(), 1u);
+  EXPECT_EQ(delta["history"][0]["memory"].size(), 1u);
+  EXPECT_TRUE(delta["history"][0]["phases"].empty());
+
+  const std::string second = delta["cursor"];
+  state.apply(testing::buffer_event(core::EventType::kResidency, t + 1, 0, 0, "rollout.kv_cache",
+                                    core::BufferKind::kKvCache, 64, core::Residency::kNone, core::Residency::kGpu));
+  state.apply(testing::phase_event(true, t + 2, 0, 1, "train"));
+  delta = state.status_json_since(second);
+  ASSERT_EQ(delta["ranks"].size(), 1u);
+  EXPECT_EQ(delta["ranks"][0]["rank"], 0);
+  EXPECT_EQ(delta["ranks"][0]["buffers"].size(), full["ranks"][0]["buffers"].size());
+  ASSERT_EQ(delta["phases"].size(), 1u);
+  EXPECT_TRUE(delta["phases"][0]["end"].is_null());
+  EXPECT_TRUE(delta["memory"].empty());
+  // The interval's end comes as a change of the same interval.
+  const std::string third = delta["cursor"];
+  state.apply(testing::phase_event(false, t + 3, 0, 1, "train", 1));
+  delta = state.status_json_since(third);
+  ASSERT_EQ(delta["phases"].size(), 1u);
+  EXPECT_EQ(delta["phases"][0]["begin"], t + 2);
+  EXPECT_EQ(delta["phases"][0]["end"], t + 3);
+  ASSERT_EQ(delta["history"].size(), 1u);
+  EXPECT_FALSE(delta["history"][0]["phases"].empty());  // the ended interval, in the buckets it overlaps
+}
+
+TEST(JobStateSinceTest, a_cursor_of_another_job_or_ahead_gives_the_whole_document) {
+  JobState state;
+  apply_all(state, testing::job_opening(SyntheticJob{}));
+  JobState other;
+  apply_all(other, testing::job_opening(SyntheticJob{}));
+  const std::string theirs = other.status_json()["cursor"];
+  const nlohmann::json answer = state.status_json_since(theirs);
+  EXPECT_FALSE(answer.contains("since"));
+  EXPECT_EQ(answer, state.status_json());
+  const nlohmann::json full = state.status_json();
+  std::string cursor = full["cursor"];
+  const std::string ahead = cursor.substr(0, cursor.find('-') + 1) + "999999";
+  EXPECT_EQ(state.status_json_since(ahead), full);
+}
+
+TEST(JobStateSinceTest, a_cursor_that_does_not_parse_is_refused) {
+  JobState state;
+  for (const std::string bad : {"", "12", "1-", "-1", "a-1", "1-2x", "1--2", "99999999999999999999999-1"}) {
+    EXPECT_THROW(state.status_json_since(bad), core::Error) << bad;
+    std::uint64_t epoch = 0;
+    std::uint64_t sequence = 0;
+    EXPECT_FALSE(parse_status_cursor(bad, &epoch, &sequence)) << bad;
+  }
 }
 
 }  // namespace

@@ -62,6 +62,30 @@ TEST_F(ObserverTest, serves_status_metrics_and_health_on_one_port) {
   EXPECT_EQ(testing::http_get(observer.port(), "/metrics/").status, 404);
 }
 
+TEST_F(ObserverTest, status_since_a_cursor_answers_the_changes_and_refuses_a_bad_cursor) {
+  SyntheticJob job;
+  ObserverOptions options;
+  options.listen = "127.0.0.1:0";
+  Observer observer(options);
+  for (const nlohmann::json& event : testing::job_opening(job)) observer.on_event(event);
+  const nlohmann::json full = nlohmann::json::parse(testing::http_get(observer.port(), "/status").body);
+  const std::string cursor = full["cursor"];
+  for (const nlohmann::json& event : testing::job_iteration(job, 0)) observer.on_event(event);
+
+  // Not held back by the cache of the whole document: the answer has the events applied since.
+  auto answer = testing::http_get(observer.port(), "/status?since=" + cursor);
+  ASSERT_EQ(answer.status, 200);
+  const nlohmann::json delta = nlohmann::json::parse(answer.body);
+  EXPECT_EQ(delta["since"], cursor);
+  EXPECT_EQ(delta, observer.state().status_json_since(cursor));
+  EXPECT_FALSE(delta["memory"].empty());
+  EXPECT_LT(answer.body.size(), observer.state().status_json().dump().size());
+
+  answer = testing::http_get(observer.port(), "/status?since=yesterday");
+  EXPECT_EQ(answer.status, 400);
+  EXPECT_NE(answer.body.find("since=yesterday: not a cursor"), std::string::npos) << answer.body;
+}
+
 TEST_F(ObserverTest, a_scrape_load_renders_each_endpoint_at_most_once_per_max_age_and_sees_the_newest_data) {
   SyntheticJob job;
   ObserverOptions options;

@@ -18,13 +18,18 @@
 
 #include "hybridshard/core/events.h"
 #include "hybridshard/service/events/job_event.h"
+#include "hybridshard/service/observe/bucketed_history.h"
 
 namespace hybridshard::service {
 
+// What a rank's history may hold, whatever the job's length (docs/record-format.md, "Status"): the newest samples and
+// phase intervals at full rate, and the whole job in history_buckets buckets (bucketed_history.h) of memory (the
+// lowest and the highest sample of each) and of phases (seconds per phase in each).
 struct JobStateLimits {
-  std::size_t memory_samples_per_rank = 600;  // newest kept
-  std::size_t phases_per_rank = 200;          // newest phase intervals kept
-  std::size_t phase_names_per_rank = 32;      // distinct phase names counted (a misbehaving rank cannot grow it)
+  std::size_t memory_samples_per_rank = 600;             // newest kept at full rate
+  std::size_t phases_per_rank = 200;                     // newest phase intervals kept
+  std::size_t history_buckets = kDefaultHistoryBuckets;  // of the whole job's memory, and of its phases
+  std::size_t phase_names_per_rank = 32;  // distinct phase names counted (a misbehaving rank cannot grow it)
 };
 
 // Buckets of the phase duration histogram (hybridshard_phase_duration_seconds): 1 ms to 60 s.
@@ -43,12 +48,15 @@ struct BufferState {
   std::string shape;
 };
 
+// `sequence`, `changed`: the fold's sequence number (JobFold::sequence) of the event that made or last changed the
+// thing; what a status document since a cursor holds (status_json(fold, since)).
 struct MemorySampleState {
   double time = 0;
   std::int64_t device_used = 0;
   std::int64_t device_total = 0;
   std::int64_t tracked = 0;
   BytesByKind by_kind;
+  std::uint64_t sequence = 0;
 };
 
 struct PhaseInterval {
@@ -56,6 +64,24 @@ struct PhaseInterval {
   std::string phase;
   double begin = 0;
   double end = -1;  // < 0: still running
+  std::uint64_t changed = 0;
+};
+
+// A memory history bucket: its lowest and its highest sample by device_used (ties: by tracked, then the earlier).
+struct MemoryBucket {
+  MemorySampleState low;
+  MemorySampleState high;
+  std::uint64_t changed = 0;
+  void add(const MemorySampleState& sample);
+  void merge(const MemoryBucket& later);
+};
+
+// A phase history bucket: seconds each phase ran within it (ended intervals only), the newest iteration among them.
+struct PhaseBucket {
+  std::map<std::string, double> seconds;
+  int iteration = -1;
+  std::uint64_t changed = 0;
+  void merge(const PhaseBucket& later);
 };
 
 struct PhaseDurations {
@@ -98,8 +124,12 @@ struct RankState {
   std::vector<std::string> phase_names;             // the standard phases, then others in order of appearance
   std::map<std::string, PhaseDurations> durations;  // of the phases that ended (named in phase_names)
   std::vector<BufferState> buffers;                 // in creation order
-  std::deque<MemorySampleState> memory;
-  std::deque<PhaseInterval> phases;
+  std::deque<MemorySampleState> memory;             // the newest samples, as they came
+  std::deque<PhaseInterval> phases;                 // the newest intervals, in order of their begin events
+  BucketedHistory<MemoryBucket> memory_history;     // every sample of the job
+  BucketedHistory<PhaseBucket> phase_history;       // every ended interval of the job
+  std::uint64_t changed = 0;          // sequence of the last event of this rank (the rank's fields may have changed)
+  std::uint64_t buffers_changed = 0;  // sequence of the last change to `buffers`
 };
 
 // A phase that every rank of the job has now ended in one iteration: the launcher's progress line.
@@ -120,6 +150,10 @@ struct JobFold {
   double time = 0;     // of the newest event
   double started = 0;  // of the job event (or the first event)
   std::map<int, RankState> ranks;
+  std::uint64_t sequence = 0;     // events applied so far: every change is stamped with the sequence of its event
+  std::uint64_t job_changed = 0;  // sequence of the job event
+  std::uint64_t epoch = 0;        // tells this fold's sequence numbers from another's (a job replaced under serve)
+  JobStateLimits limits;
 };
 
 // Thread-safe: apply() from the event stream, the readers from the HTTP server's threads.
@@ -140,6 +174,10 @@ class JobState {
   // The status document (docs/record-format.md, "Status"). "time" is the time of the newest event applied (so a
   // replay gives the same document).
   nlohmann::json status_json() const;
+  // What changed since the document whose "cursor" is `cursor` (docs/record-format.md, "Incremental status"); the
+  // full document when the cursor is of another fold (another epoch) or ahead of this one. Throws core::Error
+  // naming the cursor when it does not parse.
+  nlohmann::json status_json_since(const std::string& cursor) const;
 
   // Bytes resident on the device per buffer kind for `rank` (every kind present, 0 if none): the by_kind of a memory
   // sample, for samples that come without one.
@@ -158,13 +196,16 @@ class JobState {
     std::int64_t network_bytes = 0;
   };
 
-  JobStateLimits limits_;
   mutable std::mutex mutex_;
   JobFold fold_;
   std::map<std::pair<int, std::string>, RoundProgress> rounds_;  // (iteration, phase) not yet ended everywhere
 };
 
-// The status document of a folded job.
-nlohmann::json status_json(const JobFold& fold);
+// The status document of a folded job: everything (since == 0), or what changed after sequence `since`.
+nlohmann::json status_json(const JobFold& fold, std::uint64_t since = 0);
+
+// The cursor of a fold's current state ("<epoch>-<sequence>"), and its reading: false when `cursor` does not parse.
+std::string status_cursor(const JobFold& fold);
+bool parse_status_cursor(const std::string& cursor, std::uint64_t* epoch, std::uint64_t* sequence);
 
 }  // namespace hybridshard::service
