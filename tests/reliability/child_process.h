@@ -198,6 +198,33 @@ inline bool process_alive(pid_t pid) {
   return close == std::string::npos || close + 2 >= text.size() || text[close + 2] != 'Z';
 }
 
+// The processes whose parent is `parent` (from /proc/*/stat).
+inline std::vector<pid_t> child_pids(pid_t parent) {
+  std::vector<pid_t> children;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const std::size_t close = text.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream fields(text.substr(close + 2));  // STATE PPID ...
+    std::string state;
+    long ppid = 0;
+    if (fields >> state >> ppid && ppid == parent) children.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return children;
+}
+
+// Whether `pid` ignores signal `number` (its SigIgn mask in /proc/PID/status).
+inline bool ignores_signal(pid_t pid, int number) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("SigIgn:", 0) == 0) return (std::stoull(line.substr(7), nullptr, 16) >> (number - 1)) & 1ULL;
+  }
+  return false;
+}
+
 // The path of the hybridshard binaries and of the source tree, from the build.
 #ifndef HYBRIDSHARD_BIN_DIR
 #error "HYBRIDSHARD_BIN_DIR must name the directory of hybridshard and hybridshard-rank"

@@ -159,6 +159,12 @@ TEST_F(OperatorTest, ctrl_c_stops_every_rank_at_a_phase_boundary_with_exit_130) 
       launcher.wait_for_output([](const std::string& out) { return out.find("iter 1/500  exit") != std::string::npos; },
                                std::chrono::seconds(90)))
       << launcher.wait(std::chrono::seconds(1)).describe();
+  // Neither the launcher nor a rank can die of a peer's closed socket: SIGPIPE is ignored (a rank used to die of it
+  // when a peer failed first, and the launcher then named that rank).
+  EXPECT_TRUE(ignores_signal(launcher.pid(), SIGPIPE)) << "the launcher";
+  const std::vector<pid_t> ranks = child_pids(launcher.pid());
+  EXPECT_EQ(ranks.size(), 4u);
+  for (pid_t rank : ranks) EXPECT_TRUE(ignores_signal(rank, SIGPIPE)) << "rank process " << rank;
   launcher.signal(SIGINT);
   const ChildResult result = launcher.wait(std::chrono::seconds(90));
   ASSERT_FALSE(result.timed_out) << result.describe();

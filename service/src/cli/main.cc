@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -176,6 +177,9 @@ int command_export(const std::string& path, const std::string& out_dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A peer that closes its socket first (a failed rank, a scraper, a watcher) must surface as an error on the write,
+  // never as a death by SIGPIPE: that rank would then be named as the cause. Inherited by the ranks we start.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{
       "hybridshard: moves LLM weights between the training layout (Megatron-Core) and the inference "
       "layout (vLLM) on the same GPUs, and shows where every byte is"};

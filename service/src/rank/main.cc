@@ -1,6 +1,7 @@
 // hybridshard-rank: one rank of a job. Started by `hybridshard run` (one per rank), or by torchrun / Slurm / mpirun
 // with their environment variables:  hybridshard-rank --job JOB.yaml
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <iostream>
 #include <string>
 
@@ -11,6 +12,9 @@
 #include "rank_program.h"
 
 int main(int argc, char** argv) {
+  // A peer that closes its socket first (a failed rank, a scraper, a watcher) must surface as an error on the write,
+  // never as a death by SIGPIPE: that rank would then be named as the cause. Inherited by the ranks we start.
+  std::signal(SIGPIPE, SIG_IGN);
   using namespace hybridshard;
   CLI::App app{
       "hybridshard-rank: one rank of a job (rank and world from RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT, "

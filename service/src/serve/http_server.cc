@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -22,12 +23,20 @@ const char* reason_phrase(int status) {
   switch (status) {
     case 200:
       return "OK";
+    case 400:
+      return "Bad Request";
     case 404:
       return "Not Found";
     case 405:
       return "Method Not Allowed";
+    case 411:
+      return "Length Required";
     case 413:
       return "Payload Too Large";
+    case 414:
+      return "URI Too Long";
+    case 431:
+      return "Request Header Fields Too Large";
     case 500:
       return "Internal Server Error";
     case 503:
@@ -37,7 +46,11 @@ const char* reason_phrase(int status) {
   }
 }
 
+// Marks a connection whose request was answered (the connection's user data; see Context::unanswered).
+int g_answered_marker = 0;
+
 void send(mg_connection* connection, const HttpResponse& response, bool head, const char* extra_headers = "") {
+  mg_set_user_connection_data(connection, &g_answered_marker);
   // Built with std::string, not mg_printf: civetweb's workers run on small fixed stacks (100 KiB in Debian's build,
   // less the static TLS of the libraries the process links), and glibc's printf needs more than is left there.
   std::string header = "HTTP/1.1 " + std::to_string(response.status) + " " + reason_phrase(response.status) +
@@ -54,6 +67,26 @@ void send(mg_connection* connection, const HttpResponse& response, bool head, co
     const std::size_t bytes = std::min(kSlice, response.body.size() - offset);
     if (mg_write(connection, response.body.data() + offset, bytes) <= 0) return;  // the client went away
   }
+}
+
+// Whether header `name` lists `token` (case-insensitive, comma-separated: "keep-alive, Upgrade").
+bool header_has_token(mg_connection* connection, const char* name, std::string_view token) {
+  const char* value = mg_get_header(connection, name);
+  if (value == nullptr) return false;
+  std::string lowered(value);
+  std::transform(lowered.begin(), lowered.end(), lowered.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::size_t start = 0;
+  while (start <= lowered.size()) {
+    std::size_t end = lowered.find(',', start);
+    if (end == std::string::npos) end = lowered.size();
+    std::string_view item(lowered.data() + start, end - start);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (item == token) return true;
+    start = end + 1;
+  }
+  return false;
 }
 
 HttpResponse text_response(int status, std::string body) {
@@ -105,6 +138,51 @@ struct HttpServer::Context {
   std::chrono::milliseconds max_queue_wait{0};
   std::mutex stop_mutex;
 
+  // Every request, before civetweb looks at it further: what this server does not serve is answered here with a
+  // 4xx, so that none of civetweb's other paths (websocket upgrades, which crashed the launcher; request bodies;
+  // proxy requests) is ever taken. 0 lets the request go on to handle().
+  static int screen(mg_connection* connection) {
+    const mg_request_info* request = mg_get_request_info(connection);
+    const std::string_view method = request->request_method ? request->request_method : "";
+    const bool head = method == "HEAD";
+    if (method != "GET" && !head) {
+      send(connection, text_response(405, "only GET and HEAD are allowed\n"), false, "Allow: GET, HEAD\r\n");
+      return 405;
+    }
+    if (mg_get_header(connection, "Upgrade") != nullptr || header_has_token(connection, "Connection", "upgrade")) {
+      send(connection, text_response(400, "this server does not upgrade connections (no websockets, no h2c)\n"), head);
+      return 400;
+    }
+    if (request->content_length > 0 || mg_get_header(connection, "Transfer-Encoding") != nullptr) {
+      send(connection, text_response(413, "requests to this server carry no body\n"), head);
+      return 413;
+    }
+    if (request->local_uri == nullptr || request->local_uri[0] != '/') {
+      send(connection, text_response(400, "the request target must be a path (/metrics, /status, /healthz)\n"), head);
+      return 400;
+    }
+    return 0;
+  }
+
+  // civetweb's own refusals (a request it cannot parse, a head over max_request_bytes), answered like ours: without
+  // printf on the worker's small stack, and a 4xx whatever civetweb chose (505 for an unknown HTTP version).
+  static int refuse(mg_connection* connection, int status, const char* message) {
+    const int answered = status >= 400 && status < 500 ? status : 400;
+    send(connection, text_response(answered, std::string(message ? message : "bad request") + "\n"), false);
+    return 0;
+  }
+
+  // A connection about to close whose request head was read but never answered: civetweb drops requests for
+  // another host ("GET http://example.com/ HTTP/1.1") and "OPTIONS *" without a word. Each gets a 400 here; the
+  // socket is still open (civetweb calls this before closing it).
+  static void unanswered(const mg_connection* closing) {
+    auto* connection = const_cast<mg_connection*>(closing);  // civetweb's callback is const; the write is safe here
+    const mg_request_info* request = mg_get_request_info(connection);
+    if (request == nullptr || request->request_method == nullptr) return;  // no request came
+    if (mg_get_user_connection_data(connection) == &g_answered_marker) return;
+    send(connection, text_response(400, "the request target must be a path (/metrics, /status, /healthz)\n"), false);
+  }
+
   static int handle(mg_connection* connection, void* data) {
     auto* self = static_cast<Context*>(data);
     const mg_request_info* request = mg_get_request_info(connection);
@@ -114,14 +192,6 @@ struct HttpServer::Context {
       send(connection, text_response(503, "busy: more requests than metrics.max_requests_per_second\n"), head,
            "Retry-After: 1\r\n");
       return 503;
-    }
-    if (method != "GET" && !head) {
-      send(connection, text_response(405, "only GET and HEAD are allowed\n"), false, "Allow: GET, HEAD\r\n");
-      return 405;
-    }
-    if (request->content_length > 0) {
-      send(connection, text_response(413, "requests to this server carry no body\n"), head);
-      return 413;
     }
     const char* uri = request->local_uri ? request->local_uri : "";
     auto route = self->routes.find(uri);
@@ -261,6 +331,9 @@ HttpServer::HttpServer(HttpServerOptions options, std::map<std::string, HttpHand
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
   callbacks.log_message = &Context::log_message;
+  callbacks.begin_request = &Context::screen;
+  callbacks.http_error = &Context::refuse;
+  callbacks.connection_close = &Context::unanswered;
   callbacks.init_thread = &Context::init_thread;
   mg_init_data init;
   init.callbacks = &callbacks;

@@ -193,6 +193,96 @@ TEST(HttpServerTest, oversized_request_is_refused_and_the_server_keeps_serving) 
   EXPECT_EQ(http_get(server.port(), "/status").status, 200);
 }
 
+// A websocket upgrade crashed the process inside civetweb (a segfault: no websocket handler is registered).
+TEST(HttpServerTest, upgrade_requests_are_refused_and_the_server_keeps_serving) {
+  std::atomic<int> calls{0};
+  HttpServer server(loopback_any_port(), routes(&calls));
+  for (const char* upgrade : {"websocket", "h2c", "WebSocket"}) {
+    auto response = raw_http(server.port(), std::string("GET /status HTTP/1.1\r\nHost: x\r\nUpgrade: ") + upgrade +
+                                                "\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
+                                                "dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    EXPECT_GE(response.status, 400) << upgrade;
+    EXPECT_LT(response.status, 500) << upgrade;
+  }
+  auto connection_only = raw_http(server.port(), "GET /status HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\r\n");
+  EXPECT_EQ(connection_only.status, 400);
+  EXPECT_EQ(calls.load(), 0);
+  EXPECT_EQ(http_get(server.port(), "/status").status, 200);
+}
+
+// Connections that send part of a request and then nothing (a slow or hostile client) each held a worker for the
+// whole request timeout: four of them kept every other client out for 10 s.
+TEST(HttpServerTest, slow_partial_requests_do_not_starve_other_clients) {
+  HttpServerOptions options;
+  options.listen = "127.0.0.1:0";
+  HttpServer server(options, routes());
+  std::vector<int> slow;
+  for (int client = 0; client < 8; ++client) {
+    slow.push_back(testing::connect_loopback(server.port()));
+    const std::string partial = "GET /status HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    ASSERT_EQ(::send(slow.back(), partial.data(), partial.size(), MSG_NOSIGNAL), static_cast<ssize_t>(partial.size()));
+  }
+  const auto started = std::chrono::steady_clock::now();
+  EXPECT_EQ(http_get(server.port(), "/status").status, 200);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2));
+  for (int fd : slow) ::close(fd);
+}
+
+// A GET announcing a huge body was answered 413 and then held its worker while civetweb waited for the body (10 s;
+// now two reads of request_timeout_ms at most).
+TEST(HttpServerTest, a_huge_content_length_is_refused_at_once_and_holds_no_worker_for_long) {
+  HttpServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.request_timeout_ms = 1000;
+  HttpServer server(options, routes());
+  std::vector<int> clients;
+  for (int client = 0; client < options.num_threads; ++client) {
+    clients.push_back(testing::connect_loopback(server.port()));
+    const std::string request = "GET /status HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999\r\n\r\nabc";
+    const auto started = std::chrono::steady_clock::now();
+    ASSERT_EQ(::send(clients.back(), request.data(), request.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(request.size()));
+    char head[64] = {0};
+    ASSERT_GT(::recv(clients.back(), head, sizeof(head) - 1, 0), 12);
+    EXPECT_EQ(std::string(head).substr(0, 12), "HTTP/1.1 413") << head;
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(1));
+  }
+  // Every worker drains a body that never comes (civetweb does, after the answer); each gives up within two reads'
+  // timeouts.
+  const auto started = std::chrono::steady_clock::now();
+  EXPECT_EQ(http_get(server.port(), "/status").status, 200);
+  EXPECT_LT(std::chrono::steady_clock::now() - started,
+            std::chrono::milliseconds(2 * options.request_timeout_ms) + std::chrono::seconds(1));
+  for (int fd : clients) ::close(fd);
+}
+
+// Requests the server does not serve are each a 4xx with a status line, never a closed connection without an
+// answer (an absolute URI and "OPTIONS *" got nothing; a chunked GET was served; "HTTP/9.9" was a 505).
+TEST(HttpServerTest, every_request_it_does_not_serve_is_a_4xx) {
+  std::atomic<int> calls{0};
+  HttpServer server(loopback_any_port(), routes(&calls));
+  // The status each must get; 0: any 4xx (civetweb's own choice).
+  const std::pair<const char*, int> cases[] = {
+      {"GARBAGE\r\n\r\n", 400},
+      {"GET /status HTTP/9.9\r\nHost: x\r\n\r\n", 400},
+      {"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 0},
+      {"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n", 0},
+      {"GET http://example.com/status HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+      {"GET /status HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 413},
+      {"GET /status HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 0},
+  };
+  for (const auto& [request, status] : cases) {
+    const testing::RawHttpResponse response = raw_http(server.port(), request);
+    EXPECT_GE(response.status, 400) << request;
+    EXPECT_LT(response.status, 500) << request;
+    if (status != 0) {
+      EXPECT_EQ(response.status, status) << request;
+    }
+  }
+  EXPECT_EQ(calls.load(), 0);
+  EXPECT_EQ(http_get(server.port(), "/status").status, 200);
+}
+
 TEST(HttpServerTest, a_throwing_handler_answers_500_with_its_message) {
   HttpServer server(loopback_any_port(), routes());
   auto response = http_get(server.port(), "/fails");

@@ -18,8 +18,8 @@ struct RawHttpResponse {
   std::string body;
 };
 
-// Sends `request` as is to 127.0.0.1:port and reads until the server closes the connection (5 s timeout).
-inline RawHttpResponse raw_http(int port, const std::string& request) {
+// A connected socket to 127.0.0.1:port with 5 s send and receive timeouts; throws when it cannot connect.
+inline int connect_loopback(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) throw std::runtime_error("socket failed");
   timeval timeout{5, 0};
@@ -33,6 +33,12 @@ inline RawHttpResponse raw_http(int port, const std::string& request) {
     ::close(fd);
     throw std::runtime_error("connect to 127.0.0.1:" + std::to_string(port) + " failed");
   }
+  return fd;
+}
+
+// Sends `request` as is to 127.0.0.1:port and reads until the server closes the connection (5 s timeout).
+inline RawHttpResponse raw_http(int port, const std::string& request) {
+  const int fd = connect_loopback(port);
   std::size_t sent = 0;
   while (sent < request.size()) {
     ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);

@@ -1,6 +1,7 @@
 // A small read-only HTTP server (civetweb) for the job's endpoints: GET or HEAD of a fixed set of paths, everything
-// else 404 (unknown path) or 405 (other methods). Bounded: a fixed number of worker threads, a limit on the request
-// head, no request bodies, a timeout on every request. Listens on 127.0.0.1 unless told otherwise.
+// else a 4xx: 404 (unknown path), 405 (other methods), 413 (a body), 400 (an upgrade to websockets or h2c, a target
+// that is not a path, anything civetweb cannot parse). Bounded: a fixed number of worker threads, a limit on the
+// request head, no request bodies, a timeout on every read and write. Listens on 127.0.0.1 unless told otherwise.
 #pragma once
 
 #include <cstddef>
@@ -39,9 +40,13 @@ void apply_serve_priority(ServePriority priority);                // to the call
 
 struct HttpServerOptions {
   std::string listen = "127.0.0.1:9464";  // HOST:PORT, [IPV6]:PORT; port 0 picks a free port (see port())
-  int num_threads = 4;                    // worker threads; further connections wait in the queue
-  std::size_t max_request_bytes = 8192;   // request line plus headers; larger requests are refused
-  int request_timeout_ms = 10000;         // per request
+  // Worker threads; further connections wait in the queue. A client that sends half a request holds a worker until
+  // request_timeout_ms: enough workers that a few such clients leave the others served.
+  int num_threads = 16;
+  std::size_t max_request_bytes = 8192;  // request line plus headers; larger requests are refused
+  // Each read or write of a request (the head; the answer to a slow reader; an announced body, which civetweb drains
+  // after the 413, for two reads at most) gives up after this long.
+  int request_timeout_ms = 3000;
   ServePriority priority = ServePriority::kIdle;
   // Requests beyond this rate wait their turn (one second's worth may come at once); 0: no limit. A request whose
   // turn is more than max_queue_wait_ms away is answered 503 with Retry-After at once.
