@@ -9,10 +9,16 @@
 // copies the rest; `contiguous` only contiguous pieces of at least 1 MiB; `kernel` none. The copies go round-robin to
 // HYBRIDSHARD_PEER_COPY_STREAMS streams (default 4) forked from and joined back into the compute stream, so that a
 // copy's start does not wait for the previous copy's end. Over NVLink the copy engines move a peer's bytes faster
-// than SM loads (2 x H200: 390 against 338 GB/s, GPU.md; enter measured in docs/performance.md). Inside the kernel
+// than SM loads (2 x H200: 390 against 338 GB/s, GPU.md; enter measured in docs/performance.md). A strided piece goes
+// to the copy engines only when its rows are at least HYBRIDSHARD_PEER_COPY_MIN_ROW bytes wide (default 2048): a 2-D
+// copy moves row by row, and rows of 4 KiB and wider (Llama's o_proj halves) ran at copy-engine speed while the
+// 768-byte rows of Qwen3-30B-A3B's expert w2 halves ran far below it (docs/performance.md, issue 15), so narrower rows
+// go to the piece kernel, whose blocks read 64 KiB chunks of many rows at once. Inside the kernel
 // the chunks that read another device are spread evenly through the grid, so that its NVLink reads start at once
-// and the local chunks fill the gaps. copy_pieces keeps its last table on the device: the same call again (an enter
-// after an exit: same pieces, same buffers) launches it without building or uploading it.
+// and the local chunks fill the gaps. copy_pieces keeps its tables on the device: the same call again (an enter
+// after an exit: same pieces, same buffers) launches it without building or uploading it. copy_pieces_aside runs the
+// same on a second stream (the send/recv path lands one round's bucket there while the next round moves); both lanes
+// share the table cache (the last 256 tables).
 //
 // The cache (like PyTorch's caching allocator, without splitting blocks): sizes are rounded (512 B below 1 MiB, 2 MiB
 // above), deallocate records an event on the stream and keeps the block in a size-ordered free list of its residency,
@@ -23,7 +29,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <limits>
+#include <list>
 #include <map>
 #include <mutex>
 #include <string>
@@ -50,6 +58,20 @@ std::int32_t common_alignment(std::initializer_list<std::uint64_t> values) {
   }
   return 1;
 }
+
+// copy_pieces sends strided pieces read from a peer to the copy engines only when their rows are at least this wide
+// (HYBRIDSHARD_PEER_COPY_MIN_ROW overrides it); narrower ones go to the piece kernel.
+constexpr std::int64_t kEngineMinRowBytes = 2048;
+
+// A copy_pieces table: what it was built from, the copy-engine copies, and the kernel's table on the device.
+struct PieceTable {
+  std::vector<std::int64_t> key;
+  std::vector<detail::DevicePiece> engine_copies;
+  void* device = nullptr;
+  std::size_t capacity = 0;
+  std::size_t chunks_offset = 0;
+  std::int64_t num_chunks = 0;
+};
 
 class CudaDevice final : public Device {
  public:
@@ -92,6 +114,14 @@ class CudaDevice final : public Device {
       engine_streams = static_cast<std::size_t>(streams);
     }
     engines_.resize(engine_streams);
+    if (const char* value = std::getenv("HYBRIDSHARD_PEER_COPY_MIN_ROW"); value != nullptr && *value != '\0') {
+      char* end = nullptr;
+      const long long bytes = std::strtoll(value, &end, 10);
+      if (end == value || *end != '\0' || bytes < 0 || bytes > (std::int64_t{1} << 40)) {
+        HS_THROW(ConfigError, std::string("HYBRIDSHARD_PEER_COPY_MIN_ROW: '") + value + "' is not a byte count");
+      }
+      engine_min_row_bytes_ = bytes;
+    }
   }
 
   ~CudaDevice() override {
@@ -107,7 +137,15 @@ class CudaDevice final : public Device {
     }
     for (cudaEvent_t event : spare_events_) cudaEventDestroy(event);
     if (scratch_ != nullptr) cudaFree(scratch_);
-    if (table_.device != nullptr) cudaFree(table_.device);
+    for (PieceTable& table : tables_) {
+      if (table.device != nullptr) cudaFree(table.device);
+    }
+    if (aside_ != nullptr) {
+      cudaStreamSynchronize(aside_);
+      cudaStreamDestroy(aside_);
+      cudaEventDestroy(aside_start_);
+      for (cudaEvent_t mark : aside_marks_) cudaEventDestroy(mark);
+    }
     if (staging_ != nullptr) cudaFreeHost(staging_);
     cudaEventDestroy(staging_free_);
     cudaEventDestroy(fork_);
@@ -247,7 +285,48 @@ class CudaDevice final : public Device {
 
   void copy_pieces(std::span<const Piece> pieces, std::span<void* const> src_bases, const void* message_base,
                    void* dst_base) override {
-    // The same call as the last one (an enter after an exit: same pieces, same buffers) reuses its uploaded table.
+    HS_CUDA_CHECK(cudaSetDevice(index_));
+    launch(table_for(pieces, src_bases, message_base, dst_base), stream_);
+  }
+
+  // The aside lane: its own stream, started after everything queued on the compute stream so far (the table upload
+  // included); the compute stream waits for it only through await_aside.
+  void copy_pieces_aside(std::span<const Piece> pieces, std::span<void* const> src_bases, const void* message_base,
+                         void* dst_base) override {
+    HS_CUDA_CHECK(cudaSetDevice(index_));
+    if (aside_ == nullptr) {
+      HS_CUDA_CHECK(cudaStreamCreateWithFlags(&aside_, cudaStreamNonBlocking));
+      HS_CUDA_CHECK(cudaEventCreateWithFlags(&aside_start_, cudaEventDisableTiming));
+      for (cudaEvent_t& mark : aside_marks_) HS_CUDA_CHECK(cudaEventCreateWithFlags(&mark, cudaEventDisableTiming));
+    }
+    const PieceTable& table = table_for(pieces, src_bases, message_base, dst_base);
+    HS_CUDA_CHECK(cudaEventRecord(aside_start_, stream_));
+    HS_CUDA_CHECK(cudaStreamWaitEvent(aside_, aside_start_, 0));
+    launch(table, aside_);
+  }
+
+  void mark_aside(int slot) override {
+    if (aside_ == nullptr) return;  // nothing ever ran aside
+    HS_CUDA_CHECK(cudaSetDevice(index_));
+    HS_CUDA_CHECK(cudaEventRecord(aside_marks_[aside_slot(slot)], aside_));
+  }
+
+  void await_aside(int slot) override {
+    if (aside_ == nullptr) return;
+    HS_CUDA_CHECK(cudaSetDevice(index_));
+    HS_CUDA_CHECK(cudaStreamWaitEvent(stream_, aside_marks_[aside_slot(slot)], 0));
+  }
+
+  static std::size_t aside_slot(int slot) {
+    if (slot < 0 || slot >= 2) HS_THROW(Error, "cuda device: aside slot " + std::to_string(slot) + " is not 0 or 1");
+    return static_cast<std::size_t>(slot);
+  }
+
+  // The table of this call, from the cache when the same call (same pieces, same buffers) ran before: an enter after
+  // an exit, or the same round of the next enter. Built and uploaded on the compute stream otherwise; the least
+  // recently used table makes room (after both lanes are idle: a kernel may still read it).
+  const PieceTable& table_for(std::span<const Piece> pieces, std::span<void* const> src_bases, const void* message_base,
+                              void* dst_base) {
     std::vector<std::int64_t> key;
     key.reserve(pieces.size() * 7 + src_bases.size() + 3);
     for (const Piece& piece : pieces) {
@@ -258,17 +337,32 @@ class CudaDevice final : public Device {
     key.push_back(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(message_base)));
     key.push_back(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(dst_base)));
     key.push_back(static_cast<std::int64_t>(src_bases.size()));
-    HS_CUDA_CHECK(cudaSetDevice(index_));
-    if (key != table_.key) {
-      table_.key.clear();  // invalid until rebuilt
-      build_table(pieces, src_bases, message_base, dst_base);
-      table_.key = std::move(key);
+    for (auto it = tables_.begin(); it != tables_.end(); ++it) {
+      if (it->key == key) {
+        tables_.splice(tables_.begin(), tables_, it);
+        return tables_.front();
+      }
     }
-    const PieceTable& table = table_;
+    if (tables_.size() >= kCachedTables) {
+      HS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      if (aside_ != nullptr) HS_CUDA_CHECK(cudaStreamSynchronize(aside_));
+      tables_.splice(tables_.begin(), tables_, std::prev(tables_.end()));  // reuse its device memory
+    } else {
+      tables_.emplace_front();
+    }
+    PieceTable& table = tables_.front();
+    table.key.clear();  // invalid until rebuilt
+    build_table(table, pieces, src_bases, message_base, dst_base);
+    table.key = std::move(key);
+    return table;
+  }
+
+  // Queues `table`'s copies on `stream`: the copy-engine copies forked from it and joined back into it, so that
+  // everything after them on that stream waits for them (several streams, so that one copy's start does not wait for
+  // the previous one's end), and the kernel over the rest.
+  void launch(const PieceTable& table, cudaStream_t stream) {
     if (!table.engine_copies.empty()) {
-      // Forked from the compute stream and joined back into it, so that everything after this call waits for them.
-      // Several streams, so that one copy's start does not wait for the previous one's end.
-      HS_CUDA_CHECK(cudaEventRecord(fork_, stream_));
+      HS_CUDA_CHECK(cudaEventRecord(fork_, stream));
       for (std::size_t e = 0; e < table.engine_copies.size(); ++e) {
         if (e < engines_.size()) HS_CUDA_CHECK(cudaStreamWaitEvent(engine(e).stream, fork_, 0));
         const detail::DevicePiece& copy = table.engine_copies[e];
@@ -290,10 +384,10 @@ class CudaDevice final : public Device {
       detail::launch_copy_pieces(reinterpret_cast<const detail::DevicePiece*>(table.device),
                                  reinterpret_cast<const detail::DeviceChunk*>(
                                      static_cast<const unsigned char*>(table.device) + table.chunks_offset),
-                                 table.num_chunks, stream_);
+                                 table.num_chunks, stream);
     }
     for (std::size_t e = 0; e < std::min(engines_.size(), table.engine_copies.size()); ++e) {
-      HS_CUDA_CHECK(cudaStreamWaitEvent(stream_, engines_[e].join, 0));
+      HS_CUDA_CHECK(cudaStreamWaitEvent(stream, engines_[e].join, 0));
     }
   }
 
@@ -311,9 +405,9 @@ class CudaDevice final : public Device {
     return engine;
   }
 
-  // Builds table_ (but not its key) for copy_pieces and uploads it into table_.device.
-  void build_table(std::span<const Piece> pieces, std::span<void* const> src_bases, const void* message_base,
-                   void* dst_base) {
+  // Builds `table` (but not its key) for copy_pieces and uploads it into table.device.
+  void build_table(PieceTable& table, std::span<const Piece> pieces, std::span<void* const> src_bases,
+                   const void* message_base, void* dst_base) {
     std::vector<detail::DevicePiece> entries;
     entries.reserve(pieces.size());
     std::vector<detail::DeviceChunk> chunks;
@@ -327,7 +421,7 @@ class CudaDevice final : public Device {
         cudaGetLastError();
       }
     }
-    table_.engine_copies.clear();
+    table.engine_copies.clear();
     for (std::size_t i = 0; i < pieces.size(); ++i) {
       const Piece& piece = pieces[i];
       const void* base = nullptr;
@@ -346,9 +440,10 @@ class CudaDevice final : public Device {
       const bool from_peer = piece.src_buffer >= 0 && remote[static_cast<std::size_t>(piece.src_buffer)];
       const bool contiguous =
           piece.rows == 1 || (piece.row_bytes == piece.src_stride && piece.row_bytes == piece.dst_stride);
-      const bool engine =
-          from_peer && ((peer_copy_ == PeerCopy::kEngine && piece.bytes() >= (256 << 10)) ||
-                        (peer_copy_ == PeerCopy::kContiguous && contiguous && piece.bytes() >= (1 << 20)));
+      // Strided pieces with narrow rows go to the kernel: a 2-D copy moves row by row (see the top of this file).
+      const bool engine = from_peer && (contiguous || piece.row_bytes >= engine_min_row_bytes_) &&
+                          ((peer_copy_ == PeerCopy::kEngine && piece.bytes() >= (256 << 10)) ||
+                           (peer_copy_ == PeerCopy::kContiguous && contiguous && piece.bytes() >= (1 << 20)));
       detail::DevicePiece entry;
       entry.src = static_cast<const unsigned char*>(base) + piece.src_offset;
       entry.dst = static_cast<unsigned char*>(dst_base) + piece.dst_offset;
@@ -357,7 +452,7 @@ class CudaDevice final : public Device {
       entry.src_stride = contiguous ? entry.row_bytes : piece.src_stride;
       entry.dst_stride = contiguous ? entry.row_bytes : piece.dst_stride;
       if (engine) {
-        table_.engine_copies.push_back(entry);
+        table.engine_copies.push_back(entry);
         continue;
       }
       const std::uint64_t src_stride = entry.rows > 1 ? static_cast<std::uint64_t>(entry.src_stride) : 0;
@@ -379,10 +474,10 @@ class CudaDevice final : public Device {
       entries.push_back(entry);
     }
     if (!remote_chunks.empty()) chunks = spread(std::move(remote_chunks), std::move(chunks));
-    table_.num_chunks = static_cast<std::int64_t>(chunks.size());
+    table.num_chunks = static_cast<std::int64_t>(chunks.size());
     if (entries.empty()) return;
     // One upload: the piece entries, then the per-block chunk table (8-byte aligned: DevicePiece holds 8-byte
-    // fields), kept in table_.device for the next call with the same key.
+    // fields), kept in table.device for the next call with the same key.
     static_assert(sizeof(detail::DevicePiece) % alignof(detail::DeviceChunk) == 0);
     const std::size_t entry_bytes = entries.size() * sizeof(entries[0]);
     const std::size_t chunk_bytes = chunks.size() * sizeof(chunks[0]);
@@ -390,16 +485,17 @@ class CudaDevice final : public Device {
     std::memcpy(upload_buffer_.data(), entries.data(), entry_bytes);
     std::memcpy(upload_buffer_.data() + entry_bytes, chunks.data(), chunk_bytes);
     const void* uploaded = upload(upload_buffer_.data(), upload_buffer_.size());
-    if (upload_buffer_.size() > table_.capacity) {
+    if (upload_buffer_.size() > table.capacity) {
       HS_CUDA_CHECK(cudaStreamSynchronize(stream_));  // a kernel may still read the old table
-      if (table_.device != nullptr) HS_CUDA_CHECK(cudaFree(table_.device));
-      table_.device = nullptr;
-      table_.capacity = 0;
-      HS_CUDA_CHECK(cudaMalloc(&table_.device, upload_buffer_.size()));
-      table_.capacity = upload_buffer_.size();
+      if (aside_ != nullptr) HS_CUDA_CHECK(cudaStreamSynchronize(aside_));
+      if (table.device != nullptr) HS_CUDA_CHECK(cudaFree(table.device));
+      table.device = nullptr;
+      table.capacity = 0;
+      HS_CUDA_CHECK(cudaMalloc(&table.device, upload_buffer_.size()));
+      table.capacity = upload_buffer_.size();
     }
-    HS_CUDA_CHECK(cudaMemcpyAsync(table_.device, uploaded, upload_buffer_.size(), cudaMemcpyDeviceToDevice, stream_));
-    table_.chunks_offset = entry_bytes;
+    HS_CUDA_CHECK(cudaMemcpyAsync(table.device, uploaded, upload_buffer_.size(), cudaMemcpyDeviceToDevice, stream_));
+    table.chunks_offset = entry_bytes;
   }
 
   // `remote` and `local` merged so that the remote chunks are spread evenly (blocks start in grid order).
@@ -548,17 +644,15 @@ class CudaDevice final : public Device {
   cudaEvent_t fork_ = nullptr;
   std::vector<EngineStream> engines_;  // copy_pieces' copy-engine copies, forked from and joined into stream_
   enum class PeerCopy : std::uint8_t { kEngine, kContiguous, kKernel };
-  PeerCopy peer_copy_ = PeerCopy::kEngine;  // see the top of this file
-  // copy_pieces' last table: what it was built from, the copy-engine copies, and the kernel's table on the device.
-  struct PieceTable {
-    std::vector<std::int64_t> key;
-    std::vector<detail::DevicePiece> engine_copies;
-    void* device = nullptr;
-    std::size_t capacity = 0;
-    std::size_t chunks_offset = 0;
-    std::int64_t num_chunks = 0;
-  };
-  PieceTable table_;
+  PeerCopy peer_copy_ = PeerCopy::kEngine;                  // see the top of this file
+  std::int64_t engine_min_row_bytes_ = kEngineMinRowBytes;  // see the top of this file
+  // The last kCachedTables tables, most recently used first: the landing pass, or every round's pack and landing
+  // tables of the send/recv path (one enter after another with the same buffers builds none).
+  static constexpr std::size_t kCachedTables = 256;
+  std::list<PieceTable> tables_;
+  cudaStream_t aside_ = nullptr;  // the aside lane (copy_pieces_aside), made on first use
+  cudaEvent_t aside_start_ = nullptr;
+  cudaEvent_t aside_marks_[2] = {nullptr, nullptr};
   cudaEvent_t staging_free_ = nullptr;
   void* scratch_ = nullptr;
   void* staging_ = nullptr;

@@ -16,11 +16,13 @@ RankTraffic rank_traffic(const RankPlan& plan) {
   for (const Round& round : plan.rounds) {
     for (const Message& message : round.recvs) {
       at(message.peer).received += message.bytes;
-      ++at(message.peer).messages;
+      at(message.peer).messages += static_cast<std::int64_t>(message.wires.size());
+      at(message.peer).staged += message.staged_bytes();
     }
     for (const Message& message : round.sends) {
       at(message.peer).sent += message.bytes;
-      ++at(message.peer).messages;
+      at(message.peer).messages += static_cast<std::int64_t>(message.wires.size());
+      at(message.peer).staged += message.staged_bytes();
     }
   }
   for (const PeerPieces& reads : plan.peer_reads) {
@@ -68,7 +70,7 @@ EnterTimeEstimate predict_enter_time(const RankTraffic& traffic, int world_size,
     }
     (same_host ? intra_in : inter_in) += peer.received;
     (same_host ? intra_out : inter_out) += peer.sent;
-    staged += peer.received + peer.sent;
+    staged += peer.staged;
     messages += peer.messages;
   }
   const auto seconds = [](std::int64_t bytes, double rate) { return static_cast<double>(bytes) / rate; };

@@ -8,13 +8,18 @@
 // peer before the peer's buffers hold the version; after the pass a world barrier keeps every rank in enter until
 // all readers of its train buffers are done, so nobody changes a train buffer while a peer reads it.
 //
-// Send/recv path (the other peers: another host, no peer access, Transport::kSendRecv): remote pieces packed by
-// their owners into one staging bucket per round and scattered from the receive bucket. The local pieces are copied
-// in slices, one per round, launched just before that round's exchange: on a GPU the copy kernel runs on the device's
-// stream while NCCL moves the round on its own, so the local bytes cost no time of their own.
+// Send/recv path (the other peers: another host, no peer access, Transport::kSendRecv): round by round, each
+// message as the plan's wires (one send/receive each). A wire whose bytes lie back to back in the train buffer is sent
+// straight from it (no pack); one whose bytes lie back to back in the inference buffer is received in place; the
+// rest go through the round's bucket: packed by the sender's piece kernel, landed by the receiver's. There are two
+// buckets: round k's bucket is landed on the device's second lane (Device::copy_pieces_aside, a second stream with
+// events on CUDA) while round k + 1 moves through the other, and round k + 2 waits only for round k's landing. The
+// local pieces are copied in slices, one per round, launched just before that round's exchange: on a GPU the copy
+// kernel runs on the device's stream while NCCL moves the round on its own, so the local bytes cost no time of their
+// own. Over Gloo (CPU devices) the same steps run one after the other.
 //
 // Nothing goes through the host, no per-tensor temporaries, and the device holds at most the inference buffer plus
-// one round's send and receive staging (none on the peer path) above what the train phase held.
+// two buckets (RankPlan::staging_bytes(); none on the peer path) above what the train phase held.
 //
 // After exit(kOffload) the inference shard waits in pinned host memory (for inspection, or for a rollout engine that
 // reads it from there); the next enter never copies it back: a train step ran in between, so every byte of it is
@@ -34,16 +39,27 @@
 namespace hybridshard::core::transition_detail {
 namespace {
 
-// A round's pieces and messages, offsets already relative to the staging buckets.
+// Where one wire's bytes are on this rank: a train buffer (sends), the inference buffer (receives), or the bucket.
+struct PreparedWire {
+  int peer = 0;
+  std::int64_t bytes = 0;
+  int train_buffer = -1;    // >= 0: sent straight from this train buffer at `offset`
+  bool in_place = false;    // received straight into the inference buffer at `offset`
+  std::int64_t offset = 0;  // in the train buffer, the inference buffer or the bucket
+};
+
+// A round's wires and the pieces that pack and land its bucket (offsets relative to the bucket).
 struct PreparedRound {
-  std::int64_t send_bytes = 0;
-  std::int64_t recv_bytes = 0;
-  std::vector<Piece> pack;     // train buffers -> send staging
-  std::vector<Piece> unpack;   // receive staging -> inference buffer
-  std::vector<Message> sends;  // peer and bytes; `pieces` empty, offset in `send_offsets`
-  std::vector<Message> recvs;
-  std::vector<std::int64_t> send_offsets;
-  std::vector<std::int64_t> recv_offsets;
+  int bucket = -1;  // which bucket the round uses; -1 when it has no staging
+  std::int64_t staging_bytes = 0;
+  std::vector<Piece> pack;  // train buffers -> bucket
+  std::vector<Piece> land;  // bucket -> inference buffer
+  std::vector<PreparedWire> sends;
+  std::vector<PreparedWire> recvs;
+  std::vector<std::pair<int, std::int64_t>> sent;      // (peer, message bytes), for the events
+  std::vector<std::pair<int, std::int64_t>> received;  // (peer, message bytes)
+  std::int64_t packed_bytes = 0;
+  std::int64_t landed_bytes = 0;
 };
 
 // A launched landing pass, reported (events, stats) once the device has finished it.
@@ -93,11 +109,11 @@ class HybridshardTransition final : public Transition {
     if (inference_->residency() != Residency::kGpu) inference_->move_to(Residency::kGpu, /*keep_contents=*/false);
     peak.sample();
 
-    std::unique_ptr<FlatBuffer> send_staging = make_staging("enter.staging.send", max_send_bytes_);
-    std::unique_ptr<FlatBuffer> recv_staging = make_staging("enter.staging.recv", max_recv_bytes_);
+    std::vector<std::unique_ptr<FlatBuffer>> buckets;
+    for (int b = 0; b < num_buckets_; ++b) {
+      buckets.push_back(make_staging("enter.bucket" + std::to_string(b), bucket_bytes_));
+    }
     peak.sample();
-    char* const send_base = send_staging ? static_cast<char*>(send_staging->data()) : nullptr;
-    char* const recv_base = recv_staging ? static_cast<char*>(recv_staging->data()) : nullptr;
 
     void* const inference_base = inference_->data();
     auto* const inference_bytes = static_cast<char*>(inference_base);
@@ -115,7 +131,7 @@ class HybridshardTransition final : public Transition {
       }
     }
 
-    // One slice of the local pieces; with rounds it is not waited for here (the round's unpack waits for it).
+    // One slice of the local pieces; with rounds it is not waited for here.
     auto copy_local_slice = [&](std::size_t k) {
       const std::vector<Piece>& slice = local_slices_[k];
       if (landing || slice.empty()) return;  // the landing pass copied them
@@ -129,61 +145,79 @@ class HybridshardTransition final : public Transition {
     };
     if (rounds_.empty()) copy_local_slice(0);
 
+    // Direct sends read the train buffers: they hold the version before the first round moves.
+    if (!rounds_.empty()) device_.synchronize();
+    std::vector<bool> landing_in(buckets.size(), false);  // [bucket]: a landing from it may still run aside
+    std::optional<Stopwatch> land_clock;                  // from the first landing's launch
+    std::int64_t landed_bytes = 0;
     for (std::size_t k = 0; k < rounds_.size(); ++k) {
       const PreparedRound& round = rounds_[k];
       const std::string name = "enter.round" + std::to_string(k);
+      char* const bucket = round.bucket >= 0 ? static_cast<char*>(buckets[round.bucket]->data()) : nullptr;
+      bool wait = false;
+      if (round.bucket >= 0 && landing_in[round.bucket]) {
+        device_.await_aside(round.bucket);  // the landing of the round before last read this bucket
+        landing_in[round.bucket] = false;
+        wait = true;
+      }
       if (!round.pack.empty()) {
         const Stopwatch pack_clock;
-        device_.copy_pieces(round.pack, sources, nullptr, send_base);
+        device_.copy_pieces(round.pack, sources, nullptr, bucket);
         device_.synchronize();  // the exchange reads the bucket
-        const std::int64_t bytes = round.send_bytes;
-        stats.bytes_device_to_device += bytes;
-        emit_transfer(events_, rank, iteration_, TransferPath::kDeviceToDevice, bytes, pack_clock.seconds(), rank,
-                      name + ".pack");
+        stats.bytes_device_to_device += round.packed_bytes;
+        emit_transfer(events_, rank, iteration_, TransferPath::kDeviceToDevice, round.packed_bytes,
+                      pack_clock.seconds(), rank, name + ".pack");
+      } else if (wait) {
+        device_.synchronize();  // the exchange writes the bucket
       }
       std::vector<SendSpec> sends;
       std::vector<RecvSpec> recvs;
-      for (std::size_t i = 0; i < round.sends.size(); ++i) {
-        sends.push_back(
-            {round.sends[i].peer, send_base + round.send_offsets[i], static_cast<std::size_t>(round.sends[i].bytes)});
+      for (const PreparedWire& wire : round.sends) {
+        const char* from = wire.train_buffer >= 0 ? static_cast<const char*>(sources[wire.train_buffer]) : bucket;
+        sends.push_back({wire.peer, from + wire.offset, static_cast<std::size_t>(wire.bytes)});
       }
-      for (std::size_t i = 0; i < round.recvs.size(); ++i) {
-        recvs.push_back(
-            {round.recvs[i].peer, recv_base + round.recv_offsets[i], static_cast<std::size_t>(round.recvs[i].bytes)});
+      for (const PreparedWire& wire : round.recvs) {
+        char* into = wire.in_place ? inference_bytes : bucket;
+        recvs.push_back({wire.peer, into + wire.offset, static_cast<std::size_t>(wire.bytes)});
       }
       copy_local_slice(k);  // after the pack's synchronize: it overlaps the exchange below
       const Stopwatch exchange_clock;
       world_.exchange(sends, recvs);
       const double exchange_seconds = exchange_clock.seconds();
-      for (const Message& message : round.sends) {
-        const TransferPath path = message.peer == rank ? TransferPath::kDeviceToDevice : TransferPath::kNetwork;
-        if (message.peer != rank) stats.bytes_network_sent += message.bytes;
-        emit_transfer(events_, rank, iteration_, path, message.bytes, exchange_seconds, message.peer, name + ".send");
+      for (const auto& [peer, bytes] : round.sent) {
+        stats.bytes_network_sent += bytes;
+        emit_transfer(events_, rank, iteration_, TransferPath::kNetwork, bytes, exchange_seconds, peer, name + ".send");
       }
-      for (const Message& message : round.recvs) {
-        if (message.peer == rank) continue;  // the local copy was reported with the send
-        stats.bytes_network_received += message.bytes;
-        emit_transfer(events_, rank, iteration_, TransferPath::kNetwork, message.bytes, exchange_seconds, message.peer,
-                      name + ".recv");
+      for (const auto& [peer, bytes] : round.received) {
+        stats.bytes_network_received += bytes;
+        emit_transfer(events_, rank, iteration_, TransferPath::kNetwork, bytes, exchange_seconds, peer, name + ".recv");
       }
-      if (!round.unpack.empty()) {
-        const Stopwatch unpack_clock;
-        device_.copy_pieces(round.unpack, {}, recv_base, inference_base);
-        device_.synchronize();  // the next round overwrites the bucket
-        const std::int64_t bytes = round.recv_bytes;
-        stats.bytes_device_to_device += bytes;
-        emit_transfer(events_, rank, iteration_, TransferPath::kDeviceToDevice, bytes, unpack_clock.seconds(), rank,
-                      name + ".unpack");
+      if (!round.land.empty()) {
+        // On the second lane: the next round's exchange does not wait for it.
+        if (!land_clock) land_clock.emplace();
+        device_.copy_pieces_aside(round.land, {}, bucket, inference_base);
+        device_.mark_aside(round.bucket);
+        landing_in[round.bucket] = true;
+        landed_bytes += round.landed_bytes;
       }
+    }
+    for (std::size_t b = 0; b < landing_in.size(); ++b) {
+      if (landing_in[b]) device_.await_aside(static_cast<int>(b));
     }
     device_.synchronize();
     if (pass && rounds_.empty()) report(*pass, stats);
+    if (landed_bytes > 0) {
+      // Every bucket's landing, overlapped with the rounds after it: from the first launch to the end.
+      stats.bytes_device_to_device += landed_bytes;
+      emit_transfer(events_, rank, iteration_, TransferPath::kDeviceToDevice, landed_bytes, land_clock->seconds(), rank,
+                    "enter.land");
+    }
     // Every reader of this rank's train buffers is done before enter returns (and the caller may train again).
     if (peers.any_direct) world_.barrier();
-    if (send_staging) send_staging->release();
-    if (recv_staging) recv_staging->release();
-    send_staging.reset();
-    recv_staging.reset();
+    for (auto& bucket : buckets) {
+      if (bucket) bucket->release();
+    }
+    buckets.clear();
 
     stats.peak_extra_device_bytes = peak.peak_extra();
     stats.seconds = clock.seconds();
@@ -221,42 +255,67 @@ class HybridshardTransition final : public Transition {
 
  private:
   // The plan's rounds without the peers read directly (receives) and the peers that read this rank directly (sends),
-  // offsets relative to the staging buckets; none at all when nothing is left to exchange. The local pieces in one
-  // slice per round (at least one), of about equal bytes, in plan order.
+  // bucket offsets resolved (packed sends first, then bucketed receives); none at all when nothing is left to
+  // exchange. Rounds with staging take the buckets in turn. The local pieces in one slice per round (at least one),
+  // of about equal bytes, in plan order.
   void prepare_rounds() {
     rounds_.clear();
-    max_send_bytes_ = 0;
-    max_recv_bytes_ = 0;
+    bucket_bytes_ = 0;
+    num_buckets_ = 0;
     bool any = false;
+    int staged_rounds = 0;
     for (const Round& round : plan_.rounds) {
       PreparedRound prepared;
       for (const Message& message : round.sends) {
         if (read_by_[static_cast<std::size_t>(message.peer)]) continue;
-        for (Piece piece : message.pieces) {
-          piece.dst_offset += prepared.send_bytes;
-          prepared.pack.push_back(piece);
+        prepared.sent.emplace_back(message.peer, message.bytes);
+        for (const Wire& wire : message.wires) {
+          PreparedWire sent{message.peer, wire.bytes};
+          if (wire.direct()) {
+            sent.train_buffer = wire.pieces.front().src_buffer;
+            sent.offset = wire.pieces.front().src_offset;
+          } else {
+            sent.offset = prepared.staging_bytes;
+            for (Piece piece : wire.pieces) {
+              piece.dst_offset += prepared.staging_bytes;
+              prepared.pack.push_back(piece);
+            }
+            prepared.staging_bytes += wire.bytes;
+            prepared.packed_bytes += wire.bytes;
+          }
+          prepared.sends.push_back(sent);
         }
-        prepared.sends.push_back({message.peer, message.bytes, {}});
-        prepared.send_offsets.push_back(prepared.send_bytes);
-        prepared.send_bytes += message.bytes;
       }
       for (const Message& message : round.recvs) {
         if (direct_[static_cast<std::size_t>(message.peer)]) continue;
-        for (Piece piece : message.pieces) {
-          piece.src_buffer = -1;
-          piece.src_offset += prepared.recv_bytes;
-          prepared.unpack.push_back(piece);
+        prepared.received.emplace_back(message.peer, message.bytes);
+        for (const Wire& wire : message.wires) {
+          PreparedWire received{message.peer, wire.bytes};
+          if (wire.direct()) {
+            received.in_place = true;
+            received.offset = wire.pieces.front().dst_offset;
+          } else {
+            received.offset = prepared.staging_bytes;
+            for (Piece piece : wire.pieces) {
+              piece.src_buffer = -1;
+              piece.src_offset += prepared.staging_bytes;
+              prepared.land.push_back(piece);
+            }
+            prepared.staging_bytes += wire.bytes;
+            prepared.landed_bytes += wire.bytes;
+          }
+          prepared.recvs.push_back(received);
         }
-        prepared.recvs.push_back({message.peer, message.bytes, {}});
-        prepared.recv_offsets.push_back(prepared.recv_bytes);
-        prepared.recv_bytes += message.bytes;
       }
       any = any || !prepared.sends.empty() || !prepared.recvs.empty();
-      max_send_bytes_ = std::max(max_send_bytes_, prepared.send_bytes);
-      max_recv_bytes_ = std::max(max_recv_bytes_, prepared.recv_bytes);
+      if (prepared.staging_bytes > 0) {
+        prepared.bucket = staged_rounds++ % 2;
+        bucket_bytes_ = std::max(bucket_bytes_, prepared.staging_bytes);
+      }
       rounds_.push_back(std::move(prepared));
     }
     if (!any) rounds_.clear();
+    num_buckets_ = rounds_.empty() ? 0 : std::min(staged_rounds, 2);
 
     const std::size_t slices = std::max<std::size_t>(1, rounds_.size());
     local_slices_.assign(slices, {});
@@ -400,8 +459,8 @@ class HybridshardTransition final : public Transition {
   std::vector<bool> read_by_;  // [peer]: reads this rank directly
   bool linked_ = false;        // link_peers ran at least once
   std::vector<PreparedRound> rounds_;
-  std::int64_t max_send_bytes_ = 0;
-  std::int64_t max_recv_bytes_ = 0;
+  std::int64_t bucket_bytes_ = 0;                 // the largest round's staging
+  int num_buckets_ = 0;                           // buckets enter holds: min(2, rounds with staging)
   std::vector<std::vector<Piece>> local_slices_;  // plan_.local_pieces, one slice per round
   std::unique_ptr<FlatBuffer> inference_;
   TransitionStats last_enter_;

@@ -116,19 +116,19 @@ class Loopback final : public LoopbackCommunicator {
         send_to_scratch(send.data, send.bytes);
       }
     }
-    std::set<int> peers;
+    // Several receives from one peer (a message cut into wires) are that peer's one message, in order: the provider
+    // is asked for it whole, keyed by (sequence, peer), and it is split over the receives.
+    std::map<int, std::vector<std::pair<void*, std::size_t>>> from_peer;
     for (const RecvSpec& recv : recvs) {
       check_peer(recv.peer, "exchange");
       if (recv.peer == rank_) {
         self_recvs.push_back(&recv);
         continue;
       }
-      if (!peers.insert(recv.peer).second) {
-        fail("exchange", sequence,
-             "lists two receives from peer " + std::to_string(recv.peer) +
-                 "; the provider is keyed by (sequence, peer)");
-      }
-      receive(sequence, members_[static_cast<std::size_t>(recv.peer)], recv.data, recv.bytes, "exchange");
+      from_peer[recv.peer].emplace_back(recv.data, recv.bytes);
+    }
+    for (const auto& [peer, parts] : from_peer) {
+      receive(sequence, members_[static_cast<std::size_t>(peer)], parts, "exchange");
     }
     if (self_sends.size() != self_recvs.size()) {
       fail("exchange", sequence,
@@ -264,6 +264,14 @@ class Loopback final : public LoopbackCommunicator {
 
   // First run: asks the provider into a cached device buffer; every run then copies the cache into place.
   void receive(std::uint64_t sequence, int world_peer, void* dst, std::size_t bytes, const char* operation) {
+    receive(sequence, world_peer, {{dst, bytes}}, operation);
+  }
+
+  // The same for one message received in parts: the cache holds it whole, each part gets its slice in order.
+  void receive(std::uint64_t sequence, int world_peer, const std::vector<std::pair<void*, std::size_t>>& parts,
+               const char* operation) {
+    std::size_t bytes = 0;
+    for (const auto& part : parts) bytes += part.second;
     if (bytes == 0) return;
     const auto size_bytes = static_cast<std::int64_t>(bytes);
     const auto key = std::make_pair(sequence, world_peer);
@@ -285,7 +293,11 @@ class Loopback final : public LoopbackCommunicator {
                " bytes but its first run had " + std::to_string(found->second.bytes) +
                " (operation order changed without reset_sequence()?)");
     }
-    copy_local(dst, found->second.data, bytes);
+    std::size_t offset = 0;
+    for (const auto& [dst, part_bytes] : parts) {
+      if (part_bytes > 0) copy_local(dst, static_cast<const char*>(found->second.data) + offset, part_bytes);
+      offset += part_bytes;
+    }
   }
 
   std::shared_ptr<LoopbackState> state_;

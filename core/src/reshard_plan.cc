@@ -16,6 +16,21 @@ namespace {
 
 std::string num(std::int64_t value) { return std::to_string(value); }
 
+// The sum and the largest of `of(item)` over `items` (0 when empty).
+template <typename Items, typename Of>
+std::int64_t sum_of(const Items& items, Of of) {
+  std::int64_t total = 0;
+  for (const auto& item : items) total += of(item);
+  return total;
+}
+
+template <typename Items, typename Of>
+std::int64_t most_of(const Items& items, Of of) {
+  std::int64_t most = 0;
+  for (const auto& item : items) most = std::max<std::int64_t>(most, of(item));
+  return most;
+}
+
 // The tensors one train rank holds: its tensor-parallel and pipeline position and, for models with experts, its expert
 // coordinates. Ranks with the same key hold identical buffers.
 struct ShardKey {
@@ -329,30 +344,105 @@ std::vector<std::vector<TransferPart>> cut_into_chunks(const std::vector<const T
   return chunks;
 }
 
-// The message of one chunk, as the sender (train buffer -> message) or the receiver (message -> inference) sees it.
-Message make_message(int peer, const std::vector<TransferPart>& parts, bool sending) {
+// One part's bytes on one side of the pair: back to back in one buffer (`contiguous`) from `begin` to `end`.
+struct Run {
+  bool contiguous = false;
+  int buffer = -1;
+  std::int64_t begin = 0;
+  std::int64_t end = 0;
+};
+
+Run source_run(const TransferPart& part) {
+  const Transfer& t = *part.transfer;
+  const std::int64_t begin = t.src_offset + part.first_row * t.src_stride;
+  return {part.rows == 1 || t.row_bytes == t.src_stride, t.src_chunk, begin, begin + part.rows * t.row_bytes};
+}
+
+Run destination_run(const TransferPart& part) {
+  const Transfer& t = *part.transfer;
+  const std::int64_t begin = t.dst_offset + part.first_row * t.dst_stride;
+  return {part.rows == 1 || t.row_bytes == t.dst_stride, -1, begin, begin + part.rows * t.row_bytes};
+}
+
+// `run` followed by `next`, as one run (contiguous only when both are and `next` starts where `run` ends).
+Run joined(const Run& run, const Run& next) {
+  return {run.contiguous && next.contiguous && run.buffer == next.buffer && run.end == next.begin, run.buffer,
+          run.begin, next.end};
+}
+
+// Cuts one chunk's parts into wires: [first, last) ranges of consecutive parts. A part joins the current wire unless
+// that would lose a contiguous run of at least `direct_min_bytes` on either side (the wire's so far or the part's),
+// which then gets a wire of its own: sent straight from the train buffer or received in place. Smaller contiguous
+// runs are not worth a message of their own (a send/receive costs more than copying them through a bucket) and join
+// their neighbours. Both sides of a pair see the same parts, so they cut the same wires.
+std::vector<std::pair<std::size_t, std::size_t>> cut_into_wires(const std::vector<TransferPart>& parts,
+                                                                std::int64_t direct_min_bytes) {
+  std::vector<std::pair<std::size_t, std::size_t>> wires;
+  Run src;
+  Run dst;
+  std::int64_t bytes = 0;
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    const Run part_src = source_run(parts[i]);
+    const Run part_dst = destination_run(parts[i]);
+    const std::int64_t part_bytes = parts[i].rows * parts[i].transfer->row_bytes;
+    if (!wires.empty()) {
+      const Run both_src = joined(src, part_src);
+      const Run both_dst = joined(dst, part_dst);
+      const auto lost = [&](const Run& run, const Run& both, std::int64_t run_bytes) {
+        return run.contiguous && !both.contiguous && run_bytes >= direct_min_bytes;
+      };
+      if (!lost(src, both_src, bytes) && !lost(dst, both_dst, bytes) && !lost(part_src, both_src, part_bytes) &&
+          !lost(part_dst, both_dst, part_bytes)) {
+        wires.back().second = i + 1;
+        src = both_src;
+        dst = both_dst;
+        bytes += part_bytes;
+        continue;
+      }
+    }
+    wires.emplace_back(i, i + 1);
+    src = part_src;
+    dst = part_dst;
+    bytes = part_bytes;
+  }
+  return wires;
+}
+
+// The piece of `part` as the sender (train buffer -> message at `offset`) or the receiver (message at `offset` ->
+// inference) sees it.
+Piece side_piece(const TransferPart& part, std::int64_t offset, bool sending) {
+  const Transfer& t = *part.transfer;
+  Piece piece;
+  piece.rows = part.rows;
+  piece.row_bytes = t.row_bytes;
+  if (sending) {
+    piece.src_buffer = t.src_chunk;
+    piece.src_offset = t.src_offset + part.first_row * t.src_stride;
+    piece.src_stride = t.src_stride;
+    piece.dst_offset = offset;
+    piece.dst_stride = t.row_bytes;
+  } else {
+    piece.src_buffer = -1;
+    piece.src_offset = offset;
+    piece.src_stride = t.row_bytes;
+    piece.dst_offset = t.dst_offset + part.first_row * t.dst_stride;
+    piece.dst_stride = t.dst_stride;
+  }
+  return piece;
+}
+
+// The message of one chunk, as the sender or the receiver sees it, with its wires.
+Message make_message(int peer, const std::vector<TransferPart>& parts, bool sending, std::int64_t direct_min_bytes) {
   Message message;
   message.peer = peer;
-  for (const TransferPart& part : parts) {
-    const Transfer& t = *part.transfer;
-    Piece piece;
-    piece.rows = part.rows;
-    piece.row_bytes = t.row_bytes;
-    if (sending) {
-      piece.src_buffer = t.src_chunk;
-      piece.src_offset = t.src_offset + part.first_row * t.src_stride;
-      piece.src_stride = t.src_stride;
-      piece.dst_offset = message.bytes;
-      piece.dst_stride = t.row_bytes;
-    } else {
-      piece.src_buffer = -1;
-      piece.src_offset = message.bytes;
-      piece.src_stride = t.row_bytes;
-      piece.dst_offset = t.dst_offset + part.first_row * t.dst_stride;
-      piece.dst_stride = t.dst_stride;
+  for (const auto& [first, last] : cut_into_wires(parts, direct_min_bytes)) {
+    Wire& wire = message.wires.emplace_back();
+    for (std::size_t i = first; i < last; ++i) {
+      append_piece(message.pieces, side_piece(parts[i], message.bytes + wire.bytes, sending));
+      append_piece(wire.pieces, side_piece(parts[i], wire.bytes, sending));
+      wire.bytes += parts[i].rows * parts[i].transfer->row_bytes;
     }
-    append_piece(message.pieces, piece);
-    message.bytes += part.rows * t.row_bytes;
+    message.bytes += wire.bytes;
   }
   return message;
 }
@@ -442,57 +532,75 @@ int max_peers(const TrainLayout& train, const InferenceLayout& inference, Transf
 
 }  // namespace
 
+bool Wire::direct() const { return pieces.size() == 1 && pieces.front().rows == 1; }
+
 std::int64_t Round::send_bytes() const {
-  std::int64_t total = 0;
-  for (const Message& message : sends) total += message.bytes;
-  return total;
+  return sum_of(sends, [](const Message& message) { return message.bytes; });
 }
 
 std::int64_t Round::recv_bytes() const {
-  std::int64_t total = 0;
-  for (const Message& message : recvs) total += message.bytes;
-  return total;
+  return sum_of(recvs, [](const Message& message) { return message.bytes; });
 }
 
 std::int64_t PeerPieces::bytes() const {
-  std::int64_t total = 0;
-  for (const Piece& piece : pieces) total += piece.bytes();
-  return total;
+  return sum_of(pieces, [](const Piece& piece) { return piece.bytes(); });
 }
 
 std::int64_t RankPlan::bytes_local() const {
-  std::int64_t total = 0;
-  for (const Piece& piece : local_pieces) total += piece.bytes();
-  return total;
+  return sum_of(local_pieces, [](const Piece& piece) { return piece.bytes(); });
 }
 
 std::int64_t RankPlan::bytes_sent() const {
-  std::int64_t total = 0;
-  for (const Round& round : rounds) total += round.send_bytes();
-  return total;
+  return sum_of(rounds, [](const Round& round) { return round.send_bytes(); });
 }
 
 std::int64_t RankPlan::bytes_received() const {
-  std::int64_t total = 0;
-  for (const Round& round : rounds) total += round.recv_bytes();
-  return total;
+  return sum_of(rounds, [](const Round& round) { return round.recv_bytes(); });
 }
 
 std::int64_t RankPlan::max_round_send_bytes() const {
-  std::int64_t most = 0;
-  for (const Round& round : rounds) most = std::max(most, round.send_bytes());
-  return most;
+  return most_of(rounds, [](const Round& round) { return round.send_bytes(); });
 }
 
 std::int64_t RankPlan::max_round_recv_bytes() const {
-  std::int64_t most = 0;
-  for (const Round& round : rounds) most = std::max(most, round.recv_bytes());
-  return most;
+  return most_of(rounds, [](const Round& round) { return round.recv_bytes(); });
 }
 
-std::int64_t RankPlan::peak_extra_bytes() const {
-  return inference_buffer.bytes + max_round_send_bytes() + max_round_recv_bytes();
+std::int64_t Wire::staged_bytes() const { return direct() ? 0 : bytes; }
+
+std::int64_t Message::staged_bytes() const {
+  return sum_of(wires, [](const Wire& wire) { return wire.staged_bytes(); });
 }
+
+std::int64_t Round::staging_bytes() const {
+  const auto staged = [](const Message& message) { return message.staged_bytes(); };
+  return sum_of(sends, staged) + sum_of(recvs, staged);
+}
+
+std::int64_t RankPlan::bytes_packed() const {
+  return sum_of(rounds, [](const Round& round) {
+    return sum_of(round.sends, [](const Message& message) { return message.staged_bytes(); });
+  });
+}
+
+std::int64_t RankPlan::bytes_landed_from_buckets() const {
+  return sum_of(rounds, [](const Round& round) {
+    return sum_of(round.recvs, [](const Message& message) { return message.staged_bytes(); });
+  });
+}
+
+std::int64_t RankPlan::max_round_staging_bytes() const {
+  return most_of(rounds, [](const Round& round) { return round.staging_bytes(); });
+}
+
+int RankPlan::staging_buckets() const {
+  const std::int64_t staged = sum_of(rounds, [](const Round& round) { return round.staging_bytes() > 0 ? 1 : 0; });
+  return static_cast<int>(std::min<std::int64_t>(staged, 2));
+}
+
+std::int64_t RankPlan::staging_bytes() const { return staging_buckets() * max_round_staging_bytes(); }
+
+std::int64_t RankPlan::peak_extra_bytes() const { return inference_buffer.bytes + staging_bytes(); }
 
 // What every rank's plan shares.
 struct ReshardPlanner::State {
@@ -501,6 +609,7 @@ struct ReshardPlanner::State {
   InferenceLayout inference;
   std::unique_ptr<TransferTable> table_of_transfers;
   std::int64_t chunk_bytes = 0;
+  std::int64_t direct_min_bytes = 0;
 
   RankPlan plan(int rank);
 };
@@ -516,6 +625,9 @@ ReshardPlanner::ReshardPlanner(const ModelSpec& spec, const TrainLayout& train, 
                        ") differs from the rollout world size " + num(inference.world_size));
   }
   if (options.bucket_bytes <= 0) problems.push_back("bucket_bytes must be positive, got " + num(options.bucket_bytes));
+  if (options.direct_min_bytes < 0) {
+    problems.push_back("direct_min_bytes cannot be negative, got " + num(options.direct_min_bytes));
+  }
   if (!problems.empty()) {
     std::string message = "cannot plan the reshard:";
     for (const std::string& problem : problems) message += "\n  - " + problem;
@@ -528,8 +640,10 @@ ReshardPlanner::ReshardPlanner(const ModelSpec& spec, const TrainLayout& train, 
   const auto element_bytes = static_cast<std::int64_t>(dtype_size(spec.dtype));
   state_->table_of_transfers =
       std::make_unique<TransferTable>(state_->spec, state_->train, state_->inference, element_bytes);
+  // A round's staging (its packed sends and bucketed receives, at most one chunk per peer each way) fits one bucket.
   state_->chunk_bytes =
-      std::max<std::int64_t>(1, options.bucket_bytes / max_peers(train, inference, *state_->table_of_transfers));
+      std::max<std::int64_t>(1, options.bucket_bytes / (2 * max_peers(train, inference, *state_->table_of_transfers)));
+  state_->direct_min_bytes = options.direct_min_bytes;
 }
 
 ReshardPlanner::~ReshardPlanner() = default;
@@ -599,7 +713,8 @@ RankPlan ReshardPlanner::State::plan(int rank) {
   // std::map iterates peers in ascending order, so every round's messages are sorted by peer.
   for (const auto& [peer, transfers] : to_peer) {
     const auto chunks = cut_into_chunks(transfers, plan.chunk_bytes);
-    for (std::size_t k = 0; k < chunks.size(); ++k) place(k).sends.push_back(make_message(peer, chunks[k], true));
+    for (std::size_t k = 0; k < chunks.size(); ++k)
+      place(k).sends.push_back(make_message(peer, chunks[k], true, direct_min_bytes));
   }
   for (const auto& [peer, transfers] : from_peer) {
     PeerPieces& reads = plan.peer_reads.emplace_back();
@@ -609,7 +724,8 @@ RankPlan ReshardPlanner::State::plan(int rank) {
                                        transfer->row_bytes, transfer->src_stride, transfer->dst_stride});
     }
     const auto chunks = cut_into_chunks(transfers, plan.chunk_bytes);
-    for (std::size_t k = 0; k < chunks.size(); ++k) place(k).recvs.push_back(make_message(peer, chunks[k], false));
+    for (std::size_t k = 0; k < chunks.size(); ++k)
+      place(k).recvs.push_back(make_message(peer, chunks[k], false, direct_min_bytes));
   }
   return plan;
 }

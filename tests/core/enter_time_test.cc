@@ -27,6 +27,13 @@ TEST(EnterTimeTest, peer_path_terms_by_hand) {
   EXPECT_EQ(peer.received, plan.bytes_received());
   EXPECT_EQ(peer.sent, plan.bytes_sent());
   EXPECT_EQ(peer.pieces_read, static_cast<std::int64_t>(plan.peer_reads.at(0).pieces.size()));
+  EXPECT_EQ(peer.staged, plan.bytes_packed() + plan.bytes_landed_from_buckets());
+  std::int64_t wires = 0;
+  for (const Round& round : plan.rounds) {
+    for (const Message& m : round.sends) wires += static_cast<std::int64_t>(m.wires.size());
+    for (const Message& m : round.recvs) wires += static_cast<std::int64_t>(m.wires.size());
+  }
+  EXPECT_EQ(peer.messages, wires);
   EXPECT_EQ(traffic.local_bytes, plan.bytes_local());
 
   Topology topology;

@@ -30,6 +30,10 @@ struct PlanCase {
   bool expert_parallel = false;   // vLLM's enable_expert_parallel
 };
 
+// How a plan test cuts wires: the default threshold (the tiny models' runs are all below it: one bucketed wire per
+// message) or every contiguous run on a wire of its own (in-place receives and sends from the train buffer).
+enum class Wires { kDefault, kEveryRun };
+
 void PrintTo(const PlanCase& c, std::ostream* os) { *os << c.name; }
 
 InferenceLayout inference_of(const PlanCase& c) {
@@ -37,16 +41,17 @@ InferenceLayout inference_of(const PlanCase& c) {
       .tp = c.inference_tp, .world_size = c.train.world_size(), .expert_parallel = c.expert_parallel};
 }
 
-PlanOptions options_of(const PlanCase& c) {
+PlanOptions options_of(const PlanCase& c, Wires wires = Wires::kDefault) {
   PlanOptions options;
   if (c.bucket_bytes > 0) options.bucket_bytes = c.bucket_bytes;
+  if (wires == Wires::kEveryRun) options.direct_min_bytes = 0;
   return options;
 }
 
-std::vector<RankPlan> plan_every_rank(const PlanCase& c) {
+std::vector<RankPlan> plan_every_rank(const PlanCase& c, Wires wires = Wires::kDefault) {
   std::vector<RankPlan> plans;
   for (int rank = 0; rank < c.train.world_size(); ++rank) {
-    plans.push_back(make_rank_plan(c.spec, c.train, inference_of(c), rank, options_of(c)));
+    plans.push_back(make_rank_plan(c.spec, c.train, inference_of(c), rank, options_of(c, wires)));
   }
   return plans;
 }
@@ -86,6 +91,20 @@ void expect_tiles_message(const Message& message, bool sending) {
     next += piece.bytes();
   }
   EXPECT_EQ(next, message.bytes);
+  std::int64_t wires = 0;
+  for (const Wire& wire : message.wires) {
+    EXPECT_GT(wire.bytes, 0);
+    std::int64_t in_wire = 0;
+    for (const Piece& piece : wire.pieces) {
+      EXPECT_EQ(sending ? piece.dst_offset : piece.src_offset, in_wire) << "wire pieces tile the wire in order";
+      EXPECT_EQ(piece.src_buffer >= 0, sending);
+      in_wire += piece.bytes();
+    }
+    EXPECT_EQ(in_wire, wire.bytes);
+    EXPECT_EQ(wire.direct(), wire.pieces.size() == 1 && wire.pieces.front().rows == 1);
+    wires += wire.bytes;
+  }
+  EXPECT_EQ(wires, message.bytes) << "wires tile the message";
 }
 
 std::vector<PlanCase> plan_cases() {
@@ -156,128 +175,157 @@ TEST_P(ReshardPlanMatrixTest, every_inference_byte_is_written_exactly_once) {
 
 TEST_P(ReshardPlanMatrixTest, senders_and_receivers_agree_on_every_message) {
   const PlanCase& c = GetParam();
-  const auto plans = plan_every_rank(c);
-  const std::int64_t chunk_bytes = plans.front().chunk_bytes;
-  std::map<std::tuple<int, int, std::size_t>, std::int64_t> sent;  // (from, to, round) -> bytes
-  std::map<std::tuple<int, int, std::size_t>, std::int64_t> received;
-  for (const RankPlan& plan : plans) {
-    EXPECT_EQ(plan.chunk_bytes, chunk_bytes) << "chunk_bytes must be global";
-    const int replica = c.train.coord(plan.rank).dp_rank;
-    const bool experts_over_replicas = c.train.expert_period() > 1;
-    for (std::size_t k = 0; k < plan.rounds.size(); ++k) {
-      for (const bool sending : {true, false}) {
-        const auto& messages = sending ? plan.rounds[k].sends : plan.rounds[k].recvs;
-        for (std::size_t i = 0; i < messages.size(); ++i) {
-          const Message& message = messages[i];
-          if (i > 0) {
-            EXPECT_LT(messages[i - 1].peer, message.peer) << "messages sorted by peer";
+  for (const Wires mode : {Wires::kDefault, Wires::kEveryRun}) {
+    SCOPED_TRACE(mode == Wires::kDefault ? "default wires" : "every run a wire");
+    const auto plans = plan_every_rank(c, mode);
+    const std::int64_t chunk_bytes = plans.front().chunk_bytes;
+    std::map<std::tuple<int, int, std::size_t>, std::vector<std::int64_t>> sent;  // (from, to, round) -> wire bytes
+    std::map<std::tuple<int, int, std::size_t>, std::vector<std::int64_t>> received;
+    for (const RankPlan& plan : plans) {
+      EXPECT_EQ(plan.chunk_bytes, chunk_bytes) << "chunk_bytes must be global";
+      const int replica = c.train.coord(plan.rank).dp_rank;
+      const bool experts_over_replicas = c.train.expert_period() > 1;
+      for (std::size_t k = 0; k < plan.rounds.size(); ++k) {
+        for (const bool sending : {true, false}) {
+          const auto& messages = sending ? plan.rounds[k].sends : plan.rounds[k].recvs;
+          for (std::size_t i = 0; i < messages.size(); ++i) {
+            const Message& message = messages[i];
+            if (i > 0) {
+              EXPECT_LT(messages[i - 1].peer, message.peer) << "messages sorted by peer";
+            }
+            EXPECT_NE(message.peer, plan.rank);
+            if (!experts_over_replicas) {
+              EXPECT_EQ(c.train.coord(message.peer).dp_rank, replica) << "sources stay in the data-parallel replica";
+            }
+            EXPECT_GT(message.bytes, 0);
+            expect_tiles_message(message, sending);
+            std::int64_t rows = 0;
+            for (const Piece& piece : message.pieces) rows += piece.rows;
+            if (message.bytes > chunk_bytes) {
+              EXPECT_EQ(rows, 1) << "only a single row may exceed a chunk";
+            }
+            auto& book = sending ? sent : received;
+            const auto key =
+                sending ? std::make_tuple(plan.rank, message.peer, k) : std::make_tuple(message.peer, plan.rank, k);
+            std::vector<std::int64_t> wires;
+            for (const Wire& wire : message.wires) wires.push_back(wire.bytes);
+            EXPECT_TRUE(book.emplace(key, wires).second);
           }
-          EXPECT_NE(message.peer, plan.rank);
-          if (!experts_over_replicas) {
-            EXPECT_EQ(c.train.coord(message.peer).dp_rank, replica) << "sources stay in the data-parallel replica";
-          }
-          EXPECT_GT(message.bytes, 0);
-          expect_tiles_message(message, sending);
-          std::int64_t rows = 0;
-          for (const Piece& piece : message.pieces) rows += piece.rows;
-          if (message.bytes > chunk_bytes) {
-            EXPECT_EQ(rows, 1) << "only a single row may exceed a chunk";
-          }
-          auto& book = sending ? sent : received;
-          const auto key =
-              sending ? std::make_tuple(plan.rank, message.peer, k) : std::make_tuple(message.peer, plan.rank, k);
-          EXPECT_TRUE(book.emplace(key, message.bytes).second);
+        }
+        // One round's staging fits one bucket (unless a single row is larger than a chunk and travels alone).
+        std::int64_t largest = 0;
+        for (const Message& m : plan.rounds[k].sends) largest = std::max(largest, m.bytes);
+        for (const Message& m : plan.rounds[k].recvs) largest = std::max(largest, m.bytes);
+        if (largest <= chunk_bytes) {
+          EXPECT_LE(plan.rounds[k].staging_bytes(), options_of(c).bucket_bytes);
         }
       }
     }
+    EXPECT_EQ(sent, received) << "both sides cut every message into the same wires";
   }
-  EXPECT_EQ(sent, received);
 }
 
 TEST_P(ReshardPlanMatrixTest, running_every_plan_on_cpu_gives_the_reference_shards_and_predicted_bytes) {
   const PlanCase& c = GetParam();
-  const auto plans = plan_every_rank(c);
-  const int world = c.train.world_size();
-  // Train buffers as the trainer holds them (from the reference, so a train-layout mistake cannot cancel out).
-  std::vector<std::vector<std::vector<std::uint8_t>>> train(static_cast<std::size_t>(world));
-  for (const RankPlan& plan : plans) {
-    const TrainLayout::Coord coord = c.train.coord(plan.rank);
-    for (const BufferLayout& buffer : plan.train_buffers) {
-      train[static_cast<std::size_t>(plan.rank)].push_back(reference::expected_train_buffer(
-          c.spec, c.train, coord.tp_rank, coord.pp_rank, buffer.vpp_chunk, kVersion, buffer, coord.dp_rank));
-    }
-  }
-  std::vector<std::vector<std::uint8_t>> inference(static_cast<std::size_t>(world));
-  std::vector<std::int64_t> moved_local(static_cast<std::size_t>(world), 0);
-  std::vector<std::int64_t> moved_sent(static_cast<std::size_t>(world), 0);
-  std::vector<std::int64_t> moved_received(static_cast<std::size_t>(world), 0);
-  std::vector<std::int64_t> peak_staging(static_cast<std::size_t>(world), 0);
-  for (const RankPlan& plan : plans) {
-    auto& out = inference[static_cast<std::size_t>(plan.rank)];
-    out.assign(static_cast<std::size_t>(plan.inference_buffer.bytes), 0xA5);  // stale garbage
-    for (const ByteRange& range : plan.zero_fill) {
-      std::memset(out.data() + range.offset, 0, static_cast<std::size_t>(range.bytes));
-    }
-    for (const Piece& piece : plan.local_pieces) {
-      const auto& src = train[static_cast<std::size_t>(plan.rank)].at(static_cast<std::size_t>(piece.src_buffer));
-      copy_piece(piece, src.data(), static_cast<std::int64_t>(src.size()), out.data(),
-                 static_cast<std::int64_t>(out.size()));
-      moved_local[static_cast<std::size_t>(plan.rank)] += piece.bytes();
-    }
-  }
-  std::size_t num_rounds = 0;
-  for (const RankPlan& plan : plans) num_rounds = std::max(num_rounds, plan.rounds.size());
-  for (std::size_t k = 0; k < num_rounds; ++k) {
-    std::map<std::pair<int, int>, std::vector<std::uint8_t>> wire;  // (from, to) -> message of round k
+  for (const Wires mode : {Wires::kDefault, Wires::kEveryRun}) {
+    SCOPED_TRACE(mode == Wires::kDefault ? "default wires" : "every run a wire");
+    const auto plans = plan_every_rank(c, mode);
+    const int world = c.train.world_size();
+    // Train buffers as the trainer holds them (from the reference, so a train-layout mistake cannot cancel out).
+    std::vector<std::vector<std::vector<std::uint8_t>>> train(static_cast<std::size_t>(world));
     for (const RankPlan& plan : plans) {
-      if (k >= plan.rounds.size()) continue;
-      std::int64_t staging = 0;
-      for (const Message& message : plan.rounds[k].sends) {
-        std::vector<std::uint8_t> bytes(static_cast<std::size_t>(message.bytes));
-        for (const Piece& piece : message.pieces) {
-          const auto& src = train[static_cast<std::size_t>(plan.rank)].at(static_cast<std::size_t>(piece.src_buffer));
-          copy_piece(piece, src.data(), static_cast<std::int64_t>(src.size()), bytes.data(), message.bytes);
-        }
-        moved_sent[static_cast<std::size_t>(plan.rank)] += message.bytes;
-        staging += message.bytes;
-        wire[{plan.rank, message.peer}] = std::move(bytes);
+      const TrainLayout::Coord coord = c.train.coord(plan.rank);
+      for (const BufferLayout& buffer : plan.train_buffers) {
+        train[static_cast<std::size_t>(plan.rank)].push_back(reference::expected_train_buffer(
+            c.spec, c.train, coord.tp_rank, coord.pp_rank, buffer.vpp_chunk, kVersion, buffer, coord.dp_rank));
       }
-      for (const Message& message : plan.rounds[k].recvs) staging += message.bytes;
-      peak_staging[static_cast<std::size_t>(plan.rank)] =
-          std::max(peak_staging[static_cast<std::size_t>(plan.rank)], staging);
     }
+    std::vector<std::vector<std::uint8_t>> inference(static_cast<std::size_t>(world));
+    std::vector<std::int64_t> moved_local(static_cast<std::size_t>(world), 0);
+    std::vector<std::int64_t> moved_sent(static_cast<std::size_t>(world), 0);
+    std::vector<std::int64_t> moved_received(static_cast<std::size_t>(world), 0);
+    std::vector<std::int64_t> peak_staging(static_cast<std::size_t>(world), 0);
     for (const RankPlan& plan : plans) {
-      if (k >= plan.rounds.size()) continue;
       auto& out = inference[static_cast<std::size_t>(plan.rank)];
-      for (const Message& message : plan.rounds[k].recvs) {
-        const auto found = wire.find({message.peer, plan.rank});
-        ASSERT_NE(found, wire.end()) << "rank " << plan.rank << " waits for a message rank " << message.peer
-                                     << " does not send in round " << k;
-        ASSERT_EQ(static_cast<std::int64_t>(found->second.size()), message.bytes);
-        for (const Piece& piece : message.pieces) {
-          copy_piece(piece, found->second.data(), message.bytes, out.data(), static_cast<std::int64_t>(out.size()));
-        }
-        moved_received[static_cast<std::size_t>(plan.rank)] += message.bytes;
+      out.assign(static_cast<std::size_t>(plan.inference_buffer.bytes), 0xA5);  // stale garbage
+      for (const ByteRange& range : plan.zero_fill) {
+        std::memset(out.data() + range.offset, 0, static_cast<std::size_t>(range.bytes));
+      }
+      for (const Piece& piece : plan.local_pieces) {
+        const auto& src = train[static_cast<std::size_t>(plan.rank)].at(static_cast<std::size_t>(piece.src_buffer));
+        copy_piece(piece, src.data(), static_cast<std::int64_t>(src.size()), out.data(),
+                   static_cast<std::int64_t>(out.size()));
+        moved_local[static_cast<std::size_t>(plan.rank)] += piece.bytes();
       }
     }
-  }
-  for (const RankPlan& plan : plans) {
-    SCOPED_TRACE("rank " + std::to_string(plan.rank));
-    const auto r = static_cast<std::size_t>(plan.rank);
-    const int tp_rank = inference_of(c).coord(plan.rank).tp_rank;
-    const auto expected =
-        reference::expected_inference_buffer(c.spec, inference_of(c), tp_rank, kVersion, plan.inference_buffer);
-    EXPECT_EQ(reference::first_difference(plan.inference_buffer, expected, inference[r].data(), inference[r].size()),
-              "");
-    EXPECT_EQ(plan.bytes_local(), moved_local[r]);
-    EXPECT_EQ(plan.bytes_sent(), moved_sent[r]);
-    EXPECT_EQ(plan.bytes_received(), moved_received[r]);
-    EXPECT_EQ(plan.max_round_send_bytes() + plan.max_round_recv_bytes() >= peak_staging[r], true);
-    EXPECT_EQ(plan.peak_extra_bytes(),
-              plan.inference_buffer.bytes + plan.max_round_send_bytes() + plan.max_round_recv_bytes());
-    std::int64_t zero = 0;
-    for (const ByteRange& range : plan.zero_fill) zero += range.bytes;
-    EXPECT_EQ(plan.bytes_local() + plan.bytes_received() + zero, plan.inference_buffer.bytes);
+    std::size_t num_rounds = 0;
+    for (const RankPlan& plan : plans) num_rounds = std::max(num_rounds, plan.rounds.size());
+    for (std::size_t k = 0; k < num_rounds; ++k) {
+      std::map<std::pair<int, int>, std::vector<std::uint8_t>> wire;  // (from, to) -> message of round k
+      for (const RankPlan& plan : plans) {
+        if (k >= plan.rounds.size()) continue;
+        std::int64_t staging = 0;
+        for (const Message& message : plan.rounds[k].sends) {
+          // Wire by wire, from each wire's own pieces (a direct wire is one run of the train buffer).
+          std::vector<std::uint8_t> bytes;
+          for (const Wire& part : message.wires) {
+            std::vector<std::uint8_t> on_wire(static_cast<std::size_t>(part.bytes));
+            for (const Piece& piece : part.pieces) {
+              const auto& src =
+                  train[static_cast<std::size_t>(plan.rank)].at(static_cast<std::size_t>(piece.src_buffer));
+              copy_piece(piece, src.data(), static_cast<std::int64_t>(src.size()), on_wire.data(), part.bytes);
+            }
+            bytes.insert(bytes.end(), on_wire.begin(), on_wire.end());
+            staging += part.staged_bytes();
+          }
+          moved_sent[static_cast<std::size_t>(plan.rank)] += message.bytes;
+          wire[{plan.rank, message.peer}] = std::move(bytes);
+        }
+        for (const Message& message : plan.rounds[k].recvs) staging += message.staged_bytes();
+        EXPECT_EQ(staging, plan.rounds[k].staging_bytes());
+        peak_staging[static_cast<std::size_t>(plan.rank)] =
+            std::max(peak_staging[static_cast<std::size_t>(plan.rank)], staging);
+      }
+      for (const RankPlan& plan : plans) {
+        if (k >= plan.rounds.size()) continue;
+        auto& out = inference[static_cast<std::size_t>(plan.rank)];
+        for (const Message& message : plan.rounds[k].recvs) {
+          const auto found = wire.find({message.peer, plan.rank});
+          ASSERT_NE(found, wire.end()) << "rank " << plan.rank << " waits for a message rank " << message.peer
+                                       << " does not send in round " << k;
+          ASSERT_EQ(static_cast<std::int64_t>(found->second.size()), message.bytes);
+          std::int64_t offset = 0;
+          for (const Wire& part : message.wires) {
+            for (const Piece& piece : part.pieces) {
+              copy_piece(piece, found->second.data() + offset, part.bytes, out.data(),
+                         static_cast<std::int64_t>(out.size()));
+            }
+            offset += part.bytes;
+          }
+          moved_received[static_cast<std::size_t>(plan.rank)] += message.bytes;
+        }
+      }
+    }
+    for (const RankPlan& plan : plans) {
+      SCOPED_TRACE("rank " + std::to_string(plan.rank));
+      const auto r = static_cast<std::size_t>(plan.rank);
+      const int tp_rank = inference_of(c).coord(plan.rank).tp_rank;
+      const auto expected =
+          reference::expected_inference_buffer(c.spec, inference_of(c), tp_rank, kVersion, plan.inference_buffer);
+      EXPECT_EQ(reference::first_difference(plan.inference_buffer, expected, inference[r].data(), inference[r].size()),
+                "");
+      EXPECT_EQ(plan.bytes_local(), moved_local[r]);
+      EXPECT_EQ(plan.bytes_sent(), moved_sent[r]);
+      EXPECT_EQ(plan.bytes_received(), moved_received[r]);
+      EXPECT_EQ(plan.max_round_staging_bytes(), peak_staging[r]);
+      EXPECT_EQ(plan.peak_extra_bytes(), plan.inference_buffer.bytes + plan.staging_bytes());
+      EXPECT_LE(plan.staging_bytes(), 2 * plan.max_round_staging_bytes());
+      EXPECT_LE(plan.bytes_packed(), plan.bytes_sent());
+      EXPECT_LE(plan.bytes_landed_from_buckets(), plan.bytes_received());
+      std::int64_t zero = 0;
+      for (const ByteRange& range : plan.zero_fill) zero += range.bytes;
+      EXPECT_EQ(plan.bytes_local() + plan.bytes_received() + zero, plan.inference_buffer.bytes);
+    }
   }
 }
 
@@ -367,14 +415,80 @@ TEST(ReshardPlanTest, chunks_follow_the_bucket_and_the_largest_peer_count) {
   PlanOptions options;
   options.bucket_bytes = 10'000;
   const RankPlan plan = make_rank_plan(spec, train, InferenceLayout{.tp = 1, .world_size = 4}, 0, options);
-  EXPECT_EQ(plan.chunk_bytes, 10'000);
-  EXPECT_LE(plan.max_round_recv_bytes(), 10'000);
+  EXPECT_EQ(plan.chunk_bytes, 10'000 / 2);  // a round's staging both ways fits one bucket
+  EXPECT_LE(plan.max_round_send_bytes() + plan.max_round_recv_bytes(), 10'000);
+  EXPECT_LE(plan.max_round_staging_bytes(), 10'000);
   EXPECT_GE(static_cast<std::int64_t>(plan.rounds.size()),
             (plan.bytes_received() + plan.chunk_bytes - 1) / plan.chunk_bytes);
   EXPECT_LE(static_cast<std::int64_t>(plan.rounds.size()), 2 * plan.bytes_received() / plan.chunk_bytes + 1);
   const RankPlan wide =
       make_rank_plan(spec, TrainLayout{.tp = 2, .pp = 2}, InferenceLayout{.tp = 1, .world_size = 4}, 0, options);
-  EXPECT_EQ(wide.chunk_bytes, 10'000 / 3);  // rank 0 receives from the three other ranks
+  EXPECT_EQ(wide.chunk_bytes, 10'000 / 6);  // rank 0 receives from the three other ranks
+}
+
+// Tiny tp2 -> tp1 on two ranks: rank 1 sends rank 0 its half of every tensor-parallel tensor, in rank 0's destination
+// order. With every contiguous run on a wire of its own, whole-row blocks (vocabulary rows, each query group's q, k
+// and v rows) go straight from rank 1's train buffer into rank 0's inference buffer, column blocks of o_proj and
+// down_proj leave rank 1 without a pack but land through the bucket (their rows are strided in the destination).
+TEST(ReshardPlanTest, wires_go_without_a_bucket_where_the_bytes_are_contiguous) {
+  const ModelSpec spec = *model_preset("tiny");
+  const TrainLayout train{.tp = 2};
+  const InferenceLayout inference{.tp = 1, .world_size = 2};
+  PlanOptions every_run;
+  every_run.direct_min_bytes = 0;
+  const RankPlan receiver = make_rank_plan(spec, train, inference, 0, every_run);
+  const RankPlan sender = make_rank_plan(spec, train, inference, 1, every_run);
+  ASSERT_EQ(receiver.rounds.size(), 1u);
+  ASSERT_EQ(sender.rounds.size(), 1u);
+  const Message& recv = receiver.rounds[0].recvs.at(0);
+  const Message& send = sender.rounds[0].sends.at(0);
+  ASSERT_EQ(recv.wires.size(), send.wires.size());
+  ASSERT_GT(recv.wires.size(), 1u);
+  int both = 0;
+  int send_only = 0;
+  int receive_only = 0;
+  for (std::size_t i = 0; i < recv.wires.size(); ++i) {
+    EXPECT_EQ(recv.wires[i].bytes, send.wires[i].bytes) << "wire " << i;
+    both += send.wires[i].direct() && recv.wires[i].direct() ? 1 : 0;
+    send_only += send.wires[i].direct() && !recv.wires[i].direct() ? 1 : 0;
+    receive_only += !send.wires[i].direct() && recv.wires[i].direct() ? 1 : 0;
+  }
+  EXPECT_GT(both, 0) << "whole-row blocks go from train buffer to inference buffer";
+  EXPECT_GT(send_only, 0) << "column blocks are contiguous in the sender's shard only";
+  EXPECT_EQ(receive_only, 0) << "every block of a whole-row run lies back to back in rank 1's shard";
+  EXPECT_EQ(receiver.rounds[0].staging_bytes(), recv.staged_bytes() + receiver.rounds[0].sends.at(0).staged_bytes());
+  EXPECT_LT(receiver.bytes_landed_from_buckets(), receiver.bytes_received());
+  EXPECT_LT(sender.bytes_packed(), sender.bytes_sent());
+  EXPECT_LT(receiver.peak_extra_bytes(),
+            receiver.inference_buffer.bytes + receiver.bytes_received() + receiver.bytes_sent());
+  EXPECT_EQ(receiver.staging_buckets(), 1);  // one round: one bucket
+
+  // The default threshold (4 MiB): the tiny model's runs are far below it, so each message is one wire, through the
+  // buckets unless the whole message is one run (a chunk of vocabulary rows); small buckets make many rounds, two
+  // buckets in turn.
+  PlanOptions small;
+  small.bucket_bytes = 4096;
+  const RankPlan staged = make_rank_plan(spec, train, inference, 0, small);
+  ASSERT_GT(staged.rounds.size(), 2u);
+  int bucketed = 0;
+  for (const Round& round : staged.rounds) {
+    for (const Message& message : round.recvs) {
+      ASSERT_EQ(message.wires.size(), 1u);
+      EXPECT_EQ(message.staged_bytes(), message.wires[0].direct() ? 0 : message.bytes);
+      bucketed += message.wires[0].direct() ? 0 : 1;
+    }
+  }
+  EXPECT_GT(bucketed, 2);
+  EXPECT_EQ(staged.staging_buckets(), 2);
+  EXPECT_EQ(staged.peak_extra_bytes(), staged.inference_buffer.bytes + 2 * staged.max_round_staging_bytes());
+}
+
+TEST(ReshardPlanTest, negative_direct_min_bytes_is_a_config_error) {
+  PlanOptions options;
+  options.direct_min_bytes = -1;
+  EXPECT_THROW(make_rank_plan(*model_preset("tiny"), TrainLayout{.tp = 2}, InferenceLayout{.tp = 1, .world_size = 2}, 0,
+                              options),
+               ConfigError);
 }
 
 TEST(ReshardPlanTest, same_inputs_give_the_same_plan) {

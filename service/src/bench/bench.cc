@@ -2,6 +2,7 @@
 // store on 127.0.0.1; then combines, prints and writes the JSON.
 #include "hybridshard/service/bench/bench.h"
 
+#include <cstdlib>
 #include <exception>
 #include <fstream>
 #include <iostream>
@@ -101,6 +102,10 @@ std::vector<detail::RankResult> run_ranks_as_threads(const BenchConfig& config) 
 }  // namespace
 
 BenchReport run_bench_report(const BenchConfig& config) {
+  if (config.peer_copy_min_row >= 0) {
+    // Read by each CUDA device when it is made (core/src/cuda_device.cc).
+    setenv("HYBRIDSHARD_PEER_COPY_MIN_ROW", std::to_string(config.peer_copy_min_row).c_str(), 1);
+  }
   std::vector<detail::RankResult> results;
   if (config.backend == core::Backend::kLoopback) {
     const std::unique_ptr<core::Device> device = open_device(device_of(config, 0));

@@ -1,4 +1,5 @@
 // BenchOptions -> BenchConfig: defaults, the job file, shape overrides, every problem reported at once.
+#include <algorithm>
 #include <numeric>
 #include <sstream>
 #include <string>
@@ -240,6 +241,14 @@ void resolve_measurement(const BenchOptions& o, BenchConfig& config, std::vector
       problems.push_back("--transport: '" + o.transport + "' is not auto, peer or sendrecv");
     }
   }
+  if (o.direct_min_bytes < -1) {
+    problems.push_back("--direct-min: cannot be negative, got " + std::to_string(o.direct_min_bytes));
+  }
+  if (o.direct_min_bytes >= 0) config.direct_min_bytes = o.direct_min_bytes;
+  if (o.peer_copy_min_row < -1) {
+    problems.push_back("--peer-copy-min-row: cannot be negative, got " + std::to_string(o.peer_copy_min_row));
+  }
+  config.peer_copy_min_row = std::max<std::int64_t>(-1, o.peer_copy_min_row);
   if (o.cpu_device_memory < 0) {
     problems.push_back("--cpu-device-memory: cannot be negative, got " + std::to_string(o.cpu_device_memory));
   }

@@ -107,11 +107,15 @@ std::int64_t add_header(const BenchConfig& config, const std::vector<RankResult>
   }
   if (!ranks.empty()) comm_line += ", device " + ranks.front().device_description;
   report.header.push_back(comm_line);
-  report.header.push_back("# -n " + std::to_string(config.iterations) + " -w " + std::to_string(config.warmup) +
-                          " -c " + std::to_string(config.check ? 1 : 0) + ", transport " +
-                          std::string(core::transport_name(config.transport)) + ", bucket " +
-                          std::to_string(config.bucket_bytes) + " B, batch " + std::to_string(config.batch_rows) +
-                          " rows x " + std::to_string(config.batch_cols) + " tokens per replica");
+  report.header.push_back(
+      "# -n " + std::to_string(config.iterations) + " -w " + std::to_string(config.warmup) + " -c " +
+      std::to_string(config.check ? 1 : 0) + ", transport " + std::string(core::transport_name(config.transport)) +
+      ", bucket " + std::to_string(config.bucket_bytes) + " B, direct-min " + std::to_string(config.direct_min_bytes) +
+      " B" +
+      (config.peer_copy_min_row >= 0 ? ", peer-copy-min-row " + std::to_string(config.peer_copy_min_row) + " B"
+                                     : std::string()) +
+      ", batch " + std::to_string(config.batch_rows) + " rows x " + std::to_string(config.batch_cols) +
+      " tokens per replica");
   std::int64_t shard_bytes = 0;
   for (const RankResult& rank : ranks) {
     shard_bytes = std::max(shard_bytes, rank.shard_bytes);

@@ -226,6 +226,7 @@ void run_strategy(const BenchConfig& config, int rank, core::Device& device, cor
   const std::string name(core::strategy_name(strategy));
   core::PlanOptions plan_options;
   plan_options.bucket_bytes = config.bucket_bytes;
+  plan_options.direct_min_bytes = config.direct_min_bytes;
   const core::RankPlan plan = core::make_rank_plan(config.spec, config.train, config.inference, rank, plan_options);
 
   progress(config, rank, name + ": plan made, preparing train weights");
@@ -235,7 +236,8 @@ void run_strategy(const BenchConfig& config, int rank, core::Device& device, cor
     // The peer path's stand-in: the peers' train buffers in device memory, read directly by enter.
     const bool peer_path = strategy == core::Strategy::kHybridshard && config.transport != core::Transport::kSendRecv;
     loopback = core::make_loopback_communicator(
-        rank, config.train.world_size(), device, core::make_peer_data(strategy, plan, device, config.version),
+        rank, config.train.world_size(), device,
+        core::make_peer_data(strategy, plan, device, config.version, plan_options),
         peer_path ? core::make_peer_buffers(plan, device, config.version) : core::PeerBufferSource{});
     comm = loopback.get();
   }

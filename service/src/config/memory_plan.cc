@@ -107,7 +107,7 @@ RankBuffers rank_buffers(const JobConfig& job, const core::RankPlan& rank_plan, 
   bytes[index_of(BufferKind::kInferenceParams)] = rank_plan.inference_buffer.bytes;
 
   if (job.runtime.strategy != core::Strategy::kSeed) {
-    bytes[index_of(BufferKind::kStaging)] = rank_plan.max_round_send_bytes() + rank_plan.max_round_recv_bytes();
+    bytes[index_of(BufferKind::kStaging)] = rank_plan.staging_bytes();  // the two buckets of the send/recv path
     out.enter_network_received = rank_plan.bytes_received();
     out.enter_network_sent = rank_plan.bytes_sent();
     return buffers;

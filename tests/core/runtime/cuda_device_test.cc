@@ -182,6 +182,7 @@ TEST_F(CudaDeviceTest, copy_pieces_reads_another_gpus_memory_like_the_cpu_device
   add(0, 1, 4 << 10, 4 << 10);  // peer, small contiguous: kernel
   add(1, 1, 5 << 20, 5 << 20);  // local, large contiguous: kernel
   add(-1, 200, 2000, 2000);     // message: kernel
+  add(0, 2048, 768, 1536);      // peer, strided 1.5 MiB of 768-byte rows: kernel (narrower than 2 KiB)
   // The same buffers both rounds: the second call reuses the uploaded table.
   DeviceBytes peer_src(*peer, kSrc), local_src(*device_, kSrc), message(*device_, kSrc), dst(*device_, dst_bytes);
   for (int round = 0; round < 2; ++round) {
@@ -199,6 +200,37 @@ TEST_F(CudaDeviceTest, copy_pieces_reads_another_gpus_memory_like_the_cpu_device
     std::vector<void*> bases{peer_src.data, local_src.data};
     device_->copy_pieces(pieces, bases, message.data, dst.data);
     EXPECT_TRUE(dst.download() == expected) << "round " << round;
+  }
+}
+
+// The aside lane (the send/recv path lands a bucket there while the next round moves): it starts after the main
+// lane's earlier work, and await_aside makes later main-lane work wait for it. Many distinct tables on both lanes,
+// more than the device caches, so that tables are evicted and rebuilt while the other lane may still run.
+TEST_F(CudaDeviceTest, the_aside_lane_is_ordered_by_its_marks) {
+  std::mt19937 random(11);
+  constexpr std::int64_t kBytes = 4 << 20;
+  const auto host = testing::random_bytes(random, kBytes);
+  DeviceBytes a(*device_, kBytes), b(*device_, kBytes), c(*device_, kBytes), d(*device_, kBytes);
+  a.upload(host);
+  for (int round = 0; round < 300; ++round) {
+    // Two pieces split at a point that moves every round: a table of its own each round.
+    const std::int64_t split = 16 * (round + 1);
+    const std::vector<Piece> main_piece{{0, 0, 0, 1, split, split, split},
+                                        {0, split, split, 1, kBytes - split, kBytes - split, kBytes - split}};
+    const std::vector<Piece> aside_piece{{-1, 0, 0, 1, split, split, split},
+                                         {-1, split, split, 1, kBytes - split, kBytes - split, kBytes - split}};
+    b.upload(std::vector<std::uint8_t>(static_cast<std::size_t>(kBytes), 0));
+    std::vector<void*> from_a{a.data};
+    device_->copy_pieces(main_piece, from_a, nullptr, b.data);    // main: a -> b
+    device_->copy_pieces_aside(aside_piece, {}, b.data, c.data);  // aside, after it: b -> c
+    device_->mark_aside(round % 2);
+    device_->await_aside(round % 2);
+    std::vector<void*> from_c{c.data};
+    device_->copy_pieces(main_piece, from_c, nullptr, d.data);  // main, after the mark: c -> d
+    device_->synchronize();
+    ASSERT_TRUE(d.download() == host) << "round " << round;
+    d.upload(std::vector<std::uint8_t>(static_cast<std::size_t>(kBytes), 0));
+    c.upload(std::vector<std::uint8_t>(static_cast<std::size_t>(kBytes), 0));
   }
 }
 

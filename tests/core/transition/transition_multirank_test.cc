@@ -31,22 +31,31 @@ constexpr std::int64_t kCapacity = std::int64_t{1} << 30;
 constexpr milliseconds kTimeout{20000};
 
 // The transports each layout runs with: on NCCL (GPUs of one process) both the peer path and send/recv; on Gloo,
-// which shares no device memory, kAuto (send/recv, no fallback reported).
+// which shares no device memory, send/recv.
 std::vector<Transport> transports() {
   if (testing::kTestBackend == Backend::kNccl) return {Transport::kPeer, Transport::kSendRecv};
-  return {Transport::kAuto};
+  return {Transport::kSendRecv};
 }
 
-// A layout and the transport to run it with.
+// How the send/recv path cuts messages into wires (PlanOptions::direct_min_bytes): `bucketed`, the default threshold,
+// under which the test models' runs all go through the buckets; `in_place`, every contiguous run a wire of its own,
+// sent straight from the train buffer and received in place.
+enum class Wires { kBucketed, kInPlace };
+
+// A layout, the transport and the wires to run it with.
 struct TransitionCase {
   LayoutCase layout;
   Transport transport = Transport::kAuto;
+  Wires wires = Wires::kBucketed;
 };
 
 std::vector<TransitionCase> transition_cases() {
   std::vector<TransitionCase> cases;
   for (const LayoutCase& layout : testing::layout_matrix()) {
-    for (Transport transport : transports()) cases.push_back({layout, transport});
+    for (Transport transport : transports()) {
+      cases.push_back({layout, transport, Wires::kBucketed});
+      if (transport == Transport::kSendRecv) cases.push_back({layout, transport, Wires::kInPlace});
+    }
   }
   return cases;
 }
@@ -81,10 +90,11 @@ class TransitionMultirankTest : public ::testing::TestWithParam<TransitionCase> 
   std::unique_ptr<Store> server_;
 };
 
-// Small buckets, so that every layout runs several rounds.
-PlanOptions small_buckets() {
+// Small buckets, so that every layout runs several rounds (and lands each bucket while the next round moves).
+PlanOptions small_buckets(Wires wires = Wires::kBucketed) {
   PlanOptions options;
   options.bucket_bytes = 4096;
+  if (wires == Wires::kInPlace) options.direct_min_bytes = 0;
   return options;
 }
 
@@ -119,7 +129,7 @@ TEST_P(TransitionMultirankTest, hybridshard_shards_match_the_reference_across_tr
     auto comm = connect(rank, world_size, store);
     auto device = testing::make_rank_device(rank, kCapacity);
     RecordingEventSink events;
-    const RankPlan plan = make_rank_plan(layout.spec, layout.train, inference, rank, small_buckets());
+    const RankPlan plan = make_rank_plan(layout.spec, layout.train, inference, rank, small_buckets(GetParam().wires));
     const int shard = inference.coord(rank).tp_rank;
     ASSERT_EQ(inference_tp_rank_of(Strategy::kHybridshard, layout.train, inference, rank), shard);
     testing::TrainBuffers train(plan, *device, &events);
@@ -154,8 +164,17 @@ TEST_P(TransitionMultirankTest, hybridshard_shards_match_the_reference_across_tr
         }
       } else {
         EXPECT_EQ(stats.bytes_network_sent, plan.bytes_sent());
-        EXPECT_EQ(stats.bytes_device_to_device, plan.bytes_local() + plan.bytes_sent() + plan.bytes_received());
+        // Only bucketed wires are copied on the device besides the local pieces: packed, or landed from a bucket.
+        EXPECT_EQ(stats.bytes_device_to_device,
+                  plan.bytes_local() + plan.bytes_packed() + plan.bytes_landed_from_buckets());
         EXPECT_EQ(stats.peak_extra_device_bytes, plan.peak_extra_bytes());
+        if (GetParam().wires == Wires::kInPlace && plan.bytes_received() > 0) {
+          EXPECT_LT(plan.bytes_landed_from_buckets(), plan.bytes_received()) << "some wires land in place";
+        }
+        if (plan.rounds.size() > 2 && plan.bytes_landed_from_buckets() > 0) {
+          EXPECT_EQ(testing::transfer_bytes(after_enter, TransferPath::kDeviceToDevice, "enter.land"),
+                    plan.bytes_landed_from_buckets());
+        }
         EXPECT_EQ(testing::transfer_bytes(after_enter, TransferPath::kNetwork, "enter.round"),
                   plan.bytes_received() + plan.bytes_sent());
       }
@@ -205,7 +224,9 @@ TEST_P(TransitionMultirankTest, hybridshard_shards_match_the_reference_across_tr
 
 TEST_P(TransitionMultirankTest, seed_gives_the_same_bytes_where_it_applies) {
   const LayoutCase& layout = GetParam().layout;
-  if (GetParam().transport != transports().front()) GTEST_SKIP() << "the seed has no transport: run once per layout";
+  if (GetParam().transport != transports().front() || GetParam().wires != Wires::kBucketed) {
+    GTEST_SKIP() << "the seed has no transport: run once per layout";
+  }
   const InferenceLayout inference = layout.inference();
   if (!strategy_applies(Strategy::kSeed, layout.spec, layout.train, inference)) {
     GTEST_SKIP() << "the seed does not apply to " << layout.name;
@@ -282,7 +303,8 @@ TEST_P(TransitionMultirankTest, seed_gives_the_same_bytes_where_it_applies) {
 INSTANTIATE_TEST_SUITE_P(Layouts, TransitionMultirankTest, ::testing::ValuesIn(transition_cases()),
                          [](const ::testing::TestParamInfo<TransitionCase>& case_info) {
                            return case_info.param.layout.name + "_" +
-                                  std::string(transport_name(case_info.param.transport));
+                                  std::string(transport_name(case_info.param.transport)) +
+                                  (case_info.param.wires == Wires::kInPlace ? "_in_place" : "");
                          });
 
 // A rank that never arrives at enter: the others' enter fails within the timeout (on the peer path the address

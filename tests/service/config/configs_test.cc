@@ -182,8 +182,7 @@ TEST(MemoryPlanTest, quickstart_plan_adds_up_per_rank_and_phase) {
     EXPECT_EQ(rollout.host[kind(core::BufferKind::kOptimizerState)], 2 * fp32);
     EXPECT_EQ(rollout.host[kind(core::BufferKind::kGrads)], fp32);
     EXPECT_EQ(rollout.device[kind(core::BufferKind::kInferenceParams)], reshard.inference_buffer.bytes);
-    EXPECT_EQ(enter.device[kind(core::BufferKind::kStaging)],
-              reshard.max_round_send_bytes() + reshard.max_round_recv_bytes());
+    EXPECT_EQ(enter.device[kind(core::BufferKind::kStaging)], reshard.staging_bytes());
     // vLLM's rule: the KV cache fills gpu_memory_utilization of the device.
     EXPECT_EQ(rollout.device_total(), static_cast<std::int64_t>(0.5 * static_cast<double>(plan.device_memory)));
     EXPECT_EQ(rank.enter_network_received, reshard.bytes_received());

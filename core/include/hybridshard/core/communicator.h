@@ -105,7 +105,8 @@ bool gloo_available();  // built with c10d's ProcessGroupGloo
 // share their parent's numbering and name peers to the provider by world rank; all_reduce_sum asks for the reduced
 // result with peer -1. The cache and the send scratch are device allocations (counted in bytes_in_use) kept until
 // the communicator and all its subgroups are gone.
-// Sends are copied into a scratch buffer of the same size (the bytes a NIC would read).
+// Sends are copied into a scratch buffer of the same size (the bytes a NIC would read). Several receives from one peer
+// in one exchange are that peer's one message, received in parts in order (the provider is asked for it whole).
 using PeerDataProvider = std::function<void(int peer, std::uint64_t sequence, void* device_dst, std::size_t bytes)>;
 // The loopback's peer path: what the peers' shared buffers hold. `sizes(peer)` gives peer's buffer sizes and
 // `fill(peer, i, dst, bytes)` writes its buffer i into device memory. share_memory() allocates the wanted peers'

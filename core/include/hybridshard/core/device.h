@@ -57,6 +57,18 @@ class Device {
   virtual void copy_pieces(std::span<const Piece> pieces, std::span<void* const> src_bases, const void* message_base,
                            void* dst_base) = 0;
 
+  // A second lane of device work (CUDA: a second stream), so that landing one round's bucket overlaps the next
+  // round's exchange. copy_pieces_aside is copy_pieces on that lane: it starts after everything queued on either lane
+  // before it, and work queued on the main lane later does not wait for it. mark_aside(slot) marks the aside lane's
+  // work queued so far (slot 0 or 1); await_aside(slot) makes the main lane's later work wait for that mark.
+  // synchronize() waits for the main lane only. These defaults (CPU devices) copy at once; the marks are no-ops.
+  virtual void copy_pieces_aside(std::span<const Piece> pieces, std::span<void* const> src_bases,
+                                 const void* message_base, void* dst_base) {
+    copy_pieces(pieces, src_bases, message_base, dst_base);
+  }
+  virtual void mark_aside(int slot) { (void)slot; }
+  virtual void await_aside(int slot) { (void)slot; }
+
   // Writes weight_value(...) for every block of `layout`, at `version`, into the buffer at `base` (device memory);
   // padding rows are zero. Used to make train weights and expected inference shards without communication.
   virtual void generate(const BufferLayout& layout, std::uint32_t version, void* base) = 0;

@@ -7,10 +7,10 @@
 //   peer path  = max(bytes read from same-host peers, bytes they read from this rank) / intra_host
 //                + pieces read x message_latency / 4              (copy engines over 4 streams)
 //                used for same-host peers when T is auto or peer
-//   send/recv  = (sent + received bytes of those messages) / device_copy     (pack and unpack, not overlapped)
+//   send/recv  = (bucketed bytes of those messages, both ways) / device_copy (pack and land, not overlapped)
 //                + max(intra-host in, out) / (intra_host x sendrecv_efficiency)
 //                + max(inter-host in, out) / inter_host
-//                + messages x message_latency
+//                + wires x message_latency                     (one send/receive per wire of a message)
 //                for the other peers (every peer when T is sendrecv)
 //   enter      = max(local, peer path) + peer_sync + send/recv + 2 x message_latency x ceil(log2 world)  (barrier)
 //                (peer_sync: the peer path's address exchange and closing world barrier, when it reads any peer)
@@ -45,7 +45,8 @@ struct PeerTraffic {
   std::int64_t received = 0;  // bytes this rank lands from the peer
   std::int64_t sent = 0;      // bytes the peer lands from this rank
   std::int64_t pieces_read = 0;
-  std::int64_t messages = 0;  // messages either way over all rounds
+  std::int64_t messages = 0;  // sends and receives either way over all rounds (wires of the messages)
+  std::int64_t staged = 0;    // bytes either way that go through a bucket (packed or landed)
 };
 
 struct RankTraffic {

@@ -7,7 +7,9 @@
 // parallel column); experts that expert parallelism puts on other data-parallel ranks come from the nearest such rank
 // (cyclically after the receiver's own data-parallel rank), so every rank's share of expert traffic is even. Messages
 // between a pair of ranks are cut into chunks of at most `chunk_bytes` (a global function of the layouts and
-// PlanOptions::bucket_bytes, so sender and receiver agree); round k carries chunk k of every pair.
+// PlanOptions::bucket_bytes, so sender and receiver agree); round k carries chunk k of every pair. Each message is
+// cut into wires (one send/receive each): runs contiguous in the sender's train buffer or the receiver's inference
+// buffer go without a bucket on that side, the rest through one (PlanOptions::direct_min_bytes).
 #pragma once
 
 #include <cstdint>
@@ -34,13 +36,29 @@ struct Piece {
   std::int64_t bytes() const { return rows * row_bytes; }
 };
 
+// One send/receive of a message: the message is its wires back to back, in order. Both sides of a pair cut a message
+// into the same wires (from the same transfers), so each send matches one receive of the same size. `pieces` copy
+// between this side's buffer and the wire (send: train buffer -> wire, dst_offset counted from the wire's start;
+// receive: wire, src_offset counted from the wire's start -> inference buffer) and tile the wire in order.
+struct Wire {
+  std::int64_t bytes = 0;
+  std::vector<Piece> pieces;
+  // The wire's bytes lie back to back in one buffer on this side (one piece of one row): sent straight from the train
+  // buffer, or received in place in the inference buffer. Otherwise they are packed into a bucket (send) or received
+  // into one and landed from it by the piece kernel (receive).
+  bool direct() const;
+  std::int64_t staged_bytes() const;  // 0 when direct(), else bytes
+};
+
 // What goes to (sends) or comes from (recvs) one peer in one round. Send pieces copy train buffer -> message
 // (dst_offset within the message); receive pieces copy message (src_offset) -> inference buffer. The pieces of a
-// message tile [0, bytes) of the message exactly, in order.
+// message tile [0, bytes) of the message exactly, in order; `wires` say how the message travels.
 struct Message {
   int peer = 0;
   std::int64_t bytes = 0;
   std::vector<Piece> pieces;
+  std::vector<Wire> wires;
+  std::int64_t staged_bytes() const;  // bytes of the wires that go through a bucket on this side
 };
 
 struct Round {
@@ -48,6 +66,7 @@ struct Round {
   std::vector<Message> recvs;  // by ascending peer
   std::int64_t send_bytes() const;
   std::int64_t recv_bytes() const;
+  std::int64_t staging_bytes() const;  // this side's bucket bytes: packed sends plus bucketed receives
 };
 
 // The peer path: everything this rank lands from one peer, read straight from that peer's train buffers
@@ -65,7 +84,15 @@ struct ByteRange {
 };
 
 struct PlanOptions {
-  std::int64_t bucket_bytes = std::int64_t{256} << 20;  // staging per direction per round
+  // One round's staging, both directions together (a rank holds two buckets while entering: one being landed while
+  // the next round moves). Messages are cut into chunks of bucket_bytes / (2 * most peers of any rank).
+  std::int64_t bucket_bytes = std::int64_t{256} << 20;
+  // A run of at least this many bytes that is contiguous on one side of a pair (in the sender's train buffer or in
+  // the receiver's inference buffer) travels as a wire of its own, sent or received there without a bucket; shorter
+  // runs share a wire with their neighbours through a bucket. A send/receive pair costs NCCL a few microseconds
+  // beyond its bytes, copying 4 MiB through a bucket about as much (two device copies at ~2 TB/s), so smaller runs
+  // are cheaper packed; measure with `hybridshard bench --direct-min`.
+  std::int64_t direct_min_bytes = std::int64_t{4} << 20;
 };
 
 struct RankPlan {
@@ -86,7 +113,12 @@ struct RankPlan {
   std::int64_t bytes_received() const;
   std::int64_t max_round_send_bytes() const;
   std::int64_t max_round_recv_bytes() const;
-  // Extra device bytes while entering: the inference buffer plus send and receive staging of the largest round.
+  std::int64_t bytes_packed() const;               // sent bytes that go through a bucket (not direct wires)
+  std::int64_t bytes_landed_from_buckets() const;  // received bytes that go through a bucket
+  std::int64_t max_round_staging_bytes() const;    // the largest Round::staging_bytes(): one bucket
+  int staging_buckets() const;                     // buckets enter holds at once: min(2, rounds with staging)
+  std::int64_t staging_bytes() const;              // staging_buckets() * max_round_staging_bytes()
+  // Extra device bytes while entering over send/recv: the inference buffer plus staging_bytes().
   std::int64_t peak_extra_bytes() const;
 };
 

@@ -64,6 +64,9 @@ struct BenchOptions {
   std::string exit_policy;        // free | offload | both; default both (or the job's policy)
   std::int64_t bucket_bytes = 0;  // staging bucket; default 256 MiB (or the job's memory.bucket_bytes)
   std::string transport;          // auto | peer | sendrecv; default auto
+  // Measuring knobs of the send/recv and peer paths (-1: the default).
+  std::int64_t direct_min_bytes = -1;   // core::PlanOptions::direct_min_bytes
+  std::int64_t peer_copy_min_row = -1;  // HYBRIDSHARD_PEER_COPY_MIN_ROW of the CUDA devices
 
   // Batch re-distribution: rows per train replica (default: 4 per inference data-parallel group) and tokens per row.
   std::int64_t batch_rows = 0;
@@ -90,7 +93,9 @@ struct BenchConfig {
   std::string json_file;
   std::int64_t bucket_bytes = std::int64_t{256} << 20;
   core::Transport transport = core::Transport::kAuto;
-  std::int64_t batch_rows = 0;  // per train replica
+  std::int64_t direct_min_bytes = core::PlanOptions{}.direct_min_bytes;
+  std::int64_t peer_copy_min_row = -1;  // >= 0: set as HYBRIDSHARD_PEER_COPY_MIN_ROW before the devices are made
+  std::int64_t batch_rows = 0;          // per train replica
   std::int64_t batch_cols = 1024;
   std::int64_t cpu_device_memory = std::int64_t{64} << 30;
   int timeout_ms = 120000;

@@ -53,6 +53,12 @@ inline void add_bench_flags(CLI::App& app, BenchOptions& o) {
   app.add_option("--transport", o.transport,
                  "hybridshard's peer transport: auto | peer | sendrecv (default auto: read peers directly where the "
                  "device can)");
+  app.add_option("--direct-min", o.direct_min_bytes,
+                 "Send/recv path: runs of at least this many contiguous bytes travel without a bucket (default "
+                 "4194304)");
+  app.add_option("--peer-copy-min-row", o.peer_copy_min_row,
+                 "Peer path: strided pieces with narrower rows go to the piece kernel, not the copy engines (default "
+                 "2048; sets HYBRIDSHARD_PEER_COPY_MIN_ROW)");
   app.add_option("--batch-rows", o.batch_rows, "Batch rows per train replica (default 4 per inference group)");
   app.add_option("--batch-cols", o.batch_cols, "Tokens per batch row (default 1024)");
   app.add_option("--cpu-device-memory", o.cpu_device_memory, "Device bytes a CPU rank reports (default 64 GiB)");
