@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "rank_list.h"
+
 namespace hybridshard::gui {
 
 namespace {
@@ -32,23 +34,6 @@ bool asks_help_or_version(int argc, char** argv) {
 
 bool asks_screenshot(int argc, char** argv) { return has_argument(argc, argv, {"--screenshot"}); }
 
-bool parse_rank_list(const QString& text, QVector<int>* ranks) {
-  ranks->clear();
-  for (const QString& part : text.split(',', Qt::SkipEmptyParts)) {
-    const QStringList range = part.trimmed().split('-');
-    bool first_ok = false, last_ok = false;
-    const int first = range.value(0).toInt(&first_ok);
-    const int last = range.size() == 2 ? range.value(1).toInt(&last_ok) : first;
-    if (!first_ok || (range.size() == 2 && !last_ok) || range.size() > 2 || first < 0 || last < first ||
-        last - first > 1 << 20) {
-      ranks->clear();
-      return false;
-    }
-    for (int rank = first; rank <= last; ++rank) *ranks << rank;
-  }
-  return !ranks->isEmpty();
-}
-
 ParsedCommandLine parse_command_line(const QStringList& arguments) {
   QCommandLineParser parser;
   parser.setApplicationDescription(
@@ -75,6 +60,13 @@ ParsedCommandLine parse_command_line(const QStringList& arguments) {
   const QCommandLineOption ranks_option(QStringLiteral("ranks"),
                                         QStringLiteral("Ranks of the memory timeline, e.g. 0 or 0,2 or 0-3."),
                                         QStringLiteral("LIST"));
+  const QCommandLineOption last_option(QStringLiteral("last"),
+                                       QStringLiteral("Timeline: show the last MINUTES (default: the whole job)."),
+                                       QStringLiteral("MINUTES"));
+  const QCommandLineOption no_capacity_option(
+      QStringLiteral("no-capacity"),
+      QStringLiteral("Timeline: leave out the capacity line; the y axis fits the memory in use."));
+  const QCommandLineOption log_option(QStringLiteral("log"), QStringLiteral("Timeline: a logarithmic y axis."));
   const QCommandLineOption size_option(QStringLiteral("size"), QStringLiteral("Window size (default 1600x1000)."),
                                        QStringLiteral("WxH"), QStringLiteral("1600x1000"));
   const QCommandLineOption wait_option(
@@ -90,8 +82,9 @@ ParsedCommandLine parse_command_line(const QStringList& arguments) {
       QStringLiteral("alert-enter-seconds"),
       QStringLiteral("Alert when an enter takes longer than this (configs/alerts.yml: 30)."), QStringLiteral("SECONDS"),
       QStringLiteral("30"));
-  parser.addOptions({connect_option, job_option, replay_option, screenshot_option, at_option, ranks_option, size_option,
-                     wait_option, interval_option, headroom_option, enter_option});
+  parser.addOptions({connect_option, job_option, replay_option, screenshot_option, at_option, ranks_option, last_option,
+                     no_capacity_option, log_option, size_option, wait_option, interval_option, headroom_option,
+                     enter_option});
 
   if (!parser.parse(arguments)) {
     QString text = parser.errorText();
@@ -149,6 +142,13 @@ ParsedCommandLine parse_command_line(const QStringList& arguments) {
   }
   if (parser.isSet(ranks_option) && !parse_rank_list(parser.value(ranks_option), &options.ranks))
     return error(QStringLiteral("--ranks: expected a list like 0,2 or 0-3"));
+  if (parser.isSet(last_option)) {
+    const double minutes = parser.value(last_option).toDouble(&ok);
+    if (!ok || !(minutes > 0) || std::isinf(minutes)) return error(QStringLiteral("--last: expected minutes > 0"));
+    options.last_seconds = minutes * 60;
+  }
+  options.capacity_line = !parser.isSet(no_capacity_option);
+  options.log_scale = parser.isSet(log_option);
   return {CommandLineAction::kRun, options, {}};
 }
 

@@ -22,6 +22,9 @@ struct DashboardOptions {
   double wait_seconds = 10;
   int interval_ms = 1000;
   AlertRules rules;
+  double last_seconds = 0;  // the timeline shows the last this many seconds; 0: the whole job
+  bool capacity_line = true;
+  bool log_scale = false;
 };
 
 enum class CommandLineAction { kRun, kHelp, kVersion, kError };
@@ -39,8 +42,5 @@ bool asks_screenshot(int argc, char** argv);
 
 // `arguments` as QCoreApplication::arguments() gives them (program name first, Qt's own options removed).
 ParsedCommandLine parse_command_line(const QStringList& arguments);
-
-// "0", "0,2", "0-3,8": ranks in the order given; false on anything else (empty, "x", "3-1", "-1").
-bool parse_rank_list(const QString& text, QVector<int>* ranks);
 
 }  // namespace hybridshard::gui

@@ -164,6 +164,19 @@ DashboardWindow::DashboardWindow(DataSource* source, QWidget* parent)
     user_selected_ = true;
     select_ranks(ranks);
   });
+  connect(timeline_, &MemoryTimelineView::ranks_requested, this, [this](const QVector<int>& ranks) {
+    // Only ranks the job has (all of them while nothing is known yet).
+    QVector<int> known;
+    for (int rank : ranks) {
+      if (rank_model_->rowCount() == 0 || rank_model_->row_of(rank) >= 0) known << rank;
+    }
+    if (known.isEmpty()) {
+      timeline_->show_ranks(selected_ranks_);
+      return;
+    }
+    user_selected_ = true;
+    select_ranks(known);
+  });
   connect(rank_model_, &QAbstractItemModel::modelReset, this, [this] { select_ranks(selected_ranks_); });
 
   resize(1600, 1000);
@@ -289,6 +302,7 @@ void DashboardWindow::select_ranks(const QVector<int>& ranks) {
   std::sort(selected_ranks_.begin(), selected_ranks_.end());
   if (memory_model_->ranks() != selected_ranks_) memory_model_->set_ranks(selected_ranks_);
   if (phase_model_->ranks() != selected_ranks_) phase_model_->set_ranks(selected_ranks_);
+  timeline_->show_ranks(selected_ranks_);
   syncing_selection_ = true;
   grid_view_->select_ranks(selected_ranks_);
   QItemSelection selection;

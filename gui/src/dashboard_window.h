@@ -36,6 +36,7 @@ class DashboardWindow : public QMainWindow {
   AlertModel* alert_model() const { return alert_model_; }
   MemorySeriesModel* memory_model() const { return memory_model_; }
   PhaseIntervalModel* phase_model() const { return phase_model_; }
+  MemoryTimelineView* timeline() const { return timeline_; }
   QString connection_text() const;  // what the connection indicator shows
   void select_ranks(const QVector<int>& ranks);
 

@@ -13,6 +13,7 @@
 #include "command_line.h"
 #include "dashboard_window.h"
 #include "live_source.h"
+#include "memory_timeline_view.h"
 #include "replay_source.h"
 
 namespace {
@@ -123,6 +124,9 @@ int main(int argc, char** argv) {
   window.alert_model()->set_rules(options.rules);
   window.resize(options.width, options.height);
   if (!options.ranks.isEmpty()) window.select_ranks(options.ranks);
+  if (options.last_seconds > 0) window.timeline()->show_last(options.last_seconds);
+  window.timeline()->set_capacity_visible(options.capacity_line);
+  window.timeline()->set_log_scale(options.log_scale);
   if (replay != nullptr) replay->seek(options.at >= 0 ? options.at : replay->duration());
   source->start();
 
