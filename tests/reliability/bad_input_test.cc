@@ -3,6 +3,7 @@
 // bad job file) or non-zero, within bounded memory (1 GiB of address space, through prlimit) and time, and leave no
 // record behind (neither the file nor its .partial).
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -192,6 +193,26 @@ std::vector<BrokenCheckpoint> broken_checkpoints() {
       {"no_config", [](const fs::path& d) { fs::remove(d / "config.json"); }, "config.json"},
       {"config_not_json", [](const fs::path& d) { std::ofstream(d / "config.json") << "{\"model_type\": "; },
        "config.json"},
+      // A FIFO is refused, never opened: opening one for reading waits for a writer that never comes.
+      {"config_is_a_fifo",
+       [](const fs::path& d) {
+         fs::remove(d / "config.json");
+         ASSERT_EQ(::mkfifo((d / "config.json").c_str(), 0644), 0);
+       },
+       "config.json: is a FIFO, not a regular file"},
+      {"shard_is_a_fifo",
+       [=](const fs::path& d) {
+         fs::remove(weights(d));
+         ASSERT_EQ(::mkfifo(weights(d).c_str(), 0644), 0);
+       },
+       "model.safetensors: cannot open: it is a FIFO, not a regular file"},
+      {"directory_is_a_symlink_loop",
+       [](const fs::path& d) {
+         fs::remove_all(d);
+         fs::create_symlink(d.string() + ".loop", d);
+         fs::create_symlink(d, d.string() + ".loop");
+       },
+       "symbolic link loop"},
   };
 }
 
@@ -239,6 +260,60 @@ TEST(GoodCheckpointTest, validates_and_runs) {
   const ChildResult run = launcher.wait(std::chrono::seconds(120));
   EXPECT_EQ(run.exit_code, 0) << run.describe();
   EXPECT_TRUE(fs::exists(record));
+}
+
+// Job files that are not regular files: refused before they are opened (a FIFO would make the reader wait forever),
+// each with what it is.
+TEST(JobFileTest, a_fifo_or_a_symlink_loop_is_refused_saying_what_it_is) {
+  ScratchDir dir("job-file-kinds");
+  const fs::path fifo = dir / "fifo.yaml";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  const fs::path loop = dir / "loop.yaml";
+  fs::create_symlink(dir / "loop2.yaml", loop);
+  fs::create_symlink(loop, dir / "loop2.yaml");
+  for (const auto& [job, expect] :
+       {std::pair{fifo, "it is a FIFO, not a regular file"}, std::pair{loop, "it is a symbolic link loop"}}) {
+    for (const char* command : {"validate", "plan", "run", "export"}) {
+      std::vector<std::string> arguments = {command, job.string()};
+      if (std::string(command) == "export") arguments.insert(arguments.end(), {"--out", (dir / "out").string()});
+      const ChildResult result = run_hybridshard(dir, arguments);
+      ASSERT_FALSE(result.timed_out) << command << ": " << result.describe();
+      EXPECT_EQ(result.exit_code, 2) << command << ": " << result.describe();
+      EXPECT_NE(result.err.find(job.string() + ": error: cannot read the job file: " + expect), std::string::npos)
+          << command << ": " << result.describe();
+    }
+  }
+}
+
+// An empty file name is a mistake (an unset shell variable), not "use the embedded default job".
+TEST(EmptyPathTest, is_an_error_naming_the_argument) {
+  ScratchDir dir("empty-path");
+  const fs::path job = dir / "job.yaml";
+  std::ofstream(job) << checkpoint_job(dir / "absent");
+  const std::vector<std::vector<std::string>> cases = {{"validate", ""},
+                                                       {"plan", ""},
+                                                       {"run", ""},
+                                                       {"export", "", "--out", (dir / "out").string()},
+                                                       {"export", job.string(), "--out", ""},
+                                                       {"run", "--record", ""}};
+  for (const std::vector<std::string>& arguments : cases) {
+    const ChildResult result = run_hybridshard(dir, arguments);
+    ASSERT_FALSE(result.timed_out) << arguments[0] << ": " << result.describe();
+    EXPECT_EQ(result.exit_code, 2) << arguments[0] << ": " << result.describe();
+    EXPECT_NE(result.err.find("is an empty file name"), std::string::npos) << arguments[0] << ": " << result.describe();
+  }
+  EXPECT_FALSE(fs::exists(dir / "out"));
+}
+
+TEST(LingerTest, a_negative_or_not_a_number_is_refused) {
+  ScratchDir dir("linger");
+  for (const char* value : {"-1", "nan", "inf", "1e300"}) {
+    const ChildResult result = run_hybridshard(dir, {"run", "--linger", value, "--quiet"});
+    ASSERT_FALSE(result.timed_out) << value << ": " << result.describe();
+    EXPECT_NE(result.exit_code, 0) << value << ": " << result.describe();
+    EXPECT_NE(result.err.find("--linger"), std::string::npos) << value << ": " << result.describe();
+    EXPECT_EQ(result.out.find("ranks"), std::string::npos) << value << ": the job ran: " << result.describe();
+  }
 }
 
 }  // namespace

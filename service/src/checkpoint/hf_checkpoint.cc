@@ -276,9 +276,13 @@ CheckpointCheck check_hf_checkpoint(const std::filesystem::path& directory, HfCh
   CheckpointCheck check;
   std::vector<std::string>& problems = check.problems;
   std::error_code code;
-  if (!std::filesystem::is_directory(directory, code)) {
+  const std::filesystem::file_status status = std::filesystem::status(directory, code);
+  if (!std::filesystem::is_directory(status)) {
+    const bool loop = code == std::errc::too_many_symbolic_link_levels;
     problems.push_back(directory.string() + ": " +
-                       (std::filesystem::exists(directory, code) ? "not a directory" : "no such directory") +
+                       (loop                              ? "a symbolic link loop (too many levels of symbolic links)"
+                        : std::filesystem::exists(status) ? "not a directory"
+                                                          : "no such directory") +
                        "; model.checkpoint names a Hugging Face model directory (config.json, *.safetensors)");
     return check;
   }

@@ -13,6 +13,7 @@
 
 #include "hybridshard/core/dtype_bits.h"
 #include "hybridshard/core/error.h"
+#include "hybridshard/service/files/input_file.h"
 #include "safetensors_detail.h"
 
 namespace hybridshard::service {
@@ -284,14 +285,15 @@ std::optional<SafetensorsFile> try_open_safetensors(const std::filesystem::path&
   const std::string name = path.string();
   SafetensorsFile file;
   file.path_ = path;
-  file.fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  std::string problem;
+  file.fd_ = open_input_file(path, problem);  // a FIFO or device is refused, not opened
   if (file.fd_ < 0) {
-    problems.push_back(name + ": cannot open: " + std::strerror(errno));
+    problems.push_back(name + ": cannot open: it " + problem);
     return std::nullopt;
   }
   struct stat info {};
-  if (::fstat(file.fd_, &info) != 0 || !S_ISREG(info.st_mode)) {
-    problems.push_back(name + ": not a regular file");
+  if (::fstat(file.fd_, &info) != 0) {
+    problems.push_back(name + ": cannot read: " + std::strerror(errno));
     return std::nullopt;
   }
   file.file_bytes_ = info.st_size;
@@ -337,28 +339,9 @@ std::optional<SafetensorsFile> try_open_safetensors(const std::filesystem::path&
 
 std::optional<std::string> read_small_file(const std::filesystem::path& path, std::int64_t max_bytes,
                                            std::vector<std::string>& problems) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    problems.push_back(path.string() + ": cannot open: " + std::strerror(errno));
-    return std::nullopt;
-  }
-  struct stat info {};
-  std::optional<std::string> text;
-  if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
-    problems.push_back(path.string() + ": not a regular file");
-  } else if (info.st_size > max_bytes) {
-    problems.push_back(path.string() + ": " + std::to_string(info.st_size) + " bytes, more than the " +
-                       std::to_string(max_bytes) + " allowed");
-  } else {
-    std::string content(static_cast<std::size_t>(info.st_size), '\0');
-    try {
-      read_exact(fd, 0, info.st_size, content.data(), path.string());
-      text = std::move(content);
-    } catch (const core::Error&) {
-      problems.push_back(path.string() + ": could not be read completely");
-    }
-  }
-  ::close(fd);
+  std::string problem;
+  std::optional<std::string> text = read_input_file(path, max_bytes, problem);  // a FIFO or device: refused
+  if (!text) problems.push_back(path.string() + ": " + problem);
   return text;
 }
 

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -94,10 +95,11 @@ int command_plan(const std::string& path, bool timing) {
 }
 
 struct RunFlags {
-  std::string job_file;
+  std::string job_file;  // "" (not given): the embedded default job
   std::string metrics_listen;
   bool metrics_listen_given = false;
   std::string record;
+  bool force = false;  // replace an existing record
   double linger_seconds = 0;
   bool quiet = false;
 };
@@ -122,16 +124,14 @@ int command_run(const RunFlags& flags) {
     }
   }
 
-  // The ranks read the job from a file: the user's, or the embedded default written to a private temporary one.
-  std::string job_file = flags.job_file;
-  std::filesystem::path temporary;
-  if (job_file.empty()) {
-    temporary = std::filesystem::temp_directory_path() / ("hybridshard-job-" + std::to_string(::getpid()) + ".yaml");
-    std::ofstream(temporary) << default_job_yaml();
-    job_file = temporary.string();
+  // Refused here, before any rank starts: a record path that is a directory, device, FIFO or an earlier record.
+  ObserverOptions observer_setup = observer_options(job->metrics);
+  observer_setup.record_options.replace = flags.force;
+  Observer observer(observer_setup);
+  if (const std::string moved = observer.job().stale_record_moved_to(); !moved.empty()) {
+    std::cerr << "hybridshard: " << observer.record_path()
+              << ".partial was left by a run that did not finish; moved to " << moved << "\n";
   }
-
-  Observer observer(observer_options(job->metrics));
   JobEvent opened = job_event(*job, core::wall_time_now());
   if (plan.predicted_enter_seconds > 0) opened.description["predicted_enter_seconds"] = plan.predicted_enter_seconds;
   observer.on_event(opened);
@@ -144,7 +144,7 @@ int command_run(const RunFlags& flags) {
 
   LaunchOptions options;
   options.job = *job;
-  options.job_file = job_file;
+  options.job_file = flags.job_file;
   options.rank_binary = sibling_binary("hybridshard-rank").string();
   options.progress = flags.quiet ? nullptr : &std::cout;
   options.watched = &observer.job();
@@ -162,7 +162,6 @@ int command_run(const RunFlags& flags) {
     }
   }
   observer.close();
-  if (!temporary.empty()) std::filesystem::remove(temporary);
   return result.exit_code;
 }
 
@@ -203,8 +202,23 @@ int main(int argc, char** argv) {
                                      "under torchrun / Slurm / mpirun: use hybridshard-rank)");
   run->add_option("job", run_flags.job_file, "Job file (YAML); none: the embedded default (4 CPU ranks, tiny model)");
   run->add_option("--metrics-listen", run_flags.metrics_listen, "HOST:PORT for /metrics and /status ('' disables)");
-  run->add_option("--record", run_flags.record, "Write every event to this run record (JSON lines)");
-  run->add_option("--linger", run_flags.linger_seconds, "Keep serving metrics this many seconds after the job ends");
+  run->add_option("--record", run_flags.record,
+                  "Write every event to this run record (JSON lines); a regular file that does not exist yet");
+  run->add_flag("--force", run_flags.force, "Replace an existing record at --record (never a directory or device)");
+  run->add_option("--linger", run_flags.linger_seconds, "Keep serving metrics this many seconds after the job ends")
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            double seconds = 0;
+            try {
+              seconds = std::stod(text);
+            } catch (const std::exception&) {
+              return std::string("'" + text + "' is not a number of seconds");
+            }
+            return std::isfinite(seconds) && seconds >= 0 && seconds <= 1e9
+                       ? std::string()
+                       : "'" + text + "' is not a number of seconds from 0 to 1e9";
+          },
+          "SECONDS"));
   run->add_flag("--quiet", run_flags.quiet, "No progress lines");
 
   std::string out_dir;
@@ -236,6 +250,17 @@ int main(int argc, char** argv) {
   bench::add_bench_flags(*bench_command, bench_options);
 
   CLI11_PARSE(app, argc, argv);
+  // A file name given as "" is a mistake (an unset shell variable), never "use the default".
+  for (const auto& [command, option] :
+       {std::pair{validate, "job"}, std::pair{plan, "job"}, std::pair{run, "job"}, std::pair{export_command, "job"},
+        std::pair{export_command, "--out"}, std::pair{run, "--record"}}) {
+    const CLI::Option* given = command->get_option(option);
+    if (command->parsed() && given->count() > 0 && given->as<std::string>().empty()) {
+      std::cerr << "hybridshard " << command->get_name() << ": error: " << option
+                << " is an empty file name; name a file\n";
+      return kExitInvalid;
+    }
+  }
   try {
     if (validate->parsed()) return command_validate(job_file);
     if (plan->parsed()) return command_plan(job_file, plan_timing);

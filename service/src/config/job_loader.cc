@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "hybridshard/service/config/job_config.h"
+#include "hybridshard/service/files/input_file.h"
 #include "job_reader.h"
 #include "yaml_document.h"
 
@@ -393,24 +394,12 @@ LoadResult load_job_config(const std::string& path, ValidationScope scope) {
     result.diagnostics.push_back({path, 0, 0, {}, std::move(message)});
     return result;
   };
-  std::error_code code;
-  const auto status = std::filesystem::status(path, code);
-  if (code || !std::filesystem::exists(status)) return fail("cannot read the job file: it does not exist");
-  if (std::filesystem::is_directory(status)) return fail("cannot read the job file: it is a directory");
-  std::ifstream stream(path, std::ios::binary);
-  if (!stream) return fail("cannot open the job file for reading");
-  std::string text;
-  char buffer[65536];
-  while (stream.read(buffer, sizeof buffer) || stream.gcount() > 0) {
-    text.append(buffer, static_cast<std::size_t>(stream.gcount()));
-    if (text.size() > detail::kMaxYamlBytes) {
-      return fail("the file is larger than " + std::to_string(detail::kMaxYamlBytes) +
-                  " bytes; a job file is small YAML");
-    }
-  }
-  if (stream.bad()) return fail("reading the job file failed");
+  // A FIFO or device is refused before it is opened (nothing waits on it); a symbolic link loop says so.
+  std::string problem;
+  std::optional<std::string> text = read_input_file(path, detail::kMaxYamlBytes, problem);
+  if (!text) return fail("cannot read the job file: it " + problem);
   Loader loader(path, std::filesystem::path(path).parent_path(), scope);
-  return loader.load(text);
+  return loader.load(*text);
 }
 
 }  // namespace hybridshard::service

@@ -29,8 +29,21 @@ namespace hybridshard::service {
 namespace {
 
 std::atomic<int> g_interrupts{0};
+std::atomic<int> g_last_signal{0};
 
-void on_interrupt(int) { g_interrupts.fetch_add(1); }
+void on_interrupt(int signal_number) {
+  g_last_signal.store(signal_number);
+  g_interrupts.fetch_add(1);
+}
+
+// How a stop signal reads in the launcher's messages: "Ctrl-C" for SIGINT, else its name ("SIGHUP (Hangup)").
+std::string stop_signal_text(int signal_number) {
+  if (signal_number == SIGINT || signal_number == 0) return "Ctrl-C";
+  const std::string name = signal_number == SIGHUP    ? "SIGHUP"
+                           : signal_number == SIGTERM ? "SIGTERM"
+                                                      : "signal " + std::to_string(signal_number);
+  return name + " (" + strsignal(signal_number) + ")";
+}
 
 using Clock = std::chrono::steady_clock;
 
@@ -102,7 +115,9 @@ pid_t spawn_rank(const LaunchOptions& options, int rank, int master_port, const 
   environment.push_back("HYBRIDSHARD_EVENTS=" + events_address);
   environment.push_back("HYBRIDSHARD_LAUNCHER=1");
 
-  std::vector<std::string> arguments = {options.rank_binary, "--job", options.job_file};
+  // No job file: the rank takes the embedded default job itself (nothing written to a temporary file).
+  std::vector<std::string> arguments = {options.rank_binary};
+  if (!options.job_file.empty()) arguments.insert(arguments.end(), {"--job", options.job_file});
   const pid_t launcher_pid = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) HS_THROW(core::Error, std::string("fork failed: ") + std::strerror(errno));
@@ -325,6 +340,10 @@ LaunchResult watch_ranks(RankProcesses& ranks, core::Store& store, ObservedJob& 
     int running = 0;
     if (const auto failure = find_failure(ranks, stop_requested, running)) return failed(watched, *failure);
     if (running == 0) return {};
+    // A record that lost a line cannot be trusted with the rest of the job: end it now, non-zero.
+    if (const std::string broken = watched.record_failure(); !broken.empty()) {
+      return {1, "the run record could not be written (" + broken + "); the job was stopped", 0};
+    }
     if (const auto silent = ranks.silent_longer_than(timeout)) {
       return failed(watched,
                     {silent->first,
@@ -334,15 +353,17 @@ LaunchResult watch_ranks(RankProcesses& ranks, core::Store& store, ObservedJob& 
     const int interrupts = g_interrupts.load();
     if (interrupts >= 2) {
       LaunchResult result;
-      result.exit_code = 130;
-      result.message = "killed by the operator (second Ctrl-C)";
+      result.exit_code = 128 + g_last_signal.load();
+      result.message = "killed by the operator (second " + stop_signal_text(g_last_signal.load()) + ")";
       return result;
     }
     if (interrupts == 1 && !stop_requested) {
       stop_requested = true;
       store.set("stop", "1");
-      if (out != nullptr)
-        *out << "hybridshard: stopping at the next phase boundary (Ctrl-C again to kill)" << std::endl;
+      if (out != nullptr) {
+        *out << "hybridshard: " << stop_signal_text(g_last_signal.load())
+             << ": stopping at the next phase boundary (Ctrl-C again to kill)" << std::endl;
+      }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -385,9 +406,15 @@ void install_launcher_signal_handlers() {
   sigemptyset(&action.sa_mask);
   ::sigaction(SIGINT, &action, nullptr);
   ::sigaction(SIGTERM, &action, nullptr);
+  ::sigaction(SIGHUP, &action, nullptr);  // a closed terminal or ssh session: stop like SIGTERM, record finished
+  // A file size limit (RLIMIT_FSIZE) makes a write of the record fail with EFBIG, which the record reports, instead
+  // of killing the launcher with its .partial left behind.
+  ::signal(SIGXFSZ, SIG_IGN);
 }
 
 int launcher_interrupt_count() { return g_interrupts.load(); }
+
+int launcher_last_signal() { return g_last_signal.load(); }
 
 LaunchResult run_launcher(const LaunchOptions& options) {
   const JobConfig& job = options.job;
@@ -421,8 +448,11 @@ LaunchResult run_launcher(const LaunchOptions& options) {
   LaunchResult result = watch_ranks(ranks, *store, watched, job, out, stop_requested);
   ranks.kill_all(std::chrono::milliseconds(3000));
   if (result.exit_code == 0 && stop_requested) {
-    result.exit_code = 130;
-    result.message = "stopped by the operator at a phase boundary";
+    const int signal_number = g_last_signal.load();
+    result.exit_code = signal_number == 0 ? 130 : 128 + signal_number;
+    result.message = signal_number == SIGINT || signal_number == 0
+                         ? "stopped by the operator at a phase boundary"
+                         : "stopped by " + stop_signal_text(signal_number) + " at a phase boundary";
   }
   if (result.exit_code == 0) result.message = "all " + std::to_string(world_size) + " ranks finished";
   result.seconds = std::chrono::duration<double>(Clock::now() - started).count();

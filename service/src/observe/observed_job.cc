@@ -4,9 +4,10 @@
 
 namespace hybridshard::service {
 
-ObservedJob::ObservedJob(std::string name, JobStateLimits limits, const std::string& record)
+ObservedJob::ObservedJob(std::string name, JobStateLimits limits, const std::string& record,
+                         RecordOptions record_options)
     : name_(std::move(name)), state_(limits) {
-  if (!record.empty()) record_ = std::make_unique<RecordWriter>(record);
+  if (!record.empty()) record_ = std::make_unique<RecordWriter>(record, record_options);
 }
 
 ObservedJob::~ObservedJob() {
@@ -30,6 +31,10 @@ std::optional<PhaseRound> ObservedJob::apply(JobEvent event) {
 }
 
 std::string ObservedJob::record_path() const { return record_ ? record_->path() : ""; }
+
+std::string ObservedJob::record_failure() const { return record_ ? record_->failure() : ""; }
+
+std::string ObservedJob::stale_record_moved_to() const { return record_ ? record_->stale_partial_moved_to() : ""; }
 
 void ObservedJob::close() {
   if (record_) record_->close();

@@ -18,7 +18,8 @@ ObserverOptions observer_options(const MetricsConfig& metrics) {
 }
 
 Observer::Observer(ObserverOptions options)
-    : version_(options.version), job_(std::make_shared<ObservedJob>("", options.limits, options.record)) {
+    : version_(options.version),
+      job_(std::make_shared<ObservedJob>("", options.limits, options.record, options.record_options)) {
   if (!options.listen.empty()) {
     EndpointOptions endpoint_options;
     endpoint_options.http = options.http;

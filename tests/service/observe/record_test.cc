@@ -1,9 +1,12 @@
 #include "hybridshard/service/observe/record.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -88,16 +91,82 @@ TEST_F(RecordTest, a_crashed_writer_leaves_every_complete_line_in_the_partial_fi
   EXPECT_FALSE(reader.complete());
 }
 
-TEST_F(RecordTest, refuses_to_overwrite_the_partial_record_of_an_unfinished_run) {
+TEST_F(RecordTest, refuses_the_partial_record_of_a_run_that_is_still_writing_it) {
   const std::string file = path("run.jsonl");
-  std::ofstream(file + ".partial") << event_line(event(0)) << "\n";
+  RecordWriter live(file);
+  live.write(event(0));
   try {
     RecordWriter writer(file);
     FAIL() << "no error";
   } catch (const core::Error& error) {
-    EXPECT_NE(std::string(error.what()).find("run.jsonl.partial"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("run.jsonl.partial is being written by a run that is still going"),
+              std::string::npos)
+        << error.what();
   }
   EXPECT_EQ(fs::file_size(file + ".partial"), event_line(event(0)).size() + 1);
+}
+
+TEST_F(RecordTest, moves_the_partial_record_of_a_run_that_died_to_incomplete_and_starts_afresh) {
+  const std::string file = path("run.jsonl");
+  std::ofstream(file + ".partial") << event_line(event(0)) << "\n";
+  std::ofstream(file + ".incomplete") << "an older one\n";
+  RecordWriter writer(file);
+  EXPECT_EQ(writer.stale_partial_moved_to(), file + ".incomplete.2");
+  EXPECT_EQ(fs::file_size(file + ".incomplete.2"), event_line(event(0)).size() + 1);
+  writer.write(event(1));
+  writer.close();
+  std::vector<nlohmann::json> events = RecordReader::open(file).read_all();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0], event(1));
+}
+
+TEST_F(RecordTest, only_a_new_regular_file_is_written_unless_replacing_a_record) {
+  const std::string fifo = path("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  fs::create_directory(path("dir"));
+  const std::string earlier = path("earlier.jsonl");
+  std::ofstream(earlier) << "earlier\n";
+  for (const auto& [name, expect] :
+       {std::pair{fifo, "is a FIFO"}, std::pair{path("dir"), "is a directory"}, std::pair{earlier, "exists"}}) {
+    try {
+      RecordWriter writer(name);
+      FAIL() << "no error for " << name;
+    } catch (const core::Error& error) {
+      EXPECT_NE(std::string(error.what()).find(name + " " + expect), std::string::npos) << error.what();
+    }
+    EXPECT_FALSE(fs::exists(name + ".partial"));
+  }
+  EXPECT_THROW(RecordWriter(fifo, RecordOptions{.replace = true}), core::Error);
+  RecordWriter replacing(earlier, RecordOptions{.replace = true});
+  replacing.write(event(2));
+  replacing.close();
+  EXPECT_EQ(RecordReader::open(earlier).read_all().at(0), event(2));
+}
+
+TEST_F(RecordTest, a_failed_write_keeps_the_file_as_incomplete_and_close_says_so) {
+  const std::string file = path("run.jsonl");
+  RecordWriter writer(file);
+  writer.write(event(0));
+  ::signal(SIGXFSZ, SIG_IGN);
+  rlimit previous{};
+  ::getrlimit(RLIMIT_FSIZE, &previous);
+  rlimit small = previous;
+  small.rlim_cur = fs::file_size(file + ".partial") + 10;  // the next line does not fit
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  writer.write(event(1));
+  ::setrlimit(RLIMIT_FSIZE, &previous);
+  writer.write(event(2));  // dropped: the record already lost a line
+  EXPECT_NE(writer.failure().find("writing line 2 of " + file + ".partial failed"), std::string::npos)
+      << writer.failure();
+  try {
+    writer.close();
+    FAIL() << "no error";
+  } catch (const core::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("kept in " + file + ".incomplete"), std::string::npos) << error.what();
+  }
+  EXPECT_FALSE(fs::exists(file));
+  EXPECT_FALSE(fs::exists(file + ".partial"));
+  EXPECT_TRUE(fs::exists(file + ".incomplete"));
 }
 
 TEST_F(RecordTest, a_cut_last_line_is_an_error_unless_accepted_and_then_reported) {
@@ -167,7 +236,9 @@ TEST_F(RecordTest, an_unwritable_place_is_an_error_naming_the_file) {
     RecordWriter writer(path("no/such/dir/run.jsonl"));
     FAIL() << "no error";
   } catch (const core::Error& error) {
-    EXPECT_NE(std::string(error.what()).find("no/such/dir/run.jsonl.partial"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("no/such/dir/run.jsonl is in a directory that does not exist"),
+              std::string::npos)
+        << error.what();
   }
 }
 

@@ -18,7 +18,7 @@ namespace hybridshard::service {
 class ObservedJob {
  public:
   // `record`: the run record's path ("" for none); throws core::Error naming it when it cannot be created.
-  ObservedJob(std::string name, JobStateLimits limits, const std::string& record);
+  ObservedJob(std::string name, JobStateLimits limits, const std::string& record, RecordOptions record_options = {});
   ~ObservedJob();
   ObservedJob(const ObservedJob&) = delete;
   ObservedJob& operator=(const ObservedJob&) = delete;
@@ -33,6 +33,8 @@ class ObservedJob {
   const JobState& state() const { return state_; }
   std::uint64_t generation() const { return generation_.load(); }  // bumped by every event applied
   std::string record_path() const;                                 // "" without a record
+  std::string record_failure() const;         // "" while the record is whole (RecordWriter::failure)
+  std::string stale_record_moved_to() const;  // RecordWriter::stale_partial_moved_to
 
   // Closes (renames into place) the record. Idempotent; throws when the record cannot be finished.
   void close();

@@ -7,8 +7,12 @@
 //   - only <path>.partial exists: the run died (or is still running). Every line but possibly the last is complete;
 //     the last may be cut short. RecordReader reports such a cut line (truncated_last_line()) when told to accept it,
 //     and fails otherwise. The job_end line is then missing, which is how the dashboard tells a crash.
-// A RecordWriter refuses to start when <path>.partial already exists (it is the record of a run that did not
-// finish; move it away first), and replaces an existing <path> only when it closes.
+//   - <path>.incomplete (or .incomplete.2, ...): a record that could not be written completely (a write or the final
+//     flush failed: a full disk, a file size limit), or the .partial of a run that died, moved aside by the next run.
+// Only regular files are written: a directory, device, FIFO or socket at <path> is refused when the writer starts,
+// and an existing record unless RecordOptions::replace. The .partial is created exclusively (never through a link)
+// and locked (flock) while its run writes it: a .partial nobody holds is stale and is moved to <path>.incomplete; one
+// that is held belongs to a live run and is refused.
 #pragma once
 
 #include <cstdint>
@@ -23,30 +27,51 @@
 
 namespace hybridshard::service {
 
+struct RecordOptions {
+  // Replace an existing record (a regular file or a link) at the path when closing (`--force`). A directory, device,
+  // FIFO or socket is never replaced.
+  bool replace = false;
+};
+
 class RecordWriter {
  public:
-  // Opens "<path>.partial"; throws core::Error naming the file when it cannot (or when it already exists).
-  explicit RecordWriter(std::string path);
+  // Checks the path and opens "<path>.partial"; throws core::Error naming the file when it cannot: the path is not a
+  // regular file, an existing record (without options.replace), or its .partial is held by a live run.
+  explicit RecordWriter(std::string path, RecordOptions options = {});
   ~RecordWriter();  // close(), errors swallowed: call close() to see them
   RecordWriter(const RecordWriter&) = delete;
   RecordWriter& operator=(const RecordWriter&) = delete;
 
-  // One JSON object per line. Thread-safe; throws core::Error when the write fails or after close().
+  // One JSON object per line. Thread-safe; throws core::Error after close(). A failed write does not throw (the
+  // job's events keep flowing): failure() says what failed, and the lines after it are dropped.
   void write(const nlohmann::json& event);
   void write(const JobEvent& event);
 
-  // Flushes to disk (fsync) and renames "<path>.partial" to <path>. Idempotent.
+  // "" while every line reached the file; else what failed first ("writing line 12 of run.jsonl.partial failed:
+  // File too large").
+  std::string failure() const;
+
+  // Flushes to disk (fsync) and renames "<path>.partial" to <path>. When a write, the flush or the rename failed, the
+  // file goes to <path>.incomplete (the first free name) instead and close() throws core::Error saying so and where
+  // it is. Idempotent.
   void close();
 
   const std::string& path() const { return path_; }
   std::string partial_path() const { return path_ + ".partial"; }
   std::int64_t lines_written() const;
+  // Where a stale .partial found at the start was moved ("" when there was none).
+  const std::string& stale_partial_moved_to() const { return stale_moved_to_; }
 
  private:
+  void take_stale_partial();
+
   std::string path_;
+  RecordOptions options_;
+  std::string stale_moved_to_;
   mutable std::mutex mutex_;
   int fd_ = -1;
   std::int64_t lines_ = 0;
+  std::string failure_;
 };
 
 struct RecordReadOptions {

@@ -20,8 +20,9 @@ namespace hybridshard::service {
 struct MetricsConfig;
 
 struct ObserverOptions {
-  std::string listen;  // "" for no HTTP endpoint; else HOST:PORT (port 0 picks one)
-  std::string record;  // "" for no run record
+  std::string listen;            // "" for no HTTP endpoint; else HOST:PORT (port 0 picks one)
+  std::string record;            // "" for no run record
+  RecordOptions record_options;  // replace an existing record (`run --force`)
   JobStateLimits limits;
   HttpServerOptions http;                   // http.listen is replaced by `listen`
   std::chrono::milliseconds max_age{1000};  // see EndpointOptions
