@@ -1,8 +1,7 @@
 #include "timeline_models.h"
 
-#include <QMap>
-#include <QSet>
 #include <algorithm>
+#include <vector>
 
 namespace hybridshard::gui {
 
@@ -36,35 +35,52 @@ void MemorySeriesModel::rebuild() {
   using Bytes = std::array<std::int64_t, kColumnCount>;
   auto bytes_of = [&](const MemorySample& sample) {
     Bytes bytes{};
-    for (int kind = 0; kind < kinds.size(); ++kind) bytes[kFirstKind + kind] = sample.by_kind.value(kinds[kind]);
+    // A sample holds a few kinds: walking them beats hashing every kind's name (the hash was most of the time).
+    for (auto it = sample.by_kind.cbegin(); it != sample.by_kind.cend(); ++it) {
+      const qsizetype kind = kinds.indexOf(it.key());
+      if (kind >= 0 && kFirstKind + kind < kTracked) bytes[kFirstKind + kind] = it.value();
+    }
     bytes[kTracked] = sample.tracked;
     bytes[kUntracked] = std::max<std::int64_t>(0, sample.device_used - sample.tracked);
     bytes[kDeviceUsed] = sample.device_used;
     bytes[kDeviceTotal] = sample.device_total;
     return bytes;
   };
+  // A sample's slot among the selected ranks, or -1.
+  auto slot_of = [&](int rank) {
+    const auto it = std::lower_bound(ranks_.cbegin(), ranks_.cend(), rank);
+    return it != ranks_.cend() && *it == rank ? static_cast<int>(it - ranks_.cbegin()) : -1;
+  };
   // Rows start once every selected rank that has samples has reported, so that a sum never lacks a rank.
-  QSet<int> reporting;
+  std::vector<char> has_samples(ranks_.size(), 0), reported(ranks_.size(), 0);
+  int reporting = 0, reported_count = 0;
   for (const MemorySample& sample : std::as_const(snapshot_.memory)) {
-    if (std::binary_search(ranks_.begin(), ranks_.end(), sample.rank)) reporting.insert(sample.rank);
+    const int slot = slot_of(sample.rank);
+    if (slot >= 0 && !has_samples[slot]) {
+      has_samples[slot] = 1;
+      ++reporting;
+    }
   }
-  QHash<int, Bytes> latest;
+  std::vector<Bytes> latest(ranks_.size(), Bytes{});
   Bytes sum{};
   bool changed = false;
   for (int index = 0; index < snapshot_.memory.size(); ++index) {
     const MemorySample& sample = snapshot_.memory[index];
-    if (std::binary_search(ranks_.begin(), ranks_.end(), sample.rank)) {
+    if (const int slot = slot_of(sample.rank); slot >= 0) {
       const Bytes bytes = bytes_of(sample);
-      auto previous = latest.find(sample.rank);
-      if (previous == latest.end()) previous = latest.insert(sample.rank, Bytes{});
-      for (int column = kFirstKind; column < kColumnCount; ++column) sum[column] += bytes[column] - (*previous)[column];
-      *previous = bytes;
+      for (int column = kFirstKind; column < kColumnCount; ++column)
+        sum[column] += bytes[column] - latest[slot][column];
+      latest[slot] = bytes;
+      if (!reported[slot]) {
+        reported[slot] = 1;
+        ++reported_count;
+      }
       changed = true;
     }
     // Samples of several ranks at the same time make one row (the last of that time, selected or not, ends it).
     const bool more_at_same_time =
         index + 1 < snapshot_.memory.size() && snapshot_.memory[index + 1].time == sample.time;
-    if (!changed || more_at_same_time || latest.size() < reporting.size()) continue;
+    if (!changed || more_at_same_time || reported_count < reporting) continue;
     std::array<double, kColumnCount> row{};
     row[kTime] = sample.time - origin;
     for (int column = kFirstKind; column < kColumnCount; ++column)

@@ -2,6 +2,7 @@
 // with a message; --help and --version answer without a display.
 #include <QImage>
 #include <QProcess>
+#include <QStandardPaths>
 #include <QTemporaryDir>
 #include <QtTest>
 
@@ -65,6 +66,24 @@ class TestDashboardCli : public QObject {
     QVERIFY2(!image.isNull(), qPrintable(run.output));
     QVERIFY(image.width() >= 1000 && image.height() >= 700);
     QVERIFY(QFileInfo(path).size() > 10000);
+  }
+
+  // A synthetic 64-rank record (the sample generator, 8 hosts x 8 ranks) replays and renders.
+  void a_64_rank_record_replays() {
+    const QString python = QStandardPaths::findExecutable(QStringLiteral("python3"));
+    QVERIFY2(!python.isEmpty(), "python3 (Debian's) writes the record");
+    QTemporaryDir dir;
+    const QString record = dir.filePath("run64.jsonl");
+    QProcess generator;
+    generator.setProcessChannelMode(QProcess::MergedChannels);
+    generator.start(
+        python, {QStringLiteral(HYBRIDSHARD_GUI_TEST_DATA "/make_sample_record.py"), "--world", "64", "--out", record});
+    QVERIFY(generator.waitForFinished(60000));
+    QVERIFY2(generator.exitCode() == 0, generator.readAll().constData());
+    const QString path = dir.filePath("shot.png");
+    const Run run = run_dashboard({"--replay", record, "--at", "15", "--ranks", "0-63", "--screenshot", path});
+    QVERIFY2(run.exit_code == 0, qPrintable(run.output));
+    QVERIFY(!QImage(path).isNull());
   }
 
   void screenshot_of_a_live_job() {

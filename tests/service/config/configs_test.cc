@@ -111,6 +111,17 @@ TEST(ConfigsTest, llama3_70b_job_is_valid_and_its_rollout_side_fits) {
   }
 }
 
+// The README picture's job: a CPU job whose buffers (tens of MiB) fit 1 GiB in every phase, without the check's
+// single-rank reference buffers on rank 0.
+TEST(ConfigsTest, dashboard_demo_job_is_valid_and_fits_a_cpu_rank) {
+  const JobConfig job = load_valid(kSource / "configs/dashboard-demo.yaml");
+  EXPECT_EQ(job.runtime.backend, BackendChoice::kGloo);
+  EXPECT_FALSE(job.generation.check);
+  const MemoryPlan plan = make_memory_plan(job);
+  ASSERT_EQ(plan.ranks.size(), 4u);
+  EXPECT_TRUE(plan.fits) << format_memory_plan(plan);
+}
+
 TEST(ConfigsTest, typos_and_wrong_types_give_the_expected_diagnostics) {
   const std::vector<std::string> expected{
       "typos_and_types.yaml:4:3: error: model.hiden_size: unknown key 'hiden_size'; did you mean 'hidden_size'?",
