@@ -13,10 +13,11 @@
 // straight from it (no pack); one whose bytes lie back to back in the inference buffer is received in place; the
 // rest go through the round's bucket: packed by the sender's piece kernel, landed by the receiver's. There are two
 // buckets: round k's bucket is landed on the device's second lane (Device::copy_pieces_aside, a second stream with
-// events on CUDA) while round k + 1 moves through the other, and round k + 2 waits only for round k's landing. The
-// local pieces are copied in slices, one per round, launched just before that round's exchange: on a GPU the copy
-// kernel runs on the device's stream while NCCL moves the round on its own, so the local bytes cost no time of their
-// own. Over Gloo (CPU devices) the same steps run one after the other.
+// events on CUDA) while round k + 1 moves through the other, and round k + 2 waits only for round k's landing. Round
+// k + 1's pack and one slice of the local pieces are queued on the device's stream just before round k's exchange:
+// on a GPU they run while NCCL moves the round on its own stream, so they cost no time of their own. Rounds are cut
+// by the bytes they stage (PlanOptions::bucket_bytes), so wires that need no bucket add no rounds. Over Gloo (CPU
+// devices) the same steps run one after the other.
 //
 // Nothing goes through the host, no per-tensor temporaries, and the device holds at most the inference buffer plus
 // two buckets (RankPlan::staging_bytes(); none on the peer path) above what the train phase held.
@@ -145,31 +146,36 @@ class HybridshardTransition final : public Transition {
     };
     if (rounds_.empty()) copy_local_slice(0);
 
-    // Direct sends read the train buffers: they hold the version before the first round moves.
-    if (!rounds_.empty()) device_.synchronize();
     std::vector<bool> landing_in(buckets.size(), false);  // [bucket]: a landing from it may still run aside
+    std::optional<Stopwatch> pack_clock;                  // from the first pack's launch
     std::optional<Stopwatch> land_clock;                  // from the first landing's launch
+    std::int64_t packed_bytes = 0;
     std::int64_t landed_bytes = 0;
+    const auto bucket_of = [&](const PreparedRound& round) {
+      return round.bucket >= 0 ? static_cast<char*>(buckets[static_cast<std::size_t>(round.bucket)]->data()) : nullptr;
+    };
+    // Queues on the main lane what round k's exchange needs first: its bucket free (the landing of the round before
+    // last read it) and its sends packed. Called for round k + 1 before round k's exchange, so that the pack runs
+    // while round k moves.
+    const auto prepare = [&](std::size_t k) {
+      const PreparedRound& round = rounds_[k];
+      if (round.bucket >= 0 && landing_in[static_cast<std::size_t>(round.bucket)]) {
+        device_.await_aside(round.bucket);
+        landing_in[static_cast<std::size_t>(round.bucket)] = false;
+      }
+      if (round.pack.empty()) return;
+      if (!pack_clock) pack_clock.emplace();
+      device_.copy_pieces(round.pack, sources, nullptr, bucket_of(round));
+      packed_bytes += round.packed_bytes;
+    };
+    if (!rounds_.empty()) prepare(0);
     for (std::size_t k = 0; k < rounds_.size(); ++k) {
       const PreparedRound& round = rounds_[k];
       const std::string name = "enter.round" + std::to_string(k);
-      char* const bucket = round.bucket >= 0 ? static_cast<char*>(buckets[round.bucket]->data()) : nullptr;
-      bool wait = false;
-      if (round.bucket >= 0 && landing_in[round.bucket]) {
-        device_.await_aside(round.bucket);  // the landing of the round before last read this bucket
-        landing_in[round.bucket] = false;
-        wait = true;
-      }
-      if (!round.pack.empty()) {
-        const Stopwatch pack_clock;
-        device_.copy_pieces(round.pack, sources, nullptr, bucket);
-        device_.synchronize();  // the exchange reads the bucket
-        stats.bytes_device_to_device += round.packed_bytes;
-        emit_transfer(events_, rank, iteration_, TransferPath::kDeviceToDevice, round.packed_bytes,
-                      pack_clock.seconds(), rank, name + ".pack");
-      } else if (wait) {
-        device_.synchronize();  // the exchange writes the bucket
-      }
+      char* const bucket = bucket_of(round);
+      // The exchange reads the packed bucket and the train buffers (direct sends: they hold the version) and writes
+      // the bucket and the shard: everything queued on the main lane so far is done first.
+      device_.synchronize();
       std::vector<SendSpec> sends;
       std::vector<RecvSpec> recvs;
       for (const PreparedWire& wire : round.sends) {
@@ -180,7 +186,8 @@ class HybridshardTransition final : public Transition {
         char* into = wire.in_place ? inference_bytes : bucket;
         recvs.push_back({wire.peer, into + wire.offset, static_cast<std::size_t>(wire.bytes)});
       }
-      copy_local_slice(k);  // after the pack's synchronize: it overlaps the exchange below
+      copy_local_slice(k);                         // overlaps the exchange below
+      if (k + 1 < rounds_.size()) prepare(k + 1);  // so does the next round's pack
       const Stopwatch exchange_clock;
       world_.exchange(sends, recvs);
       const double exchange_seconds = exchange_clock.seconds();
@@ -197,7 +204,7 @@ class HybridshardTransition final : public Transition {
         if (!land_clock) land_clock.emplace();
         device_.copy_pieces_aside(round.land, {}, bucket, inference_base);
         device_.mark_aside(round.bucket);
-        landing_in[round.bucket] = true;
+        landing_in[static_cast<std::size_t>(round.bucket)] = true;
         landed_bytes += round.landed_bytes;
       }
     }
@@ -206,8 +213,13 @@ class HybridshardTransition final : public Transition {
     }
     device_.synchronize();
     if (pass && rounds_.empty()) report(*pass, stats);
+    // The packs and the landings overlap the rounds: each reported once, from its first launch to the end.
+    if (packed_bytes > 0) {
+      stats.bytes_device_to_device += packed_bytes;
+      emit_transfer(events_, rank, iteration_, TransferPath::kDeviceToDevice, packed_bytes, pack_clock->seconds(), rank,
+                    "enter.pack");
+    }
     if (landed_bytes > 0) {
-      // Every bucket's landing, overlapped with the rounds after it: from the first launch to the end.
       stats.bytes_device_to_device += landed_bytes;
       emit_transfer(events_, rank, iteration_, TransferPath::kDeviceToDevice, landed_bytes, land_clock->seconds(), rank,
                     "enter.land");

@@ -408,6 +408,67 @@ std::vector<std::pair<std::size_t, std::size_t>> cut_into_wires(const std::vecto
   return wires;
 }
 
+// One round's share of a pair's transfers: its wires, each a list of parts.
+using Chunk = std::vector<std::vector<TransferPart>>;
+
+// Cuts the transfers of one (source, destination) pair into wires (cut_into_wires over whole transfers) and the
+// wires into chunks, one per round: a chunk takes wires while the bytes they stage on either side (the sender's
+// packed wires, the receiver's bucketed ones) stay within `chunk_bytes`; wires direct on both sides stage nothing
+// and go with the chunk at hand. A wire that stages more than a chunk is cut by rows (cut_into_chunks) into wires of
+// their own, one chunk each (the last one shares its chunk with the wires after it).
+std::vector<Chunk> cut_into_rounds(const std::vector<const Transfer*>& transfers, std::int64_t chunk_bytes,
+                                   std::int64_t direct_min_bytes) {
+  std::vector<TransferPart> whole;
+  for (const Transfer* transfer : transfers) whole.push_back(TransferPart{transfer, 0, transfer->rows});
+  std::vector<Chunk> chunks;
+  Chunk current;
+  std::int64_t send_staged = 0;
+  std::int64_t recv_staged = 0;
+  const auto close = [&] {
+    if (!current.empty()) chunks.push_back(std::move(current));
+    current.clear();
+    send_staged = recv_staged = 0;
+  };
+  for (const auto& [first, last] : cut_into_wires(whole, direct_min_bytes)) {
+    Run src = source_run(whole[first]);
+    Run dst = destination_run(whole[first]);
+    std::int64_t bytes = 0;
+    for (std::size_t i = first; i < last; ++i) {
+      if (i > first) {
+        src = joined(src, source_run(whole[i]));
+        dst = joined(dst, destination_run(whole[i]));
+      }
+      bytes += whole[i].rows * whole[i].transfer->row_bytes;
+    }
+    const std::int64_t wire_send = src.contiguous ? 0 : bytes;
+    const std::int64_t wire_recv = dst.contiguous ? 0 : bytes;
+    if (send_staged + wire_send > chunk_bytes || recv_staged + wire_recv > chunk_bytes) close();
+    if (wire_send <= chunk_bytes && wire_recv <= chunk_bytes) {
+      current.emplace_back(whole.begin() + static_cast<std::ptrdiff_t>(first),
+                           whole.begin() + static_cast<std::ptrdiff_t>(last));
+      send_staged += wire_send;
+      recv_staged += wire_recv;
+      continue;
+    }
+    std::vector<const Transfer*> wire_transfers;
+    for (std::size_t i = first; i < last; ++i) wire_transfers.push_back(whole[i].transfer);
+    std::vector<std::vector<TransferPart>> parts = cut_into_chunks(wire_transfers, chunk_bytes);
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+      std::int64_t part_bytes = 0;
+      for (const TransferPart& part : parts[i]) part_bytes += part.rows * part.transfer->row_bytes;
+      current.push_back(std::move(parts[i]));
+      if (i + 1 < parts.size()) {
+        close();
+      } else {  // the last part leaves room for the wires after it
+        send_staged = wire_send > 0 ? part_bytes : 0;
+        recv_staged = wire_recv > 0 ? part_bytes : 0;
+      }
+    }
+  }
+  close();
+  return chunks;
+}
+
 // The piece of `part` as the sender (train buffer -> message at `offset`) or the receiver (message at `offset` ->
 // inference) sees it.
 Piece side_piece(const TransferPart& part, std::int64_t offset, bool sending) {
@@ -432,15 +493,15 @@ Piece side_piece(const TransferPart& part, std::int64_t offset, bool sending) {
 }
 
 // The message of one chunk, as the sender or the receiver sees it, with its wires.
-Message make_message(int peer, const std::vector<TransferPart>& parts, bool sending, std::int64_t direct_min_bytes) {
+Message make_message(int peer, const Chunk& chunk, bool sending) {
   Message message;
   message.peer = peer;
-  for (const auto& [first, last] : cut_into_wires(parts, direct_min_bytes)) {
+  for (const std::vector<TransferPart>& parts : chunk) {
     Wire& wire = message.wires.emplace_back();
-    for (std::size_t i = first; i < last; ++i) {
-      append_piece(message.pieces, side_piece(parts[i], message.bytes + wire.bytes, sending));
-      append_piece(wire.pieces, side_piece(parts[i], wire.bytes, sending));
-      wire.bytes += parts[i].rows * parts[i].transfer->row_bytes;
+    for (const TransferPart& part : parts) {
+      append_piece(message.pieces, side_piece(part, message.bytes + wire.bytes, sending));
+      append_piece(wire.pieces, side_piece(part, wire.bytes, sending));
+      wire.bytes += part.rows * part.transfer->row_bytes;
     }
     message.bytes += wire.bytes;
   }
@@ -712,9 +773,8 @@ RankPlan ReshardPlanner::State::plan(int rank) {
   };
   // std::map iterates peers in ascending order, so every round's messages are sorted by peer.
   for (const auto& [peer, transfers] : to_peer) {
-    const auto chunks = cut_into_chunks(transfers, plan.chunk_bytes);
-    for (std::size_t k = 0; k < chunks.size(); ++k)
-      place(k).sends.push_back(make_message(peer, chunks[k], true, direct_min_bytes));
+    const auto chunks = cut_into_rounds(transfers, plan.chunk_bytes, direct_min_bytes);
+    for (std::size_t k = 0; k < chunks.size(); ++k) place(k).sends.push_back(make_message(peer, chunks[k], true));
   }
   for (const auto& [peer, transfers] : from_peer) {
     PeerPieces& reads = plan.peer_reads.emplace_back();
@@ -723,9 +783,8 @@ RankPlan ReshardPlanner::State::plan(int rank) {
       append_piece(reads.pieces, Piece{transfer->src_chunk, transfer->src_offset, transfer->dst_offset, transfer->rows,
                                        transfer->row_bytes, transfer->src_stride, transfer->dst_stride});
     }
-    const auto chunks = cut_into_chunks(transfers, plan.chunk_bytes);
-    for (std::size_t k = 0; k < chunks.size(); ++k)
-      place(k).recvs.push_back(make_message(peer, chunks[k], false, direct_min_bytes));
+    const auto chunks = cut_into_rounds(transfers, plan.chunk_bytes, direct_min_bytes);
+    for (std::size_t k = 0; k < chunks.size(); ++k) place(k).recvs.push_back(make_message(peer, chunks[k], false));
   }
   return plan;
 }

@@ -5,11 +5,12 @@
 // Sources: every inference block is taken from the rank itself when its own train shards hold it; else from the
 // train rank of the same data-parallel replica that holds it (replicated tensors: the holder in the same tensor-
 // parallel column); experts that expert parallelism puts on other data-parallel ranks come from the nearest such rank
-// (cyclically after the receiver's own data-parallel rank), so every rank's share of expert traffic is even. Messages
-// between a pair of ranks are cut into chunks of at most `chunk_bytes` (a global function of the layouts and
-// PlanOptions::bucket_bytes, so sender and receiver agree); round k carries chunk k of every pair. Each message is
-// cut into wires (one send/receive each): runs contiguous in the sender's train buffer or the receiver's inference
-// buffer go without a bucket on that side, the rest through one (PlanOptions::direct_min_bytes).
+// (cyclically after the receiver's own data-parallel rank), so every rank's share of expert traffic is even. What a
+// pair of ranks moves is cut into wires (one send/receive each): runs contiguous in the sender's train buffer or the
+// receiver's inference buffer go without a bucket on that side, the rest through one (PlanOptions::direct_min_bytes).
+// The wires are then cut into chunks that stage at most `chunk_bytes` on either side (a global function of the
+// layouts and PlanOptions::bucket_bytes, so sender and receiver agree; a wire that stages more is cut by rows, and a
+// single row larger than a chunk travels alone); round k carries chunk k of every pair as one message.
 #pragma once
 
 #include <cstdint>
@@ -85,13 +86,13 @@ struct ByteRange {
 
 struct PlanOptions {
   // One round's staging, both directions together (a rank holds two buckets while entering: one being landed while
-  // the next round moves). Messages are cut into chunks of bucket_bytes / (2 * most peers of any rank).
+  // the next round moves). A message stages at most bucket_bytes / (2 * most peers of any rank) on either side.
   std::int64_t bucket_bytes = std::int64_t{256} << 20;
   // A run of at least this many bytes that is contiguous on one side of a pair (in the sender's train buffer or in
   // the receiver's inference buffer) travels as a wire of its own, sent or received there without a bucket; shorter
   // runs share a wire with their neighbours through a bucket. A send/receive pair costs NCCL a few microseconds
   // beyond its bytes, copying 4 MiB through a bucket about as much (two device copies at ~2 TB/s), so smaller runs
-  // are cheaper packed; measure with `hybridshard bench --direct-min`.
+  // are taken to be cheaper packed (an estimate, not a measurement: `hybridshard bench --direct-min` measures it).
   std::int64_t direct_min_bytes = std::int64_t{4} << 20;
 };
 
