@@ -262,6 +262,56 @@ TEST(GoodCheckpointTest, validates_and_runs) {
   EXPECT_TRUE(fs::exists(record));
 }
 
+// NaN and Inf weights load (the header is fine) but `validate` reads every weight and names the file and tensor.
+TEST(NonFiniteWeightsTest, validate_names_the_file_and_each_tensor) {
+  ScratchDir dir("non-finite");
+  const fs::path checkpoint = dir / "checkpoint";
+  service::write_hf_checkpoint(checkpoint, tiny_spec(), [](const core::HfTensor& tensor, void* data) {
+    auto* out = static_cast<std::uint16_t*>(data);
+    for (std::int64_t i = 0; i < tensor.numel(); ++i) out[i] = 0x3c00 + static_cast<std::uint16_t>(i % 64);
+    if (tensor.name == "model.layers.1.mlp.down_proj.weight") out[5] = 0x7fc0;  // NaN
+    if (tensor.name == "lm_head.weight") out[0] = out[7] = 0xff80;              // -Inf
+  });
+  const fs::path job = dir / "job.yaml";
+  std::ofstream(job) << checkpoint_job(checkpoint);
+  const ChildResult validate = run_hybridshard(dir, {"validate", job.string()});
+  ASSERT_FALSE(validate.timed_out) << validate.describe();
+  EXPECT_EQ(validate.exit_code, 2) << validate.describe();
+  const std::string file = (checkpoint / "model.safetensors").string();
+  EXPECT_NE(validate.err.find(file + ": tensor 'model.layers.1.mlp.down_proj.weight' holds 1 non-finite value "
+                                     "(NaN or Inf), the first at element 5"),
+            std::string::npos)
+      << validate.describe();
+  EXPECT_NE(validate.err.find(file + ": tensor 'lm_head.weight' holds 2 non-finite values (NaN or Inf), the first at "
+                                     "element 0"),
+            std::string::npos)
+      << validate.describe();
+}
+
+// `export` runs its ranks as threads of one process, each with a socket to every peer: a world of 64 under a 1024
+// descriptor limit is refused before anything starts, naming the limit and the fix, and leaves nothing in --out (it
+// aborted half-way with an uncaught c10d SocketError and left .export-PID/).
+TEST(DescriptorLimitTest, export_of_a_large_world_under_a_low_limit_is_refused_up_front) {
+  if (::access("/usr/bin/prlimit", X_OK) != 0) GTEST_SKIP() << "no prlimit";
+  ScratchDir dir("fd-limit");
+  const fs::path job = dir / "job.yaml";
+  std::ofstream(job) << "model:\n  preset: tiny\ntrain:\n  tensor_model_parallel_size: 2\n"
+                        "  pipeline_model_parallel_size: 2\nruntime:\n  world_size: 64\n  backend: gloo\n";
+  const fs::path out = dir / "out";
+  ChildProcess child({"/usr/bin/prlimit", "--nofile=1024:1024", "--", hybridshard_binary(), "export", job.string(),
+                      "--out", out.string()},
+                     {}, dir / "export");
+  const ChildResult result = child.wait(std::chrono::seconds(60));
+  ASSERT_FALSE(result.timed_out) << result.describe();
+  EXPECT_EQ(result.exit_code, 1) << result.describe();
+  EXPECT_NE(result.err.find("export of 64 ranks as threads of this process needs about"), std::string::npos)
+      << result.describe();
+  EXPECT_NE(result.err.find("the limit is 1024 (hard limit 1024)"), std::string::npos) << result.describe();
+  EXPECT_NE(result.err.find("ulimit -n"), std::string::npos) << result.describe();
+  EXPECT_LT(result.seconds, 20) << result.describe();
+  EXPECT_TRUE(!fs::exists(out) || fs::is_empty(out)) << "left in " << out;
+}
+
 // Job files that are not regular files: refused before they are opened (a FIFO would make the reader wait forever),
 // each with what it is.
 TEST(JobFileTest, a_fifo_or_a_symlink_loop_is_refused_saying_what_it_is) {

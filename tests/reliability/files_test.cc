@@ -17,6 +17,7 @@
 #include <fstream>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "child_process.h"
@@ -28,9 +29,9 @@ namespace {
 namespace fs = std::filesystem;
 
 // The quickstart, short: one iteration (or `iterations`), no HTTP endpoint.
-fs::path write_job(const ScratchDir& dir, const std::string& iterations = "1") {
+fs::path write_job(const ScratchDir& dir, const std::string& iterations = "1", const std::string& timeout = "30s") {
   const fs::path job = dir / "job.yaml";
-  std::ofstream(job) << quickstart_with({{"iterations", iterations}, {"listen", "\"\""}, {"timeout", "30s"}});
+  std::ofstream(job) << quickstart_with({{"iterations", iterations}, {"listen", "\"\""}, {"timeout", timeout}});
   return job;
 }
 
@@ -42,9 +43,10 @@ ChildResult run_job(const ScratchDir& dir, const std::vector<std::string>& argum
 }
 
 // A job that runs until it is stopped, recording to `record`.
-ChildProcess start_endless_job(const ScratchDir& dir, const fs::path& record) {
-  return ChildProcess({hybridshard_binary(), "run", write_job(dir, "1000000").string(), "--record", record.string()},
-                      {}, dir / "launcher");
+ChildProcess start_endless_job(const ScratchDir& dir, const fs::path& record, const std::string& timeout = "30s") {
+  return ChildProcess(
+      {hybridshard_binary(), "run", write_job(dir, "1000000", timeout).string(), "--record", record.string()}, {},
+      dir / "launcher");
 }
 
 bool reached_first_iteration(ChildProcess& launcher) {
@@ -182,6 +184,32 @@ TEST(SignalTest, sighup_stops_the_job_at_a_boundary_and_finishes_the_record) {
       run_job(dir, {"run", write_job(dir).string(), "--record", (dir / "next.jsonl").string(), "--quiet"},
               std::chrono::seconds(120));
   EXPECT_EQ(next.exit_code, 0) << next.describe();
+}
+
+// A launcher stopped for longer than runtime.timeout (Ctrl-Z, then fg) either keeps the job or names itself as the
+// cause; a rank is never blamed for the launcher's own silence (it was "rank 0 stopped answering").
+TEST(SignalTest, a_launcher_paused_past_the_timeout_survives_or_names_the_pause) {
+  ScratchDir dir("files-paused");
+  const fs::path record = dir / "run.jsonl";
+  ChildProcess launcher = start_endless_job(dir, record, "10s");
+  ASSERT_TRUE(reached_first_iteration(launcher)) << launcher.out() << launcher.err();
+  launcher.signal(SIGSTOP);
+  std::this_thread::sleep_for(std::chrono::seconds(15));
+  launcher.signal(SIGCONT);
+  const bool ended = launcher.wait_for_output(
+      [](const std::string& out) { return out.find("hybridshard: failed") != std::string::npos; },
+      std::chrono::seconds(30));
+  if (!ended) launcher.signal(SIGINT);  // it survived: stop it
+  const ChildResult run = launcher.wait(std::chrono::seconds(60));
+  ASSERT_FALSE(run.timed_out) << run.describe();
+  EXPECT_NE(run.out.find("hybridshard: the launcher was paused for 1"), std::string::npos) << run.describe();
+  if (ended) {
+    EXPECT_EQ(run.exit_code, 1) << run.describe();
+    EXPECT_NE(run.out.find("failed: the launcher was paused for 1"), std::string::npos) << run.describe();
+  } else {
+    EXPECT_EQ(run.exit_code, 130) << run.describe();
+  }
+  EXPECT_EQ(run.out.find("stopped answering"), std::string::npos) << run.describe();
 }
 
 // The old launcher wrote the embedded default job to $TMPDIR/hybridshard-job-PID.yaml through whatever was there.

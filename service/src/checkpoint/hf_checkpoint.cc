@@ -386,6 +386,51 @@ HfCheckpoint HfCheckpoint::open(const std::filesystem::path& directory) {
   return checkpoint;
 }
 
+namespace {
+
+// True for the bit pattern of a NaN or an infinity: every exponent bit set.
+bool non_finite(const std::uint8_t* element, DType dtype) {
+  if (dtype == DType::kFloat32) {
+    std::uint32_t bits = 0;
+    std::memcpy(&bits, element, 4);
+    return (bits & 0x7F800000u) == 0x7F800000u;
+  }
+  std::uint16_t bits = 0;
+  std::memcpy(&bits, element, 2);
+  return dtype == DType::kBFloat16 ? (bits & 0x7F80u) == 0x7F80u : (bits & 0x7C00u) == 0x7C00u;
+}
+
+}  // namespace
+
+std::vector<std::string> HfCheckpoint::non_finite_weights() const {
+  constexpr std::int64_t kChunkBytes = std::int64_t{8} << 20;
+  std::vector<std::string> found;
+  std::vector<std::uint8_t> chunk;
+  for (const SafetensorsFile& file : files_) {
+    for (const SafetensorsTensor& tensor : file.tensors()) {
+      const std::int64_t element_bytes = static_cast<std::int64_t>(core::dtype_size(tensor.dtype));
+      const std::int64_t total = tensor.data_end - tensor.data_begin;
+      std::int64_t count = 0;
+      std::int64_t first = -1;
+      for (std::int64_t offset = 0; offset < total; offset += kChunkBytes) {
+        const std::int64_t bytes = std::min(kChunkBytes, total - offset);
+        chunk.resize(static_cast<std::size_t>(bytes));
+        file.read_raw(tensor, offset, bytes, chunk.data());
+        for (std::int64_t at = 0; at + element_bytes <= bytes; at += element_bytes) {
+          if (!non_finite(chunk.data() + at, tensor.dtype)) continue;
+          if (count++ == 0) first = (offset + at) / element_bytes;
+        }
+      }
+      if (count > 0) {
+        found.push_back(file.path().string() + ": tensor '" + tensor.name + "' holds " + std::to_string(count) +
+                        " non-finite value" + (count == 1 ? "" : "s") + " (NaN or Inf), the first at element " +
+                        std::to_string(first));
+      }
+    }
+  }
+  return found;
+}
+
 std::vector<std::filesystem::path> HfCheckpoint::files() const {
   std::vector<std::filesystem::path> paths;
   for (const SafetensorsFile& file : files_) paths.push_back(file.path());

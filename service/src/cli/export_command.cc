@@ -2,6 +2,9 @@
 
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <mutex>
 #include <ostream>
@@ -12,20 +15,32 @@
 #include "hybridshard/core/store.h"
 #include "hybridshard/service/checkpoint/hf_checkpoint.h"
 #include "hybridshard/service/checkpoint/safetensors.h"
+#include "hybridshard/service/files/descriptor_budget.h"
 #include "hybridshard/service/rank/rank_setup.h"
 
 namespace hybridshard::service {
 
 int export_inference_shards(const JobConfig& job, const std::filesystem::path& out_dir, std::ostream& log) {
   const int world_size = job.runtime.world_size;
+  // The ranks are threads of this process, each with a socket to every peer: a world of 64 needs ~4300 descriptors.
+  // Checked before anything starts (a c10d SocketError half-way aborted the process and left the staging folder).
+  if (const std::string short_of =
+          ensure_descriptors(thread_rank_descriptors(world_size, job.rollout.tp),
+                             "export of " + std::to_string(world_size) + " ranks as threads of this process");
+      !short_of.empty()) {
+    HS_THROW(core::Error, short_of);
+  }
   // A bad checkpoint fails here, once, before any rank starts (each rank's setup opens its own).
   if (!job.model.checkpoint.empty()) HfCheckpoint::open(job.model.checkpoint);
   std::filesystem::create_directories(out_dir);
-  // Files land in a staging folder and move into place only when every rank succeeded: a failed export leaves
-  // nothing that looks complete.
-  const std::filesystem::path staging = out_dir / (".export-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(staging);
-  std::filesystem::create_directories(staging);
+  // Files land in a private staging folder (mkdtemp: a fresh name, mode 0700) and move into place only when every
+  // rank succeeded: a failed export leaves nothing that looks complete.
+  std::string staging_name = (out_dir / ".export-XXXXXX").string();
+  if (::mkdtemp(staging_name.data()) == nullptr) {
+    HS_THROW(core::Error,
+             "export: cannot create a staging folder in " + out_dir.string() + ": " + std::strerror(errno));
+  }
+  const std::filesystem::path staging = staging_name;
 
   core::StoreOptions server_options;
   server_options.host = "127.0.0.1";

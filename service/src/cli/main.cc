@@ -20,6 +20,7 @@
 #include "hybridshard/core/reshard_plan.h"
 #include "hybridshard/service/bench/bench.h"
 #include "hybridshard/service/bench/bench_cli.h"
+#include "hybridshard/service/checkpoint/hf_checkpoint.h"
 #include "hybridshard/service/config/job_config.h"
 #include "hybridshard/service/config/memory_plan.h"
 #include "hybridshard/service/launch/launcher.h"
@@ -51,6 +52,12 @@ std::filesystem::path sibling_binary(const std::string& name) {
 int command_validate(const std::string& path) {
   std::optional<JobConfig> job = load_or_report(path);
   if (!job) return kExitInvalid;
+  // What only reading every weight tells: NaN or Inf in the checkpoint (the job would train and serve garbage).
+  if (!job->model.checkpoint.empty()) {
+    const std::vector<std::string> non_finite = HfCheckpoint::open(job->model.checkpoint).non_finite_weights();
+    for (const std::string& problem : non_finite) std::cerr << path << ": error: model.checkpoint: " << problem << "\n";
+    if (!non_finite.empty()) return kExitInvalid;
+  }
   std::cout << path << ": ok (" << job->runtime.world_size << " ranks, train tp " << job->train.tp << " pp "
             << job->train.pp << " vpp " << job->train.vpp << " dp " << job->train.dp << " -> rollout tp "
             << job->rollout.tp << ")\n";

@@ -3,7 +3,9 @@
 #include "job_validator.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <set>
 #include <string>
 
@@ -42,6 +44,17 @@ bool ProblemList::positive(const std::string& key, std::int64_t value) {
 
 namespace {
 
+// Lower bounds of the rates and intervals (docs/configuration.md).
+constexpr std::chrono::milliseconds kMinTimeout{1000};
+constexpr double kMinSampleIntervalSeconds = 0.01;
+constexpr double kMinRequestsPerSecond = 1.0;
+
+std::string number_text(double value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", value);
+  return text;
+}
+
 void check_memory(const MemoryConfig& memory, ProblemList& problems) {
   if (memory.bucket_bytes < 4096) {
     problems.error("memory.bucket_bytes",
@@ -68,7 +81,13 @@ void check_runtime(const RuntimeConfig& runtime, ProblemList& problems) {
   if (runtime.master_port < 0 || runtime.master_port > 65535) {
     problems.error("runtime.master_port", std::to_string(runtime.master_port) + " is not a port (0-65535)");
   }
-  if (runtime.timeout.count() <= 0) problems.error("runtime.timeout", "must be positive, e.g. 30s");
+  if (runtime.timeout.count() <= 0) {
+    problems.error("runtime.timeout", "must be positive, e.g. 30s");
+  } else if (runtime.timeout < kMinTimeout) {
+    problems.error("runtime.timeout", std::to_string(runtime.timeout.count()) +
+                                          "ms is too short: ranks report every 0.5 s and a rank silent this long is "
+                                          "declared dead; use at least 1s (30s is the default)");
+  }
   if (runtime.cpu_device_memory <= 0) problems.error("runtime.cpu_device_memory", "must be positive, e.g. 1GiB");
   if (runtime.device_memory < 0) {
     problems.error("runtime.device_memory", "must not be negative (0: ask the device)");
@@ -93,6 +112,19 @@ void check_metrics(const MetricsConfig& metrics, ProblemList& problems) {
   }
   if (!(metrics.sample_interval_seconds > 0.0) || !std::isfinite(metrics.sample_interval_seconds)) {
     problems.error("metrics.sample_interval_seconds", "must be a positive number of seconds");
+  } else if (metrics.sample_interval_seconds < kMinSampleIntervalSeconds) {
+    problems.error("metrics.sample_interval_seconds",
+                   number_text(metrics.sample_interval_seconds) +
+                       " s is too short: each sample is an event on every rank; use at least 0.01 (0.5 is the "
+                       "default)");
+  }
+  // 0 is "no limit"; below 1 a second every request waits its turn for seconds and most are answered 503.
+  if (metrics.max_requests_per_second > 0.0 && metrics.max_requests_per_second < kMinRequestsPerSecond) {
+    problems.error("metrics.max_requests_per_second",
+                   number_text(metrics.max_requests_per_second) +
+                       " is too low: requests beyond it wait their turn and one more than 8 s away is refused, so "
+                       "Prometheus and the dashboard would be refused; use at least 1 (50 is the default) or 0 for "
+                       "no limit");
   }
 }
 

@@ -47,6 +47,9 @@ std::string stop_signal_text(int signal_number) {
 
 using Clock = std::chrono::steady_clock;
 
+// A pause of the launcher's loop this long is the process having been stopped, not scheduling.
+constexpr Clock::duration kPauseNoticed = std::chrono::seconds(2);
+
 std::string_view backend_name(BackendChoice backend) {
   switch (backend) {
     case BackendChoice::kAuto:
@@ -222,6 +225,12 @@ class RankProcesses {
     return std::nullopt;
   }
 
+  // Every running rank counts as heard from now: the launcher itself was stopped and read nothing meanwhile.
+  void forgive_silence() {
+    std::lock_guard lock(mutex_);
+    for (Process& process : ranks_) process.last_seen = Clock::now();
+  }
+
   // SIGTERM to every running rank, SIGKILL to those still running after `grace`.
   void kill_all(std::chrono::milliseconds grace) {
     for (Process& process : ranks_) {
@@ -336,19 +345,35 @@ EventReceiverHandlers rank_handlers(RankProcesses& ranks, ObservedJob& watched, 
 LaunchResult watch_ranks(RankProcesses& ranks, core::Store& store, ObservedJob& watched, const JobConfig& job,
                          std::ostream* out, bool& stop_requested) {
   const auto timeout = job.runtime.timeout;
+  // The launcher itself stopped (Ctrl-Z, SIGSTOP, a debugger) for half the timeout or more: the ranks' waits on its
+  // store time out, and a failure within a timeout of its end is its doing.
+  Clock::duration paused_for{};
+  Clock::time_point resumed_at;
+  const auto blame_pause = [&](LaunchResult result) {
+    if (paused_for >= timeout / 2 && Clock::now() - resumed_at < timeout + std::chrono::seconds(5)) {
+      result.message = "the launcher was paused for " +
+                       std::to_string(std::chrono::duration_cast<std::chrono::seconds>(paused_for).count()) +
+                       " s (SIGSTOP or Ctrl-Z; runtime.timeout is " +
+                       std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout).count()) +
+                       " s) and the ranks' waits on it timed out: " + result.message;
+    }
+    return result;
+  };
   while (true) {
     int running = 0;
-    if (const auto failure = find_failure(ranks, stop_requested, running)) return failed(watched, *failure);
+    if (const auto failure = find_failure(ranks, stop_requested, running)) {
+      return blame_pause(failed(watched, *failure));
+    }
     if (running == 0) return {};
     // A record that lost a line cannot be trusted with the rest of the job: end it now, non-zero.
     if (const std::string broken = watched.record_failure(); !broken.empty()) {
       return {1, "the run record could not be written (" + broken + "); the job was stopped", 0};
     }
     if (const auto silent = ranks.silent_longer_than(timeout)) {
-      return failed(watched,
-                    {silent->first,
-                     "stopped answering (no heartbeat for " +
-                         std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout).count()) + " s)"});
+      return blame_pause(failed(
+          watched, {silent->first,
+                    "stopped answering (no heartbeat for " +
+                        std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout).count()) + " s)"}));
     }
     const int interrupts = g_interrupts.load();
     if (interrupts >= 2) {
@@ -365,7 +390,20 @@ LaunchResult watch_ranks(RankProcesses& ranks, core::Store& store, ObservedJob& 
              << ": stopping at the next phase boundary (Ctrl-C again to kill)" << std::endl;
       }
     }
+    const auto before_sleep = Clock::now();
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    // A 50 ms sleep that took seconds: this process was stopped. What the ranks sent meanwhile is still unread, so
+    // their silence is not theirs.
+    const auto slept = Clock::now() - before_sleep;
+    if (slept > kPauseNoticed) {
+      ranks.forgive_silence();
+      paused_for = slept;
+      resumed_at = Clock::now();
+      if (out != nullptr) {
+        *out << "hybridshard: the launcher was paused for "
+             << std::chrono::duration_cast<std::chrono::seconds>(slept).count() << " s" << std::endl;
+      }
+    }
   }
 }
 

@@ -763,6 +763,28 @@ TEST(JobConfigTest, every_cross_field_problem_names_the_file_line_and_key_it_is_
   }
 }
 
+TEST(JobConfigTest, rates_and_intervals_below_their_bounds_name_the_file_line_and_key) {
+  const std::vector<PlacedCase> cases{
+      {"metrics:\n  max_requests_per_second: 0.1\n",
+       "job.yaml:2:28: error: metrics.max_requests_per_second: 0.1 is too low"},
+      {"metrics:\n  sample_interval_seconds: 1e-300\n",
+       "job.yaml:2:28: error: metrics.sample_interval_seconds: 1e-300 s is too short"},
+      {"runtime:\n  timeout: 100ms\n", "job.yaml:2:12: error: runtime.timeout: 100ms is too short"},
+  };
+  for (const PlacedCase& c : cases) {
+    const LoadResult result = load(c.yaml);
+    EXPECT_FALSE(result.job.has_value()) << c.yaml;
+    const std::vector<std::string> lines = formatted(result);
+    ASSERT_EQ(lines.size(), 1u) << all_text(result);
+    EXPECT_EQ(lines[0].rfind(c.expected, 0), 0u) << lines[0];
+  }
+  // The bounds themselves, and 0 for no request limit, are fine.
+  EXPECT_TRUE(load("metrics:\n  max_requests_per_second: 0\n  sample_interval_seconds: 0.01\nruntime:\n"
+                   "  timeout: 1s\n")
+                  .job.has_value());
+  EXPECT_TRUE(load("metrics:\n  max_requests_per_second: 1\n").job.has_value());
+}
+
 TEST(UnitsTest, byte_sizes_parse_with_binary_and_decimal_units) {
   EXPECT_EQ(parse_byte_size("4096"), 4096);
   EXPECT_EQ(parse_byte_size("256MiB"), std::int64_t{256} << 20);

@@ -56,6 +56,10 @@ class HfCheckpoint {
   // block read from the checkpoint, zeros where no block lands (vocabulary padding).
   void read_buffer(const core::ModelSpec& spec, const core::BufferLayout& layout, void* host) const;
 
+  // Every stored tensor holding NaN or Inf values, one line each: "FILE: tensor 'NAME' holds 3 non-finite values
+  // (NaN or Inf), the first at element 17". Reads every weight once (`validate` does; `run` does not).
+  std::vector<std::string> non_finite_weights() const;
+
  private:
   friend CheckpointCheck check_hf_checkpoint(const std::filesystem::path& directory, HfCheckpoint* opened);
   std::filesystem::path directory_;
