@@ -58,6 +58,7 @@ struct MemorySample {
   std::int64_t device_total = 0;
   std::int64_t tracked = 0;
   QHash<QString, std::int64_t> by_kind;  // bytes on gpu per buffer kind
+  bool coarse = false;  // the lowest or highest sample of a history bucket (older than the full-rate samples)
 };
 
 struct PhaseInterval {
@@ -65,7 +66,8 @@ struct PhaseInterval {
   int iteration = -1;
   QString phase;
   double begin = 0;
-  double end = -1;  // -1: still running
+  double end = -1;      // -1: still running
+  bool coarse = false;  // a phase's share of a history bucket, laid out from the bucket's start (not one interval)
 };
 
 struct JobInfo {
@@ -95,6 +97,11 @@ struct JobSnapshot {
   double started = 0;  // epoch seconds the job started (0 when unknown)
   int iteration = -1;
   QVector<RankState> ranks;  // sorted by rank
+  // The whole job's series, every rank, sorted by time (memory by `time`, phases by `begin`; at equal times by rank),
+  // from both sources alike (JobHistory::compose): per rank, the newest samples and intervals at full rate (the last
+  // 600 samples and 200 intervals by default) and, before them, the downsampled history of the job since its start
+  // (`coarse`: a bucket's lowest and highest sample; a bucket's phase shares). Bounded per rank whatever the job's
+  // length (docs/record-format.md, "Status").
   QVector<MemorySample> memory;
   QVector<PhaseInterval> phases;
 

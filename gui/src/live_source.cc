@@ -4,7 +4,6 @@
 #include <QNetworkReply>
 #include <QNetworkRequest>
 #include <QUrlQuery>
-#include <algorithm>
 
 #include "status_json.h"
 
@@ -48,10 +47,20 @@ void LiveSource::start() {
 void LiveSource::poll() {
   check_stale();
   if (in_flight_) return;  // the previous request is still within its timeout
-  QNetworkRequest request(status_url_);
+  QNetworkRequest request(poll_url());
   request.setTransferTimeout(options_.request_timeout_ms);
   request.setRawHeader("Accept", "application/json");
   in_flight_ = network_->get(request);
+}
+
+QUrl LiveSource::poll_url() const {
+  if (mirror_.cursor().isEmpty()) return status_url_;
+  QUrl url = status_url_;
+  QUrlQuery query(url);
+  query.removeAllQueryItems(QStringLiteral("since"));
+  query.addQueryItem(QStringLiteral("since"), QString::fromLatin1(QUrl::toPercentEncoding(mirror_.cursor())));
+  url.setQuery(query);
+  return url;
 }
 
 void LiveSource::check_stale() {
@@ -85,36 +94,19 @@ void LiveSource::on_finished(QNetworkReply* reply) {
     set_connection_state(ConnectionState::kRefused, detail + age);
     return;
   }
-  StatusParseResult parsed = parse_status(reply->readAll());
+  const QByteArray body = reply->readAll();
+  StatusParseResult parsed = parse_status(body);
   if (!parsed.ok) {
     set_connection_state(ConnectionState::kMalformed, parsed.error + age);
     return;
   }
   had_data_ = true;
   ++polls_answered_;
+  bytes_received_ += body.size();
   since_last_good_.start();
-  merge_history(&parsed.snapshot);
-  publish(std::move(parsed.snapshot));
+  mirror_.apply(std::move(parsed));
+  publish(mirror_.snapshot());
   set_connection_state(ConnectionState::kConnected, status_url_.toString());
-}
-
-void LiveSource::merge_history(JobSnapshot* snapshot) {
-  // The endpoint keeps a window of recent samples; the dashboard keeps everything since it connected.
-  for (const MemorySample& sample : snapshot->memory) {
-    QVector<MemorySample>& samples = memory_[sample.rank];
-    if (samples.isEmpty() || sample.time > samples.back().time) samples.push_back(sample);
-    if (samples.size() > options_.max_samples_per_rank) {
-      samples.erase(samples.begin(), samples.begin() + (samples.size() - options_.max_samples_per_rank));
-    }
-  }
-  for (const PhaseInterval& phase : snapshot->phases) phases_.insert({phase.rank, phase.begin}, phase);
-  snapshot->memory.clear();
-  for (const QVector<MemorySample>& samples : std::as_const(memory_)) snapshot->memory += samples;
-  std::stable_sort(snapshot->memory.begin(), snapshot->memory.end(),
-                   [](const MemorySample& a, const MemorySample& b) { return a.time < b.time; });
-  snapshot->phases = QVector<PhaseInterval>(phases_.begin(), phases_.end());
-  std::stable_sort(snapshot->phases.begin(), snapshot->phases.end(),
-                   [](const PhaseInterval& a, const PhaseInterval& b) { return a.begin < b.begin; });
 }
 
 }  // namespace hybridshard::gui

@@ -1,5 +1,7 @@
 // Live data: polls GET <url>/status every poll interval with QNetworkAccessManager. Every request has a transfer
 // timeout, so a job that stops answering turns the state to stale (or refused) instead of hanging the dashboard.
+// The first poll gets the whole document; the next ones ask only for what changed since (?since=CURSOR) and merge it
+// (StatusMirror): the snapshot is the same as the whole document's, the series cover the whole job.
 #pragma once
 
 #include <QElapsedTimer>
@@ -9,6 +11,7 @@
 #include <QUrl>
 
 #include "data_source.h"
+#include "status_mirror.h"
 
 class QNetworkAccessManager;
 class QNetworkReply;
@@ -19,7 +22,6 @@ struct LiveSourceOptions {
   int poll_interval_ms = 1000;
   int request_timeout_ms = 2000;  // per request
   int stale_after_ms = 5000;      // connected but no valid answer for this long: stale
-  int max_samples_per_rank = 20000;
   QString job;  // against `hybridshard serve`: the job to show (GET /status?job=NAME); "" for the endpoint's default
 };
 
@@ -35,12 +37,13 @@ class LiveSource : public DataSource {
   void start() override;
   QUrl status_url() const { return status_url_; }
   int polls_answered() const { return polls_answered_; }
+  qint64 bytes_received() const { return bytes_received_; }  // bodies of the valid answers so far
 
  private:
   void poll();
   void on_finished(QNetworkReply* reply);
   void check_stale();
-  void merge_history(JobSnapshot* snapshot);
+  QUrl poll_url() const;
 
   QUrl status_url_;
   LiveSourceOptions options_;
@@ -50,8 +53,8 @@ class LiveSource : public DataSource {
   QElapsedTimer since_last_good_;
   bool had_data_ = false;
   int polls_answered_ = 0;
-  QMap<int, QVector<MemorySample>> memory_;         // per rank, by time
-  QMap<QPair<int, double>, PhaseInterval> phases_;  // (rank, begin) -> interval
+  qint64 bytes_received_ = 0;
+  StatusMirror mirror_;
 };
 
 }  // namespace hybridshard::gui

@@ -67,6 +67,8 @@ bool RunRecord::load_from_data(const QByteArray& data, const QString& name, QStr
 void RecordPlayer::reset() {
   snapshot_ = JobSnapshot();
   snapshot_.state = QStringLiteral("starting");
+  history_ = JobHistory(limits_);
+  series_changed_ = false;
   next_event_ = 0;
   enter_network_bytes_.clear();
   in_enter_.clear();
@@ -80,6 +82,8 @@ const JobSnapshot& RecordPlayer::seek(double time) {
     apply(events[next_event_]);
     ++next_event_;
   }
+  if (series_changed_) history_.compose(&snapshot_.memory, &snapshot_.phases);
+  series_changed_ = false;
   position_ = time;
   positioned_ = true;
   snapshot_.time = time;
@@ -189,7 +193,8 @@ void RecordPlayer::apply(const RecordEvent& event) {
       in_enter_[event.rank] = true;
       enter_network_bytes_[event.rank] = 0;
     }
-    snapshot_.phases.push_back(PhaseInterval{event.rank, event.iteration, rank.phase, event.time, -1});
+    history_.begin_phase(event.rank, event.iteration, rank.phase, event.time);
+    series_changed_ = true;
   } else if (type == QLatin1String("phase_end")) {
     const QString phase = text_field(fields, "phase");
     const double seconds = fields.value(QLatin1String("seconds")).toDouble(0);
@@ -200,17 +205,8 @@ void RecordPlayer::apply(const RecordEvent& event) {
     } else if (phase == QLatin1String("exit")) {
       rank.last_exit_seconds = seconds;
     }
-    bool closed = false;
-    for (auto it = snapshot_.phases.rbegin(); it != snapshot_.phases.rend(); ++it) {
-      if (it->rank == event.rank && it->phase == phase && it->end < 0) {
-        it->end = event.time;
-        closed = true;
-        break;
-      }
-    }
-    if (!closed) {
-      snapshot_.phases.push_back(PhaseInterval{event.rank, event.iteration, phase, event.time - seconds, event.time});
-    }
+    history_.end_phase(event.rank, event.iteration, phase, event.time, seconds);
+    series_changed_ = true;
     if (rank.phase == phase) {
       rank.phase.clear();
       rank.phase_since = event.time;
@@ -229,7 +225,8 @@ void RecordPlayer::apply(const RecordEvent& event) {
     rank.device_used = sample.device_used;
     rank.device_total = sample.device_total;
     rank.tracked = sample.tracked;
-    snapshot_.memory.push_back(std::move(sample));
+    history_.add_sample(sample);
+    series_changed_ = true;
   } else if (type == QLatin1String("check")) {
     if (!fields.value(QLatin1String("ok")).toBool(true)) ++rank.check_failures;
   }

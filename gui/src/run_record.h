@@ -5,6 +5,7 @@
 #include <QString>
 #include <QVector>
 
+#include "job_history.h"
 #include "job_snapshot.h"
 
 namespace hybridshard::gui {
@@ -36,10 +37,12 @@ class RunRecord {
 // Rebuilds the job's state by applying the record's events in order, by the rules of the service's fold (JobState):
 // the dashboard links no core, so the rules are written twice and tests/gui/tst_foldcontract.cpp holds them together.
 // Moving forward applies only the new events; moving back starts again from the first event, so any time can be reached
-// from any other.
+// from any other. The series are kept as the fold keeps them (JobHistory, `limits` = the service's JobStateLimits):
+// a record of hours gives a bounded snapshot covering the whole job, the same as GET /status at that moment.
 class RecordPlayer {
  public:
-  explicit RecordPlayer(const RunRecord* record) : record_(record) {}
+  explicit RecordPlayer(const RunRecord* record, HistoryLimits limits = {})
+      : record_(record), limits_(limits), history_(limits) {}
 
   // State after every event with time <= `time` (epoch seconds).
   const JobSnapshot& seek(double time);
@@ -51,6 +54,9 @@ class RecordPlayer {
   RankState& rank_state(int rank);
 
   const RunRecord* record_;
+  HistoryLimits limits_;
+  JobHistory history_;
+  bool series_changed_ = false;  // since the series were last composed into snapshot_
   JobSnapshot snapshot_;
   int next_event_ = 0;
   double position_ = -1;

@@ -131,6 +131,70 @@ void parse_buffer(const QJsonObject& object, const QString& path, QString* error
   buffer->shape = reader.text("shape", false);
 }
 
+MemorySample parse_sample(const QJsonObject& object, const QString& path, QString* error) {
+  FieldReader reader(object, path, error);
+  MemorySample sample;
+  sample.time = reader.number("time", true);
+  sample.device_used = reader.bytes("device_used", false);
+  sample.device_total = reader.bytes("device_total", false);
+  sample.tracked = reader.bytes("tracked", false);
+  const QJsonObject by_kind = reader.object("by_kind", false);
+  for (auto it = by_kind.begin(); it != by_kind.end(); ++it) {
+    if (!it.value().isDouble() && error->isEmpty()) {
+      *error = QStringLiteral("%1.by_kind.%2: expected a number").arg(path, it.key());
+    }
+    sample.by_kind.insert(it.key(), saturate<std::int64_t>(it.value().toDouble()));
+  }
+  return sample;
+}
+
+// One rank's history buckets: {"rank", "memory_bucket_seconds", "phase_bucket_seconds", "memory": [{"bucket",
+// "high", "low"?}], "phases": [{"bucket", "iteration", "seconds": {phase: s}}]}.
+RankHistoryChanges parse_rank_history(const QJsonObject& object, const QString& path, QString* error) {
+  FieldReader reader(object, path, error);
+  RankHistoryChanges history;
+  history.rank = reader.integer("rank", true);
+  history.memory_bucket_seconds = reader.number("memory_bucket_seconds", true);
+  history.phase_bucket_seconds = reader.number("phase_bucket_seconds", true);
+  if (error->isEmpty() && (history.memory_bucket_seconds <= 0 || history.phase_bucket_seconds <= 0)) {
+    *error = QStringLiteral("%1: bucket seconds must be > 0").arg(path);
+  }
+  const QJsonArray memory = reader.array("memory", false);
+  const QString memory_path = reader.path("memory");
+  for (int index = 0; index < memory.size() && error->isEmpty(); ++index) {
+    const QString element = QStringLiteral("%1[%2]").arg(memory_path).arg(index);
+    const QJsonObject bucket_object = element_object(memory, index, memory_path, error);
+    FieldReader bucket_reader(bucket_object, element, error);
+    const auto bucket_index = saturate<std::int64_t>(bucket_reader.number("bucket", true));
+    MemoryBucket bucket;
+    bucket.high = parse_sample(bucket_reader.object("high", true), bucket_reader.path("high"), error);
+    bucket.low = bucket_object.contains(QLatin1String("low"))
+                     ? parse_sample(bucket_reader.object("low", true), bucket_reader.path("low"), error)
+                     : bucket.high;
+    bucket.low.rank = bucket.high.rank = history.rank;
+    bucket.empty = false;
+    history.memory[bucket_index] = std::move(bucket);
+  }
+  const QJsonArray phases = reader.array("phases", false);
+  const QString phases_path = reader.path("phases");
+  for (int index = 0; index < phases.size() && error->isEmpty(); ++index) {
+    const QString element = QStringLiteral("%1[%2]").arg(phases_path).arg(index);
+    FieldReader bucket_reader(element_object(phases, index, phases_path, error), element, error);
+    const auto bucket_index = saturate<std::int64_t>(bucket_reader.number("bucket", true));
+    PhaseBucket bucket;
+    bucket.iteration = bucket_reader.integer("iteration", false, -1);
+    const QJsonObject seconds = bucket_reader.object("seconds", true);
+    for (auto it = seconds.begin(); it != seconds.end(); ++it) {
+      if ((!it.value().isDouble() || !std::isfinite(it.value().toDouble())) && error->isEmpty()) {
+        *error = QStringLiteral("%1.seconds.%2: expected a number").arg(element, it.key());
+      }
+      bucket.seconds.insert(it.key(), it.value().toDouble());
+    }
+    history.phases[bucket_index] = std::move(bucket);
+  }
+  return history;
+}
+
 void parse_rank(const QJsonObject& object, const QString& path, QString* error, RankState* rank) {
   FieldReader reader(object, path, error);
   rank->rank = reader.integer("rank", true);
@@ -215,6 +279,14 @@ StatusParseResult parse_status(const QByteArray& body) {
   JobSnapshot& snapshot = result.snapshot;
   const QJsonObject job = reader.object("job", false);
   if (!job.isEmpty() && error.isEmpty()) parse_job_info(job, &snapshot.job, &error);
+  result.has_job = root.contains(QLatin1String("job"));
+  result.cursor = reader.text("cursor", false);
+  result.incremental = root.contains(QLatin1String("since"));
+  const QJsonObject kept = reader.object("kept", false);
+  FieldReader kept_reader(kept, QStringLiteral("kept"), &error);
+  result.limits.memory_per_rank = kept_reader.integer("memory_per_rank", false, result.limits.memory_per_rank);
+  result.limits.phases_per_rank = kept_reader.integer("phases_per_rank", false, result.limits.phases_per_rank);
+  result.limits.history_buckets = kept_reader.integer("history_buckets", false, result.limits.history_buckets);
   snapshot.state = reader.text("state", true);
   snapshot.message = reader.text("message", false);
   snapshot.time = reader.number("time", true);
@@ -224,8 +296,9 @@ StatusParseResult parse_status(const QByteArray& body) {
   const QJsonArray ranks = reader.array("ranks", true);
   for (int index = 0; index < ranks.size() && error.isEmpty(); ++index) {
     RankState rank;
-    parse_rank(element_object(ranks, index, QStringLiteral("ranks"), &error), QStringLiteral("ranks[%1]").arg(index),
-               &error, &rank);
+    const QJsonObject rank_object = element_object(ranks, index, QStringLiteral("ranks"), &error);
+    parse_rank(rank_object, QStringLiteral("ranks[%1]").arg(index), &error, &rank);
+    if (!rank_object.contains(QLatin1String("buffers"))) result.ranks_without_buffers.insert(rank.rank);
     snapshot.ranks.push_back(std::move(rank));
   }
   std::sort(snapshot.ranks.begin(), snapshot.ranks.end(),
@@ -235,24 +308,10 @@ StatusParseResult parse_status(const QByteArray& body) {
   for (int index = 0; index < memory.size() && error.isEmpty(); ++index) {
     const QString path = QStringLiteral("memory[%1]").arg(index);
     const QJsonObject object = element_object(memory, index, QStringLiteral("memory"), &error);
-    FieldReader sample_reader(object, path, &error);
-    MemorySample sample;
-    sample.time = sample_reader.number("time", true);
-    sample.rank = sample_reader.integer("rank", true);
-    sample.device_used = sample_reader.bytes("device_used", false);
-    sample.device_total = sample_reader.bytes("device_total", false);
-    sample.tracked = sample_reader.bytes("tracked", false);
-    const QJsonObject by_kind = sample_reader.object("by_kind", false);
-    for (auto it = by_kind.begin(); it != by_kind.end(); ++it) {
-      if (!it.value().isDouble() && error.isEmpty()) {
-        error = QStringLiteral("%1.by_kind.%2: expected a number").arg(path, it.key());
-      }
-      sample.by_kind.insert(it.key(), saturate<std::int64_t>(it.value().toDouble()));
-    }
-    snapshot.memory.push_back(std::move(sample));
+    MemorySample sample = parse_sample(object, path, &error);
+    sample.rank = FieldReader(object, path, &error).integer("rank", true);
+    result.series.memory.push_back(std::move(sample));
   }
-  std::stable_sort(snapshot.memory.begin(), snapshot.memory.end(),
-                   [](const MemorySample& a, const MemorySample& b) { return a.time < b.time; });
 
   const QJsonArray phases = reader.array("phases", false);
   for (int index = 0; index < phases.size() && error.isEmpty(); ++index) {
@@ -264,7 +323,14 @@ StatusParseResult parse_status(const QByteArray& body) {
     phase.phase = phase_reader.text("phase", true);
     phase.begin = phase_reader.number("begin", true);
     phase.end = phase_reader.number("end", false, -1);
-    snapshot.phases.push_back(std::move(phase));
+    result.series.phases.push_back(std::move(phase));
+  }
+
+  const QJsonArray history = reader.array("history", false);
+  for (int index = 0; index < history.size() && error.isEmpty(); ++index) {
+    result.series.history.push_back(
+        parse_rank_history(element_object(history, index, QStringLiteral("history"), &error),
+                           QStringLiteral("history[%1]").arg(index), &error));
   }
 
   if (!error.isEmpty()) {
@@ -272,6 +338,9 @@ StatusParseResult parse_status(const QByteArray& body) {
     result.snapshot = JobSnapshot();
     return result;
   }
+  JobHistory series(result.limits);
+  series.apply(result.series);
+  series.compose(&snapshot.memory, &snapshot.phases);
   result.ok = true;
   return result;
 }

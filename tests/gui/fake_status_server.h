@@ -1,9 +1,11 @@
-// A tiny HTTP/1.1 server on 127.0.0.1 (port 0) that answers every request with a canned response, or not at all.
+// A tiny HTTP/1.1 server on 127.0.0.1 (port 0) that answers every request with a canned response (or one a function
+// makes from the request line), or not at all.
 #pragma once
 
 #include <QHostAddress>
 #include <QTcpServer>
 #include <QTcpSocket>
+#include <functional>
 
 namespace hybridshard::gui::testing {
 
@@ -22,8 +24,9 @@ class FakeStatusServer : public QTcpServer {
           buffer_.clear();
           requests_ << request_line;
           if (mode_ == Mode::kSilent) return;  // accept, read, never answer
+          const QByteArray body = responder_ ? responder_(request_line) : body_;
           QByteArray response = "HTTP/1.1 " + status_line_ + "\r\nContent-Type: application/json\r\nContent-Length: " +
-                                QByteArray::number(body_.size()) + "\r\nConnection: close\r\n\r\n" + body_;
+                                QByteArray::number(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
           socket->write(response);
           socket->disconnectFromHost();
         });
@@ -38,12 +41,16 @@ class FakeStatusServer : public QTcpServer {
     status_line_ = status_line;
   }
   void set_mode(Mode mode) { mode_ = mode; }
+  void set_responder(std::function<QByteArray(const QByteArray& request_line)> responder) {
+    responder_ = std::move(responder);
+  }
   const QList<QByteArray>& requests() const { return requests_; }
 
  private:
   QByteArray body_;
   QByteArray status_line_ = "200 OK";
   QByteArray buffer_;
+  std::function<QByteArray(const QByteArray&)> responder_;
   Mode mode_ = Mode::kAnswer;
   QList<QByteArray> requests_;
 };

@@ -10,7 +10,9 @@
 
 #include "hybridshard/service/observe/job_state.h"
 #include "hybridshard/service/observe/record.h"
+#include "long_job_record.h"
 #include "run_record.h"
+#include "snapshot_compare.h"
 #include "status_json.h"
 #include "test_support.h"
 
@@ -117,6 +119,48 @@ class TestFoldContract : public QObject {
       ++compared;
     }
     QVERIFY(compared > 10);
+  }
+
+  // Two hours of four ranks: the replay keeps the series as the fold does (recent at full rate, buckets of the whole
+  // job), with the fold's limits, and agrees with the status document at moments along the way.
+  void a_long_record_replays_as_the_fold_keeps_it_data() {
+    QTest::addColumn<int>("memory_per_rank");
+    QTest::addColumn<int>("phases_per_rank");
+    QTest::addColumn<int>("history_buckets");
+    QTest::newRow("the service's defaults") << 600 << 200 << 256;
+    QTest::newRow("small") << 50 << 10 << 16;
+  }
+
+  void a_long_record_replays_as_the_fold_keeps_it() {
+    QFETCH(int, memory_per_rank);
+    QFETCH(int, phases_per_rank);
+    QFETCH(int, history_buckets);
+    const QByteArray data = testing::long_job_record(4, 2.0);
+    RunRecord record;
+    QString error;
+    QVERIFY2(record.load_from_data(data, QStringLiteral("long.jsonl"), &error), qPrintable(error));
+    service::JobState state(service::JobStateLimits{.memory_samples_per_rank = std::size_t(memory_per_rank),
+                                                    .phases_per_rank = std::size_t(phases_per_rank),
+                                                    .history_buckets = std::size_t(history_buckets)});
+    HistoryLimits limits;
+    limits.memory_per_rank = memory_per_rank;
+    limits.phases_per_rank = phases_per_rank;
+    limits.history_buckets = history_buckets;
+    RecordPlayer player(&record, limits);
+    int next = 0;
+    for (const double hours : {0.25, 1.0, 1.5, 2.1}) {
+      const double time = testing::kLongJobStart + hours * 3600;
+      for (; next < record.events().size() && record.events()[next].time <= time; ++next) {
+        state.apply(nlohmann::json::parse(
+            QJsonDocument(record.events()[next].fields).toJson(QJsonDocument::Compact).toStdString()));
+      }
+      JobSnapshot live = parse_status(QByteArray::fromStdString(state.status_json().dump())).snapshot;
+      const JobSnapshot& replay = player.seek(time);
+      live.time = replay.time;  // the status says the newest event's time, the replay the moment asked for
+      const QString difference = testing::first_difference(live, replay);
+      QVERIFY2(difference.isEmpty(), qPrintable(QStringLiteral("at %1 h: %2").arg(hours).arg(difference)));
+      QVERIFY(replay.memory.size() <= 4 * (memory_per_rank + 2 * history_buckets));
+    }
   }
 };
 

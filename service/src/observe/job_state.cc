@@ -103,17 +103,13 @@ void add_to_history(BucketedHistory<MemoryBucket>& history, const MemorySampleSt
 
 // Spreads an ended interval over the buckets it overlaps, by the seconds it spent in each.
 void add_to_history(BucketedHistory<PhaseBucket>& history, const PhaseInterval& interval) {
-  const double begin = std::min(interval.begin, interval.end);
-  const double end = interval.end;
-  if (history.cover(begin, end)) mark_all_changed(history, interval.changed);
-  for (std::int64_t index = history.index_of(begin); index <= history.index_of(end); ++index) {
-    const double overlap = std::min(end, history.end_of(index)) - std::max(begin, history.begin_of(index));
-    if (overlap <= 0 && begin != end) continue;
-    PhaseBucket& bucket = history.at(index);
-    bucket.seconds[interval.phase] += std::max(overlap, 0.0);
-    bucket.iteration = std::max(bucket.iteration, interval.iteration);
-    bucket.changed = interval.changed;
-  }
+  const bool widened =
+      history.spread(std::min(interval.begin, interval.end), interval.end, [&](PhaseBucket& bucket, double seconds) {
+        bucket.seconds[interval.phase] += seconds;
+        bucket.iteration = std::max(bucket.iteration, interval.iteration);
+        bucket.changed = interval.changed;
+      });
+  if (widened) mark_all_changed(history, interval.changed);
 }
 
 std::uint64_t random_epoch() {

@@ -48,6 +48,27 @@ class BucketedHistory {
     return widened;
   }
 
+  // Spreads the interval [begin, end] over the buckets it overlaps, widening first: add(bucket, seconds) for each,
+  // with the seconds of the overlap (an instant, begin == end, goes to its one bucket with 0). Returns true when
+  // the width changed.
+  template <typename Add>
+  bool spread(double begin, double end, Add&& add) {
+    const bool widened = cover(begin, end);
+    for (std::int64_t index = index_of(begin); index <= index_of(end); ++index) {
+      const double overlap = std::min(end, end_of(index)) - std::max(begin, begin_of(index));
+      if (overlap <= 0 && begin != end) continue;
+      add(at(index), std::max(overlap, 0.0));
+    }
+    return widened;
+  }
+
+  // Empties the history and sets its width: for a reader that mirrors another history (the dashboard reading a
+  // status document takes the service's widths and buckets as they come).
+  void clear(double width) {
+    buckets_.clear();
+    width_ = width;
+  }
+
   // The bucket of index `index` (created empty if absent); `index` must lie within what cover() made fit.
   Bucket& at(std::int64_t index) { return buckets_[index]; }
 
