@@ -18,7 +18,7 @@
 // and the local chunks fill the gaps. copy_pieces keeps its tables on the device: the same call again (an enter
 // after an exit: same pieces, same buffers) launches it without building or uploading it. copy_pieces_aside runs the
 // same on a second stream (the send/recv path lands one round's bucket there while the next round moves); both lanes
-// share the table cache (the last 256 tables).
+// share the table cache (the last 1024 tables: a round's pack, landing and local slice each have one).
 //
 // The cache (like PyTorch's caching allocator, without splitting blocks): sizes are rounded (512 B below 1 MiB, 2 MiB
 // above), deallocate records an event on the stream and keeps the block in a size-ordered free list of its residency,
@@ -648,7 +648,7 @@ class CudaDevice final : public Device {
   std::int64_t engine_min_row_bytes_ = kEngineMinRowBytes;  // see the top of this file
   // The last kCachedTables tables, most recently used first: the landing pass, or every round's pack and landing
   // tables of the send/recv path (one enter after another with the same buffers builds none).
-  static constexpr std::size_t kCachedTables = 256;
+  static constexpr std::size_t kCachedTables = 1024;
   std::list<PieceTable> tables_;
   cudaStream_t aside_ = nullptr;  // the aside lane (copy_pieces_aside), made on first use
   cudaEvent_t aside_start_ = nullptr;

@@ -212,7 +212,7 @@ TEST_F(CudaDeviceTest, the_aside_lane_is_ordered_by_its_marks) {
   const auto host = testing::random_bytes(random, kBytes);
   DeviceBytes a(*device_, kBytes), b(*device_, kBytes), c(*device_, kBytes), d(*device_, kBytes);
   a.upload(host);
-  for (int round = 0; round < 300; ++round) {
+  for (int round = 0; round < 400; ++round) {
     // Two pieces split at a point that moves every round: a table of its own each round.
     const std::int64_t split = 16 * (round + 1);
     const std::vector<Piece> main_piece{{0, 0, 0, 1, split, split, split},

@@ -76,6 +76,23 @@ TEST(BenchOptionsTest, every_problem_is_reported_at_once) {
   EXPECT_NE(problems.find("5 problems"), std::string::npos) << problems;
 }
 
+TEST(BenchOptionsTest, send_recv_and_peer_copy_knobs_reach_the_config) {
+  const BenchConfig defaults = resolve_bench_options(BenchOptions{});
+  EXPECT_EQ(defaults.direct_min_bytes, core::PlanOptions{}.direct_min_bytes);
+  EXPECT_EQ(defaults.peer_copy_min_row, -1);  // the device's own default
+  BenchOptions options;
+  options.direct_min_bytes = 0;
+  options.peer_copy_min_row = 4096;
+  const BenchConfig config = resolve_bench_options(options);
+  EXPECT_EQ(config.direct_min_bytes, 0);
+  EXPECT_EQ(config.peer_copy_min_row, 4096);
+  options.direct_min_bytes = -7;
+  options.peer_copy_min_row = -3;
+  const std::string problems = problems_of(options);
+  EXPECT_NE(problems.find("--direct-min"), std::string::npos) << problems;
+  EXPECT_NE(problems.find("--peer-copy-min-row"), std::string::npos) << problems;
+}
+
 TEST(BenchOptionsTest, unknown_preset_lists_the_known_ones) {
   BenchOptions options;
   options.model = "gpt-17";
