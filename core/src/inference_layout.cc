@@ -10,11 +10,13 @@
 namespace hybridshard::core {
 namespace {
 
+using detail::append_swiglu_shard;
 using detail::HfIndex;
 using detail::make_block;
 using detail::make_tensor;
 using detail::throw_if_unusable;
 using detail::vocab_shard;
+using detail::whole_matrix;
 using detail::whole_vector;
 
 std::string num(std::int64_t value) { return std::to_string(value); }
@@ -83,6 +85,15 @@ std::vector<InferenceLayout::Problem> InferenceLayout::validate(const ModelSpec&
     problem(Field::kTp,
             key + " " + num(tp) + " does not divide intermediate_size " + num(spec.intermediate_size) + " (vLLM)");
   }
+  if (spec.has_shared_expert() && spec.shared_expert_intermediate_size > 0 &&
+      spec.shared_expert_intermediate_size % tp != 0) {
+    problem(Field::kTp, key + " " + num(tp) + " does not divide shared_expert_intermediate_size " +
+                            num(spec.shared_expert_intermediate_size) + " (vLLM splits the shared expert over tp')");
+  }
+  if (spec.architecture == Architecture::kQwen2Moe && spec.num_experts > 0 && tp > spec.num_experts) {
+    problem(Field::kTp, key + " " + num(tp) + " exceeds num_experts " + num(spec.num_experts) +
+                            " (vLLM's Qwen2MoeSparseMoeBlock refuses a tensor parallel size above the expert count)");
+  }
   if (!spec.is_moe()) {
     if (expert_parallel) {
       problem(Field::kExpertParallel, "rollout enable_expert_parallel applies to models with experts; " +
@@ -120,7 +131,6 @@ BufferLayout inference_param_buffer(const ModelSpec& spec, const InferenceLayout
   const std::int64_t first_kv_head = tp > spec.num_key_value_heads ? tp_rank / (tp / spec.num_key_value_heads)
                                                                    : static_cast<std::int64_t>(tp_rank) * kv_per_rank;
   const std::int64_t attn_cols_per_rank = spec.num_attention_heads * d / tp;
-  const std::int64_t ffn_per_rank = spec.intermediate_size / tp;
   const std::int64_t padded_vocab = layout.padded_vocab(spec);
 
   // [q rows of this rank's heads; k rows of its kv heads; v rows of its kv heads] (weight or bias).
@@ -133,15 +143,23 @@ BufferLayout inference_param_buffer(const ModelSpec& spec, const InferenceLayout
     return tensor;
   };
 
-  // Router, then vLLM's fused-MoE parameters w13_weight [El, 2*f, h] and w2_weight [El, h, f] in the 2-D view.
+  // Router, [the shared expert's gate and MLP,] then vLLM's fused-MoE parameters w13_weight [El, 2*f, h] and w2_weight
+  // [El, h, f] in the 2-D view.
   const InferenceLayout::ExpertRange local = layout.experts_of(spec, tp_rank);
   const std::int64_t f = layout.expert_parallel ? spec.moe_intermediate_size : spec.moe_intermediate_size / tp;
   const std::int64_t u = layout.expert_parallel ? 0 : tp_rank;
   const auto append_experts = [&](BufferLayout& buffer, const std::string& prefix, int layer) {
-    const HfTensor& router = hf.layer_tensor(layer, HfKind::kRouter);
-    LocalTensor gate = make_tensor(prefix + "gate.weight", router.rows, router.cols, false);
-    gate.blocks.push_back(make_block(router, 0, 0, 0, 0, router.rows, router.cols));
-    append_tensor(buffer, std::move(gate));
+    append_tensor(buffer, whole_matrix(prefix + "gate.weight", hf.layer_tensor(layer, HfKind::kRouter)));
+    if (spec.has_shared_expert()) {
+      // Qwen2MoeSparseMoeBlock: shared_expert_gate a whole [1, h] Linear; shared_expert a Qwen2MoeMLP (merged
+      // column-parallel gate_up_proj, row-parallel down_proj over tp', with or without expert parallelism).
+      append_tensor(buffer, whole_matrix(prefix + "shared_expert_gate.weight",
+                                         hf.layer_tensor(layer, HfKind::kSharedExpertGate)));
+      append_swiglu_shard(buffer, prefix + "shared_expert.gate_up_proj.weight",
+                          prefix + "shared_expert.down_proj.weight", hf.layer_tensor(layer, HfKind::kSharedGateProj),
+                          hf.layer_tensor(layer, HfKind::kSharedUpProj),
+                          hf.layer_tensor(layer, HfKind::kSharedDownProj), tp, tp_rank);
+    }
     LocalTensor w13 = make_tensor(prefix + "experts.w13_weight", local.count * 2 * f, h, false);
     w13.shape = {local.count, 2 * f, h};
     LocalTensor w2 = make_tensor(prefix + "experts.w2_weight", local.count * h, f, false);
@@ -186,20 +204,9 @@ BufferLayout inference_param_buffer(const ModelSpec& spec, const InferenceLayout
                      layer);
       continue;
     }
-    {
-      const HfTensor& gate = hf.layer_tensor(layer, HfKind::kGate);
-      const HfTensor& up = hf.layer_tensor(layer, HfKind::kUp);
-      LocalTensor gate_up = make_tensor(prefix + "mlp.gate_up_proj.weight", 2 * ffn_per_rank, h, false);
-      gate_up.blocks.push_back(make_block(gate, tp_rank * ffn_per_rank, 0, 0, 0, ffn_per_rank, h));
-      gate_up.blocks.push_back(make_block(up, tp_rank * ffn_per_rank, 0, ffn_per_rank, 0, ffn_per_rank, h));
-      append_tensor(buffer, std::move(gate_up));
-    }
-    {
-      const HfTensor& down = hf.layer_tensor(layer, HfKind::kDown);
-      LocalTensor proj = make_tensor(prefix + "mlp.down_proj.weight", h, ffn_per_rank, false);
-      proj.blocks.push_back(make_block(down, 0, tp_rank * ffn_per_rank, 0, 0, h, ffn_per_rank));
-      append_tensor(buffer, std::move(proj));
-    }
+    append_swiglu_shard(buffer, prefix + "mlp.gate_up_proj.weight", prefix + "mlp.down_proj.weight",
+                        hf.layer_tensor(layer, HfKind::kGate), hf.layer_tensor(layer, HfKind::kUp),
+                        hf.layer_tensor(layer, HfKind::kDown), tp, tp_rank);
   }
   append_tensor(buffer, whole_vector("model.norm.weight", hf.final_norm()));
   if (const HfTensor* lm_head = hf.lm_head()) {

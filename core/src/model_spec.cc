@@ -23,6 +23,8 @@ std::string_view architecture_name(Architecture architecture) {
       return "qwen3_moe";
     case Architecture::kMixtral:
       return "mixtral";
+    case Architecture::kQwen2Moe:
+      return "qwen2_moe";
   }
   return "unknown";
 }
@@ -33,6 +35,7 @@ std::optional<Architecture> parse_architecture(std::string_view name) {
   if (name == "qwen3" || name == "Qwen3ForCausalLM") return Architecture::kQwen3;
   if (name == "qwen3_moe" || name == "Qwen3MoeForCausalLM") return Architecture::kQwen3Moe;
   if (name == "mixtral" || name == "MixtralForCausalLM") return Architecture::kMixtral;
+  if (name == "qwen2_moe" || name == "Qwen2MoeForCausalLM") return Architecture::kQwen2Moe;
   return std::nullopt;
 }
 
@@ -76,6 +79,8 @@ std::string_view ModelSpec::field_name(Field field) {
       return "decoder_sparse_step";
     case Field::kMlpOnlyLayers:
       return "mlp_only_layers";
+    case Field::kSharedExpertIntermediateSize:
+      return "shared_expert_intermediate_size";
   }
   return "unknown";
 }
@@ -128,8 +133,15 @@ std::vector<ModelSpec::Problem> ModelSpec::validate() const {
     problem(num_experts != 0           ? Field::kNumExperts
             : num_experts_per_tok != 0 ? Field::kNumExpertsPerTok
                                        : Field::kMoeIntermediateSize,
-            "num_experts, num_experts_per_tok and moe_intermediate_size are for qwen3_moe and mixtral; " +
+            "num_experts, num_experts_per_tok and moe_intermediate_size are for qwen2_moe, qwen3_moe and mixtral; " +
                 std::string(architecture_name(architecture)) + " has no experts");
+  }
+  if (has_shared_expert()) {
+    require_positive(Field::kSharedExpertIntermediateSize, shared_expert_intermediate_size);
+  } else if (shared_expert_intermediate_size != 0) {
+    problem(Field::kSharedExpertIntermediateSize, "shared_expert_intermediate_size is for qwen2_moe; " +
+                                                      std::string(architecture_name(architecture)) +
+                                                      " has no shared expert");
   }
   if (!(rope_theta > 0.0)) problem(Field::kRopeTheta, "rope_theta must be positive, got " + std::to_string(rope_theta));
   if (!(rms_norm_eps > 0.0)) {
@@ -143,7 +155,7 @@ std::vector<HfTensor> ModelSpec::hf_tensors() const {
   const std::int64_t q_rows = num_attention_heads * d;
   const std::int64_t kv_rows = num_key_value_heads * d;
   std::vector<HfTensor> tensors;
-  tensors.reserve(static_cast<std::size_t>(3 + num_hidden_layers * (14 + 3 * std::max<std::int64_t>(num_experts, 0))));
+  tensors.reserve(static_cast<std::size_t>(3 + num_hidden_layers * (18 + 3 * std::max<std::int64_t>(num_experts, 0))));
   const bool mixtral = architecture == Architecture::kMixtral;
   const std::string moe_block = mixtral ? "block_sparse_moe." : "mlp.";
   const std::int64_t moe_rows = moe_intermediate_size;
@@ -194,6 +206,15 @@ std::vector<HfTensor> ModelSpec::hf_tensors() const {
       add(expert + (mixtral ? "w2.weight" : "down_proj.weight"), HfKind::kExpertDown, layer, hidden_size, moe_rows,
           false, e);
     }
+    if (has_shared_expert()) {
+      const std::int64_t shared_rows = shared_expert_intermediate_size;
+      add(prefix + "mlp.shared_expert.gate_proj.weight", HfKind::kSharedGateProj, layer, shared_rows, hidden_size,
+          false);
+      add(prefix + "mlp.shared_expert.up_proj.weight", HfKind::kSharedUpProj, layer, shared_rows, hidden_size, false);
+      add(prefix + "mlp.shared_expert.down_proj.weight", HfKind::kSharedDownProj, layer, hidden_size, shared_rows,
+          false);
+      add(prefix + "mlp.shared_expert_gate.weight", HfKind::kSharedExpertGate, layer, 1, hidden_size, false);
+    }
   }
   add("model.norm.weight", HfKind::kFinalNorm, -1, hidden_size, 1, true);
   if (!tie_word_embeddings) add("lm_head.weight", HfKind::kLmHead, -1, vocab_size, hidden_size, false);
@@ -215,6 +236,7 @@ std::int64_t ModelSpec::num_parameters() const {
     total += attention;
     total += layer_has_experts(layer) ? num_experts * h + num_experts * 3 * moe_intermediate_size * h
                                       : 3 * intermediate_size * h;
+    if (layer_has_experts(layer) && has_shared_expert()) total += 3 * shared_expert_intermediate_size * h + h;
   }
   if (!tie_word_embeddings) total += vocab_size * h;
   return total;
@@ -311,12 +333,38 @@ std::optional<ModelSpec> model_preset(std::string_view name) {
     spec.max_position_embeddings = 32768;
     return spec;
   }
+  // Qwen2-MoE (Qwen/Qwen1.5-MoE-A2.7B, Qwen/Qwen2-57B-A14B config.json): qwen2's QKV bias, every layer sparse, top-k
+  // weights not renormalised, one shared expert per layer beside the routed ones.
+  const auto qwen2_moe = [&](std::int64_t layers, std::int64_t hidden, std::int64_t heads, std::int64_t kv_heads,
+                             std::int64_t intermediate, std::int64_t experts, std::int64_t top_k,
+                             std::int64_t moe_intermediate, std::int64_t shared_intermediate) {
+    shape(Architecture::kQwen2Moe, layers, hidden, heads, kv_heads, intermediate, 151936);
+    spec.num_experts = experts;
+    spec.num_experts_per_tok = top_k;
+    spec.moe_intermediate_size = moe_intermediate;
+    spec.shared_expert_intermediate_size = shared_intermediate;
+    spec.norm_topk_prob = false;
+    spec.decoder_sparse_step = 1;
+    spec.rope_theta = 1000000.0;
+    spec.rms_norm_eps = 1e-6;
+    spec.tie_word_embeddings = false;
+  };
+  if (name == "qwen1.5-moe-a2.7b") {  // 14.3 B parameters: 60 experts of width 1408, top 4, shared expert 5632
+    qwen2_moe(24, 2048, 16, 16, 5632, 60, 4, 1408, 5632);
+    spec.max_position_embeddings = 8192;
+    return spec;
+  }
+  if (name == "qwen2-57b-a14b") {  // 57.4 B parameters: 64 experts of width 2560, top 8, shared expert 20480
+    qwen2_moe(28, 3584, 28, 4, 18944, 64, 8, 2560, 20480);
+    spec.max_position_embeddings = 131072;
+    return spec;
+  }
   return std::nullopt;
 }
 
 std::vector<std::string> model_preset_names() {
-  return {"tiny",     "llama3-8b",     "llama3-70b",      "qwen2.5-7b",  "qwen2.5-32b",
-          "qwen3-8b", "qwen3-30b-a3b", "qwen3-235b-a22b", "mixtral-8x7b"};
+  return {"tiny",          "llama3-8b",       "llama3-70b",   "qwen2.5-7b",        "qwen2.5-32b",   "qwen3-8b",
+          "qwen3-30b-a3b", "qwen3-235b-a22b", "mixtral-8x7b", "qwen1.5-moe-a2.7b", "qwen2-57b-a14b"};
 }
 
 }  // namespace hybridshard::core

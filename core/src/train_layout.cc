@@ -11,11 +11,13 @@
 namespace hybridshard::core {
 namespace {
 
+using detail::append_swiglu_shard;
 using detail::HfIndex;
 using detail::make_block;
 using detail::make_tensor;
 using detail::throw_if_unusable;
 using detail::vocab_shard;
+using detail::whole_matrix;
 using detail::whole_vector;
 
 std::string num(std::int64_t value) { return std::to_string(value); }
@@ -104,6 +106,13 @@ std::vector<TrainLayout::Problem> TrainLayout::validate(const ModelSpec& spec) c
       problem(Field::kTp, "tensor_model_parallel_size " + num(tp) + " does not divide intermediate_size " +
                               num(spec.intermediate_size) + " (ffn_hidden_size)");
     }
+    if (spec.has_shared_expert() && spec.shared_expert_intermediate_size > 0 &&
+        spec.shared_expert_intermediate_size % tp != 0) {
+      problem(Field::kTp, "tensor_model_parallel_size " + num(tp) +
+                              " does not divide shared_expert_intermediate_size " +
+                              num(spec.shared_expert_intermediate_size) +
+                              " (Megatron-Core splits the shared expert over tp like the dense MLP)");
+    }
   }
   if (pp_ok && vpp_ok) {
     const std::int64_t num_chunks = static_cast<std::int64_t>(pp) * vpp;
@@ -188,7 +197,6 @@ std::vector<BufferLayout> train_param_buffers(const ModelSpec& spec, const Train
   const std::int64_t groups_per_rank = num_groups / tp;
   const std::int64_t group_rows = (q_per_group + 2) * d;
   const std::int64_t attn_cols_per_rank = spec.num_attention_heads * d / tp;
-  const std::int64_t ffn_per_rank = spec.intermediate_size / tp;
   const std::int64_t padded_vocab = layout.padded_vocab(spec);
   const bool last_stage = pp_rank == layout.pp - 1;
   const std::int64_t experts_per_rank = spec.is_moe() ? spec.num_experts / layout.ep : 0;
@@ -246,10 +254,7 @@ std::vector<BufferLayout> train_param_buffers(const ModelSpec& spec, const Train
       append_tensor(buffer,
                     whole_vector(prefix + "pre_mlp_layernorm.weight", hf.layer_tensor(layer, HfKind::kPostAttnNorm)));
       if (spec.layer_has_experts(layer)) {
-        const HfTensor& router = hf.layer_tensor(layer, HfKind::kRouter);
-        LocalTensor router_tensor = make_tensor(prefix + "mlp.router.weight", router.rows, router.cols, false);
-        router_tensor.blocks.push_back(make_block(router, 0, 0, 0, 0, router.rows, router.cols));
-        append_tensor(buffer, std::move(router_tensor));
+        append_tensor(buffer, whole_matrix(prefix + "mlp.router.weight", hf.layer_tensor(layer, HfKind::kRouter)));
         const std::int64_t f = expert_ffn_per_rank;
         const std::int64_t u = coord.etp_rank;
         for (std::int64_t j = 0; j < experts_per_rank; ++j) {
@@ -268,22 +273,19 @@ std::vector<BufferLayout> train_param_buffers(const ModelSpec& spec, const Train
           fc2.blocks.push_back(make_block(down, 0, u * f, 0, 0, h, f));
           append_tensor(buffer, std::move(fc2));
         }
+        if (spec.has_shared_expert()) {  // SharedExpertMLP: split over tp like the dense MLP; gate_weight whole
+          append_swiglu_shard(
+              buffer, prefix + "mlp.shared_experts.linear_fc1.weight", prefix + "mlp.shared_experts.linear_fc2.weight",
+              hf.layer_tensor(layer, HfKind::kSharedGateProj), hf.layer_tensor(layer, HfKind::kSharedUpProj),
+              hf.layer_tensor(layer, HfKind::kSharedDownProj), tp, tp_rank);
+          append_tensor(buffer, whole_matrix(prefix + "mlp.shared_experts.gate_weight",
+                                             hf.layer_tensor(layer, HfKind::kSharedExpertGate)));
+        }
         continue;
       }
-      {
-        const HfTensor& gate = hf.layer_tensor(layer, HfKind::kGate);
-        const HfTensor& up = hf.layer_tensor(layer, HfKind::kUp);
-        LocalTensor fc1 = make_tensor(prefix + "mlp.linear_fc1.weight", 2 * ffn_per_rank, h, false);
-        fc1.blocks.push_back(make_block(gate, tp_rank * ffn_per_rank, 0, 0, 0, ffn_per_rank, h));
-        fc1.blocks.push_back(make_block(up, tp_rank * ffn_per_rank, 0, ffn_per_rank, 0, ffn_per_rank, h));
-        append_tensor(buffer, std::move(fc1));
-      }
-      {
-        const HfTensor& down = hf.layer_tensor(layer, HfKind::kDown);
-        LocalTensor fc2 = make_tensor(prefix + "mlp.linear_fc2.weight", h, ffn_per_rank, false);
-        fc2.blocks.push_back(make_block(down, 0, tp_rank * ffn_per_rank, 0, 0, h, ffn_per_rank));
-        append_tensor(buffer, std::move(fc2));
-      }
+      append_swiglu_shard(buffer, prefix + "mlp.linear_fc1.weight", prefix + "mlp.linear_fc2.weight",
+                          hf.layer_tensor(layer, HfKind::kGate), hf.layer_tensor(layer, HfKind::kUp),
+                          hf.layer_tensor(layer, HfKind::kDown), tp, tp_rank);
     }
     if (last_stage && chunk == layout.vpp - 1) {
       append_tensor(buffer, whole_vector("decoder.final_layernorm.weight", hf.final_norm()));

@@ -14,6 +14,8 @@ using testing::expect_well_formed;
 using testing::materialize;
 using testing::mentions;
 using testing::small_model;
+using testing::small_qwen2_moe;
+using testing::tensors_named;
 
 TEST(InferenceLayoutTest, rank_order_is_tp_fastest_then_dp) {
   const InferenceLayout layout{.tp = 4, .world_size = 8};
@@ -119,6 +121,34 @@ TEST(InferenceLayoutTest, fused_moe_tensors_follow_vllm_and_validate_explains_wh
                InferenceLayout::Field::kExpertParallel, "llama has none"));
 }
 
+TEST(InferenceLayoutTest, qwen2_moe_shared_expert_is_a_tensor_parallel_mlp_beside_the_fused_experts) {
+  ModelSpec spec = small_qwen2_moe(1, 5, 10, 24, false, DType::kBFloat16);
+  for (const bool expert_parallel : {false, true}) {
+    SCOPED_TRACE(expert_parallel ? "expert parallel" : "tensor-parallel experts");
+    const BufferLayout buffer =
+        inference_param_buffer(spec, InferenceLayout{.tp = 2, .world_size = 2, .expert_parallel = expert_parallel}, 1);
+    const auto [names, shapes] = tensors_named(buffer, ".mlp.");
+    const std::vector<std::string> expected = {"model.layers.0.mlp.gate.weight",
+                                               "model.layers.0.mlp.shared_expert_gate.weight",
+                                               "model.layers.0.mlp.shared_expert.gate_up_proj.weight",
+                                               "model.layers.0.mlp.shared_expert.down_proj.weight",
+                                               "model.layers.0.mlp.experts.w13_weight",
+                                               "model.layers.0.mlp.experts.w2_weight"};
+    EXPECT_EQ(names, expected);
+    // The shared expert is split over tp' either way; rank 1 of 2 holds 2 of 5 experts whole with expert parallelism.
+    const std::vector<std::vector<std::int64_t>> expected_shapes =
+        expert_parallel
+            ? std::vector<std::vector<std::int64_t>>{{5, 48}, {1, 48}, {24, 48}, {48, 12}, {2, 20, 48}, {2, 48, 10}}
+            : std::vector<std::vector<std::int64_t>>{{5, 48}, {1, 48}, {24, 48}, {48, 12}, {5, 10, 48}, {5, 48, 5}};
+    EXPECT_EQ(shapes, expected_shapes);
+  }
+  EXPECT_TRUE(mentions(InferenceLayout{.tp = 5, .world_size = 5, .expert_parallel = true}.validate(spec),
+                       InferenceLayout::Field::kTp, "does not divide shared_expert_intermediate_size 24"));
+  spec.num_experts = 2;  // vLLM's Qwen2MoeSparseMoeBlock: tp' must not exceed the experts, even with TP experts
+  EXPECT_TRUE(mentions(InferenceLayout{.tp = 4, .world_size = 4}.validate(spec), InferenceLayout::Field::kTp,
+                       "exceeds num_experts 2"));
+}
+
 struct InferenceCase {
   std::string name;
   ModelSpec spec;
@@ -147,7 +177,11 @@ std::vector<InferenceCase> inference_cases() {
   mixtral.architecture = Architecture::kMixtral;
   mixtral.decoder_sparse_step = 1;
   mixtral.dtype = DType::kFloat32;
+  ModelSpec qwen2_moe = small_qwen2_moe(2, 6, 16, 32, true, DType::kFloat16);
+  qwen2_moe.num_experts_per_tok = 4;
   return {
+      {"qwen2_moe_tp_experts_tp4", qwen2_moe, 4},
+      {"qwen2_moe_expert_parallel_tp4_uneven", qwen2_moe, 4, true},
       {"qwen3_tp2", qwen3, 2},
       {"moe_tp_experts_tp2", moe, 2},
       {"moe_tp_experts_tp4", moe, 4},

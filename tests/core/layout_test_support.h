@@ -70,6 +70,21 @@ inline void expect_well_formed(const BufferLayout& layout, const ModelSpec& spec
   EXPECT_LE(end, layout.bytes);
 }
 
+// The names and shapes, in buffer order, of the tensors whose name contains `part`.
+struct TensorList {
+  std::vector<std::string> names;
+  std::vector<std::vector<std::int64_t>> shapes;
+};
+inline TensorList tensors_named(const BufferLayout& layout, const std::string& part) {
+  TensorList list;
+  for (const LocalTensor& tensor : layout.tensors) {
+    if (tensor.name.find(part) == std::string::npos) continue;
+    list.names.push_back(tensor.name);
+    list.shapes.push_back(tensor.shape);
+  }
+  return list;
+}
+
 // Whether a problem tagged `field` says `text`.
 template <typename Field>
 bool mentions(const std::vector<FieldProblem<Field>>& problems, Field field, const std::string& text) {
@@ -92,6 +107,18 @@ inline ModelSpec small_model(Architecture architecture, std::int64_t layers, std
   spec.vocab_size = vocab;
   spec.tie_word_embeddings = tied;
   spec.dtype = dtype;
+  return spec;
+}
+
+// A small qwen2_moe (q/k/v biases) with `experts` routed experts of width `expert_width`, top 2, and a shared expert of
+// width `shared_width`.
+inline ModelSpec small_qwen2_moe(std::int64_t layers, std::int64_t experts, std::int64_t expert_width,
+                                 std::int64_t shared_width, bool tied, DType dtype) {
+  ModelSpec spec = small_model(Architecture::kQwen2Moe, layers, 4, 2, 300, tied, dtype);
+  spec.num_experts = experts;
+  spec.num_experts_per_tok = 2;
+  spec.moe_intermediate_size = expert_width;
+  spec.shared_expert_intermediate_size = shared_width;
   return spec;
 }
 

@@ -23,9 +23,17 @@ bool mentions(const std::vector<ModelSpec::Problem>& problems, ModelSpec::Field 
 
 TEST(ModelSpecTest, presets_are_valid_and_have_their_published_parameter_counts) {
   const std::vector<std::pair<std::string, std::int64_t>> expected = {
-      {"llama3-8b", 8'030'261'248},         {"llama3-70b", 70'553'706'496},   {"qwen2.5-7b", 7'615'616'512},
-      {"qwen2.5-32b", 32'763'876'352},      {"qwen3-8b", 8'190'735'360},      {"qwen3-30b-a3b", 30'532'122'624},
-      {"qwen3-235b-a22b", 235'093'634'560}, {"mixtral-8x7b", 46'702'792'704},
+      {"llama3-8b", 8'030'261'248},
+      {"llama3-70b", 70'553'706'496},
+      {"qwen2.5-7b", 7'615'616'512},
+      {"qwen2.5-32b", 32'763'876'352},
+      {"qwen3-8b", 8'190'735'360},
+      {"qwen3-30b-a3b", 30'532'122'624},
+      {"qwen3-235b-a22b", 235'093'634'560},
+      {"mixtral-8x7b", 46'702'792'704},
+      // Qwen1.5-MoE-A2.7B: "14.3B" on its model card; Qwen2-57B-A14B: 57.4 B (routed, shared experts and biases)
+      {"qwen1.5-moe-a2.7b", 14'315'784'192},
+      {"qwen2-57b-a14b", 57'408'658'944},
   };
   for (const auto& [name, parameters] : expected) {
     const auto spec = model_preset(name);
@@ -34,7 +42,7 @@ TEST(ModelSpecTest, presets_are_valid_and_have_their_published_parameter_counts)
         << name << ": " << (spec->validate().empty() ? "" : spec->validate()[0].message);
     EXPECT_EQ(spec->num_parameters(), parameters) << name;
   }
-  EXPECT_EQ(model_preset_names().size(), 9u);
+  EXPECT_EQ(model_preset_names().size(), 11u);
   for (const std::string& name : model_preset_names()) EXPECT_TRUE(model_preset(name).has_value()) << name;
   EXPECT_FALSE(model_preset("gpt-5").has_value());
 }
@@ -104,6 +112,63 @@ TEST(ModelSpecTest, moe_tensors_use_hugging_face_per_expert_names_and_dense_laye
   EXPECT_EQ(mixtral.hf_tensors()[10].name, "model.layers.0.block_sparse_moe.experts.0.w2.weight");
 }
 
+TEST(ModelSpecTest, qwen2_moe_layers_hold_qkv_biases_routed_experts_then_the_shared_expert_and_its_gate) {
+  ModelSpec spec = *model_preset("qwen1.5-moe-a2.7b");
+  EXPECT_EQ(spec.architecture, Architecture::kQwen2Moe);
+  EXPECT_FALSE(spec.norm_topk_prob);
+  spec.num_hidden_layers = 2;
+  spec.num_experts = 2;
+  spec.num_experts_per_tok = 1;
+  spec.mlp_only_layers = {0};
+  ASSERT_TRUE(spec.validate().empty()) << spec.validate()[0].message;
+  std::vector<std::string> names;
+  for (const HfTensor& t : spec.hf_tensors()) {
+    if (t.layer == 1) names.push_back(t.name.substr(std::string("model.layers.1.").size()));
+  }
+  const std::vector<std::string> expected = {"input_layernorm.weight",
+                                             "self_attn.q_proj.weight",
+                                             "self_attn.k_proj.weight",
+                                             "self_attn.v_proj.weight",
+                                             "self_attn.q_proj.bias",
+                                             "self_attn.k_proj.bias",
+                                             "self_attn.v_proj.bias",
+                                             "self_attn.o_proj.weight",
+                                             "post_attention_layernorm.weight",
+                                             "mlp.gate.weight",
+                                             "mlp.experts.0.gate_proj.weight",
+                                             "mlp.experts.0.up_proj.weight",
+                                             "mlp.experts.0.down_proj.weight",
+                                             "mlp.experts.1.gate_proj.weight",
+                                             "mlp.experts.1.up_proj.weight",
+                                             "mlp.experts.1.down_proj.weight",
+                                             "mlp.shared_expert.gate_proj.weight",
+                                             "mlp.shared_expert.up_proj.weight",
+                                             "mlp.shared_expert.down_proj.weight",
+                                             "mlp.shared_expert_gate.weight"};
+  EXPECT_EQ(names, expected);
+  std::int64_t total = 0;
+  for (const HfTensor& t : spec.hf_tensors()) {
+    total += t.numel();
+    if (t.kind == HfKind::kSharedGateProj) {
+      EXPECT_EQ(std::make_pair(t.rows, t.cols), std::make_pair(5632L, 2048L));
+    }
+    if (t.kind == HfKind::kSharedDownProj) {
+      EXPECT_EQ(std::make_pair(t.rows, t.cols), std::make_pair(2048L, 5632L));
+    }
+    if (t.kind == HfKind::kSharedExpertGate) {
+      EXPECT_EQ(std::make_pair(t.rows, t.cols), std::make_pair(1L, 2048L));
+      EXPECT_FALSE(t.is_1d);
+      EXPECT_EQ(t.expert, -1);
+    }
+    if (t.layer == 0) {
+      EXPECT_EQ(t.name.find("shared"), std::string::npos) << t.name;  // layer 0 is dense: no shared expert
+    }
+  }
+  EXPECT_EQ(total, spec.num_parameters());
+  EXPECT_EQ(parse_architecture("Qwen2MoeForCausalLM"), Architecture::kQwen2Moe);
+  EXPECT_EQ(architecture_name(Architecture::kQwen2Moe), "qwen2_moe");
+}
+
 TEST(ModelSpecTest, validate_names_every_expert_key) {
   ModelSpec spec = *model_preset("qwen3-30b-a3b");
   spec.num_experts_per_tok = 200;
@@ -117,6 +182,14 @@ TEST(ModelSpecTest, validate_names_every_expert_key) {
   ModelSpec llama = *model_preset("tiny");
   llama.num_experts = 8;
   EXPECT_TRUE(mentions(llama.validate(), ModelSpec::Field::kNumExperts, "llama has no experts"));
+  ModelSpec qwen2_moe = *model_preset("qwen2-57b-a14b");
+  qwen2_moe.shared_expert_intermediate_size = 0;
+  EXPECT_TRUE(mentions(qwen2_moe.validate(), ModelSpec::Field::kSharedExpertIntermediateSize,
+                       "shared_expert_intermediate_size must be positive, got 0"));
+  ModelSpec qwen3_moe = *model_preset("qwen3-30b-a3b");
+  qwen3_moe.shared_expert_intermediate_size = 512;
+  EXPECT_TRUE(mentions(qwen3_moe.validate(), ModelSpec::Field::kSharedExpertIntermediateSize,
+                       "shared_expert_intermediate_size is for qwen2_moe; qwen3_moe has no shared expert"));
   EXPECT_EQ(parse_architecture("Qwen3MoeForCausalLM"), Architecture::kQwen3Moe);
   EXPECT_EQ(parse_architecture("mixtral"), Architecture::kMixtral);
   EXPECT_EQ(architecture_name(Architecture::kQwen3), "qwen3");

@@ -17,6 +17,8 @@ using testing::expect_well_formed;
 using testing::materialize;
 using testing::mentions;
 using testing::small_model;
+using testing::small_qwen2_moe;
+using testing::tensors_named;
 
 TEST(TrainLayoutTest, rank_order_is_tp_fastest_then_dp_then_pp) {
   const TrainLayout layout{.tp = 2, .pp = 3, .vpp = 1, .dp = 4};
@@ -96,6 +98,32 @@ TEST(TrainLayoutTest, validate_explains_every_expert_layout_that_does_not_divide
                        "expert_tensor_parallel_size 4 does not divide"));
   EXPECT_TRUE(mentions(TrainLayout{.dp = 2, .ep = 2}.validate(*model_preset("tiny")), TrainLayout::Field::kEp,
                        "llama has none"));
+  // The shared expert (qwen2_moe) is split over tp, whatever the expert layout.
+  const ModelSpec qwen2_moe = *model_preset("qwen2-57b-a14b");
+  EXPECT_TRUE((TrainLayout{.tp = 2, .dp = 2, .ep = 4, .etp = 1}).validate(qwen2_moe).empty());
+  ModelSpec odd_shared = qwen2_moe;
+  odd_shared.shared_expert_intermediate_size = 20481;
+  EXPECT_TRUE(mentions(TrainLayout{.tp = 2, .dp = 2, .ep = 4, .etp = 1}.validate(odd_shared), TrainLayout::Field::kTp,
+                       "tensor_model_parallel_size 2 does not divide shared_expert_intermediate_size 20481"));
+}
+
+TEST(TrainLayoutTest, qwen2_moe_shared_expert_follows_megatron_cores_shared_expert_mlp) {
+  const ModelSpec spec = small_qwen2_moe(1, 4, 16, 24, false, DType::kBFloat16);
+  const TrainLayout layout{.tp = 2, .dp = 2, .ep = 4, .etp = 1};
+  const auto buffers = train_param_buffers(spec, layout, layout.coord(3));
+  ASSERT_EQ(buffers.size(), 1u);
+  const auto [names, shapes] = tensors_named(buffers[0], "mlp.");
+  const std::vector<std::string> expected = {"decoder.layers.0.mlp.router.weight",
+                                             "decoder.layers.0.mlp.experts.linear_fc1.weight0",
+                                             "decoder.layers.0.mlp.experts.linear_fc2.weight0",
+                                             "decoder.layers.0.mlp.shared_experts.linear_fc1.weight",
+                                             "decoder.layers.0.mlp.shared_experts.linear_fc2.weight",
+                                             "decoder.layers.0.mlp.shared_experts.gate_weight"};
+  EXPECT_EQ(names, expected);
+  // EP 4 x ETP 1 over 4 ranks: one whole expert per rank; the shared expert half of 24 on each tp rank.
+  const std::vector<std::vector<std::int64_t>> expected_shapes = {{4, 48},  {32, 48}, {48, 16},
+                                                                  {24, 48}, {48, 12}, {1, 48}};
+  EXPECT_EQ(shapes, expected_shapes);
 }
 
 TEST(TrainLayoutTest, expert_ranks_fold_over_tp_and_dp_as_megatron_core_does) {
@@ -194,7 +222,12 @@ std::vector<TrainCase> train_cases() {
   ModelSpec mixtral = moe;
   mixtral.architecture = Architecture::kMixtral;
   mixtral.mlp_only_layers.clear();
+  // qwen2_moe: q/k/v biases, a shared expert of width 24 beside 4 routed experts, layer 1 dense.
+  ModelSpec qwen2_moe = small_qwen2_moe(4, 4, 16, 24, false, DType::kFloat16);
+  qwen2_moe.mlp_only_layers = {1};
   return {
+      {"qwen2_moe_tp2_dp2_ep2", qwen2_moe, {.tp = 2, .dp = 2, .ep = 2}},
+      {"qwen2_moe_tp2_pp2_dp2_ep4_etp1", qwen2_moe, {.tp = 2, .pp = 2, .dp = 2, .ep = 4, .etp = 1}},
       {"qwen3_tp2_pp2", qwen3, {.tp = 2, .pp = 2}},
       {"moe_tp1_dp4_ep4", moe, {.tp = 1, .dp = 4, .ep = 4}},
       {"moe_tp2_pp2_dp2_ep2_etp2", moe, {.tp = 2, .pp = 2, .dp = 2, .ep = 2, .etp = 2}},
@@ -244,8 +277,8 @@ TEST_P(TrainLayoutMatrixTest, every_buffer_matches_the_reference_bit_for_bit) {
 }
 
 // Every element of every full tensor lives in the train shards of all ranks: dp times for split tensors, tp * dp
-// times for replicated norms and routers, twice that for tied embeddings with pipeline stages (embedding and
-// output_layer copy), and tp * dp / (etp * ep) times for experts.
+// times for replicated norms, routers and shared-expert gates, twice that for tied embeddings with pipeline stages
+// (embedding and output_layer copy), and tp * dp / (etp * ep) times for experts.
 TEST_P(TrainLayoutMatrixTest, shards_hold_every_full_tensor_element) {
   const TrainCase& c = GetParam();
   const auto hf = c.spec.hf_tensors();
@@ -275,6 +308,7 @@ TEST_P(TrainLayoutMatrixTest, shards_hold_every_full_tensor_element) {
       case HfKind::kQNorm:
       case HfKind::kKNorm:
       case HfKind::kRouter:
+      case HfKind::kSharedExpertGate:
         copies = c.layout.tp * dp;
         break;
       case HfKind::kExpertGate:

@@ -69,6 +69,30 @@ inline Block make_block(const HfTensor& hf, std::int64_t hf_row, std::int64_t hf
   return Block{hf.id, hf_row, hf_col, local_row, local_col, rows, cols};
 }
 
+// A whole 2-D tensor, replicated on every rank (routers, the shared expert's gate).
+inline LocalTensor whole_matrix(std::string name, const HfTensor& hf) {
+  LocalTensor tensor = make_tensor(std::move(name), hf.rows, hf.cols, false);
+  tensor.blocks.push_back(make_block(hf, 0, 0, 0, 0, hf.rows, hf.cols));
+  return tensor;
+}
+
+// Shard `rank` of `ranks` of a SwiGLU MLP as Megatron-Core and vLLM both split it: `fused_name` holds the
+// column-parallel [gate rows; up rows] of the shard (linear_fc1 / gate_up_proj), `down_name` the row-parallel down
+// projection's columns (linear_fc2 / down_proj).
+inline void append_swiglu_shard(BufferLayout& buffer, std::string fused_name, std::string down_name,
+                                const HfTensor& gate, const HfTensor& up, const HfTensor& down, std::int64_t ranks,
+                                std::int64_t rank) {
+  const std::int64_t width = gate.rows / ranks;
+  const std::int64_t hidden = gate.cols;
+  LocalTensor fused = make_tensor(std::move(fused_name), 2 * width, hidden, false);
+  fused.blocks.push_back(make_block(gate, rank * width, 0, 0, 0, width, hidden));
+  fused.blocks.push_back(make_block(up, rank * width, 0, width, 0, width, hidden));
+  append_tensor(buffer, std::move(fused));
+  LocalTensor projection = make_tensor(std::move(down_name), down.rows, width, false);
+  projection.blocks.push_back(make_block(down, 0, rank * width, 0, 0, down.rows, width));
+  append_tensor(buffer, std::move(projection));
+}
+
 // A whole 1-D tensor (norms).
 inline LocalTensor whole_vector(std::string name, const HfTensor& hf) {
   LocalTensor tensor = make_tensor(std::move(name), hf.rows, 1, true);

@@ -31,7 +31,8 @@ void apply_shape_overrides(const BenchOptions& o, core::ModelSpec& spec, bool& c
     if (auto architecture = core::parse_architecture(o.architecture)) {
       spec.architecture = *architecture;
     } else {
-      problems.push_back("--architecture: '" + o.architecture + "' is not llama, qwen2, qwen3, qwen3_moe or mixtral");
+      problems.push_back("--architecture: '" + o.architecture +
+                         "' is not llama, qwen2, qwen3, qwen2_moe, qwen3_moe or mixtral");
     }
     custom = true;
   }

@@ -36,9 +36,10 @@ std::string shape_text(const std::vector<std::int64_t>& shape) {
   return text + "]";
 }
 
-// The experts of qwen3_moe (num_experts, moe_intermediate_size, norm_topk_prob, decoder_sparse_step,
-// mlp_only_layers, with Qwen3MoeConfig's defaults) and mixtral (num_local_experts; its intermediate_size is the
-// experts' width; the top-k weights are always renormalised).
+// The experts of qwen2_moe and qwen3_moe (num_experts, moe_intermediate_size, norm_topk_prob, decoder_sparse_step,
+// mlp_only_layers, with Qwen2MoeConfig's / Qwen3MoeConfig's defaults; qwen2_moe also shared_expert_intermediate_size)
+// and mixtral (num_local_experts; its intermediate_size is the experts' width; the top-k weights are always
+// renormalised).
 template <typename Integer, typename Problem>
 void read_experts(const json& config, core::ModelSpec& spec, const Integer& integer, const Problem& problem) {
   if (!spec.is_moe()) return;
@@ -51,6 +52,7 @@ void read_experts(const json& config, core::ModelSpec& spec, const Integer& inte
   }
   integer("num_experts", spec.num_experts, true);
   integer("moe_intermediate_size", spec.moe_intermediate_size, true);
+  if (spec.has_shared_expert()) integer("shared_expert_intermediate_size", spec.shared_expert_intermediate_size, true);
   spec.decoder_sparse_step = 1;
   integer("decoder_sparse_step", spec.decoder_sparse_step, false);
   spec.norm_topk_prob = false;
@@ -101,7 +103,7 @@ std::optional<core::ModelSpec> check_hf_config(std::string_view text, const std:
     spec.architecture = *architecture;
   } else {
     problem("model_type '" + model_type +
-            "' is not supported; hybridshard reads llama, qwen2, qwen3, qwen3_moe and mixtral checkpoints");
+            "' is not supported; hybridshard reads llama, qwen2, qwen3, qwen2_moe, qwen3_moe and mixtral checkpoints");
   }
 
   const auto integer = [&](const char* key, std::int64_t& field, bool required) {
@@ -162,6 +164,11 @@ std::optional<core::ModelSpec> check_hf_config(std::string_view text, const std:
     break;
   }
   read_experts(config, spec, integer, problem);
+  // Qwen2MoeConfig's qkv_bias (default true): hybridshard's qwen2_moe layouts carry the biases.
+  if (auto it = config.find("qkv_bias"); spec.architecture == core::Architecture::kQwen2Moe && it != config.end() &&
+                                         !it->is_null() && !(it->is_boolean() && it->get<bool>())) {
+    problem("qkv_bias " + it->dump() + " is not supported for qwen2_moe (its q/k/v projections have biases)");
+  }
   for (const char* key : {"attention_bias", "mlp_bias"}) {
     auto it = config.find(key);
     if (it != config.end() && it->is_boolean() && it->get<bool>()) {
@@ -232,6 +239,9 @@ std::string hf_config_json(const core::ModelSpec& spec) {
     case core::Architecture::kMixtral:
       architecture = "MixtralForCausalLM";
       break;
+    case core::Architecture::kQwen2Moe:
+      architecture = "Qwen2MoeForCausalLM";
+      break;
   }
   json config = {
       {"architectures", {architecture}},
@@ -252,11 +262,15 @@ std::string hf_config_json(const core::ModelSpec& spec) {
                                                       : "float32"},
   };
   if (spec.head_dim > 0) config["head_dim"] = spec.head_dim;
-  if (qwen2) config["use_sliding_window"] = false;
+  if (qwen2 || spec.architecture == core::Architecture::kQwen2Moe) config["use_sliding_window"] = false;
   if (spec.architecture == core::Architecture::kQwen3 || spec.architecture == core::Architecture::kQwen3Moe) {
     config["attention_bias"] = false;
   }
-  if (spec.architecture == core::Architecture::kQwen3Moe) {
+  if (spec.architecture == core::Architecture::kQwen2Moe) {
+    config["shared_expert_intermediate_size"] = spec.shared_expert_intermediate_size;
+    config["qkv_bias"] = true;
+  }
+  if (spec.architecture == core::Architecture::kQwen3Moe || spec.architecture == core::Architecture::kQwen2Moe) {
     config["num_experts"] = spec.num_experts;
     config["num_experts_per_tok"] = spec.num_experts_per_tok;
     config["moe_intermediate_size"] = spec.moe_intermediate_size;

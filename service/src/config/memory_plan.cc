@@ -187,27 +187,41 @@ void judge_fit(const MemoryPlan& plan, const KvCacheNeed& kv_need, std::int64_t 
   }
 }
 
-// MoE: how much of the train params and of the inference shard are expert tensors (router excluded).
+// MoE: how much of the train params and of the inference shard are routed expert tensors (router excluded), and the
+// shared expert's (qwen2_moe: split over tp and tp' like a dense MLP).
 std::string expert_note(const JobConfig& job, const core::RankPlan& rank_plan) {
   const core::ModelSpec& spec = job.model.spec;
   const std::int64_t element = static_cast<std::int64_t>(core::dtype_size(spec.dtype));
   std::vector<bool> is_expert;
-  for (const core::HfTensor& tensor : spec.hf_tensors()) is_expert.push_back(tensor.expert >= 0);
-  const auto expert_bytes = [&](const std::vector<core::BufferLayout>& buffers) {
+  std::vector<bool> is_shared;
+  for (const core::HfTensor& tensor : spec.hf_tensors()) {
+    is_expert.push_back(tensor.expert >= 0);
+    is_shared.push_back(tensor.kind == core::HfKind::kSharedGateProj || tensor.kind == core::HfKind::kSharedUpProj ||
+                        tensor.kind == core::HfKind::kSharedDownProj || tensor.kind == core::HfKind::kSharedExpertGate);
+  }
+  const auto bytes_of = [&](const std::vector<bool>& chosen, const std::vector<core::BufferLayout>& buffers) {
     std::int64_t bytes = 0;
     for (const core::BufferLayout& buffer : buffers) {
       for (const core::LocalTensor& tensor : buffer.tensors) {
-        if (!tensor.blocks.empty() && is_expert[static_cast<std::size_t>(tensor.blocks.front().hf_tensor)]) {
+        if (!tensor.blocks.empty() && chosen[static_cast<std::size_t>(tensor.blocks.front().hf_tensor)]) {
           bytes += tensor.numel() * element;
         }
       }
     }
     return bytes;
   };
-  return "experts: " + format_bytes(expert_bytes(rank_plan.train_buffers)) + " of the train params (EP " +
-         std::to_string(job.train.ep) + ", ETP " + std::to_string(job.train.expert_tp()) + "), " +
-         format_bytes(expert_bytes({rank_plan.inference_buffer})) + " of the inference shard (" +
-         (job.rollout.expert_parallel ? "expert parallel" : "tensor-parallel experts") + ")";
+  std::string note = "experts: " + format_bytes(bytes_of(is_expert, rank_plan.train_buffers)) +
+                     " of the train params (EP " + std::to_string(job.train.ep) + ", ETP " +
+                     std::to_string(job.train.expert_tp()) + "), " +
+                     format_bytes(bytes_of(is_expert, {rank_plan.inference_buffer})) + " of the inference shard (" +
+                     (job.rollout.expert_parallel ? "expert parallel" : "tensor-parallel experts") + ")";
+  if (spec.has_shared_expert()) {
+    note += "; shared expert: " + format_bytes(bytes_of(is_shared, rank_plan.train_buffers)) +
+            " of the train params (tp " + std::to_string(job.train.tp) + "), " +
+            format_bytes(bytes_of(is_shared, {rank_plan.inference_buffer})) + " of the inference shard (tp' " +
+            std::to_string(job.rollout.tp) + ")";
+  }
+  return note;
 }
 
 // The plan of every rank, or of `only_rank` alone.

@@ -5,6 +5,8 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "config_text.h"
 #include "hybridshard/service/checkpoint/hf_checkpoint.h"
@@ -60,10 +62,15 @@ void read_shape_integer(JobReader& reader, ModelKeys& keys, const YamlNode& valu
 
 ModelKeys read_model_keys(JobReader& reader, const YamlNode& node) {
   static const std::map<std::string_view, std::string_view> kAliases{
-      {"num_layers", "num_hidden_layers"},        {"num_query_groups", "num_key_value_heads"},
-      {"ffn_hidden_size", "intermediate_size"},   {"num_moe_experts", "num_experts"},
-      {"moe_router_topk", "num_experts_per_tok"}, {"moe_ffn_hidden_size", "moe_intermediate_size"},
+      {"num_layers", "num_hidden_layers"},
+      {"num_query_groups", "num_key_value_heads"},
+      {"ffn_hidden_size", "intermediate_size"},
+      {"num_moe_experts", "num_experts"},
+      {"moe_router_topk", "num_experts_per_tok"},
+      {"moe_ffn_hidden_size", "moe_intermediate_size"},
+      {"moe_shared_expert_intermediate_size", "shared_expert_intermediate_size"},
   };
+  const std::vector<std::string_view> architectures = {"llama", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "mixtral"};
   JobConfig& job = reader.job();
   ModelKeys keys;
   reader.section(node, "model",
@@ -92,7 +99,9 @@ ModelKeys read_model_keys(JobReader& reader, const YamlNode& node) {
                   "decoder_sparse_step",
                   "num_moe_experts",
                   "moe_router_topk",
-                  "moe_ffn_hidden_size"},
+                  "moe_ffn_hidden_size",
+                  "shared_expert_intermediate_size",
+                  "moe_shared_expert_intermediate_size"},
                  [&](const YamlNode& value, const std::string& key) {
                    std::string name = value.key;
                    if (auto alias = kAliases.find(name); alias != kAliases.end()) name = std::string(alias->second);
@@ -113,7 +122,7 @@ ModelKeys read_model_keys(JobReader& reader, const YamlNode& node) {
                        job.model.seed = static_cast<std::uint32_t>(*v);
                      }
                    } else if (name == "architecture") {
-                     if (auto v = reader.choice(value, key, {"llama", "qwen2", "qwen3", "qwen3_moe", "mixtral"})) {
+                     if (auto v = reader.choice(value, key, architectures)) {
                        keys.architecture = core::parse_architecture(*v);
                        keys.given[canonical] = {&value, key};
                      }
@@ -199,6 +208,7 @@ void apply_model_keys(JobReader& reader, const ModelKeys& keys, bool from_checkp
   integer("num_experts_per_tok", spec.num_experts_per_tok);
   integer("moe_intermediate_size", spec.moe_intermediate_size);
   integer("decoder_sparse_step", spec.decoder_sparse_step);
+  integer("shared_expert_intermediate_size", spec.shared_expert_intermediate_size);
   set("architecture", keys.architecture, spec.architecture,
       [](core::Architecture value) { return std::string(core::architecture_name(value)); });
   set("tie_word_embeddings", keys.tie, spec.tie_word_embeddings,

@@ -92,7 +92,7 @@ struct ReferenceModel::Impl {
     return assembler->assemble(flat, id, at::kFloat);
   }
 
-  // A sparse layer's router and every expert, stacked as one shard holding all of them.
+  // A sparse layer's router and every expert, stacked as one shard holding all of them, and its shared expert.
   void experts(const at::Tensor& flat, int layer, detail::LayerWeights& w) const {
     w.router = weight(flat, core::HfKind::kRouter, layer);
     std::vector<at::Tensor> w13;
@@ -107,6 +107,12 @@ struct ReferenceModel::Impl {
     w.first_expert = 0;
     w.top_k = spec.num_experts_per_tok;
     w.norm_topk_prob = spec.norm_topk_prob;
+    if (spec.has_shared_expert()) {
+      w.shared_gate = weight(flat, core::HfKind::kSharedGateProj, layer);
+      w.shared_up = weight(flat, core::HfKind::kSharedUpProj, layer);
+      w.shared_down = weight(flat, core::HfKind::kSharedDownProj, layer);
+      w.shared_expert_gate = weight(flat, core::HfKind::kSharedExpertGate, layer);
+    }
   }
 
   // Teacher-forced logits over the real vocabulary for ids [B, S]: [B, S, vocab], fp32.

@@ -96,6 +96,14 @@ struct Rollout::Impl {
       w.first_expert = layout.experts_of(spec, tp_rank).first;
       w.top_k = spec.num_experts_per_tok;
       w.norm_topk_prob = spec.norm_topk_prob;
+      if (spec.has_shared_expert()) {  // Qwen2MoeMLP over tp' (also with expert parallelism); the gate whole
+        const std::int64_t shared = spec.shared_expert_intermediate_size / layout.tp;
+        const at::Tensor shared_gate_up = view(flat, block + "shared_expert.gate_up_proj.weight").to(at::kFloat);
+        w.shared_gate = shared_gate_up.narrow(0, 0, shared);
+        w.shared_up = shared_gate_up.narrow(0, shared, shared);
+        w.shared_down = view(flat, block + "shared_expert.down_proj.weight").to(at::kFloat);
+        w.shared_expert_gate = view(flat, block + "shared_expert_gate.weight").to(at::kFloat);
+      }
       return w;
     }
     const at::Tensor gate_up = view(flat, prefix + "mlp.gate_up_proj.weight").to(at::kFloat);

@@ -92,6 +92,11 @@ at::Tensor experts_forward(const at::Tensor& x, const LayerWeights& w) {
   return out;
 }
 
+at::Tensor shared_expert_forward(const at::Tensor& x, const LayerWeights& w) {
+  const at::Tensor activated = at::silu(at::matmul(x, w.shared_gate.t())) * at::matmul(x, w.shared_up.t());
+  return at::matmul(activated, w.shared_down.t()) * at::sigmoid(at::matmul(x, w.shared_expert_gate.t()));
+}
+
 at::Tensor decoder_layer(const at::Tensor& x, const LayerWeights& w, const AttentionShape& shape, const Rotary& rope,
                          std::int64_t start, const at::Tensor& k_cache, const at::Tensor& v_cache,
                          const AllReduce& all_reduce, double eps) {
@@ -131,7 +136,10 @@ at::Tensor decoder_layer(const at::Tensor& x, const LayerWeights& w, const Atten
   const at::Tensor normed2 = rms_norm(hidden, w.post_norm, eps);
   if (w.router.defined()) {
     const std::int64_t h = normed2.size(2);
-    at::Tensor moe = experts_forward(normed2.reshape({batch * length, h}), w).view({batch, length, h}).contiguous();
+    const at::Tensor tokens = normed2.reshape({batch * length, h});
+    at::Tensor moe = experts_forward(tokens, w);
+    if (w.shared_expert_gate.defined()) moe = moe + shared_expert_forward(tokens, w);
+    moe = moe.view({batch, length, h}).contiguous();
     all_reduce(moe);  // the other shards' experts (expert parallel) or parts of each expert (tensor parallel)
     return hidden + moe;
   }

@@ -126,8 +126,10 @@ std::int64_t head_dim_of(const ModelSpec& spec) {
 
 std::string layer_prefix(std::int64_t layer) { return "model.layers." + std::to_string(layer) + "."; }
 
-// The Hugging Face names of a layer's experts: qwen3_moe "mlp.experts.E.{gate,up,down}_proj.weight" under router
-// "mlp.gate.weight"; mixtral "block_sparse_moe.experts.E.{w1,w3,w2}.weight" under "block_sparse_moe.gate.weight".
+// The Hugging Face names of a layer's experts: qwen2_moe / qwen3_moe "mlp.experts.E.{gate,up,down}_proj.weight" under
+// router "mlp.gate.weight" (qwen2_moe also "mlp.shared_expert.{gate,up,down}_proj.weight",
+// "mlp.shared_expert_gate.weight"); mixtral "block_sparse_moe.experts.E.{w1,w3,w2}.weight" under
+// "block_sparse_moe.gate.weight".
 struct ExpertNames {
   std::string router;
   std::string block;  // "mlp." or "block_sparse_moe."
@@ -256,6 +258,21 @@ ExpectedTensors expected_inference_tensors(const ModelSpec& spec, const core::In
       }
       out[experts.block + "experts.w13_weight"] = stacked(w13, 2 * width, spec.hidden_size);
       out[experts.block + "experts.w2_weight"] = stacked(w2, spec.hidden_size, width);
+      if (ckpt.has(experts.block + "shared_expert_gate.weight")) {
+        // Qwen2MoeSparseMoeBlock: shared_expert_gate is a plain Linear(h, 1), whole; shared_expert a Qwen2MoeMLP
+        // whose MergedColumnParallelLinear and RowParallelLinear split over all tp ranks (expert parallel or not).
+        out[experts.block + "shared_expert_gate.weight"] =
+            as_matrix_tensor(ckpt.get(experts.block + "shared_expert_gate.weight"));
+        const Matrix shared_gate = ckpt.get(experts.block + "shared_expert.gate_proj.weight");
+        const Matrix shared_up = ckpt.get(experts.block + "shared_expert.up_proj.weight");
+        const Matrix shared_down = ckpt.get(experts.block + "shared_expert.down_proj.weight");
+        const std::int64_t shared_width = shared_gate.rows / tp;
+        out[experts.block + "shared_expert.gate_up_proj.weight"] =
+            as_matrix_tensor(concat_rows({narrow_rows(shared_gate, r * shared_width, shared_width),
+                                          narrow_rows(shared_up, r * shared_width, shared_width)}));
+        out[experts.block + "shared_expert.down_proj.weight"] =
+            as_matrix_tensor(narrow_cols(shared_down, r * shared_width, shared_width));
+      }
       continue;
     }
     const Matrix gate = ckpt.get(p + "mlp.gate_proj.weight");
@@ -353,6 +370,21 @@ ExpectedTensors expected_train_tensors(const ModelSpec& spec, const core::TrainL
                                           narrow_rows(ckpt.get(experts.up(e)), etp_rank * width, width)}));
         out[m + "mlp.experts.linear_fc2.weight" + std::to_string(j)] =
             as_matrix_tensor(narrow_cols(ckpt.get(experts.down(e)), etp_rank * width, width));
+      }
+      if (ckpt.has(experts.block + "shared_expert_gate.weight")) {
+        // SharedExpertMLP (an MLP over the tensor-parallel group, not the expert one): linear_fc1 = [gate shard;
+        // up shard], linear_fc2 = down shard by tp rank; gate_weight [1, h] whole on every rank.
+        const Matrix shared_gate = ckpt.get(experts.block + "shared_expert.gate_proj.weight");
+        const Matrix shared_up = ckpt.get(experts.block + "shared_expert.up_proj.weight");
+        const Matrix shared_down = ckpt.get(experts.block + "shared_expert.down_proj.weight");
+        const std::int64_t shared_width = shared_gate.rows / tp;
+        out[m + "mlp.shared_experts.linear_fc1.weight"] =
+            as_matrix_tensor(concat_rows({narrow_rows(shared_gate, t * shared_width, shared_width),
+                                          narrow_rows(shared_up, t * shared_width, shared_width)}));
+        out[m + "mlp.shared_experts.linear_fc2.weight"] =
+            as_matrix_tensor(narrow_cols(shared_down, t * shared_width, shared_width));
+        out[m + "mlp.shared_experts.gate_weight"] =
+            as_matrix_tensor(ckpt.get(experts.block + "shared_expert_gate.weight"));
       }
       continue;
     }

@@ -75,10 +75,19 @@ inline ModelSpec tiny_moe_spec(Architecture architecture, DType dtype, std::int6
   return spec;
 }
 
+// A small qwen2_moe: q/k/v biases, 4 experts of width 32 and a shared expert of width 48 in every layer, top 2.
+inline ModelSpec tiny_qwen2_moe_spec(DType dtype, std::int64_t layers) {
+  ModelSpec spec = tiny_moe_spec(Architecture::kQwen2Moe, dtype, layers);
+  spec.head_dim = 0;
+  spec.shared_expert_intermediate_size = 48;
+  return spec;
+}
+
 // At least 12 dense layouts: tp' > tp, pp = 3, vpp = 2, dp > 1, kv heads fewer than tp', tied embeddings, qwen2
 // biases, padded vocabularies, bf16 and fp32; qwen3 (q/k norms, explicit head_dim); and 8 Mixture-of-Experts layouts:
 // EP 2 and 4, ETP 1 and 2, tp' > tp, vLLM's expert-parallel and tensor-parallel experts, pp 2, dense layers between
-// sparse ones, experts that vLLM places unevenly.
+// sparse ones, experts that vLLM places unevenly; and qwen2_moe's shared expert through EP 2, ETP 2, tp' > tp, pp 2 and
+// both vLLM expert layouts.
 inline std::vector<LayoutCase> layout_matrix() {
   const auto llama = Architecture::kLlama;
   const auto qwen2 = Architecture::kQwen2;
@@ -157,6 +166,12 @@ inline std::vector<LayoutCase> layout_matrix() {
     cases.push_back({"moe_e6_ep2_dp4_to_tp4_vllm_ep_uneven", spec, train_layout(1, 1, 1, 4, 2), 4, true});
   }
   cases.push_back({"moe_etp2_ep1_tp2_to_tp1", tiny_moe_spec(qwen3_moe, bf16, 2), train_layout(2, 1, 1, 1), 1});
+  // Shared experts (qwen2_moe): split over tp on both sides while the routed experts move between EP ranks.
+  cases.push_back({"qwen2_moe_ep2_dp2_to_tp2", tiny_qwen2_moe_spec(bf16, 2), train_layout(1, 1, 1, 2, 2), 2});
+  cases.push_back({"qwen2_moe_tp2_etp2_ep2_dp2_to_tp4_vllm_ep", tiny_qwen2_moe_spec(bf16, 2),
+                   train_layout(2, 1, 1, 2, 2, 2), 4, true});
+  cases.push_back(
+      {"qwen2_moe_fp32_tp2_pp2_etp1_ep2_to_tp1", tiny_qwen2_moe_spec(fp32, 2), train_layout(2, 2, 1, 1, 2, 1), 1});
   return cases;
 }
 

@@ -133,6 +133,41 @@ TEST(HfCheckpointTest, config_json_of_qwen3_moe_and_mixtral_reads_their_experts)
   }
 }
 
+// Qwen1.5-MoE-A2.7B's published config.json (the keys that shape the model; no mlp_only_layers, as published).
+TEST(HfCheckpointTest, config_json_of_qwen2_moe_reads_its_shared_expert) {
+  const core::ModelSpec qwen = parse_hf_config(R"({
+    "architectures": ["Qwen2MoeForCausalLM"], "model_type": "qwen2_moe", "hidden_size": 2048,
+    "intermediate_size": 5632, "moe_intermediate_size": 1408, "shared_expert_intermediate_size": 5632,
+    "num_experts": 60, "num_experts_per_tok": 4, "norm_topk_prob": false, "decoder_sparse_step": 1,
+    "num_attention_heads": 16, "num_hidden_layers": 24, "num_key_value_heads": 16, "vocab_size": 151936,
+    "rope_theta": 1000000.0, "rms_norm_eps": 1e-06, "max_position_embeddings": 8192, "max_window_layers": 21,
+    "sliding_window": 32768, "use_sliding_window": false, "tie_word_embeddings": false, "torch_dtype": "bfloat16"})",
+                                               "config.json");
+  const core::ModelSpec preset = *core::model_preset("qwen1.5-moe-a2.7b");
+  EXPECT_EQ(qwen.architecture, core::Architecture::kQwen2Moe);
+  EXPECT_EQ(qwen.shared_expert_intermediate_size, 5632);
+  EXPECT_FALSE(qwen.norm_topk_prob);
+  EXPECT_TRUE(qwen.has_qkv_bias());
+  EXPECT_EQ(qwen.num_parameters(), preset.num_parameters());
+  // What hybridshard writes reads back the same.
+  const core::ModelSpec again = parse_hf_config(hf_config_json(preset), "config.json");
+  EXPECT_EQ(again.architecture, core::Architecture::kQwen2Moe);
+  EXPECT_EQ(again.shared_expert_intermediate_size, 5632);
+  EXPECT_EQ(again.num_parameters(), preset.num_parameters());
+  try {
+    parse_hf_config(R"({"model_type": "qwen2_moe", "hidden_size": 64, "intermediate_size": 128,
+      "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 100, "num_experts": 4,
+      "num_experts_per_tok": 2, "moe_intermediate_size": 32, "qkv_bias": false})",
+                    "/x/config.json");
+    FAIL() << "expected a ConfigError";
+  } catch (const core::ConfigError& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find("/x/config.json: missing shared_expert_intermediate_size"), std::string::npos) << message;
+    EXPECT_NE(message.find("qwen2_moe"), std::string::npos) << message;
+    EXPECT_NE(message.find("qkv_bias false is not supported"), std::string::npos) << message;
+  }
+}
+
 TEST(HfCheckpointTest, written_checkpoint_opens_and_reads_back_every_tensor) {
   for (auto architecture : {core::Architecture::kLlama, core::Architecture::kQwen2}) {
     TempDir dir;

@@ -133,7 +133,8 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<ExportCase>& case_info) { return case_info.param.name; });
 
 // Mixture of experts: the checkpoint holds HF's per-expert tensors (mlp.experts.E.gate_proj.weight ...,
-// block_sparse_moe.experts.E.w1.weight ...); the reference stacks them into vLLM's w13_weight / w2_weight itself.
+// block_sparse_moe.experts.E.w1.weight ..., qwen2_moe's mlp.shared_expert.gate_proj.weight ...); the reference stacks
+// them into vLLM's w13_weight / w2_weight and splits the shared expert itself.
 core::ModelSpec small_moe(core::Architecture architecture, core::DType dtype) {
   core::ModelSpec spec = *core::model_preset("tiny");
   spec.architecture = architecture;
@@ -143,6 +144,7 @@ core::ModelSpec small_moe(core::Architecture architecture, core::DType dtype) {
   spec.num_experts_per_tok = 2;
   spec.moe_intermediate_size = 32;
   if (architecture == core::Architecture::kMixtral) spec.intermediate_size = 32;  // Mixtral's config: experts' width
+  if (architecture == core::Architecture::kQwen2Moe) spec.shared_expert_intermediate_size = 48;
   spec.dtype = dtype;
   return spec;
 }
@@ -155,7 +157,11 @@ INSTANTIATE_TEST_SUITE_P(
                    1, 2, 2, "  expert_model_parallel_size: 2\n"},
         // train tp 2, ETP 1, EP 2 -> vLLM expert parallel on tp' 2, fp32
         ExportCase{"mixtral_tp2_etp1_ep2_to_vllm_ep2", small_moe(core::Architecture::kMixtral, core::DType::kFloat32),
-                   2, 1, 2, 2, "  expert_model_parallel_size: 2\n  expert-tensor-parallel-size: 1\n", true}),
+                   2, 1, 2, 2, "  expert_model_parallel_size: 2\n  expert-tensor-parallel-size: 1\n", true},
+        // qwen2_moe (biases, shared expert and its gate from HF's mlp.shared_expert.* names): train pp 2, dp 2, EP 2
+        // -> vLLM tensor-parallel experts and shared expert on tp' 4
+        ExportCase{"qwen2_moe_pp2_ep2_to_tp4_experts", small_moe(core::Architecture::kQwen2Moe, core::DType::kBFloat16),
+                   1, 2, 4, 4, "  expert_model_parallel_size: 2\n"}),
     [](const ::testing::TestParamInfo<ExportCase>& case_info) { return case_info.param.name; });
 
 }  // namespace

@@ -84,6 +84,23 @@ TEST(ConfigsTest, qwen3_30b_a3b_job_is_valid_fits_on_80_gb_and_counts_its_expert
       << text;
 }
 
+TEST(ConfigsTest, qwen15_moe_a27b_job_is_valid_fits_on_80_gb_and_counts_its_shared_expert) {
+  const JobConfig job = load_valid(kSource / "configs/qwen1.5-moe-a2.7b.yaml");
+  EXPECT_EQ(job.model.spec.architecture, core::Architecture::kQwen2Moe);
+  EXPECT_EQ(job.model.spec.shared_expert_intermediate_size, 5632);
+  const MemoryPlan plan = make_memory_plan(job);
+  ASSERT_EQ(plan.ranks.size(), 8u);
+  EXPECT_TRUE(plan.fits) << format_memory_plan(plan);
+  // Routed: 24 layers x 60 experts x 3 x 1408 x 2048 bf16 = 23.20 GiB, a stage's half over EP 4 on each train rank
+  // (2.90 GiB), half of every expert on each rollout rank (11.60 GiB). Shared: 24 x (3 x 5632 + 1) x 2048 bf16 =
+  // 1.55 GiB, a stage's half over tp 2 (+ the whole gates) on each train rank, half on each rollout rank.
+  const std::string text = format_memory_plan(plan);
+  EXPECT_NE(text.find("experts: 2.90 GiB of the train params (EP 4, ETP 1), 11.60 GiB of the inference shard "
+                      "(tensor-parallel experts); shared expert: "),
+            std::string::npos)
+      << text;
+}
+
 TEST(ConfigsTest, qwen25_32b_job_is_valid_and_fits_on_80_gb) {
   const JobConfig job = load_valid(kSource / "configs/qwen2.5-32b.yaml");
   EXPECT_EQ(job.model.spec.architecture, core::Architecture::kQwen2);

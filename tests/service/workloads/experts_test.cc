@@ -2,7 +2,8 @@
 // Qwen3MoeSparseMoeBlock written here with plain loops in double: softmax over the router logits, the top-k experts,
 // weights renormalised when norm_topk_prob, each chosen expert's SwiGLU output weighted and summed. Also: shards of
 // the experts as vLLM splits them (tensor-parallel: parts of every expert; expert-parallel: whole experts) add up to
-// the whole layer.
+// the whole layer. Qwen2-MoE's shared expert (detail::shared_expert_forward) against Qwen2MoeSparseMoeBlock's
+// sigmoid(shared_expert_gate . x) * SwiGLU(x) per token, and its tensor-parallel parts adding up.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -21,6 +22,7 @@ constexpr std::int64_t kTokens = 7;
 constexpr std::int64_t kHidden = 12;
 constexpr std::int64_t kExperts = 6;
 constexpr std::int64_t kWidth = 8;
+constexpr std::int64_t kSharedWidth = 10;
 
 detail::LayerWeights random_layer(std::int64_t top_k, bool normalize) {
   at::manual_seed(3);
@@ -31,6 +33,53 @@ detail::LayerWeights random_layer(std::int64_t top_k, bool normalize) {
   w.top_k = top_k;
   w.norm_topk_prob = normalize;
   return w;
+}
+
+// The same layer with Qwen2-MoE's shared expert and its gate.
+detail::LayerWeights random_layer_with_shared_expert(std::int64_t top_k, bool normalize) {
+  detail::LayerWeights w = random_layer(top_k, normalize);
+  w.shared_gate = at::randn({kSharedWidth, kHidden}) * 0.3;
+  w.shared_up = at::randn({kSharedWidth, kHidden}) * 0.3;
+  w.shared_down = at::randn({kHidden, kSharedWidth}) * 0.3;
+  w.shared_expert_gate = at::randn({1, kHidden});
+  return w;
+}
+
+// x [kTokens, kHidden] in double, row-major.
+std::vector<double> doubles(const at::Tensor& t) {
+  const at::Tensor host = t.to(at::kDouble).contiguous();
+  return {host.data_ptr<double>(), host.data_ptr<double>() + host.numel()};
+}
+
+// Qwen2MoeSparseMoeBlock's shared part, token by token, in double: sigmoid(g . x) * down(silu(gate x) * up x).
+std::vector<double> direct_shared(const at::Tensor& x, const detail::LayerWeights& w) {
+  const std::vector<double> xs = doubles(x);
+  const std::vector<double> g = doubles(w.shared_gate);
+  const std::vector<double> u = doubles(w.shared_up);
+  const std::vector<double> d = doubles(w.shared_down);
+  const std::vector<double> gate = doubles(w.shared_expert_gate);
+  std::vector<double> out(static_cast<std::size_t>(kTokens * kHidden), 0.0);
+  for (std::int64_t n = 0; n < kTokens; ++n) {
+    double logit = 0;
+    for (std::int64_t i = 0; i < kHidden; ++i) logit += gate[i] * xs[n * kHidden + i];
+    const double scale = 1.0 / (1.0 + std::exp(-logit));
+    std::vector<double> act(kSharedWidth);
+    for (std::int64_t f = 0; f < kSharedWidth; ++f) {
+      double a = 0;
+      double b = 0;
+      for (std::int64_t i = 0; i < kHidden; ++i) {
+        a += g[f * kHidden + i] * xs[n * kHidden + i];
+        b += u[f * kHidden + i] * xs[n * kHidden + i];
+      }
+      act[f] = a / (1.0 + std::exp(-a)) * b;
+    }
+    for (std::int64_t i = 0; i < kHidden; ++i) {
+      double y = 0;
+      for (std::int64_t f = 0; f < kSharedWidth; ++f) y += d[i * kSharedWidth + f] * act[f];
+      out[n * kHidden + i] = scale * y;
+    }
+  }
+  return out;
 }
 
 // Hugging Face's block, token by token, in double.
@@ -123,6 +172,28 @@ TEST(ExpertsTest, vllm_shards_of_the_experts_add_up_to_the_whole_layer) {
     ep_sum += detail::experts_forward(x, part);
   }
   expect_close(ep_sum, whole);
+}
+
+TEST(ExpertsTest, shared_expert_matches_qwen2_moes_block_token_by_token_and_its_shards_add_up) {
+  const detail::LayerWeights w = random_layer_with_shared_expert(4, false);  // Qwen2-MoE: top 4, not renormalised
+  const at::Tensor x = at::randn({kTokens, kHidden});
+  const std::vector<double> shared = direct_shared(x, w);
+  expect_close(detail::shared_expert_forward(x, w), shared);
+  // The whole sparse block: routed experts plus the gated shared expert.
+  std::vector<double> block = direct(x, w);
+  for (std::size_t i = 0; i < block.size(); ++i) block[i] += shared[i];
+  expect_close(detail::experts_forward(x, w) + detail::shared_expert_forward(x, w), block);
+  // vLLM's Qwen2MoeMLP over tp' 2: rows of gate and up, columns of down; the gate whole on both shards.
+  at::Tensor sum = at::zeros({kTokens, kHidden});
+  for (std::int64_t shard = 0; shard < 2; ++shard) {
+    detail::LayerWeights part = w;
+    const std::int64_t f = kSharedWidth / 2;
+    part.shared_gate = w.shared_gate.narrow(0, shard * f, f);
+    part.shared_up = w.shared_up.narrow(0, shard * f, f);
+    part.shared_down = w.shared_down.narrow(1, shard * f, f);
+    sum += detail::shared_expert_forward(x, part);
+  }
+  expect_close(sum, shared);
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 // Tensor-parallel rollout (tp' = 2 and 4) with threads as ranks over Gloo on 127.0.0.1: every rank generates the
 // single-rank reference's greedy tokens (top-k routed experts included: vLLM's tensor-parallel and expert-parallel
-// experts), and a stale shard on one rank fails the check.
+// experts, and Qwen2-MoE's gated shared expert), and a stale shard on one rank fails the check.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -138,7 +138,9 @@ INSTANTIATE_TEST_SUITE_P(Layouts, RolloutMultirankTest,
                                            Case{"qwen3_tp2", testing::small_qwen3(), 2},
                                            Case{"qwen3_moe_tp_experts_tp2", testing::small_qwen3_moe(), 2},
                                            Case{"qwen3_moe_vllm_ep_tp4", testing::small_qwen3_moe(), 4, true},
-                                           Case{"mixtral_vllm_ep_tp2", testing::small_mixtral(), 2, true}),
+                                           Case{"mixtral_vllm_ep_tp2", testing::small_mixtral(), 2, true},
+                                           Case{"qwen2_moe_tp_experts_tp2", testing::small_qwen2_moe(), 2},
+                                           Case{"qwen2_moe_vllm_ep_tp4", testing::small_qwen2_moe(), 4, true}),
                          [](const auto& test) { return test.param.name; });
 
 }  // namespace

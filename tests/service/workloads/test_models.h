@@ -91,6 +91,22 @@ inline core::ModelSpec small_mixtral() {
   return spec;
 }
 
+// Qwen2-MoE: q/k/v biases, 4 experts of width 32, top 2 not renormalised (Qwen2MoeConfig's default), a shared expert
+// of width 48 with its sigmoid gate, layer 0 dense (mlp_only_layers), bf16.
+inline core::ModelSpec small_qwen2_moe() {
+  core::ModelSpec spec = small_qwen2_tied();
+  spec.architecture = core::Architecture::kQwen2Moe;
+  spec.tie_word_embeddings = false;
+  spec.dtype = core::DType::kBFloat16;
+  spec.num_experts = 4;
+  spec.num_experts_per_tok = 2;
+  spec.moe_intermediate_size = 32;
+  spec.shared_expert_intermediate_size = 48;
+  spec.norm_topk_prob = false;
+  spec.mlp_only_layers = {0};
+  return spec;
+}
+
 // rows x cols prompt tokens in [0, vocab), a function of (row, col, salt).
 inline core::TokenBatch make_prompts(std::int64_t rows, std::int64_t cols, std::int64_t vocab, std::uint64_t salt) {
   core::TokenBatch batch;

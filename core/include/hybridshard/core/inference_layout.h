@@ -13,8 +13,12 @@
 //   model.layers.N.mlp.down_proj.weight    [h, I/T]   columns r*I/T..
 //   model.layers.N.self_attn.q_norm.weight, k_norm.weight [d]  (qwen3) whole on every rank, after qkv_proj
 // A layer with experts has, after post_attention_layernorm, instead of gate_up_proj / down_proj (prefix "mlp." for
-// qwen3_moe, "block_sparse_moe." for mixtral; vLLM's FusedMoE parameters):
+// qwen2_moe and qwen3_moe, "block_sparse_moe." for mixtral; vLLM's FusedMoE parameters):
 //   ...gate.weight                         [E, h]     the router, whole on every rank (ReplicatedLinear)
+//   mlp.shared_expert_gate.weight          [1, h]     qwen2_moe only: whole on every rank
+//   mlp.shared_expert.gate_up_proj.weight  [2*Is/T, h] qwen2_moe only: [gate rows r*Is/T..; up rows r*Is/T..] (Is =
+//                                                     shared_expert_intermediate_size; over tp' also with EP)
+//   mlp.shared_expert.down_proj.weight     [h, Is/T]  qwen2_moe only: columns r*Is/T..
 //   ...experts.w13_weight                  [El, 2*Ie/Te, h]  per local expert: [gate (w1) rows; up (w3) rows]
 //   ...experts.w2_weight                   [El, h, Ie/Te]    per local expert: down (w2) columns
 // Tensor-parallel experts (vLLM's default): Te = T, El = E, rows/columns r*Ie/T.. of every expert.

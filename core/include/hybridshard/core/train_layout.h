@@ -14,12 +14,18 @@
 //   decoder.layers.i.mlp.linear_fc1.weight  [2*I/tp, h]  [gate rows t*I/tp..; up rows t*I/tp..]
 //   decoder.layers.i.mlp.linear_fc2.weight  [h, I/tp]    columns t*I/tp..
 //   decoder.layers.i.self_attention.q_layernorm.weight, k_layernorm.weight [d]  (qwen3) replicated, after linear_qkv
-// A layer with experts (qwen3_moe, mixtral) has, after pre_mlp_layernorm, instead of linear_fc1 / linear_fc2:
+// A layer with experts (qwen2_moe, qwen3_moe, mixtral) has, after pre_mlp_layernorm, instead of linear_fc1 /
+// linear_fc2:
 //   decoder.layers.i.mlp.router.weight      [E, h]       replicated on every rank
 //   decoder.layers.i.mlp.experts.linear_fc1.weight<j> [2*Ie/etp, h]  local expert j = global expert
 //                                           ep_rank*E/ep + j: [gate rows u*Ie/etp..; up rows u*Ie/etp..], u = etp_rank
 //   decoder.layers.i.mlp.experts.linear_fc2.weight<j> [h, Ie/etp]    columns u*Ie/etp..
-// (TEGroupedMLP's names). Expert ranks fold over the same GPUs as Megatron-Core's expert rank generator (order
+// (TEGroupedMLP's names), then, with a shared expert (qwen2_moe; Megatron-Core's SharedExpertMLP with
+// moe_shared_expert_gate), split over tp like the dense MLP:
+//   decoder.layers.i.mlp.shared_experts.linear_fc1.weight [2*Is/tp, h]  [gate rows t*Is/tp..; up rows t*Is/tp..]
+//   decoder.layers.i.mlp.shared_experts.linear_fc2.weight [h, Is/tp]    columns t*Is/tp..
+//   decoder.layers.i.mlp.shared_experts.gate_weight       [1, h]        replicated
+// Expert ranks fold over the same GPUs as Megatron-Core's expert rank generator (order
 // tp-ep-dp-pp with tp = etp): within a stage, r = dp_rank * tp + tp_rank, etp_rank = r % etp, ep_rank = (r / etp) % ep.
 // So with ep > 1 different data-parallel ranks hold different experts.
 //   decoder.final_layernorm.weight          [h]          last stage, last chunk

@@ -1,5 +1,5 @@
-// The decoder of Llama / Qwen2 / Qwen3 / Qwen3-MoE / Mixtral as Hugging Face transformers computes it, in fp32, on
-// one tensor-parallel shard.
+// The decoder of Llama / Qwen2 / Qwen3 / Qwen2-MoE / Qwen3-MoE / Mixtral as Hugging Face transformers computes it, in
+// fp32, on one tensor-parallel shard.
 // Shared by the rollout (vLLM shards, tp' ranks) and the reference (full weights, one rank).
 #pragma once
 
@@ -37,6 +37,11 @@ struct LayerWeights {
   std::int64_t first_expert = 0;
   std::int64_t top_k = 0;      // num_experts_per_tok
   bool norm_topk_prob = true;  // renormalise the top-k routing weights to sum to 1
+  // A shared expert (qwen2_moe; undefined elsewhere): this shard's rows of its gate / up and columns of its down
+  // projection, and its whole gate [1, h].
+  at::Tensor shared_gate, shared_up;  // [Is_shard, h]
+  at::Tensor shared_down;             // [h, Is_shard]
+  at::Tensor shared_expert_gate;      // [1, h]
 };
 
 // Sums a contiguous fp32 tensor in place over the tensor-parallel group (nothing on one rank).
@@ -58,6 +63,10 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 // chosen expert's SwiGLU output weighted and summed. Only this shard's experts (and its part of each) contribute; the
 // caller's all-reduce adds the other shards'.
 at::Tensor experts_forward(const at::Tensor& x, const LayerWeights& weights);
+
+// The shared expert's part for tokens x [N, h] (HF's Qwen2MoeSparseMoeBlock): sigmoid(shared_expert_gate . x) times
+// the shared SwiGLU MLP's output, from this shard's part of the MLP (the gate is whole, so the shards' parts add up).
+at::Tensor shared_expert_forward(const at::Tensor& x, const LayerWeights& weights);
 
 // One decoder layer over x [B, S, h] at positions [start, start + S). With a cache ([B, S_max, kv_heads, d] for keys
 // and values), the new keys and values are written at [start, start + S) and attention covers [0, start + S);

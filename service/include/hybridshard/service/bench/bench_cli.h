@@ -19,9 +19,11 @@ inline void add_bench_flags(CLI::App& app, BenchOptions& o) {
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--model", o.model,
                  "Model preset: tiny, llama3-8b, llama3-70b, qwen2.5-7b, qwen2.5-32b, qwen3-8b, qwen3-30b-a3b, "
-                 "qwen3-235b-a22b, mixtral-8x7b");
+                 "qwen3-235b-a22b, mixtral-8x7b, qwen1.5-moe-a2.7b, qwen2-57b-a14b");
   app.add_option("--job", o.job_file, "Job file (YAML): model, layouts, bucket, exit policy, timeout");
-  app.add_option("--architecture", o.architecture, "Shape override: llama | qwen2");
+  app.add_option("--architecture", o.architecture,
+                 "Shape override: llama | qwen2 | qwen3 | qwen2_moe | qwen3_moe | mixtral (the expert shapes come from "
+                 "--model or --job)");
   app.add_option("--layers", o.num_hidden_layers, "Shape override: num_hidden_layers");
   app.add_option("--hidden-size", o.hidden_size, "Shape override: hidden_size");
   app.add_option("--heads", o.num_attention_heads, "Shape override: num_attention_heads");

@@ -1,11 +1,13 @@
 // The rollout workload: tensor-parallel greedy generation with this rank's inference shard (vLLM layout), as
-// Hugging Face transformers defines Llama, Qwen2, Qwen3, Qwen3-MoE and Mixtral (RMSNorm, rotary embeddings with HF's
-// rotate_half, GQA, SwiGLU, qwen2's q/k/v biases, qwen3's per-head q/k norms, tied embeddings; sparse layers route
-// each token to its top-k experts by the softmax of the replicated router, renormalised when norm_topk_prob).
+// Hugging Face transformers defines Llama, Qwen2, Qwen3, Qwen2-MoE, Qwen3-MoE and Mixtral (RMSNorm, rotary embeddings
+// with HF's rotate_half, GQA, SwiGLU, qwen2's q/k/v biases, qwen3's per-head q/k norms, tied embeddings; sparse layers
+// route each token to its top-k experts by the softmax of the replicated router, renormalised when norm_topk_prob, and
+// Qwen2-MoE adds its shared expert's output times sigmoid(shared_expert_gate . x)).
 //
 // Tensor parallelism as vLLM does it, over the rollout group (a communicator of size tp'): column-parallel q/k/v and
 // gate/up, row-parallel o_proj and down_proj followed by an all-reduce, vLLM's fused-MoE experts (each rank's share of
-// every expert, or its whole experts with expert parallelism) followed by an all-reduce, a vocabulary-parallel
+// every expert, or its whole experts with expert parallelism) plus the shard's part of the shared expert followed by
+// one all-reduce, a vocabulary-parallel
 // embedding (masked lookup, then all-reduce) and a vocabulary-parallel lm_head whose per-shard (max, argmax) are
 // all-gathered. All arithmetic is fp32 (weights are cast one layer at a time), so the reduction order barely matters.
 // The KV cache is one flat fp32 buffer ("rollout.kv_cache", kind kKvCache) sized from a byte budget.
