@@ -310,6 +310,35 @@ TEST(DescriptorLimitTest, export_of_a_large_world_under_a_low_limit_is_refused_u
   EXPECT_NE(result.err.find("ulimit -n"), std::string::npos) << result.describe();
   EXPECT_LT(result.seconds, 20) << result.describe();
   EXPECT_TRUE(!fs::exists(out) || fs::is_empty(out)) << "left in " << out;
+
+  // The bench runs Gloo ranks as threads too.
+  ChildProcess bench({"/usr/bin/prlimit",
+                      "--nofile=256:256",
+                      "--",
+                      hybridshard_binary(),
+                      "bench",
+                      "--model",
+                      "tiny",
+                      "--comm",
+                      "gloo",
+                      "--tp",
+                      "2",
+                      "--pp",
+                      "2",
+                      "--world",
+                      "32",
+                      "--rollout-tp",
+                      "1",
+                      "-n",
+                      "1",
+                      "-w",
+                      "0"},
+                     {}, dir / "bench");
+  const ChildResult benched = bench.wait(std::chrono::seconds(60));
+  ASSERT_FALSE(benched.timed_out) << benched.describe();
+  EXPECT_NE(benched.exit_code, 0) << benched.describe();
+  EXPECT_NE((benched.out + benched.err).find("bench of 32 Gloo ranks as threads needs about"), std::string::npos)
+      << benched.describe();
 }
 
 // Job files that are not regular files: refused before they are opened (a FIFO would make the reader wait forever),

@@ -17,6 +17,7 @@
 #include "hybridshard/core/device.h"
 #include "hybridshard/core/error.h"
 #include "hybridshard/core/store.h"
+#include "hybridshard/service/files/descriptor_budget.h"
 #include "hybridshard/service/rank/rank_setup.h"
 
 namespace hybridshard::service::bench {
@@ -54,6 +55,12 @@ class CommunicatorRegistry {
 
 std::vector<detail::RankResult> run_ranks_as_threads(const BenchConfig& config) {
   const int world_size = config.train.world_size();
+  // Gloo ranks as threads hold a socket to every peer each: checked before any starts (docs/reliability.md, Limits).
+  if (config.backend == core::Backend::kGloo) {
+    const std::string short_of = ensure_descriptors(
+        thread_rank_descriptors(world_size, 1), "bench of " + std::to_string(world_size) + " Gloo ranks as threads");
+    if (!short_of.empty()) HS_THROW(core::Error, short_of);
+  }
   const std::chrono::milliseconds timeout(config.timeout_ms);
   StoreAddress address;
   address.port = 0;

@@ -13,6 +13,7 @@
 #include <system_error>
 
 #include "hybridshard/core/error.h"
+#include "hybridshard/service/files/output_file.h"
 #include "safetensors_detail.h"
 
 namespace hybridshard::service {
@@ -189,7 +190,7 @@ bool safe_file_name(const std::string& name) {
 
 void write_text_file(const std::filesystem::path& path, const std::string& text) {
   const std::filesystem::path temporary = path.string() + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const int fd = create_exclusive(temporary, 0644);  // never through a planted link, never an existing file
   if (fd < 0) HS_THROW(core::Error, temporary.string() + ": cannot create: " + std::strerror(errno));
   std::size_t done = 0;
   while (done < text.size()) {

@@ -14,6 +14,7 @@
 #include "hybridshard/core/dtype_bits.h"
 #include "hybridshard/core/error.h"
 #include "hybridshard/service/files/input_file.h"
+#include "hybridshard/service/files/output_file.h"
 #include "safetensors_detail.h"
 
 namespace hybridshard::service {
@@ -453,7 +454,7 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Safe
   text.append((8 - (text.size() + 8) % 8) % 8, ' ');  // data starts 8-byte aligned
 
   const std::filesystem::path temporary = path.string() + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const int fd = create_exclusive(temporary, 0644);  // never through a planted link, never an existing file
   if (fd < 0) HS_THROW(core::Error, temporary.string() + ": cannot create: " + std::strerror(errno));
   const auto fail = [&](const std::string& what) {
     const int saved = errno;
