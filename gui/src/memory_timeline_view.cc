@@ -459,8 +459,15 @@ void MemoryTimelineView::set_capacity_visible(bool visible) {
 void MemoryTimelineView::set_log_scale(bool on) {
   log_scale_ = on;
   if (log_box_->isChecked() != on) log_box_->setChecked(on);
-  rebuild();  // first: values at or above the log axis's floor before the log axis sees them
-  attach_y_axis(on ? static_cast<QAbstractAxis*>(axis_log_) : axis_y_);
+  // The log axis never sees a value at or below 0: values come to its floor before it is attached, and it is
+  // detached before they go back to 0.
+  if (on) {
+    rebuild();
+    attach_y_axis(axis_log_);
+  } else {
+    attach_y_axis(axis_y_);
+    rebuild();
+  }
 }
 
 double MemoryTimelineView::y_max() const { return log_scale_ ? axis_log_->max() : axis_y_->max(); }

@@ -51,6 +51,8 @@ class TestDashboardCli : public QObject {
     QTest::addColumn<QStringList>("extra");
     QTest::newRow("end of the run") << QStringList();
     QTest::newRow("in a rollout, two ranks") << QStringList{"--at", "30", "--ranks", "0,2"};
+    QTest::newRow("last minute, no capacity line, log scale")
+        << QStringList{"--at", "50", "--last", "1", "--no-capacity", "--log"};
     QTest::newRow("small window") << QStringList{"--at", "11.8", "--size", "1024x700"};
   }
 
@@ -121,6 +123,9 @@ class TestDashboardCli : public QObject {
         << QStringList{"--replay", hybridshard::gui::testing::sample_record_path(), "--ranks", "3-1"} << "--ranks";
     QTest::newRow("bad time") << QStringList{"--replay", hybridshard::gui::testing::sample_record_path(), "--at", "-4"}
                               << "--at";
+    QTest::newRow("no minutes") << QStringList{"--replay", hybridshard::gui::testing::sample_record_path(), "--last",
+                                               "0"}
+                                << "--last: expected minutes > 0";
     QTest::newRow("unknown option") << QStringList{"--replay", "x.jsonl", "--bogus"} << "Unknown option 'bogus'";
     QTest::newRow("stray argument") << QStringList{"--replay", "x.jsonl", "extra"} << "unexpected argument 'extra'";
   }
