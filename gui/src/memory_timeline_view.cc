@@ -203,8 +203,12 @@ void PhaseBand::paintEvent(QPaintEvent*) {
     const double x0 = std::max(left, x_of(phase.begin));
     const double x1 = std::min(right, x_of(phase.end));
     if (x1 <= left || x0 >= right) continue;
-    painter.fillRect(QRectF(x0, top + lane * lane_height + 1, std::max(1.5, x1 - x0), lane_height - 2),
-                     phase_color(phase.phase));
+    // A history bucket's share of a phase (older than the full-rate intervals) is drawn lighter: its place inside
+    // the bucket is laid out, not measured.
+    QColor color = phase_color(phase.phase);
+    if (phase.coarse)
+      color = QColor::fromRgbF(0.45 + 0.55 * color.redF(), 0.45 + 0.55 * color.greenF(), 0.45 + 0.55 * color.blueF());
+    painter.fillRect(QRectF(x0, top + lane * lane_height + 1, std::max(1.5, x1 - x0), lane_height - 2), color);
   }
   if (cursor_ >= 0) {
     painter.setPen(QPen(QColor(0x21, 0x21, 0x21), 1.5));
@@ -222,7 +226,7 @@ void PhaseBand::paintEvent(QPaintEvent*) {
     x += 20 + painter.fontMetrics().horizontalAdvance(text) + 12;
   }
   painter.drawText(QRectF(x + 8, legend_y, right - x - 8, 18), Qt::AlignLeft | Qt::AlignVCenter,
-                   QStringLiteral("phase of each selected rank"));
+                   QStringLiteral("phase of each selected rank (lighter: a history bucket's shares)"));
 }
 
 MemoryTimelineView::MemoryTimelineView(MemorySeriesModel* memory, PhaseIntervalModel* phases, QWidget* parent)

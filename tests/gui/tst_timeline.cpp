@@ -272,6 +272,24 @@ class TestTimeline : public QObject {
     QCOMPARE(colour_at(x + 2), phase_color(after));
   }
 
+  // Before the full-rate window the band shows a history bucket's phase shares, lighter than measured intervals.
+  void history_buckets_draw_lighter_in_the_band() {
+    JobSnapshot snapshot = long_job(600);
+    for (PhaseInterval& phase : snapshot.phases) phase.coarse = phase.begin < kStart + 300;
+    Timeline timeline(snapshot);
+    PhaseBand* band = timeline.view.phase_band();
+    const auto [left, right] = band->lane_extent();
+    const QImage image = band->grab().toImage();
+    auto colour_at = [&](double seconds) {
+      const double x = left + seconds / 600 * (right - left);
+      return image.pixelColor(static_cast<int>(x * image.width() / band->width()), 2 + 8);
+    };
+    const QColor in_bucket = colour_at(60 + 15);  // train of the second cycle: a bucket's share
+    const QColor measured = colour_at(360 + 15);  // the same phase later: measured
+    QCOMPARE(measured, phase_color(QStringLiteral("train")));
+    QVERIFY2(in_bucket.lightness() > measured.lightness(), qPrintable(in_bucket.name()));
+  }
+
   void the_y_axis_fits_with_or_without_capacity_or_logarithmic() {
     Timeline timeline(long_job(600));  // rank 0: peak 2 + 8 + 1 = 11 GiB used, 80 GiB capacity
     QCOMPARE(timeline.view.y_unit(), QStringLiteral("GiB"));
