@@ -78,6 +78,19 @@ class TestStatusJson : public QObject {
         << "memory[0].by_kind.params";
     QTest::newRow("job without world size")
         << QByteArray(R"({"state": "running", "time": 1, "ranks": [], "job": {"x": 1}})") << "job.world_size: missing";
+    QTest::newRow("history bucket without its high sample")
+        << QByteArray(R"({"state": "running", "time": 1, "ranks": [], "history": [{"rank": 0, )"
+                      R"("memory_bucket_seconds": 1, "phase_bucket_seconds": 1, "memory": [{"bucket": 3}]}]})")
+        << "history[0].memory[0].high: missing";
+    QTest::newRow("history bucket width zero")
+        << QByteArray(R"({"state": "running", "time": 1, "ranks": [], "history": [{"rank": 0, )"
+                      R"("memory_bucket_seconds": 0, "phase_bucket_seconds": 1}]})")
+        << "history[0]: bucket seconds must be > 0";
+    QTest::newRow("phase seconds not numbers")
+        << QByteArray(R"({"state": "running", "time": 1, "ranks": [], "history": [{"rank": 0, )"
+                      R"("memory_bucket_seconds": 1, "phase_bucket_seconds": 1, "phases": [{"bucket": 3, )"
+                      R"("seconds": {"train": "long"}}]}]})")
+        << "history[0].phases[0].seconds.train";
   }
 
   void rejects_malformed_documents() {
