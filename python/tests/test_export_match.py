@@ -1,6 +1,7 @@
 """enter()'s vLLM tensors against `hybridshard export` of the same job, bit for bit, on every rank of several
 layouts (ranks as threads of this process over Gloo): vocabulary padding, tp' > tp, tp' < tp, virtual pipeline
-chunks, Qwen2 biases with tied embeddings, Qwen3 MoE experts (3-D fused expert tensors), both strategies."""
+chunks, Qwen2 biases with tied embeddings, Qwen3 MoE experts (3-D fused expert tensors), Qwen2-MoE's shared expert,
+both strategies."""
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ def bitwise_mismatches(views, expected):
 QWEN2 = dict(TINY, architecture="qwen2", tie_word_embeddings=True, vocab_size=300)
 MOE = dict(TINY, architecture="qwen3_moe", num_hidden_layers=2, num_experts=4, num_experts_per_tok=2,
            moe_intermediate_size=32)
+QWEN2_MOE = dict(MOE, architecture="qwen2_moe", shared_expert_intermediate_size=64)
 
 LAYOUTS = [
     pytest.param(TINY, {"tp": 2, "pp": 2}, {"tp": 1}, 4, "", id="tp2pp2-to-tp1"),
@@ -34,6 +36,8 @@ LAYOUTS = [
                  id="qwen3-moe-tp2ep2-to-tp2"),
     pytest.param(MOE, {"tp": 2, "expert_model_parallel_size": 4, "expert_tensor_parallel_size": 1},
                  {"tp": 4, "enable_expert_parallel": "true"}, 4, "", id="qwen3-moe-ep4-to-tp4-expert-parallel"),
+    pytest.param(QWEN2_MOE, {"tp": 2, "expert_model_parallel_size": 2}, {"tp": 4}, 4, "",
+                 id="qwen2-moe-shared-expert-tp2ep2-to-tp4"),
 ]
 
 
