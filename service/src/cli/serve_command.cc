@@ -48,10 +48,11 @@ int run_serve(const ServeFlags& flags) {
   handlers.on_alive = [&](const StreamHello& hello) { directory.alive(hello); };
   handlers.on_close = [&](const StreamHello& hello) { directory.left(hello); };
   const HostPort events = parse_host_port(flags.events, "--events");
-  EventReceiver receiver(events.host, events.port, std::move(handlers));
+  EventReceiver receiver(events.host, events.port, std::move(handlers), "--events");
 
   EndpointOptions endpoint_options;
   endpoint_options.http.listen = flags.listen;
+  endpoint_options.http.listen_what = "--listen";
   WatchedJobs watched;
   watched.list = [&] { return directory.jobs(); };
   watched.generation = [&] { return directory.generation(); };

@@ -11,6 +11,7 @@
 
 #include "config_text.h"
 #include "hybridshard/service/config/units.h"
+#include "hybridshard/service/events/host_port.h"
 
 namespace hybridshard::service {
 namespace detail {
@@ -96,18 +97,9 @@ void check_runtime(const RuntimeConfig& runtime, ProblemList& problems) {
 
 void check_metrics(const MetricsConfig& metrics, ProblemList& problems) {
   if (!metrics.listen.empty()) {
-    const std::string& listen = metrics.listen;
-    const std::size_t colon = listen.rfind(':');
-    std::string host = colon == std::string::npos ? std::string() : listen.substr(0, colon);
-    const std::string port = colon == std::string::npos ? std::string() : listen.substr(colon + 1);
-    const bool bracketed = host.size() >= 2 && host.front() == '[' && host.back() == ']';
-    bool ok = !host.empty() && !port.empty() && port.size() <= 5 &&
-              std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
-    if (ok) ok = std::stoi(port) <= 65535;
-    if (ok && !bracketed && host.find(':') != std::string::npos) ok = false;  // IPv6 needs [..]
-    if (!ok) {
+    if (const std::string problem = host_port_problem(metrics.listen); !problem.empty()) {
       problems.error("metrics.listen",
-                     "'" + listen + "' is not HOST:PORT (e.g. 127.0.0.1:9464, [::1]:9464, or \"\" for no endpoint)");
+                     "'" + metrics.listen + "' is not HOST:PORT: " + problem + "; \"\" for no endpoint");
     }
   }
   if (!(metrics.sample_interval_seconds > 0.0) || !std::isfinite(metrics.sample_interval_seconds)) {

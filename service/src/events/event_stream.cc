@@ -10,13 +10,13 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "hybridshard/core/error.h"
 #include "hybridshard/core/events.h"
+#include "hybridshard/core/tcp_listener.h"
 #include "hybridshard/service/events/event_json.h"
 
 namespace hybridshard::service {
@@ -132,32 +132,6 @@ StreamHello decode_hello(std::string_view line) {
   return hello;
 }
 
-HostPort parse_host_port(const std::string& address, const std::string& what) {
-  HostPort result;
-  std::string port_text;
-  if (!address.empty() && address.front() == '[') {
-    const auto close = address.find(']');
-    if (close == std::string::npos || close + 1 >= address.size() || address[close + 1] != ':') {
-      HS_THROW(core::ConfigError, what + " '" + address + "' is not [IPV6]:PORT");
-    }
-    result.host = address.substr(1, close - 1);
-    port_text = address.substr(close + 2);
-  } else {
-    const auto colon = address.rfind(':');
-    if (colon == std::string::npos || colon == 0 || address.find(':') != colon) {
-      HS_THROW(core::ConfigError, what + " '" + address + "' is not HOST:PORT");
-    }
-    result.host = address.substr(0, colon);
-    port_text = address.substr(colon + 1);
-  }
-  const char* end = port_text.data() + port_text.size();
-  const auto [ptr, ec] = std::from_chars(port_text.data(), end, result.port);
-  if (port_text.empty() || ec != std::errc() || ptr != end || result.port < 0 || result.port > 65535) {
-    HS_THROW(core::ConfigError, what + " '" + address + "': the port '" + port_text + "' is not a number in 0..65535");
-  }
-  return result;
-}
-
 EventStreamClient::EventStreamClient(const std::string& address, StreamHello hello, std::chrono::milliseconds timeout,
                                      std::chrono::milliseconds heartbeat_interval)
     : rank_(hello.rank), address_(address) {
@@ -223,32 +197,15 @@ void EventStreamClient::heartbeat_loop(std::chrono::milliseconds interval) {
   }
 }
 
-EventStreamServer::EventStreamServer(const std::string& host, int port, EventStreamHandlers handlers)
+EventStreamServer::EventStreamServer(const std::string& host, int port, EventStreamHandlers handlers,
+                                     const std::string& what)
     : host_(host), handlers_(std::move(handlers)) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
-  addrinfo* result = nullptr;
-  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &result) != 0 || result == nullptr) {
-    HS_THROW(core::ConfigError, "cannot resolve event stream listen address " + host);
+  const HostPort address{host, port, host.find(':') != std::string::npos};
+  if (const std::string warning = all_interfaces_warning(address, what); !warning.empty()) {
+    std::cerr << "hybridshard: " << warning << std::endl;
   }
-  listen_fd_ = ::socket(result->ai_family, result->ai_socktype | SOCK_CLOEXEC, result->ai_protocol);
-  int one = 1;
-  if (listen_fd_ >= 0) setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (listen_fd_ < 0 || ::bind(listen_fd_, result->ai_addr, result->ai_addrlen) != 0 ||
-      ::listen(listen_fd_, 256) != 0) {
-    const std::string reason = std::strerror(errno);
-    freeaddrinfo(result);
-    if (listen_fd_ >= 0) ::close(listen_fd_);
-    HS_THROW(core::CommError, "cannot listen for rank events on " + host + ":" + std::to_string(port) + ": " + reason);
-  }
-  freeaddrinfo(result);
-  sockaddr_storage bound{};
-  socklen_t length = sizeof(bound);
-  getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&bound), &length);
-  port_ = bound.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
-                                      : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  listen_fd_ = core::listen_tcp(host, port, what);
+  port_ = core::bound_port(listen_fd_);
   acceptor_ = std::thread([this] { accept_loop(); });
 }
 
@@ -358,7 +315,7 @@ void EventStreamServer::read_loop(Reader& reader) {
   reader.done = true;
 }
 
-EventReceiver::EventReceiver(const std::string& host, int port, EventReceiverHandlers handlers)
+EventReceiver::EventReceiver(const std::string& host, int port, EventReceiverHandlers handlers, const std::string& what)
     : handlers_(std::move(handlers)) {
   EventStreamHandlers transport;
   transport.on_hello = [this](int connection, const StreamHello& hello) {
@@ -400,7 +357,7 @@ EventReceiver::EventReceiver(const std::string& host, int port, EventReceiverHan
     }
     if (handlers_.on_close) handlers_.on_close(*hello);
   };
-  server_ = std::make_unique<EventStreamServer>(host, port, std::move(transport));
+  server_ = std::make_unique<EventStreamServer>(host, port, std::move(transport), what);
 }
 
 StreamHello EventReceiver::hello_of(int connection) {

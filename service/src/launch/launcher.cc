@@ -160,6 +160,8 @@ int cause_rank(int status) {
 // The event stream's threads call accept() and saw(); everything else runs on the launcher's thread.
 class RankProcesses {
  public:
+  static constexpr std::chrono::seconds kStartupAllowance{60};
+
   explicit RankProcesses(int world_size) : ranks_(static_cast<std::size_t>(world_size)) {}
 
   int world_size() const { return static_cast<int>(ranks_.size()); }
@@ -212,13 +214,16 @@ class RankProcesses {
     return running;
   }
 
-  // The first running rank whose last line is older than `limit`, with how long it has been silent.
+  // The first running rank whose last line is older than `limit`, with how long it has been silent. A rank that has
+  // not said hello yet is still starting (loading libtorch, on a loaded 2-core machine 10 s and more, seen in
+  // fault_test): it is given kStartupAllowance at least.
   std::optional<std::pair<int, std::chrono::seconds>> silent_longer_than(Clock::duration limit) {
     std::lock_guard lock(mutex_);
     const auto now = Clock::now();
     for (int rank = 0; rank < world_size(); ++rank) {
       const Process& process = ranks_[static_cast<std::size_t>(rank)];
-      if (process.running && now - process.last_seen > limit) {
+      const Clock::duration allowed = process.connected ? limit : std::max<Clock::duration>(limit, kStartupAllowance);
+      if (process.running && now - process.last_seen > allowed) {
         return std::pair{rank, std::chrono::duration_cast<std::chrono::seconds>(now - process.last_seen)};
       }
     }

@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "hybridshard/core/error.h"
+#include "hybridshard/service/events/host_port.h"
 
 namespace hybridshard::service {
 namespace {
@@ -73,8 +74,11 @@ std::optional<RankEnvironment> rank_environment_from_env() {
   const char* agent_store = env("TORCHELASTIC_USE_AGENT_STORE");
   result.store_hosted_elsewhere =
       result.launcher == "hybridshard" || (agent_store != nullptr && std::string(agent_store) == "True");
-  if (const char* events = env("HYBRIDSHARD_EVENTS")) result.events_address = events;
-  if (const char* serve = env("HYBRIDSHARD_SERVE")) result.serve_address = serve;
+  if (const char* events = env("HYBRIDSHARD_EVENTS")) {
+    result.events_address = parse_host_port(events, "HYBRIDSHARD_EVENTS").text();
+  }
+  if (const char* serve = env("HYBRIDSHARD_SERVE"))
+    result.serve_address = parse_host_port(serve, "HYBRIDSHARD_SERVE").text();
   if (const char* job = env("HYBRIDSHARD_JOB")) result.job_name = job;
   if (const char* run = env("TORCHELASTIC_RUN_ID")) {
     result.job_instance = std::string("torchrun:") + run;

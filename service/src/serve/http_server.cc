@@ -1,6 +1,8 @@
 #include "hybridshard/service/serve/http_server.h"
 
+#include <arpa/inet.h>
 #include <civetweb.h>
+#include <netdb.h>
 #include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -9,12 +11,14 @@
 #include <cctype>
 #include <chrono>
 #include <cstring>
+#include <iostream>
 #include <memory>
 #include <mutex>
 #include <string_view>
 #include <thread>
 
 #include "hybridshard/core/error.h"
+#include "hybridshard/core/tcp_listener.h"
 
 namespace hybridshard::service {
 namespace {
@@ -87,6 +91,28 @@ bool header_has_token(mg_connection* connection, const char* name, std::string_v
     start = end + 1;
   }
   return false;
+}
+
+// The address as civetweb's listening_ports takes it: "127.0.0.1:9464", "[::1]:0"; a host name resolved to its
+// first address.
+std::string numeric_listen_address(const HostPort& address) {
+  if (address.ipv6 || address.host.find_first_not_of("0123456789.") == std::string::npos) return address.text();
+  addrinfo hints{};
+  hints.ai_family = http_server_supports_ipv6() ? AF_UNSPEC : AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* result = nullptr;
+  if (::getaddrinfo(address.host.c_str(), nullptr, &hints, &result) != 0 || result == nullptr) {
+    HS_THROW(core::ConfigError, "http server: cannot resolve host name '" + address.host + "'");
+  }
+  char text[INET6_ADDRSTRLEN] = {0};
+  const bool v6 = result->ai_family == AF_INET6;
+  if (v6) {
+    ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(result->ai_addr)->sin6_addr, text, sizeof(text));
+  } else {
+    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(result->ai_addr)->sin_addr, text, sizeof(text));
+  }
+  ::freeaddrinfo(result);
+  return HostPort{text, address.port, v6}.text();
 }
 
 HttpResponse text_response(int status, std::string body) {
@@ -232,6 +258,11 @@ void apply_serve_priority(ServePriority priority) {
   }
 }
 
+bool http_server_supports_ipv6() {
+  constexpr unsigned kIpv6 = 8;  // civetweb's feature bit (mg_check_feature)
+  return mg_check_feature(kIpv6) != 0;
+}
+
 ServePriority serve_priority_from_name(const std::string& name) {
   if (name == "idle") return ServePriority::kIdle;
   if (name == "low") return ServePriority::kLow;
@@ -259,39 +290,14 @@ std::string query_parameter(const std::string& query, const std::string& name) {
   return "";
 }
 
-ListenAddress parse_listen_address(const std::string& listen) {
-  ListenAddress address;
-  std::string port_text;
-  if (!listen.empty() && listen.front() == '[') {
-    auto close = listen.find(']');
-    if (close == std::string::npos || close + 1 >= listen.size() || listen[close + 1] != ':') {
-      HS_THROW(core::ConfigError, "listen address '" + listen + "': expected [IPV6]:PORT");
-    }
-    address.host = listen.substr(0, close + 1);
-    port_text = listen.substr(close + 2);
-  } else {
-    auto colon = listen.rfind(':');
-    if (colon == std::string::npos || colon == 0) {
-      HS_THROW(core::ConfigError,
-               "listen address '" + listen + "': expected HOST:PORT, e.g. 127.0.0.1:9464 (0.0.0.0:PORT for all)");
-    }
-    address.host = listen.substr(0, colon);
-    port_text = listen.substr(colon + 1);
-    if (address.host.find(':') != std::string::npos) {
-      HS_THROW(core::ConfigError, "listen address '" + listen + "': write IPv6 addresses as [ADDRESS]:PORT");
-    }
-  }
-  if (port_text.empty() || port_text.size() > 5 || port_text.find_first_not_of("0123456789") != std::string::npos ||
-      std::stoi(port_text) > 65535) {
-    HS_THROW(core::ConfigError, "listen address '" + listen + "': port '" + port_text + "' is not in 0..65535");
-  }
-  address.port = std::stoi(port_text);
-  return address;
-}
-
 HttpServer::HttpServer(HttpServerOptions options, std::map<std::string, HttpHandler> routes)
     : context_(std::make_unique<Context>()) {
-  ListenAddress address = parse_listen_address(options.listen);
+  const HostPort address = parse_host_port(options.listen, options.listen_what);
+  if (address.ipv6 && !http_server_supports_ipv6()) {
+    HS_THROW(core::ConfigError, options.listen_what + " '" + options.listen +
+                                    "': this build's HTTP server library (civetweb) has no IPv6; listen on an IPv4 "
+                                    "address (127.0.0.1:PORT) or a host name with one");
+  }
   if (options.num_threads < 1 || options.num_threads > 256) {
     HS_THROW(core::ConfigError,
              "http server: num_threads " + std::to_string(options.num_threads) + " is not in 1..256");
@@ -299,7 +305,7 @@ HttpServer::HttpServer(HttpServerOptions options, std::map<std::string, HttpHand
   if (options.max_request_bytes < 1024) {
     HS_THROW(core::ConfigError, "http server: max_request_bytes must be at least 1024");
   }
-  host_ = address.host;
+  host_ = address.ipv6 ? "[" + address.host + "]" : address.host;
   context_->routes = std::move(routes);
   context_->priority = options.priority;
   if (!(options.max_requests_per_second >= 0)) {
@@ -311,7 +317,8 @@ HttpServer::HttpServer(HttpServerOptions options, std::map<std::string, HttpHand
   static std::once_flag init_once;
   std::call_once(init_once, [] { mg_init_library(0); });
 
-  const std::string ports = address.host + ":" + std::to_string(address.port);
+  // civetweb takes numeric addresses only: a host name is resolved here (its first address).
+  const std::string ports = numeric_listen_address(address);
   const std::string threads = std::to_string(options.num_threads);
   const std::string max_request = std::to_string(options.max_request_bytes);
   const std::string timeout = std::to_string(options.request_timeout_ms);
@@ -347,8 +354,14 @@ HttpServer::HttpServer(HttpServerOptions options, std::map<std::string, HttpHand
   error.text_buffer_size = sizeof(error_text);
   context_->civetweb = mg_start2(&init, &error);
   if (context_->civetweb == nullptr) {
-    HS_THROW(core::Error, "http server: cannot listen on " + options.listen + ": " +
-                              (error_text[0] ? error_text : "civetweb did not start"));
+    // civetweb says "Failed to setup server ports" whatever the cause: a bind of our own names it (the address is
+    // taken, or cannot be bound here).
+    ::close(core::listen_tcp(address.host, address.port, options.listen_what));
+    HS_THROW(core::Error, "http server: cannot listen on " + address.text() + " (" + options.listen_what +
+                              "): " + (error_text[0] ? error_text : "civetweb did not start"));
+  }
+  if (const std::string warning = all_interfaces_warning(address, options.listen_what); !warning.empty()) {
+    std::cerr << "hybridshard: " << warning << std::endl;
   }
   mg_set_request_handler(context_->civetweb, "/", &Context::handle, context_.get());
 
@@ -357,7 +370,7 @@ HttpServer::HttpServer(HttpServerOptions options, std::map<std::string, HttpHand
   int count = mg_get_server_ports(context_->civetweb, 4, bound);
   if (count < 1 || bound[0].port <= 0) {
     stop();
-    HS_THROW(core::Error, "http server: listening on " + options.listen + " but cannot read back the port");
+    HS_THROW(core::Error, "http server: listening on " + address.text() + " but cannot read back the port");
   }
   port_ = bound[0].port;
 }

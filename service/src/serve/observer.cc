@@ -14,6 +14,7 @@ ObserverOptions observer_options(const MetricsConfig& metrics) {
   options.record = metrics.record;
   options.http.priority = serve_priority_from_name(metrics.serve_priority);
   options.http.max_requests_per_second = metrics.max_requests_per_second;
+  options.http.listen_what = "metrics.listen / --metrics-listen";
   return options;
 }
 

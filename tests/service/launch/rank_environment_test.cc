@@ -97,6 +97,22 @@ TEST_F(RankEnvironmentTest, our_launcher_hosts_the_store_and_takes_the_events) {
   EXPECT_EQ(env->master_port, 29500);
 }
 
+// The event stream's address is parsed strictly where it is read, naming the variable (was "error: stoi").
+TEST_F(RankEnvironmentTest, a_malformed_event_stream_address_is_an_error_naming_the_variable) {
+  for (const char* bad : {"127.0.0.1:99999999999", "256.0.0.0:4000", "::1:4000", "127.0.0.1"}) {
+    set({{"RANK", "0"}, {"WORLD_SIZE", "4"}, {"HYBRIDSHARD_LAUNCHER", "1"}, {"HYBRIDSHARD_EVENTS", bad}});
+    try {
+      rank_environment_from_env();
+      ADD_FAILURE() << bad << " accepted";
+    } catch (const core::ConfigError& error) {
+      EXPECT_NE(std::string(error.what()).find(std::string("HYBRIDSHARD_EVENTS '") + bad + "'"), std::string::npos)
+          << error.what();
+    }
+  }
+  set({{"RANK", "0"}, {"WORLD_SIZE", "4"}, {"HYBRIDSHARD_LAUNCHER", "1"}, {"HYBRIDSHARD_EVENTS", "[::1]:4000"}});
+  EXPECT_EQ(rank_environment_from_env()->events_address, "[::1]:4000");
+}
+
 TEST_F(RankEnvironmentTest, slurm_and_mpirun) {
   set({{"SLURM_PROCID", "3"}, {"SLURM_NTASKS", "4"}, {"SLURM_LOCALID", "1"}, {"MASTER_ADDR", "node1"}});
   auto env = rank_environment_from_env();

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -124,6 +125,44 @@ TEST(EventReceiverTest, a_refused_hello_tells_the_client_why) {
   } catch (const StreamRefusedError& error) {
     EXPECT_NE(std::string(error.what()).find("rank 5 is outside the job"), std::string::npos) << error.what();
   }
+}
+
+// IPv6 loopback works end to end ("[::1]:0"), and a taken port says so, naming the address and the flag.
+TEST(EventReceiverTest, listens_on_ipv6_loopback_and_a_busy_port_says_address_in_use) {
+  Seen seen;
+  EventReceiver receiver("::1", 0, handlers(seen), "--events");
+  EXPECT_EQ(receiver.address(), "[::1]:" + std::to_string(receiver.port()));
+  EventStreamClient client(receiver.address(), hello_of(1), std::chrono::seconds(10), std::chrono::milliseconds(20));
+  client.send_line(phase_begin_line(1));
+  ASSERT_TRUE(seen.wait([&] { return seen.events.size() == 1; }));
+  try {
+    EventReceiver second("::1", receiver.port(), handlers(seen), "--events");
+    FAIL() << "bound a taken port";
+  } catch (const core::CommError& error) {
+    EXPECT_NE(
+        std::string(error.what()).find("address in use: [::1]:" + std::to_string(receiver.port()) + " (--events)"),
+        std::string::npos)
+        << error.what();
+  }
+}
+
+// Every connection that ends is closed on this side too: no socket is left in CLOSE-WAIT (at the fd limit the
+// accept loop used to spin and /healthz stopped answering).
+TEST(EventReceiverTest, ended_connections_leave_no_open_socket_behind) {
+  auto open_fds = [] {
+    return std::distance(std::filesystem::directory_iterator("/proc/self/fd"), std::filesystem::directory_iterator{});
+  };
+  Seen seen;
+  EventReceiver receiver("127.0.0.1", 0, handlers(seen));
+  const auto before = open_fds();
+  for (int connection = 0; connection < 50; ++connection) {
+    EXPECT_TRUE(closed_after(receiver.port(), 0, "{not json"));
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (open_fds() > before && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_LE(open_fds(), before);
 }
 
 TEST(EventReceiverTest, addresses_are_parsed_strictly) {

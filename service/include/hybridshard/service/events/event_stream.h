@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "hybridshard/core/error.h"
+#include "hybridshard/service/events/host_port.h"
 #include "hybridshard/service/events/job_event.h"
 
 namespace hybridshard::service {
@@ -39,13 +40,6 @@ struct StreamHello {
 std::string hello_line(const StreamHello& hello);
 // Throws core::Error naming the field when `line` is not a hello.
 StreamHello decode_hello(std::string_view line);
-
-// HOST:PORT or [IPV6]:PORT, port in [0, 65535]; throws core::ConfigError naming `what` and the address.
-struct HostPort {
-  std::string host;
-  int port = 0;
-};
-HostPort parse_host_port(const std::string& address, const std::string& what);
 
 // The receiving end refused the hello (a second live job with the same name, a rank already connected).
 class StreamRefusedError : public core::Error {
@@ -93,8 +87,11 @@ struct EventStreamHandlers {
 
 class EventStreamServer {
  public:
-  // Listens on host:port (port 0: any free port). Handlers run on the server's reader threads.
-  EventStreamServer(const std::string& host, int port, EventStreamHandlers handlers);
+  // Listens on host:port (port 0: any free port). Handlers run on the server's reader threads. Throws
+  // core::CommError "address in use: HOST:PORT (WHAT)" when the address is taken; warns on stderr when host is
+  // 0.0.0.0 or ::. `what` names the address's flag or variable in messages.
+  EventStreamServer(const std::string& host, int port, EventStreamHandlers handlers,
+                    const std::string& what = "event stream");
   ~EventStreamServer();
   EventStreamServer(const EventStreamServer&) = delete;
   EventStreamServer& operator=(const EventStreamServer&) = delete;
@@ -138,7 +135,8 @@ struct EventReceiverHandlers {
 
 class EventReceiver {
  public:
-  EventReceiver(const std::string& host, int port, EventReceiverHandlers handlers);
+  EventReceiver(const std::string& host, int port, EventReceiverHandlers handlers,
+                const std::string& what = "event stream");
   int port() const { return server_->port(); }
   std::string address() const { return server_->address(); }
 

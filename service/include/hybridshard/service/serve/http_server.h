@@ -10,6 +10,8 @@
 #include <memory>
 #include <string>
 
+#include "hybridshard/service/events/host_port.h"
+
 namespace hybridshard::service {
 
 struct HttpResponse {
@@ -39,7 +41,8 @@ ServePriority serve_priority_from_name(const std::string& name);  // "idle", "lo
 void apply_serve_priority(ServePriority priority);                // to the calling thread
 
 struct HttpServerOptions {
-  std::string listen = "127.0.0.1:9464";  // HOST:PORT, [IPV6]:PORT; port 0 picks a free port (see port())
+  std::string listen = "127.0.0.1:9464";       // HOST:PORT, [IPV6]:PORT (parse_host_port); port 0: a free port (port())
+  std::string listen_what = "metrics.listen";  // the flag or key `listen` came from, for messages
   // Worker threads; further connections wait in the queue. A client that sends half a request holds a worker until
   // request_timeout_ms: enough workers that a few such clients leave the others served.
   int num_threads = 16;
@@ -54,16 +57,15 @@ struct HttpServerOptions {
   int max_queue_wait_ms = 8000;
 };
 
-// HOST:PORT or [HOST]:PORT with a numeric port in [0, 65535]; throws core::ConfigError naming what is wrong.
-struct ListenAddress {
-  std::string host;
-  int port = 0;
-};
-ListenAddress parse_listen_address(const std::string& listen);
+// Whether the HTTP server library can listen on IPv6 addresses (Debian 12's civetweb 1.15 cannot: an IPv6 listen
+// address is then refused with a ConfigError that says so).
+bool http_server_supports_ipv6();
 
 class HttpServer {
  public:
-  // Starts listening; throws core::Error naming the address when it cannot (address in use, bad address).
+  // Starts listening; throws core::ConfigError for an address that does not parse, core::CommError "address in
+  // use: HOST:PORT (listen_what)" when it is taken, core::Error naming the address otherwise. Warns on stderr when
+  // the address is 0.0.0.0 or [::] (every interface).
   // `routes` maps exact paths ("/metrics") to handlers; query strings are ignored.
   HttpServer(HttpServerOptions options, std::map<std::string, HttpHandler> routes);
   ~HttpServer();  // stop()
