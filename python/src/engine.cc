@@ -40,6 +40,7 @@ std::unique_ptr<service::EventStreamClient> connect_serve(const EngineSettings& 
   hello.job = service::reported_job_name(environment, settings.job);
   hello.world_size = environment.world_size;
   hello.instance = environment.job_instance;
+  hello.secret = environment.events_secret;
   return service::connect_event_stream(environment.serve_address, hello, settings.serve_timeout, /*required=*/false,
                                        std::cerr);
 }

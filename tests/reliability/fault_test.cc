@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "child_process.h"
+#include "hybridshard/service/events/event_stream.h"
 #include "hybridshard/service/observe/record.h"
 #include "test_http_client.h"
 
@@ -147,18 +148,31 @@ INSTANTIATE_TEST_SUITE_P(EveryPhase, FaultTest, ::testing::ValuesIn(every_fault(
 class OperatorTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { become_child_subreaper(); }
+
+  // Starts a 500-iteration job with a record in a scratch directory named `name`; returns once its first iteration
+  // has ended (a fatal failure when it does not within 90 s).
+  void start_long_job(const std::string& name) {
+    dir_.emplace(name);
+    const fs::path job = *dir_ / "job.yaml";
+    std::ofstream(job) << test_job({{"iterations", "500"}});
+    record_ = *dir_ / "run.jsonl";
+    launcher_.emplace(std::vector<std::string>{hybridshard_binary(), "run", job.string(), "--record", record_.string()},
+                      std::map<std::string, std::string>{}, *dir_ / "launcher");
+    ASSERT_TRUE(launcher_->wait_for_output(
+        [](const std::string& out) { return out.find("iter 1/500  exit") != std::string::npos; },
+        std::chrono::seconds(90)))
+        << launcher_->wait(std::chrono::seconds(1)).describe();
+  }
+
+  std::optional<ScratchDir> dir_;
+  fs::path record_;
+  std::optional<ChildProcess> launcher_;
 };
 
 TEST_F(OperatorTest, ctrl_c_stops_every_rank_at_a_phase_boundary_with_exit_130) {
-  ScratchDir dir("ctrl-c");
-  const fs::path job = dir / "job.yaml";
-  std::ofstream(job) << test_job({{"iterations", "500"}});
-  const fs::path record = dir / "run.jsonl";
-  ChildProcess launcher({hybridshard_binary(), "run", job.string(), "--record", record.string()}, {}, dir / "launcher");
-  ASSERT_TRUE(
-      launcher.wait_for_output([](const std::string& out) { return out.find("iter 1/500  exit") != std::string::npos; },
-                               std::chrono::seconds(90)))
-      << launcher.wait(std::chrono::seconds(1)).describe();
+  ASSERT_NO_FATAL_FAILURE(start_long_job("ctrl-c"));
+  ChildProcess& launcher = *launcher_;
+  const fs::path& record = record_;
   // Neither the launcher nor a rank can die of a peer's closed socket: SIGPIPE is ignored (a rank used to die of it
   // when a peer failed first, and the launcher then named that rank).
   EXPECT_TRUE(ignores_signal(launcher.pid(), SIGPIPE)) << "the launcher";
@@ -187,6 +201,52 @@ TEST_F(OperatorTest, ctrl_c_stops_every_rank_at_a_phase_boundary_with_exit_130) 
   }
   EXPECT_EQ(events.back().value("type", ""), "job_end");
   expect_no_rank_left(rank_pids(events));
+}
+
+// The value of `name` in the environment of process `pid` ("" when absent).
+std::string environment_of(pid_t pid, const std::string& name) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/environ");
+  for (std::string entry; std::getline(in, entry, '\0');) {
+    if (entry.rfind(name + "=", 0) == 0) return entry.substr(name.size() + 1);
+  }
+  return "";
+}
+
+// Any local process can reach the launcher's event stream; without the job's secret it cannot speak for a rank: its
+// hello is refused with one log line and the job goes on (it used to accept forged events of any rank).
+TEST_F(OperatorTest, a_connection_without_the_jobs_secret_is_refused_and_the_job_goes_on) {
+  ASSERT_NO_FATAL_FAILURE(start_long_job("forged"));
+  ChildProcess& launcher = *launcher_;
+  const fs::path& record = record_;
+  const std::vector<pid_t> ranks = child_pids(launcher.pid());
+  ASSERT_FALSE(ranks.empty());
+  const std::string address = environment_of(ranks.front(), "HYBRIDSHARD_EVENTS");
+  ASSERT_FALSE(address.empty());
+  EXPECT_EQ(environment_of(ranks.front(), "HYBRIDSHARD_EVENTS_SECRET").size(), 32u);
+  for (const std::string secret : {"", "00000000000000000000000000000000"}) {
+    service::StreamHello forged;
+    forged.rank = 1;
+    forged.pid = 1;
+    forged.secret = secret;
+    try {
+      service::EventStreamClient client(address, forged, std::chrono::seconds(10), std::chrono::seconds(1));
+      ADD_FAILURE() << "a hello with secret '" << secret << "' was accepted";
+    } catch (const service::StreamRefusedError& error) {
+      EXPECT_NE(std::string(error.what()).find("wrong or missing job secret"), std::string::npos) << error.what();
+    }
+  }
+  launcher.signal(SIGINT);
+  const ChildResult result = launcher.wait(std::chrono::seconds(90));
+  ASSERT_FALSE(result.timed_out) << result.describe();
+  EXPECT_EQ(result.exit_code, 130) << result.describe();
+  std::size_t refusals = 0;
+  for (std::size_t at = 0;
+       (at = result.err.find("refused rank 1: wrong or missing job secret", at)) != std::string::npos; ++at) {
+    ++refusals;
+  }
+  EXPECT_EQ(refusals, 2u) << result.describe();
+  for (const nlohmann::json& event : read_record(record))
+    EXPECT_NE(event.value("type", ""), "rank_down") << event.dump();
 }
 
 // The value of the sample of `name` whose labels include every one of `labels` (`rank="2"`), from a /metrics text;

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -89,7 +90,8 @@ std::string hello_line(const StreamHello& hello) {
                                    {"pid", hello.pid},
                                    {"job", hello.job},
                                    {"world_size", hello.world_size},
-                                   {"instance", hello.instance}});
+                                   {"instance", hello.instance},
+                                   {"secret", hello.secret}});
 }
 
 StreamHello decode_hello(std::string_view line) {
@@ -129,7 +131,39 @@ StreamHello decode_hello(std::string_view line) {
     if (!json["instance"].is_string()) wrong("instance", "a string");
     hello.instance = json["instance"].get<std::string>();
   }
+  if (json.contains("secret")) {
+    if (!json["secret"].is_string() || json["secret"].get<std::string>().size() > 256) {
+      wrong("secret", "a string of at most 256 characters");
+    }
+    hello.secret = json["secret"].get<std::string>();
+  }
   return hello;
+}
+
+std::string new_stream_secret() {
+  unsigned char bytes[16];
+  std::size_t filled = 0;
+  while (filled < sizeof(bytes)) {
+    const ssize_t n = ::getrandom(bytes + filled, sizeof(bytes) - filled, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) HS_THROW(core::Error, std::string("getrandom failed: ") + std::strerror(errno));
+    filled += static_cast<std::size_t>(n);
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string secret;
+  for (unsigned char byte : bytes) {
+    secret.push_back(kHex[byte >> 4]);
+    secret.push_back(kHex[byte & 15]);
+  }
+  return secret;
+}
+
+bool secrets_match(const std::string& expected, const std::string& given) {
+  unsigned char differ = expected.size() == given.size() ? 0 : 1;
+  for (std::size_t i = 0; i < given.size(); ++i) {
+    differ |= static_cast<unsigned char>(given[i] ^ (i < expected.size() ? expected[i] : 0));
+  }
+  return differ == 0;
 }
 
 EventStreamClient::EventStreamClient(const std::string& address, StreamHello hello, std::chrono::milliseconds timeout,

@@ -91,7 +91,8 @@ std::string progress_line(const PhaseRound& round, int iterations, int world_siz
   return line.str();
 }
 
-pid_t spawn_rank(const LaunchOptions& options, int rank, int master_port, const std::string& events_address) {
+pid_t spawn_rank(const LaunchOptions& options, int rank, int master_port, const std::string& events_address,
+                 const std::string& events_secret) {
   const JobConfig& job = options.job;
   std::vector<std::string> environment;
   for (char** entry = environ; *entry != nullptr; ++entry) {
@@ -102,6 +103,7 @@ pid_t spawn_rank(const LaunchOptions& options, int rank, int master_port, const 
                                                   "MASTER_ADDR=",
                                                   "MASTER_PORT=",
                                                   "HYBRIDSHARD_EVENTS=",
+                                                  "HYBRIDSHARD_EVENTS_SECRET=",
                                                   "LOCAL_WORLD_SIZE=",
                                                   "TORCHELASTIC_USE_AGENT_STORE=",
                                                   "HYBRIDSHARD_LAUNCHER="};
@@ -116,6 +118,7 @@ pid_t spawn_rank(const LaunchOptions& options, int rank, int master_port, const 
   environment.push_back("MASTER_ADDR=" + job.runtime.master_addr);
   environment.push_back("MASTER_PORT=" + std::to_string(master_port));
   environment.push_back("HYBRIDSHARD_EVENTS=" + events_address);
+  environment.push_back("HYBRIDSHARD_EVENTS_SECRET=" + events_secret);
   environment.push_back("HYBRIDSHARD_LAUNCHER=1");
 
   // No job file: the rank takes the embedded default job itself (nothing written to a temporary file).
@@ -183,10 +186,11 @@ class RankProcesses {
     ranks_[static_cast<std::size_t>(rank)].last_seen = Clock::now();
   }
 
-  void spawn_all(const LaunchOptions& options, int master_port, const std::string& events_address) {
+  void spawn_all(const LaunchOptions& options, int master_port, const std::string& events_address,
+                 const std::string& events_secret) {
     for (int rank = 0; rank < world_size(); ++rank) {
       Process& process = ranks_[static_cast<std::size_t>(rank)];
-      process.pid = spawn_rank(options, rank, master_port, events_address);
+      process.pid = spawn_rank(options, rank, master_port, events_address, events_secret);
       process.running = true;
       std::lock_guard lock(mutex_);
       process.last_seen = Clock::now();
@@ -331,9 +335,14 @@ LaunchResult failed(ObservedJob& watched, const RankFailure& failure) {
 // Every line of a rank is decoded once (EventReceiver); its events go to the job's fold and record, whose phase
 // rounds make the progress lines.
 EventReceiverHandlers rank_handlers(RankProcesses& ranks, ObservedJob& watched, const JobConfig& job, std::ostream* out,
-                                    std::mutex& progress_mutex) {
+                                    std::mutex& progress_mutex, const std::string& secret) {
   EventReceiverHandlers handlers;
-  handlers.accept = [&ranks](const StreamHello& hello) { return ranks.accept(hello.rank); };
+  // The secret first: a connection without it may not even learn whether its rank is taken.
+  handlers.accept = [&ranks, secret](const StreamHello& hello) {
+    if (!secrets_match(secret, hello.secret))
+      return std::string("wrong or missing job secret (HYBRIDSHARD_EVENTS_SECRET)");
+    return ranks.accept(hello.rank);
+  };
   handlers.on_alive = [&ranks](const StreamHello& hello) { ranks.saw(hello.rank); };
   handlers.on_event = [&watched, &job, out, &progress_mutex](const StreamHello&, JobEvent&& event) {
     const std::optional<PhaseRound> round = watched.apply(std::move(event));
@@ -477,16 +486,18 @@ LaunchResult run_launcher(const LaunchOptions& options) {
   store_options.world_size = -1;
   store_options.timeout = job.runtime.timeout;
   std::unique_ptr<core::Store> store = core::Store::open(store_options);
-  EventReceiver events("127.0.0.1", 0, rank_handlers(ranks, watched, job, out, progress_mutex));
+  const std::string events_secret = new_stream_secret();
+  EventReceiver events("127.0.0.1", 0, rank_handlers(ranks, watched, job, out, progress_mutex, events_secret));
 
   if (out != nullptr) {
     *out << "hybridshard: " << world_size << " ranks, train tp " << job.train.tp << " pp " << job.train.pp << " vpp "
          << job.train.vpp << " dp " << job.train.dp << " -> rollout tp " << job.rollout.tp << " dp " << job.rollout.dp()
          << ", " << job.schedule.iterations << " iterations, store " << job.runtime.master_addr << ":" << store->port()
+         << " (c10d listens on every interface: port " << store->port() << " is open to the network, unauthenticated)"
          << std::endl;
   }
 
-  ranks.spawn_all(options, store->port(), events.address());
+  ranks.spawn_all(options, store->port(), events.address(), events_secret);
   bool stop_requested = false;
   LaunchResult result = watch_ranks(ranks, *store, watched, job, out, stop_requested);
   ranks.kill_all(std::chrono::milliseconds(3000));

@@ -77,6 +77,7 @@ std::optional<RankEnvironment> rank_environment_from_env() {
   if (const char* events = env("HYBRIDSHARD_EVENTS")) {
     result.events_address = parse_host_port(events, "HYBRIDSHARD_EVENTS").text();
   }
+  if (const char* secret = env("HYBRIDSHARD_EVENTS_SECRET")) result.events_secret = secret;
   if (const char* serve = env("HYBRIDSHARD_SERVE"))
     result.serve_address = parse_host_port(serve, "HYBRIDSHARD_SERVE").text();
   if (const char* job = env("HYBRIDSHARD_JOB")) result.job_name = job;

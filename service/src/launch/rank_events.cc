@@ -21,6 +21,7 @@ std::unique_ptr<StreamEventSink> open_rank_events(const RankEnvironment& environ
   hello.rank = rank;
   hello.pid = static_cast<long>(::getpid());
   hello.world_size = environment.world_size;
+  hello.secret = environment.events_secret;
   std::unique_ptr<EventStreamClient> stream;
   bool to_serve = false;
   if (!environment.events_address.empty()) {

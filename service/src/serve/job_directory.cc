@@ -64,6 +64,9 @@ std::string JobDirectory::admit(const StreamHello& hello) {
       return "a job named '" + hello.job + "' is already running (run " + entry->instance +
              "); give this one another name (HYBRIDSHARD_JOB)";
     }
+    if (!secrets_match(entry->secret, hello.secret)) {
+      return "wrong or missing secret for job '" + hello.job + "' (HYBRIDSHARD_EVENTS_SECRET)";
+    }
     if (hello.world_size > 0 && entry->world_size > 0 && hello.world_size != entry->world_size) {
       return "job '" + hello.job + "' has " + std::to_string(entry->world_size) + " ranks, this rank says " +
              std::to_string(hello.world_size);
@@ -86,6 +89,7 @@ std::string JobDirectory::admit(const StreamHello& hello) {
       return "cannot record job '" + hello.job + "': " + error_message(error);
     }
     fresh.instance = hello.instance;
+    fresh.secret = hello.secret;
     entries_.push_back(std::move(fresh));
     entry = &entries_.back();
     if (options_.log) {

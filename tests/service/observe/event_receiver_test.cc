@@ -165,6 +165,21 @@ TEST(EventReceiverTest, ended_connections_leave_no_open_socket_behind) {
   EXPECT_LE(open_fds(), before);
 }
 
+TEST(EventReceiverTest, the_secret_travels_in_the_hello_and_secrets_compare_exactly) {
+  StreamHello hello = hello_of(3);
+  hello.secret = new_stream_secret();
+  EXPECT_EQ(hello.secret.size(), 32u);
+  EXPECT_EQ(hello.secret.find_first_not_of("0123456789abcdef"), std::string::npos);
+  EXPECT_NE(hello.secret, new_stream_secret());
+  EXPECT_EQ(decode_hello(hello_line(hello)).secret, hello.secret);
+  EXPECT_TRUE(secrets_match(hello.secret, hello.secret));
+  EXPECT_FALSE(secrets_match(hello.secret, ""));
+  EXPECT_FALSE(secrets_match(hello.secret, hello.secret.substr(0, 31)));
+  EXPECT_FALSE(secrets_match(hello.secret, hello.secret + "0"));
+  EXPECT_TRUE(secrets_match("", ""));
+  EXPECT_THROW(decode_hello(R"({"type":"hello","rank":0,"pid":1,"secret":5})"), core::Error);
+}
+
 TEST(EventReceiverTest, addresses_are_parsed_strictly) {
   EXPECT_EQ(parse_host_port("127.0.0.1:9000", "x").port, 9000);
   EXPECT_EQ(parse_host_port("[::1]:0", "x").host, "::1");

@@ -96,6 +96,25 @@ TEST_F(JobDirectoryTest, a_second_live_job_with_the_same_name_is_refused_clearly
   EXPECT_EQ(directory.jobs().size(), 1u);
 }
 
+// The first rank of a job fixes its secret; a connection that claims a rank of that job without it is refused (it
+// could forge the job's events), one with it is admitted.
+TEST_F(JobDirectoryTest, a_jobs_secret_is_fixed_by_its_first_rank_and_required_of_the_others) {
+  JobDirectory directory(JobDirectoryOptions{});
+  StreamHello first = hello("llama", 0, "torchrun:1");
+  first.secret = "s3cret";
+  EXPECT_EQ(directory.admit(first), "");
+  StreamHello forged = hello("llama", 1, "torchrun:1");
+  EXPECT_NE(directory.admit(forged).find("wrong or missing secret for job 'llama'"), std::string::npos);
+  forged.secret = "guess";
+  EXPECT_NE(directory.admit(forged).find("wrong or missing secret"), std::string::npos);
+  StreamHello second = hello("llama", 1, "torchrun:1");
+  second.secret = "s3cret";
+  EXPECT_EQ(directory.admit(second), "") << "the refusals did not take rank 1";
+  // A job started without a secret admits its ranks without one (jobs under external launchers may have none).
+  EXPECT_EQ(directory.admit(hello("open", 0, "torchrun:2")), "");
+  EXPECT_EQ(directory.admit(hello("open", 1, "torchrun:2")), "");
+}
+
 TEST_F(JobDirectoryTest, a_job_ends_when_its_ranks_leave_and_stays_until_the_retention_passes) {
   JobDirectoryOptions options;
   options.record_dir = dir_.string();

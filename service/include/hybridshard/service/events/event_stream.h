@@ -29,17 +29,24 @@ namespace hybridshard::service {
 // Longest line either side accepts; longer lines close the connection with an error.
 inline constexpr std::size_t kMaxEventLineBytes = std::size_t{1} << 20;
 
-// Who a connection speaks for. (A per-job secret, checked by the receiving end, belongs here too.)
+// Who a connection speaks for, and the job's secret that proves it (HYBRIDSHARD_EVENTS_SECRET): the receiving end
+// refuses a hello whose secret is not the job's, so that another local user cannot forge a rank's events.
 struct StreamHello {
   int rank = 0;
   long pid = 0;
   std::string job;       // the job's name ("" under `hybridshard run`: its one job)
   int world_size = 0;    // 0: not said
   std::string instance;  // tells two runs that share a job name apart (all ranks of one run send the same)
+  std::string secret;    // "" when the job has none (only `serve` accepts that, for jobs started without one)
 };
 std::string hello_line(const StreamHello& hello);
 // Throws core::Error naming the field when `line` is not a hello.
 StreamHello decode_hello(std::string_view line);
+
+// A new per-job secret: 128 random bits (getrandom) as 32 hex digits.
+std::string new_stream_secret();
+// Whether `given` is `expected`, in time independent of where they differ.
+bool secrets_match(const std::string& expected, const std::string& given);
 
 // The receiving end refused the hello (a second live job with the same name, a rank already connected).
 class StreamRefusedError : public core::Error {

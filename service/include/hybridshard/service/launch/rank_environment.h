@@ -14,6 +14,7 @@ struct RankEnvironment {
   int master_port = 29500;
   // The store is hosted elsewhere (our launcher, torchrun's agent); otherwise rank 0 hosts it.
   bool store_hosted_elsewhere = false;
+  std::string events_secret;   // HYBRIDSHARD_EVENTS_SECRET: the job's secret for its event stream ("" when none)
   std::string events_address;  // HYBRIDSHARD_EVENTS: our launcher's event stream ("" under external launchers)
   std::string serve_address;   // HYBRIDSHARD_SERVE: a `hybridshard serve` to report to ("" for none)
   std::string job_name;        // HYBRIDSHARD_JOB: the job's name under serve ("" : the job file's name)

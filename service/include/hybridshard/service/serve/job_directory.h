@@ -65,6 +65,7 @@ class JobDirectory {
   struct Entry {
     std::shared_ptr<ObservedJob> job;
     std::string instance;
+    std::string secret;  // the first hello's: every later hello of this run must present it
     int world_size = 0;  // from the hellos (0: not said)
     std::map<int, RankLink> ranks;
     bool ended = false;
