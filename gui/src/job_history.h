@@ -74,7 +74,8 @@ class JobHistory {
 
   // Every rank's series: per rank its history samples older than its first recent sample, then the recent ones;
   // its history phases (each bucket's phases one after the other from the bucket's start, marked coarse) of the
-  // buckets that end before its first recent interval begins, then the recent ones. Both sorted by time (stable: by rank at equal times).
+  // buckets that end before its first recent interval begins, then the recent ones. Both sorted by time (stable: by
+  // rank at equal times).
   void compose(QVector<MemorySample>* memory, QVector<PhaseInterval>* phases) const;
 
   int rank_count() const { return static_cast<int>(ranks_.size()); }
