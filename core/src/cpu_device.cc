@@ -1,7 +1,9 @@
 // The host standing in for a device: "gpu" residency is host memory limited to a configured capacity, "cpu" residency
-// is plain (unpinned) host memory. Everything is synchronous.
+// is plain (unpinned) host memory. Everything is synchronous. Freed blocks are cached like the CUDA device's (without
+// its rounding), so that CPU ranks account for cached memory, and obey memory.release_on_exit, as GPU ranks do.
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -27,6 +29,9 @@ class CpuDevice final : public Device {
 
   ~CpuDevice() override {
     for (auto& [pointer, allocation] : allocations_) std::free(pointer);
+    for (auto& cache : cache_) {
+      for (auto& [bytes, pointer] : cache) std::free(pointer);
+    }
   }
 
   DeviceType type() const override { return DeviceType::kCpu; }
@@ -38,24 +43,35 @@ class CpuDevice final : public Device {
     if (where == Residency::kNone) HS_THROW(Error, "cpu device: cannot allocate with residency none");
     if (bytes < 0) HS_THROW(Error, "cpu device: negative allocation of " + std::to_string(bytes) + " bytes");
     std::lock_guard<std::mutex> lock(mutex_);
-    std::int64_t& in_use = in_use_[index(where)];
-    if (where == Residency::kGpu && in_use + bytes > capacity_) {
-      HS_THROW(OutOfMemoryError, "cpu device: cannot allocate " + std::to_string(bytes) + " bytes (" +
-                                     where_name(where) + "): " + std::to_string(in_use) + " of " +
-                                     std::to_string(capacity_) + " bytes in use");
+    const std::size_t i = index(where);
+    Block block;
+    // Like the CUDA device's cache: the smallest cached block of at least `bytes` and at most a quarter above it.
+    const auto cached = cache_[i].lower_bound(bytes);
+    if (cached != cache_[i].end() && cached->first <= bytes + bytes / 4) {
+      block = Block{cached->second, cached->first};
+      cache_[i].erase(cached);
+    } else {
+      if (where == Residency::kGpu && held_[i] + bytes > capacity_) release_cached(i);
+      if (where == Residency::kGpu && held_[i] + bytes > capacity_) {
+        HS_THROW(OutOfMemoryError, "cpu device: cannot allocate " + std::to_string(bytes) + " bytes (" +
+                                       where_name(where) + "): " + std::to_string(in_use_[i]) + " of " +
+                                       std::to_string(capacity_) + " bytes in use");
+      }
+      // aligned_alloc needs a size that is a multiple of the alignment; a zero-byte buffer still gets a unique
+      // address.
+      const std::size_t rounded =
+          (static_cast<std::size_t>(bytes) + kHostAlignment - 1) / kHostAlignment * kHostAlignment +
+          (bytes == 0 ? kHostAlignment : 0);
+      block = Block{std::aligned_alloc(kHostAlignment, rounded), bytes};
+      if (block.pointer == nullptr) {
+        HS_THROW(OutOfMemoryError, "cpu device: host allocation of " + std::to_string(bytes) + " bytes (" +
+                                       where_name(where) + ") failed; " + std::to_string(in_use_[i]) + " bytes in use");
+      }
+      held_[i] += bytes;
     }
-    // aligned_alloc needs a size that is a multiple of the alignment; a zero-byte buffer still gets a unique address.
-    const std::size_t rounded =
-        (static_cast<std::size_t>(bytes) + kHostAlignment - 1) / kHostAlignment * kHostAlignment +
-        (bytes == 0 ? kHostAlignment : 0);
-    void* pointer = std::aligned_alloc(kHostAlignment, rounded);
-    if (pointer == nullptr) {
-      HS_THROW(OutOfMemoryError, "cpu device: host allocation of " + std::to_string(bytes) + " bytes (" +
-                                     where_name(where) + ") failed; " + std::to_string(in_use) + " bytes in use");
-    }
-    allocations_[pointer] = Allocation{where, bytes};
-    in_use += bytes;
-    return pointer;
+    allocations_[block.pointer] = Allocation{where, bytes, block.bytes};
+    in_use_[i] += bytes;
+    return block.pointer;
   }
 
   void deallocate(Residency where, void* pointer, std::int64_t bytes) override {
@@ -69,9 +85,9 @@ class CpuDevice final : public Device {
                           " bytes) of an allocation made as (" + where_name(found->second.where) + ", " +
                           std::to_string(found->second.bytes) + " bytes)");
     }
+    cache_[index(where)].emplace(found->second.held, pointer);
     in_use_[index(where)] -= bytes;
     allocations_.erase(found);
-    std::free(pointer);
   }
 
   std::int64_t bytes_in_use(Residency where) const override {
@@ -80,8 +96,35 @@ class CpuDevice final : public Device {
     return in_use_[index(where)];
   }
 
+  std::int64_t bytes_cached(Residency where) const override {
+    if (where == Residency::kNone) return 0;
+    std::lock_guard<std::mutex> lock(mutex_);
+    return held_[index(where)] - in_use_[index(where)];
+  }
+
+  using Device::empty_cache;
+  void empty_cache(Residency where) override {
+    if (where == Residency::kNone) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    release_cached(index(where));
+  }
+
+  DeviceMemory memory() const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    DeviceMemory memory;
+    memory.total = capacity_;
+    memory.used = held_[0];
+    memory.tracked = in_use_[0];
+    memory.cached = held_[0] - in_use_[0];
+    memory.cached_host = held_[1] - in_use_[1];
+    return memory;
+  }
+
   std::int64_t total_memory() const override { return capacity_; }
-  std::int64_t used_memory() const override { return bytes_in_use(Residency::kGpu); }
+  std::int64_t used_memory() const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return held_[0];  // live and cached: what a driver would see as used
+  }
 
   void copy(void* dst, Residency dst_where, const void* src, Residency src_where, std::int64_t bytes) override {
     if (bytes < 0) HS_THROW(Error, "cpu device: copy of negative size " + std::to_string(bytes));
@@ -158,14 +201,30 @@ class CpuDevice final : public Device {
  private:
   struct Allocation {
     Residency where = Residency::kNone;
+    std::int64_t bytes = 0;  // asked for
+    std::int64_t held = 0;   // the block's size (a reused cached block may be larger)
+  };
+  struct Block {
+    void* pointer = nullptr;
     std::int64_t bytes = 0;
   };
   static std::size_t index(Residency where) { return where == Residency::kGpu ? 0 : 1; }
 
+  // Frees every cached block of residency index `i`. Caller holds mutex_.
+  void release_cached(std::size_t i) {
+    for (auto& [bytes, pointer] : cache_[i]) {
+      std::free(pointer);
+      held_[i] -= bytes;
+    }
+    cache_[i].clear();
+  }
+
   const std::int64_t capacity_;
   mutable std::mutex mutex_;
-  std::int64_t in_use_[2] = {0, 0};
+  std::int64_t in_use_[2] = {0, 0};  // bytes asked for by live buffers, per residency index
+  std::int64_t held_[2] = {0, 0};    // bytes of every block held: live and cached
   std::unordered_map<void*, Allocation> allocations_;
+  std::multimap<std::int64_t, void*> cache_[2];  // free blocks by size, per residency index
 };
 
 }  // namespace

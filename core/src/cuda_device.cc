@@ -249,11 +249,27 @@ class CudaDevice final : public Device {
     return held_[index(where)] - in_use_[index(where)];
   }
 
-  void empty_cache() override {
+  using Device::empty_cache;
+  void empty_cache(Residency where) override {
+    if (where == Residency::kNone) return;
     HS_CUDA_CHECK(cudaSetDevice(index_));
     std::lock_guard<std::mutex> lock(mutex_);
-    release_cached(0);
-    release_cached(1);
+    release_cached(index(where));
+  }
+
+  DeviceMemory memory() const override {
+    HS_CUDA_CHECK(cudaSetDevice(index_));
+    // Under the lock: no allocation of this device falls between the driver's figure and the counters.
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::size_t free_bytes = 0, total_bytes = 0;
+    HS_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    DeviceMemory memory;
+    memory.total = static_cast<std::int64_t>(total_bytes);
+    memory.used = static_cast<std::int64_t>(total_bytes - free_bytes);
+    memory.tracked = in_use_[0];
+    memory.cached = held_[0] - in_use_[0];
+    memory.cached_host = held_[1] - in_use_[1];
+    return memory;
   }
 
   std::int64_t total_memory() const override {

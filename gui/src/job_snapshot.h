@@ -41,6 +41,8 @@ struct RankState {
   std::int64_t device_used = 0;
   std::int64_t device_total = 0;
   std::int64_t tracked = 0;
+  std::int64_t cached = 0;  // device memory in hybridshard's cache (records before it: 0)
+  std::int64_t untracked() const { return device_used - tracked - cached; }
   double last_enter_seconds = -1;  // -1: no enter yet
   double last_exit_seconds = -1;
   std::int64_t last_enter_network_bytes = 0;
@@ -57,6 +59,7 @@ struct MemorySample {
   std::int64_t device_used = 0;
   std::int64_t device_total = 0;
   std::int64_t tracked = 0;
+  std::int64_t cached = 0;               // device memory in hybridshard's cache (records before it: 0)
   QHash<QString, std::int64_t> by_kind;  // bytes on gpu per buffer kind
   bool coarse = false;  // the lowest or highest sample of a history bucket (older than the full-rate samples)
 };

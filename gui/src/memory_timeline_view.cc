@@ -43,6 +43,7 @@ QColor kind_color(const QString& kind) {
   if (kind == QLatin1String("inference_params")) return QColor(0x59, 0xA1, 0x4F);
   if (kind == QLatin1String("kv_cache")) return QColor(0xED, 0xC9, 0x48);
   if (kind == QLatin1String("staging")) return QColor(0xB0, 0x7A, 0xA1);
+  if (kind == QLatin1String("cached")) return QColor(0x9C, 0x75, 0x5F);  // held from the driver, free for hybridshard
   return QColor(0xBA, 0xB0, 0xAC);
 }
 
@@ -79,7 +80,8 @@ void set_value_range(QValueAxis* axis, double min, double max, double step) {
 // How high a row reaches: device used, or the tracked sum where the device reports nothing.
 double height_of(const MemorySeriesModel& model, int row) {
   return std::max(model.value(row, MemorySeriesModel::kDeviceUsed),
-                  model.value(row, MemorySeriesModel::kTracked) + model.value(row, MemorySeriesModel::kUntracked));
+                  model.value(row, MemorySeriesModel::kTracked) + model.value(row, MemorySeriesModel::kCached) +
+                      model.value(row, MemorySeriesModel::kUntracked));
 }
 
 // The first row whose time is after `time` (at or after, when `inclusive`); rows are in time order.
@@ -267,15 +269,18 @@ MemoryTimelineView::MemoryTimelineView(MemorySeriesModel* memory, PhaseIntervalM
   axis_y_->setTickAnchor(0);
   axis_x_->setTickAnchor(0);
 
-  // Stacked areas: each kind between the previous kind's upper edge and its own; untracked on top.
+  // Stacked areas: each kind between the previous kind's upper edge and its own; then hybridshard's device cache,
+  // and untracked on top.
   QStringList stack_names = buffer_kinds();
-  stack_names << QStringLiteral("untracked");
+  stack_names << QStringLiteral("cached") << QStringLiteral("untracked");
   QLineSeries* lower = baseline_;
   for (const QString& name : stack_names) {
     auto* upper = new QLineSeries(chart_);
     auto* area = new QAreaSeries(upper, lower);
     const bool untracked = name == QLatin1String("untracked");
-    area->setName(untracked ? QStringLiteral("Untracked (used \u2212 tracked)") : buffer_kind_label(name));
+    area->setName(untracked                         ? QStringLiteral("Untracked (used \u2212 tracked \u2212 cached)")
+                  : name == QLatin1String("cached") ? QStringLiteral("Cached (hybridshard's cache)")
+                                                    : buffer_kind_label(name));
     const QColor color = kind_color(name);
     if (untracked) {
       QBrush brush(QColor(0x9E, 0x9E, 0x9E), Qt::BDiagPattern);
@@ -571,8 +576,10 @@ void MemoryTimelineView::rebuild() {
     const double x = x_of(memory_->value(row, MemorySeriesModel::kTime));
     double sum = 0;
     for (int kind = 0; kind < stack_lines_.size(); ++kind) {
+      // The kinds, then cached and untracked (the two columns after kTracked).
+      const int kinds = stack_lines_.size() - 2;
       const int column =
-          kind < stack_lines_.size() - 1 ? MemorySeriesModel::kFirstKind + kind : int{MemorySeriesModel::kUntracked};
+          kind < kinds ? MemorySeriesModel::kFirstKind + kind : MemorySeriesModel::kTracked + 1 + (kind - kinds);
       const double value = memory_->value(row, column);
       nonzero[kind] = nonzero[kind] || value > 0;
       sum += value;

@@ -42,7 +42,7 @@ QVariant RankTableModel::data(const QModelIndex& index, int role) const {
   const RankState& rank = ranks_[index.row()];
   const std::int64_t free_bytes = rank.device_total - rank.device_used;
   const double headroom = rank.device_total > 0 ? static_cast<double>(free_bytes) / rank.device_total : -1;
-  const std::int64_t untracked = rank.device_used - rank.tracked;
+  const std::int64_t untracked = rank.untracked();
   if (role == kRankRole) return rank.rank;
   if (role == Qt::DisplayRole) {
     switch (index.column()) {
@@ -71,6 +71,8 @@ QVariant RankTableModel::data(const QModelIndex& index, int role) const {
         return headroom >= 0 ? QStringLiteral("%1 %").arg(100 * headroom, 0, 'f', 1) : QString();
       case kTracked:
         return format_bytes(rank.tracked);
+      case kCached:
+        return format_bytes(rank.cached);
       case kUntracked:
         return format_bytes(untracked);
       case kUp:
@@ -97,6 +99,8 @@ QVariant RankTableModel::data(const QModelIndex& index, int role) const {
         return headroom;
       case kTracked:
         return static_cast<qlonglong>(rank.tracked);
+      case kCached:
+        return static_cast<qlonglong>(rank.cached);
       case kUntracked:
         return static_cast<qlonglong>(untracked);
       case kUp:
@@ -148,6 +152,8 @@ QVariant RankTableModel::headerData(int section, Qt::Orientation orientation, in
       return QStringLiteral("Free");
     case kTracked:
       return QStringLiteral("Tracked");
+    case kCached:
+      return QStringLiteral("Cached");
     case kUntracked:
       return QStringLiteral("Untracked");
     case kUp:

@@ -21,6 +21,7 @@ class RankTableModel : public QAbstractTableModel {
     kDeviceUsed,
     kHeadroom,
     kTracked,
+    kCached,
     kUntracked,
     kUp,
     kColumnCount

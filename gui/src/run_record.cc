@@ -218,6 +218,7 @@ void RecordPlayer::apply(const RecordEvent& event) {
     sample.device_used = bytes_field(fields, "device_used");
     sample.device_total = bytes_field(fields, "device_total");
     sample.tracked = bytes_field(fields, "tracked");
+    sample.cached = bytes_field(fields, "cached");
     const QJsonObject by_kind = fields.value(QLatin1String("by_kind")).toObject();
     for (auto it = by_kind.begin(); it != by_kind.end(); ++it) {
       sample.by_kind.insert(it.key(), saturate<std::int64_t>(it.value().toDouble()));
@@ -225,6 +226,7 @@ void RecordPlayer::apply(const RecordEvent& event) {
     rank.device_used = sample.device_used;
     rank.device_total = sample.device_total;
     rank.tracked = sample.tracked;
+    rank.cached = sample.cached;
     history_.add_sample(sample);
     series_changed_ = true;
   } else if (type == QLatin1String("check")) {

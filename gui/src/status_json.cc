@@ -138,6 +138,7 @@ MemorySample parse_sample(const QJsonObject& object, const QString& path, QStrin
   sample.device_used = reader.bytes("device_used", false);
   sample.device_total = reader.bytes("device_total", false);
   sample.tracked = reader.bytes("tracked", false);
+  sample.cached = reader.bytes("cached", false);
   const QJsonObject by_kind = reader.object("by_kind", false);
   for (auto it = by_kind.begin(); it != by_kind.end(); ++it) {
     if (!it.value().isDouble() && error->isEmpty()) {
@@ -208,6 +209,7 @@ void parse_rank(const QJsonObject& object, const QString& path, QString* error, 
   rank->device_used = reader.bytes("device_used", false);
   rank->device_total = reader.bytes("device_total", false);
   rank->tracked = reader.bytes("tracked", false);
+  rank->cached = reader.bytes("cached", false);
   rank->last_enter_seconds = reader.number("last_enter_seconds", false, -1);
   rank->last_exit_seconds = reader.number("last_exit_seconds", false, -1);
   rank->last_enter_network_bytes = reader.bytes("last_enter_network_bytes", false);

@@ -41,7 +41,8 @@ void MemorySeriesModel::rebuild() {
       if (kind >= 0 && kFirstKind + kind < kTracked) bytes[kFirstKind + kind] = it.value();
     }
     bytes[kTracked] = sample.tracked;
-    bytes[kUntracked] = std::max<std::int64_t>(0, sample.device_used - sample.tracked);
+    bytes[kCached] = sample.cached;
+    bytes[kUntracked] = std::max<std::int64_t>(0, sample.device_used - sample.tracked - sample.cached);
     bytes[kDeviceUsed] = sample.device_used;
     bytes[kDeviceTotal] = sample.device_total;
     return bytes;
@@ -109,6 +110,8 @@ QVariant MemorySeriesModel::headerData(int section, Qt::Orientation orientation,
   switch (section) {
     case kTracked:
       return QStringLiteral("Tracked (GiB)");
+    case kCached:
+      return QStringLiteral("Cached (GiB)");
     case kUntracked:
       return QStringLiteral("Untracked (GiB)");
     case kDeviceUsed:

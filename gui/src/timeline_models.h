@@ -19,7 +19,8 @@ class MemorySeriesModel : public QAbstractTableModel {
     kTime,
     kFirstKind,  // one column per buffer kind, in buffer_kinds() order
     kTracked = kFirstKind + 7,
-    kUntracked,
+    kCached,     // hybridshard's device cache
+    kUntracked,  // used - tracked - cached
     kDeviceUsed,
     kDeviceTotal,
     kColumnCount

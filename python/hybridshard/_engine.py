@@ -233,15 +233,17 @@ class Engine:
         self._last_enter_seconds = time.monotonic() - started
         return self._weights
 
-    def exit(self, policy="free"):
+    def exit(self, policy="free", release=None):
         """Collective. Back to training: the inference shard is freed ("free") or kept in pinned host memory
-        ("offload"). The InferenceWeights of enter() are released; raises LiveViewsError (and leaves the engine
-        entered) while any tensor taken from them is still referenced."""
+        ("offload"). `release`: the device memory exit freed goes back to the driver ("driver": torch's allocator
+        can use it) or stays in the engine's cache for the next enter ("cache"); None: the job's
+        memory.release_on_exit. The InferenceWeights of enter() are released; raises LiveViewsError (and leaves the
+        engine entered) while any tensor taken from them is still referenced."""
         self._synchronize()  # what read the views on torch's stream (copies out of them) is done
         weights = self._weights
         self._release_weights()
         try:
-            self._engine.exit(policy)
+            self._engine.exit(policy, release)
         except _hybridshard.LiveViewsError:
             # Still entered: the weights are usable again.
             if weights is not None:

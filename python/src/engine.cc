@@ -101,6 +101,7 @@ Engine::Engine(const EngineSettings& settings)
              "rank " + std::to_string(rank_) + " is outside the world of " + std::to_string(world_size_) + " ranks");
   }
 
+  release_on_exit_ = job.memory.release_on_exit;
   state_ = std::make_shared<RankState>();
   RankState& state = *state_;
   state.events = std::make_unique<service::StreamEventSink>(rank_, connect_serve(settings), nullptr);
@@ -201,7 +202,7 @@ std::vector<TensorView> Engine::inference_views() {
                   device_index_, inference_lease_);
 }
 
-void Engine::exit(core::ExitPolicy policy) {
+void Engine::exit(core::ExitPolicy policy, std::optional<core::ReleaseOnExit> release) {
   require_open("exit()");
   if (!entered_) HS_THROW(core::Error, "exit(): not entered (call enter() first)");
   require_no_inference_views("exit()");
@@ -209,6 +210,7 @@ void Engine::exit(core::ExitPolicy policy) {
   run_phase(*state.events, rank_, iteration_, "exit", [&] {
     state.setup->transition().exit(policy);
     state.setup->device().synchronize();
+    core::release_after_exit(state.setup->device(), release.value_or(release_on_exit_));
   });
   inference_lease_.reset();
   entered_ = false;

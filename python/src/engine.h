@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -70,8 +71,8 @@ class Engine {
   // More views of the inference shard while entered (the same lease as enter()'s).
   std::vector<TensorView> inference_views();
   // Collective. Throws LiveViewsError (and does nothing) while a view from enter() is alive; core::Error when not
-  // entered.
-  void exit(core::ExitPolicy policy);
+  // entered. `release`: what happens to the device memory exit freed (default: the job's memory.release_on_exit).
+  void exit(core::ExitPolicy policy, std::optional<core::ReleaseOnExit> release = std::nullopt);
   // Collective: a barrier, then no more enter(). The communicators, the store and the memory go with the last of
   // the Engine and its views; views of the train buffers stay valid. Throws LiveViewsError while views of the
   // inference buffer are alive.
@@ -100,6 +101,7 @@ class Engine {
   int iteration_ = 0;
   bool entered_ = false;
   bool closed_ = false;
+  core::ReleaseOnExit release_on_exit_ = core::ReleaseOnExit::kDriver;  // the job's
   core::RankPlan plan_;
   std::shared_ptr<RankState> state_;
   std::vector<std::shared_ptr<ViewLease>> train_leases_;  // one per chunk

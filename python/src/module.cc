@@ -197,13 +197,20 @@ PYBIND11_MODULE(_hybridshard, module) {
              return named_capsules(views);
            })
       .def("inference_capsules", [](Engine& engine) { return named_capsules(engine.inference_views()); })
-      .def("exit",
-           [](Engine& engine, const std::string& policy) {
-             const std::optional<core::ExitPolicy> parsed = parse_policy(policy);
-             if (!parsed) throw py::value_error("exit policy '" + policy + "' is not 'free' or 'offload'");
-             py::gil_scoped_release release;
-             engine.exit(*parsed);
-           })
+      .def(
+          "exit",
+          [](Engine& engine, const std::string& policy, const std::optional<std::string>& release) {
+            const std::optional<core::ExitPolicy> parsed = parse_policy(policy);
+            if (!parsed) throw py::value_error("exit policy '" + policy + "' is not 'free' or 'offload'");
+            std::optional<core::ReleaseOnExit> release_parsed;
+            if (release) {
+              release_parsed = core::parse_release_on_exit(*release);
+              if (!release_parsed) throw py::value_error("release '" + *release + "' is not 'driver' or 'cache'");
+            }
+            py::gil_scoped_release unlocked;
+            engine.exit(*parsed, release_parsed);
+          },
+          py::arg("policy"), py::arg("release") = py::none())
       .def("close",
            [](Engine& engine) {
              py::gil_scoped_release release;

@@ -130,7 +130,9 @@ def test_phase_order_and_policy_errors():
     del weights
     with pytest.raises(ValueError, match="exit policy 'drop' is not 'free' or 'offload'"):
         engine.exit("drop")
-    engine.exit("offload")
+    with pytest.raises(ValueError, match="release 'keep' is not 'driver' or 'cache'"):
+        engine.exit("free", release="keep")
+    engine.exit("offload", release="cache")
     engine.close()
     with pytest.raises(hybridshard.Error, match="the engine is closed"):
         engine.enter()

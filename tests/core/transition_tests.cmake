@@ -37,3 +37,15 @@ hybridshard_add_gtest(NAME batch_nccl_test LABEL gpu TIMEOUT 300
   LIBS hybridshard::core)
 target_include_directories(batch_nccl_test PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/runtime)
 target_compile_definitions(batch_nccl_test PRIVATE HYBRIDSHARD_TEST_NCCL)
+
+# memory.release_on_exit on a real exit (issue 18): the CPU device here, CUDA device 0 with label gpu.
+hybridshard_add_gtest(NAME release_on_exit_test LABEL unit
+  SOURCES ${_hs_transition}/release_on_exit_test.cc
+  LIBS hybridshard_test_reference GTest::gtest_main)
+target_include_directories(release_on_exit_test PRIVATE ${_hs_transition})
+
+hybridshard_add_gtest(NAME release_on_exit_gpu_test LABEL gpu TIMEOUT 120
+  SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/runtime/gpu_test_main.cc ${_hs_transition}/release_on_exit_test.cc
+  LIBS hybridshard_test_reference)
+target_include_directories(release_on_exit_gpu_test PRIVATE ${_hs_transition})
+target_compile_definitions(release_on_exit_gpu_test PRIVATE HYBRIDSHARD_TEST_CUDA)

@@ -46,6 +46,10 @@ class TestAlertModel : public QObject {
     QTest::newRow("headroom exactly 5 %") << "used=950"
                                           << ""
                                           << "";
+    // hybridshard's cache is free for hybridshard: 99 % used of which 40 % cached leaves 41 %.
+    QTest::newRow("headroom 1 % but 40 % cached") << "used=990,cached=400"
+                                                  << ""
+                                                  << "";
     QTest::newRow("enter 31 s") << "enter=31"
                                 << "HybridshardTransitionSlow"
                                 << "warning";
@@ -74,6 +78,7 @@ class TestAlertModel : public QObject {
     RankState& rank = snapshot.ranks[1];
     for (const QString& part : change.split(',')) {
       if (part.startsWith("used=")) rank.device_used = part.mid(5).toLongLong();
+      if (part.startsWith("cached=")) rank.cached = part.mid(7).toLongLong();
       if (part.startsWith("enter=")) rank.last_enter_seconds = part.mid(6).toDouble();
       if (part == "down") rank.up = false;
       if (part == "finished") snapshot.state = "finished";

@@ -82,7 +82,8 @@ class TestFoldContract : public QObject {
         QVERIFY2(a.phase == b.phase, qPrintable(where + " phase: " + a.phase + " vs " + b.phase));
         QVERIFY2(a.phase_since == b.phase_since, qPrintable(where + " phase_since"));
         QVERIFY2(a.iteration == b.iteration, qPrintable(where + " iteration"));
-        QVERIFY2(a.device_used == b.device_used && a.device_total == b.device_total && a.tracked == b.tracked,
+        QVERIFY2(a.device_used == b.device_used && a.device_total == b.device_total && a.tracked == b.tracked &&
+                     a.cached == b.cached,
                  qPrintable(where + " memory"));
         QVERIFY2(seconds_or_unset(a.last_enter_seconds, b.last_enter_seconds >= 0) == b.last_enter_seconds,
                  qPrintable(where + " last_enter_seconds"));
@@ -107,6 +108,7 @@ class TestFoldContract : public QObject {
       for (int m = 0; m < live.memory.size(); ++m) {
         QCOMPARE(live.memory[m].time, replay.memory[m].time);
         QCOMPARE(live.memory[m].device_used, replay.memory[m].device_used);
+        QCOMPARE(live.memory[m].cached, replay.memory[m].cached);
         QCOMPARE(live.memory[m].by_kind, replay.memory[m].by_kind);
       }
       QVERIFY2(live.phases.size() == replay.phases.size(), qPrintable("phases" + at));

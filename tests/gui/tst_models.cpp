@@ -125,7 +125,7 @@ class TestModels : public QObject {
     QCOMPARE(model.rowCount(), 0);
   }
 
-  void memory_series_untracked_is_used_minus_tracked_and_ranks_add_up() {
+  void memory_series_untracked_is_used_minus_tracked_minus_cached_and_ranks_add_up() {
     const JobSnapshot snapshot = snapshot_at(record_, testing::kSampleStart + 33.0);
     MemorySeriesModel one;
     one.set_ranks({0});
@@ -133,8 +133,8 @@ class TestModels : public QObject {
     QVERIFY(one.rowCount() > 100);
     const int last = one.rowCount() - 1;
     QVERIFY(std::abs(one.value(last, MemorySeriesModel::kUntracked) -
-                     (one.value(last, MemorySeriesModel::kDeviceUsed) - one.value(last, MemorySeriesModel::kTracked))) <
-            1e-9);
+                     (one.value(last, MemorySeriesModel::kDeviceUsed) - one.value(last, MemorySeriesModel::kTracked) -
+                      one.value(last, MemorySeriesModel::kCached))) < 1e-9);
     double kinds = 0;
     for (int column = MemorySeriesModel::kFirstKind; column < MemorySeriesModel::kTracked; ++column) {
       kinds += one.value(last, column);

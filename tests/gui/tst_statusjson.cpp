@@ -38,6 +38,28 @@ class TestStatusJson : public QObject {
     QCOMPARE(snapshot.phases[0].phase, QStringLiteral("rollout"));
   }
 
+  void reads_the_cached_kind_and_untracked_leaves_it_out() {
+    QJsonObject root = QJsonDocument::fromJson(testing::status_document(1)).object();
+    QJsonArray ranks = root.value("ranks").toArray();
+    QJsonObject rank = ranks[0].toObject();
+    rank["cached"] = 70;  // used 600 = tracked 500 + cached 70 + untracked 30
+    ranks[0] = rank;
+    root["ranks"] = ranks;
+    QJsonArray memory = root.value("memory").toArray();
+    QJsonObject sample = memory[0].toObject();
+    sample["cached"] = 40;
+    memory[0] = sample;
+    root["memory"] = memory;
+    const StatusParseResult result = parse_status(QJsonDocument(root).toJson());
+    QVERIFY2(result.ok, qPrintable(result.error));
+    QCOMPARE(result.snapshot.ranks[0].cached, std::int64_t{70});
+    QCOMPARE(result.snapshot.ranks[0].untracked(), std::int64_t{30});
+    QCOMPARE(result.snapshot.memory[0].cached, std::int64_t{40});
+    // A document without it (before the cached kind): nothing cached.
+    const StatusParseResult old = parse_status(testing::status_document(1));
+    QCOMPARE(old.snapshot.ranks[0].cached, std::int64_t{0});
+  }
+
   void sorts_ranks_by_number() {
     QJsonObject root = QJsonDocument::fromJson(testing::status_document(3)).object();
     QJsonArray ranks = root.value("ranks").toArray();

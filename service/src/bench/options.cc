@@ -88,6 +88,7 @@ bool resolve_model(const BenchOptions& o, BenchConfig& config, std::vector<std::
       config.bucket_bytes = job.memory.bucket_bytes;
       config.transport = job.runtime.transport;
       config.exit_policies = {job.memory.exit_policy};
+      config.releases = {job.memory.release_on_exit};
       config.cpu_device_memory = job.runtime.cpu_device_memory;
       config.timeout_ms = static_cast<int>(job.runtime.timeout.count());
       config.version = job.model.seed;
@@ -188,6 +189,13 @@ void resolve_run(const BenchOptions& o, BenchConfig& config, std::vector<std::st
     config.exit_policies = {core::ExitPolicy::kOffload};
   } else if (!o.exit_policy.empty()) {
     problems.push_back("--exit-policy: '" + o.exit_policy + "' is not free, offload or both");
+  }
+  if (o.release_on_exit == "both" || (o.release_on_exit.empty() && config.releases.empty())) {
+    config.releases = {core::ReleaseOnExit::kDriver, core::ReleaseOnExit::kCache};
+  } else if (const auto release = core::parse_release_on_exit(o.release_on_exit)) {
+    config.releases = {*release};
+  } else if (!o.release_on_exit.empty()) {
+    problems.push_back("--release-on-exit: '" + o.release_on_exit + "' is not driver, cache or both");
   }
   if (o.comm == "loopback" || o.comm.empty()) {
     config.backend = core::Backend::kLoopback;

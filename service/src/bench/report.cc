@@ -46,10 +46,14 @@ std::vector<const Series*> gather(const std::vector<RankResult>& ranks, const Se
 
 double bus_factor(int world_size) { return world_size > 1 ? static_cast<double>(world_size - 1) / world_size : 1.0; }
 
+// The row of `phase`, `strategy` and exit `policy` after `release` (the first release measured when "").
 const PhaseRow* find_row(const BenchReport& report, const std::string& phase, const std::string& strategy,
-                         const std::string& policy) {
+                         const std::string& policy, const std::string& release = "") {
   for (const PhaseRow& row : report.rows) {
-    if (row.phase == phase && row.strategy == strategy && row.policy == policy) return &row;
+    if (row.phase == phase && row.strategy == strategy && row.policy == policy &&
+        (release.empty() || row.release == release)) {
+      return &row;
+    }
   }
   return nullptr;
 }
@@ -135,14 +139,13 @@ std::int64_t add_header(const BenchConfig& config, const std::vector<RankResult>
 void add_phase_rows(const BenchConfig& config, const std::vector<RankResult>& ranks, BenchReport& report) {
   const int world_size = report.world_size;
   std::vector<SeriesKey> order;
-  for (core::ExitPolicy policy : config.exit_policies) {
-    for (core::Strategy strategy : config.strategies) {
-      order.emplace_back("enter", core::strategy_name(strategy), core::exit_policy_name(policy));
-    }
-  }
-  for (core::ExitPolicy policy : config.exit_policies) {
-    for (core::Strategy strategy : config.strategies) {
-      order.emplace_back("exit", core::strategy_name(strategy), core::exit_policy_name(policy));
+  for (const char* phase : {"enter", "exit"}) {
+    for (core::ExitPolicy policy : config.exit_policies) {
+      for (core::ReleaseOnExit release : config.releases) {
+        for (core::Strategy strategy : config.strategies) {
+          order.emplace_back(phase, core::strategy_name(strategy), policy_key(policy, release));
+        }
+      }
     }
   }
   order.emplace_back("batch.pre", "-", "-");
@@ -152,11 +155,17 @@ void add_phase_rows(const BenchConfig& config, const std::vector<RankResult>& ra
     if (found.empty()) continue;
     PhaseRow row;
     std::tie(row.phase, row.strategy, row.policy) = key;
+    row.release = "-";
+    if (const std::size_t slash = row.policy.find('/'); slash != std::string::npos) {
+      row.release = row.policy.substr(slash + 1);
+      row.policy.resize(slash);
+    }
     row.time_us = mean_of_slowest(found) * 1e6;
     row.checked = true;
     for (const Series* series : found) {
       row.bytes = std::max(row.bytes, series->bytes);
       row.peak_extra_bytes = std::max(row.peak_extra_bytes, series->extra_bytes);
+      row.driver_bytes = std::max(row.driver_bytes, series->driver_bytes);
       row.host_bytes = std::max(row.host_bytes, series->host_bytes);
       row.wrong += series->wrong;
       row.checked = row.checked && series->checked;
@@ -235,6 +244,11 @@ void add_ratios(const BenchConfig& config, std::int64_t shard_bytes, BenchReport
     add_ratio(report, "hybridshard exit(free) device bytes still held", static_cast<double>(hs_free->peak_extra_bytes),
               "<=", 0.0);
   }
+  // Issue 18: freed means the driver has it back (a colocated trainer can allocate it), within one 2 MiB block.
+  if (const PhaseRow* hs_driver = find_row(report, "exit", "hybridshard", "free", "driver")) {
+    add_ratio(report, "hybridshard exit(free,driver) bytes the driver still counts",
+              static_cast<double>(hs_driver->driver_bytes), "<=", static_cast<double>(2 << 20));
+  }
   const PhaseRow* hs_offload = find_row(report, "exit", "hybridshard", "offload");
   const BoundRow* d2h = find_bound(report, "d2h.pinned");
   if (hs_offload && d2h && hs_offload->time_us > 0 && d2h->algbw_gbps > 0) {
@@ -260,7 +274,7 @@ void add_steps(const std::vector<RankResult>& ranks, BenchReport& report) {
     const RankResult& first = ranks.front();
     for (const auto& [key, total] : first.steps) {
       const auto& [strategy, phase, operation, path] = key;
-      // "enter.free": the enter runs before exit(free); "exit.free": exit(free).
+      // "enter.free/driver": the enter after exit(free) and a release to the driver; "exit.free/driver": that exit.
       const std::size_t dot = phase.find('.');
       const std::string policy = dot == std::string::npos ? "-" : phase.substr(dot + 1);
       const auto series = first.phases.find({phase.substr(0, dot), strategy, policy});
@@ -319,19 +333,23 @@ void print_bench_report(const BenchReport& report, std::ostream& out) {
     if (row.phase != phase) {
       phase = row.phase;
       out << "#\n# phase: " << phase
-          << (phase == "enter"  ? " (policy = the exit before it; extra = peak extra device bytes)"
-              : phase == "exit" ? " (extra = device bytes still held after exit)"
-                                : " (bytes = the batch the rank ends with)")
+          << (phase == "enter" ? " (policy, release = the exit before it; extra = peak extra device bytes)"
+              : phase == "exit"
+                  ? " (extra = tracked device bytes still held after exit; driver = device bytes the driver "
+                    "(cudaMemGetInfo) still counts as used after exit and its release, the cache included)"
+                  : " (bytes = the batch the rank ends with)")
           << "\n";
       out << "# ";
       pad(out, "phase", 10);
       pad(out, "strategy", 11);
       pad(out, "policy", 7);
+      pad(out, "release", 7);
       pad(out, "bytes", 14);
       pad(out, "time(us)", 12);
       pad(out, "algbw(GB/s)", 11);
       pad(out, "busbw(GB/s)", 11);
       pad(out, "extra(B)", 14);
+      pad(out, "driver(B)", 14);
       pad(out, "host(B)", 14);
       pad(out, "#wrong", 7);
       out << '\n';
@@ -340,11 +358,13 @@ void print_bench_report(const BenchReport& report, std::ostream& out) {
     pad(out, row.phase, 10);
     pad(out, row.strategy, 11);
     pad(out, row.policy, 7);
+    pad(out, row.release, 7);
     pad(out, std::to_string(row.bytes), 14);
     pad(out, fixed(row.time_us, 1), 12);
     pad(out, fixed(row.algbw_gbps, 2), 11);
     pad(out, fixed(row.busbw_gbps, 2), 11);
     pad(out, std::to_string(row.peak_extra_bytes), 14);
+    pad(out, row.phase == "exit" ? std::to_string(row.driver_bytes) : "-", 14);
     pad(out, std::to_string(row.host_bytes), 14);
     pad(out, row.checked ? std::to_string(row.wrong) : "n/a", 7);
     out << '\n';

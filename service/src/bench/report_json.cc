@@ -9,11 +9,18 @@ namespace hybridshard::service::bench {
 using Json = nlohmann::ordered_json;
 
 void to_json(Json& json, const PhaseRow& row) {
-  json = Json{{"phase", row.phase},           {"strategy", row.strategy},
-              {"policy", row.policy},         {"bytes", row.bytes},
-              {"time_us", row.time_us},       {"algbw_gbps", row.algbw_gbps},
-              {"busbw_gbps", row.busbw_gbps}, {"extra_bytes", row.peak_extra_bytes},
-              {"host_bytes", row.host_bytes}, {"wrong", row.checked ? Json(row.wrong) : Json(nullptr)}};
+  json = Json{{"phase", row.phase},
+              {"strategy", row.strategy},
+              {"policy", row.policy},
+              {"release", row.release},
+              {"bytes", row.bytes},
+              {"time_us", row.time_us},
+              {"algbw_gbps", row.algbw_gbps},
+              {"busbw_gbps", row.busbw_gbps},
+              {"extra_bytes", row.peak_extra_bytes},
+              {"driver_bytes", row.driver_bytes},
+              {"host_bytes", row.host_bytes},
+              {"wrong", row.checked ? Json(row.wrong) : Json(nullptr)}};
 }
 
 void to_json(Json& json, const BoundRow& bound) {

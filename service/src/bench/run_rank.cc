@@ -259,51 +259,66 @@ void run_strategy(const BenchConfig& config, int rank, core::Device& device, cor
     core::RecordingEventSink events;
     std::unique_ptr<core::Transition> transition =
         core::make_transition(strategy, plan, *comm, device, &events, {config.transport});
+    // What the driver counts as used between phases in the steady state: after one enter and exit that made what
+    // stays (loopback's peer data, the device's scratch areas) and a release of the cache. The exits' driver bytes
+    // are above it.
+    if (loopback) loopback->reset_sequence();
+    line_up(world);
+    transition->enter(train_pointers);
+    device.synchronize();
+    transition->exit(core::ExitPolicy::kFree);
+    core::release_after_exit(device, core::ReleaseOnExit::kDriver);
+    const std::int64_t driver_baseline = device.memory().used;
     for (core::ExitPolicy policy : config.exit_policies) {
-      // Enter is kept apart by the exit that came before it: after an offload, enter also has the host copy to
-      // deal with.
-      Series& enter = result.phases[{"enter", name, std::string(core::exit_policy_name(policy))}];
-      enter.checked = config.check;
-      Series& exit = result.phases[{"exit", name, std::string(core::exit_policy_name(policy))}];
-      exit.checked = false;
-      progress(config, rank,
-               name + ": enter / exit(" + std::string(core::exit_policy_name(policy)) + ") x " +
-                   std::to_string(config.warmup + config.iterations));
-      for (int iteration = 0; iteration < config.warmup + config.iterations; ++iteration) {
-        const bool timed = iteration >= config.warmup;
-        transition->set_iteration(iteration);
-        if (loopback) loopback->reset_sequence();
-        line_up(world);
-        const std::int64_t before = device.bytes_in_use(core::Residency::kGpu);
-        events.clear();
-        Clock::time_point start = Clock::now();
-        core::FlatBuffer& shard = transition->enter(train_pointers);
-        device.synchronize();
-        double seconds = seconds_since(start);
-        const core::TransitionStats& entered = transition->last_enter();
-        if (timed) {
-          enter.seconds.push_back(seconds);
-          enter.bytes = std::max(enter.bytes, entered.bytes_network_received);
-          enter.extra_bytes = std::max(enter.extra_bytes, entered.peak_extra_device_bytes);
-          enter.host_bytes = std::max(enter.host_bytes, entered.bytes_host_to_device + entered.bytes_device_to_host);
-          add_steps(events.events(), name, "enter." + std::string(core::exit_policy_name(policy)), result.steps);
-          if (checker) enter.wrong += checker->count_wrong(shard.data());
-        }
-        bytes_received = std::max(bytes_received, entered.bytes_network_received);
+      for (core::ReleaseOnExit release : config.releases) {
+        // Enter is kept apart by the exit (and release) that came before it: after an offload, enter also has the
+        // host copy to deal with; after a release to the driver, it allocates its shard from the driver again.
+        const std::string key = policy_key(policy, release);
+        Series& enter = result.phases[{"enter", name, key}];
+        enter.checked = config.check;
+        Series& exit = result.phases[{"exit", name, key}];
+        exit.checked = false;
+        progress(config, rank,
+                 name + ": enter / exit(" + key + ") x " + std::to_string(config.warmup + config.iterations));
+        for (int iteration = 0; iteration < config.warmup + config.iterations; ++iteration) {
+          const bool timed = iteration >= config.warmup;
+          transition->set_iteration(iteration);
+          if (loopback) loopback->reset_sequence();
+          line_up(world);
+          const core::DeviceMemory before = device.memory();
+          events.clear();
+          Clock::time_point start = Clock::now();
+          core::FlatBuffer& shard = transition->enter(train_pointers);
+          device.synchronize();
+          double seconds = seconds_since(start);
+          const core::TransitionStats& entered = transition->last_enter();
+          if (timed) {
+            enter.seconds.push_back(seconds);
+            enter.bytes = std::max(enter.bytes, entered.bytes_network_received);
+            enter.extra_bytes = std::max(enter.extra_bytes, entered.peak_extra_device_bytes);
+            enter.host_bytes = std::max(enter.host_bytes, entered.bytes_host_to_device + entered.bytes_device_to_host);
+            add_steps(events.events(), name, "enter." + key, result.steps);
+            if (checker) enter.wrong += checker->count_wrong(shard.data());
+          }
+          bytes_received = std::max(bytes_received, entered.bytes_network_received);
 
-        line_up(world);
-        events.clear();
-        start = Clock::now();
-        transition->exit(policy);
-        device.synchronize();
-        seconds = seconds_since(start);
-        const core::TransitionStats& exited = transition->last_exit();
-        if (timed) {
-          exit.seconds.push_back(seconds);
-          exit.bytes = std::max(exit.bytes, exited.bytes_network_received);
-          exit.extra_bytes = std::max(exit.extra_bytes, device.bytes_in_use(core::Residency::kGpu) - before);
-          exit.host_bytes = std::max(exit.host_bytes, exited.bytes_host_to_device + exited.bytes_device_to_host);
-          add_steps(events.events(), name, "exit." + std::string(core::exit_policy_name(policy)), result.steps);
+          line_up(world);
+          events.clear();
+          start = Clock::now();
+          transition->exit(policy);
+          device.synchronize();
+          core::release_after_exit(device, release);  // part of exit, as the rank's schedule runs it
+          seconds = seconds_since(start);
+          const core::TransitionStats& exited = transition->last_exit();
+          if (timed) {
+            const core::DeviceMemory after = device.memory();
+            exit.seconds.push_back(seconds);
+            exit.bytes = std::max(exit.bytes, exited.bytes_network_received);
+            exit.extra_bytes = std::max(exit.extra_bytes, after.tracked - before.tracked);
+            exit.driver_bytes = std::max(exit.driver_bytes, after.used - driver_baseline);
+            exit.host_bytes = std::max(exit.host_bytes, exited.bytes_host_to_device + exited.bytes_device_to_host);
+            add_steps(events.events(), name, "exit." + key, result.steps);
+          }
         }
       }
     }

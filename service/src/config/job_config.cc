@@ -44,6 +44,7 @@ rollout:
   check: true
 memory:
   exit_policy: free
+  release_on_exit: driver
   offload_optimizer_in_rollout: true
   offload_grads_in_rollout: true
   free_kv_cache_in_train: true

@@ -276,13 +276,17 @@ class Loader {
   void read_memory(const YamlNode& node) {
     MemoryConfig& memory = job_.memory;
     reader_.section(node, "memory",
-                    {"exit_policy", "offload_optimizer_in_rollout", "offload_grads_in_rollout", "free_grads_in_rollout",
-                     "offload_params_in_rollout", "free_kv_cache_in_train", "bucket_bytes"},
+                    {"exit_policy", "release_on_exit", "offload_optimizer_in_rollout", "offload_grads_in_rollout",
+                     "free_grads_in_rollout", "offload_params_in_rollout", "free_kv_cache_in_train", "bucket_bytes"},
                     [&](const YamlNode& value, const std::string& key) {
                       const std::string_view name = value.key;
                       if (name == "exit_policy") {
                         if (auto v = reader_.choice(value, key, {"free", "offload"})) {
                           memory.exit_policy = *v == "offload" ? core::ExitPolicy::kOffload : core::ExitPolicy::kFree;
+                        }
+                      } else if (name == "release_on_exit") {
+                        if (auto v = reader_.choice(value, key, {"driver", "cache"})) {
+                          memory.release_on_exit = *core::parse_release_on_exit(*v);
                         }
                       } else if (name == "bucket_bytes") {
                         if (auto v = reader_.byte_size(value, key, 1, std::int64_t{1} << 40)) memory.bucket_bytes = *v;

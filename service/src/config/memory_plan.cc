@@ -45,10 +45,12 @@ std::string plan_title(const JobConfig& job) {
       std::string(core::dtype_name(spec.dtype)).c_str(), static_cast<long long>(spec.num_parameters()));
   text += line;
   std::snprintf(line, sizeof line,
-                "world %d: train tp %d pp %d vpp %d dp %d -> rollout tp %d dp %d; strategy %s, exit %s\n",
+                "world %d: train tp %d pp %d vpp %d dp %d -> rollout tp %d dp %d; strategy %s, exit %s, release on "
+                "exit: %s\n",
                 job.runtime.world_size, job.train.tp, job.train.pp, job.train.vpp, job.train.dp, job.rollout.tp,
                 job.rollout.dp(), std::string(core::strategy_name(job.runtime.strategy)).c_str(),
-                std::string(core::exit_policy_name(job.memory.exit_policy)).c_str());
+                std::string(core::exit_policy_name(job.memory.exit_policy)).c_str(),
+                std::string(core::release_on_exit_name(job.memory.release_on_exit)).c_str());
   text += line;
   return text;
 }
@@ -164,6 +166,26 @@ std::int64_t place_kv_cache(const JobConfig& job, const MemoryPolicy& policy, st
   return kv;
 }
 
+// What the device's cache holds in each phase beside the live buffers (memory_plan.h, "Cached").
+void place_cached(const MemoryPolicy& policy, std::int64_t device_memory,
+                  std::array<PhaseMemory, kNumPlanPhases>& phases) {
+  const bool keep = policy.release_on_exit() == core::ReleaseOnExit::kCache;
+  std::array<std::int64_t, kNumBufferKinds> held{};
+  if (keep) {
+    for (const PhaseMemory& phase : phases) {
+      for (std::size_t kind = 0; kind < kNumBufferKinds; ++kind) held[kind] = std::max(held[kind], phase.device[kind]);
+    }
+  }
+  for (PhaseMemory& phase : phases) {  // in schedule order: train, enter, rollout, exit
+    std::int64_t cached = 0;
+    for (std::size_t kind = 0; kind < kNumBufferKinds; ++kind) {
+      held[kind] = std::max(held[kind], phase.device[kind]);
+      cached += held[kind] - phase.device[kind];
+    }
+    phase.cached = std::clamp<std::int64_t>(cached, 0, std::max<std::int64_t>(0, device_memory - phase.device_total()));
+  }
+}
+
 // The peaks, and whether (and why not) the rank fits.
 void judge_fit(const MemoryPlan& plan, const KvCacheNeed& kv_need, std::int64_t kv, RankMemoryPlan& out) {
   for (const PhaseMemory& phase : out.phases) {
@@ -260,6 +282,7 @@ MemoryPlan plan_memory(const JobConfig& job, std::int64_t device_memory, std::op
     const RankBuffers buffers = rank_buffers(job, rank_plan, stages, out);
     out.phases = place_buffers(policy, buffers);
     const std::int64_t kv = place_kv_cache(job, policy, plan.device_memory, out.phases);
+    place_cached(policy, plan.device_memory, out.phases);
     judge_fit(plan, kv_need, kv, out);
     if (assumed_gpu) out.notes.push_back("device memory assumed 80 GB; set runtime.device_memory to check another");
     if (seed) out.notes.push_back("seed strategy: network bytes and gather temporaries are estimates");
@@ -309,7 +332,10 @@ std::string format_memory_plan(const MemoryPlan& plan) {
   std::vector<std::vector<const RankMemoryPlan*>> groups;
   const auto same = [](const RankMemoryPlan& a, const RankMemoryPlan& b) {
     for (int p = 0; p < kNumPlanPhases; ++p) {
-      if (a.phases[p].device != b.phases[p].device || a.phases[p].host != b.phases[p].host) return false;
+      if (a.phases[p].device != b.phases[p].device || a.phases[p].host != b.phases[p].host ||
+          a.phases[p].cached != b.phases[p].cached) {
+        return false;
+      }
     }
     return a.enter_network_received == b.enter_network_received && a.enter_network_sent == b.enter_network_sent &&
            a.enter_time.seconds == b.enter_time.seconds;
@@ -352,6 +378,10 @@ std::string format_memory_plan(const MemoryPlan& plan) {
       total += pad(compact_bytes(phase.device_total()), kWidth) + pad(compact_bytes(phase.host_total()), kWidth);
     }
     text += total + "\n";
+    std::string cached = "  cached";
+    cached.resize(18, ' ');
+    for (const PhaseMemory& phase : rank.phases) cached += pad(compact_bytes(phase.cached), kWidth) + pad("", kWidth);
+    text += cached + "\n";
     std::snprintf(line, sizeof line, "  peak device %s of %s (%.0f%%), peak host %s\n",
                   format_bytes(rank.peak_device).c_str(), format_bytes(plan.device_memory).c_str(),
                   100.0 * static_cast<double>(rank.peak_device) / static_cast<double>(plan.device_memory),

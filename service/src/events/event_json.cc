@@ -155,6 +155,8 @@ json event_to_json(const core::Event& event) {
       out["device_used"] = event.device_used;
       out["device_total"] = event.device_total;
       out["tracked"] = event.tracked;
+      out["cached"] = event.cached;
+      out["cached_host"] = event.cached_host;
       break;
     case core::EventType::kCheck:
       out["name"] = event.operation;
@@ -215,6 +217,9 @@ core::Event event_from_json(const json& in) {
       event.device_used = get_int(in, "device_used");
       event.device_total = get_int(in, "device_total");
       event.tracked = get_int(in, "tracked");
+      // Records written before the cached kind (issue 18) have neither: nothing was counted as cached then.
+      event.cached = in.contains("cached") ? get_int(in, "cached") : 0;
+      event.cached_host = in.contains("cached_host") ? get_int(in, "cached_host") : 0;
       require_object_if_present(in, "by_kind");
       break;
     case core::EventType::kCheck:

@@ -13,12 +13,6 @@ namespace {
 
 using nlohmann::json;
 
-constexpr std::array kBufferKinds = {
-    core::BufferKind::kParams,         core::BufferKind::kGrads,           core::BufferKind::kMasterParams,
-    core::BufferKind::kOptimizerState, core::BufferKind::kInferenceParams, core::BufferKind::kKvCache,
-    core::BufferKind::kStaging,
-};
-
 // Phase rounds kept while waiting for the slowest rank; older ones are dropped (a rank that never ends a phase).
 constexpr std::size_t kMaxOpenRounds = 64;
 
@@ -33,7 +27,7 @@ BufferState& buffer_named(RankState& rank, const std::string& name) {
 
 BytesByKind by_kind_of(const RankState& rank) {
   BytesByKind by_kind;
-  for (core::BufferKind kind : kBufferKinds) by_kind[std::string(core::buffer_kind_name(kind))] = 0;
+  for (core::BufferKind kind : core::kBufferKinds) by_kind[std::string(core::buffer_kind_name(kind))] = 0;
   for (const BufferState& buffer : rank.buffers) {
     if (buffer.residency == core::Residency::kGpu)
       by_kind[std::string(core::buffer_kind_name(buffer.kind))] += buffer.bytes;
@@ -119,6 +113,10 @@ std::uint64_t random_epoch() {
 }
 
 }  // namespace
+
+std::int64_t untracked_bytes(std::int64_t device_used, std::int64_t tracked, std::int64_t cached) {
+  return device_used - tracked - cached;
+}
 
 JobState::JobState(JobStateLimits limits) {
   fold_.limits = limits;
@@ -273,7 +271,10 @@ void JobState::apply_rank_event(RankState& rank, const JobEvent& event) {
       rank.device_used = engine.device_used;
       rank.device_total = engine.device_total;
       rank.tracked = engine.tracked;
+      rank.cached = engine.cached;
+      rank.cached_host = engine.cached_host;
       rank.memory.push_back(MemorySampleState{time, engine.device_used, engine.device_total, engine.tracked,
+                                              engine.cached, engine.cached_host,
                                               event.by_kind ? *event.by_kind : by_kind_of(rank), sequence});
       add_to_history(rank.memory_history, rank.memory.back());
       break;
@@ -330,10 +331,8 @@ std::string JobState::state() const {
 namespace {
 
 json sample_fields(const MemorySampleState& sample) {
-  return {{"time", sample.time},
-          {"device_used", sample.device_used},
-          {"device_total", sample.device_total},
-          {"tracked", sample.tracked},
+  return {{"time", sample.time},       {"device_used", sample.device_used}, {"device_total", sample.device_total},
+          {"tracked", sample.tracked}, {"cached", sample.cached},           {"cached_host", sample.cached_host},
           {"by_kind", sample.by_kind}};
 }
 
@@ -357,6 +356,9 @@ json rank_json(const RankState& rank, bool with_buffers) {
                 {"device_used", rank.device_used},
                 {"device_total", rank.device_total},
                 {"tracked", rank.tracked},
+                {"cached", rank.cached},
+                {"cached_host", rank.cached_host},
+                {"untracked", untracked_bytes(rank.device_used, rank.tracked, rank.cached)},
                 {"last_enter_seconds", rank.last_enter_seconds},
                 {"last_exit_seconds", rank.last_exit_seconds},
                 {"last_enter_network_bytes", rank.last_enter_network_bytes},

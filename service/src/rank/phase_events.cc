@@ -37,9 +37,12 @@ void emit_memory_sample(core::EventSink& events, core::Device& device, int rank,
   event.time = core::wall_time_now();
   event.rank = rank;
   event.iteration = iteration;
-  event.device_used = device.used_memory();
-  event.device_total = device.total_memory();
-  event.tracked = device.bytes_in_use(core::Residency::kGpu);
+  const core::DeviceMemory memory = device.memory();
+  event.device_used = memory.used;
+  event.device_total = memory.total;
+  event.tracked = memory.tracked;
+  event.cached = memory.cached;
+  event.cached_host = memory.cached_host;
   events.on_event(event);
 }
 

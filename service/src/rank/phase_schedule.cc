@@ -68,6 +68,8 @@ class Schedule {
     setup_.transition().exit(policy_.exit_policy());
     move_params(PlanPhase::kTrain);
     setup_.device().synchronize();
+    // Last: what exit and the moves freed goes back to the driver, or stays cached for the next enter.
+    core::release_after_exit(setup_.device(), policy_.release_on_exit());
   }
 
   ScheduleResult run() {

@@ -21,11 +21,6 @@ using prometheus::ClientMetric;
 using prometheus::MetricFamily;
 using prometheus::MetricType;
 
-constexpr std::array kBufferKinds = {
-    core::BufferKind::kParams,         core::BufferKind::kGrads,           core::BufferKind::kMasterParams,
-    core::BufferKind::kOptimizerState, core::BufferKind::kInferenceParams, core::BufferKind::kKvCache,
-    core::BufferKind::kStaging,
-};
 constexpr std::array kResidencies = {core::Residency::kGpu, core::Residency::kCpu, core::Residency::kNone};
 constexpr std::array kPaths = {core::TransferPath::kNetwork, core::TransferPath::kHostToDevice,
                                core::TransferPath::kDeviceToHost, core::TransferPath::kDeviceToDevice};
@@ -36,7 +31,8 @@ struct Families {
   MetricFamily build_info{
       "hybridshard_build_info", "Always 1; the label says which hybridshard serves the metrics", MetricType::Gauge, {}};
   MetricFamily buffer_bytes{"hybridshard_buffer_bytes",
-                            "Bytes of the rank's flat buffers by kind and residency (none: not allocated)",
+                            "Bytes of the rank's flat buffers by kind and residency (none: not allocated); kind "
+                            "cached: the device's cache (gpu: device memory, cpu: pinned host)",
                             MetricType::Gauge,
                             {}};
   MetricFamily device_used{"hybridshard_device_memory_used_bytes",
@@ -49,6 +45,15 @@ struct Families {
                               "Device memory held by buffers the engine tracks",
                               MetricType::Gauge,
                               {}};
+  MetricFamily device_cached{"hybridshard_device_memory_cached_bytes",
+                             "Device memory the engine's cache holds free for its next allocations (not for others)",
+                             MetricType::Gauge,
+                             {}};
+  MetricFamily device_untracked{"hybridshard_device_memory_untracked_bytes",
+                                "Device memory held by others (CUDA context, NCCL, libraries, other processes): used "
+                                "- tracked - cached",
+                                MetricType::Gauge,
+                                {}};
   MetricFamily moved{"hybridshard_moved_bytes_total",
                      "Bytes moved by the rank, by path (network, host_to_device, device_to_host, device_to_device)",
                      MetricType::Counter,
@@ -91,15 +96,12 @@ struct Families {
                                {}};
 
   std::vector<MetricFamily> all() && {
-    return {std::move(build_info),     std::move(buffer_bytes),
-            std::move(device_used),    std::move(device_total),
-            std::move(device_tracked), std::move(moved),
-            std::move(phase_duration), std::move(phase),
-            std::move(iteration),      std::move(rank_up),
-            std::move(check_failures), std::move(last_enter),
-            std::move(last_exit),      std::move(last_enter_network),
-            std::move(last_event),     std::move(job_state),
-            std::move(world_size),     std::move(predicted_enter)};
+    return {
+        std::move(build_info),     std::move(buffer_bytes),  std::move(device_used),      std::move(device_total),
+        std::move(device_tracked), std::move(device_cached), std::move(device_untracked), std::move(moved),
+        std::move(phase_duration), std::move(phase),         std::move(iteration),        std::move(rank_up),
+        std::move(check_failures), std::move(last_enter),    std::move(last_exit),        std::move(last_enter_network),
+        std::move(last_event),     std::move(job_state),     std::move(world_size),       std::move(predicted_enter)};
   }
 };
 
@@ -144,7 +146,7 @@ void add_rank(Families& out, const Labels& job, const RankState& rank) {
   const Labels labels = with(job, {{"rank", std::to_string(rank.rank)}});
   std::map<std::pair<core::BufferKind, core::Residency>, std::int64_t> sums;
   for (const BufferState& buffer : rank.buffers) sums[{buffer.kind, buffer.residency}] += buffer.bytes;
-  for (core::BufferKind kind : kBufferKinds) {
+  for (core::BufferKind kind : core::kBufferKinds) {
     for (core::Residency residency : kResidencies) {
       gauge(out.buffer_bytes,
             with(labels, {{"kind", std::string(core::buffer_kind_name(kind))},
@@ -152,9 +154,20 @@ void add_rank(Families& out, const Labels& job, const RankState& rank) {
             static_cast<double>(sums[{kind, residency}]));
     }
   }
+  // The cache as a kind of its own: device blocks on gpu, pinned host blocks on cpu, never "none".
+  for (const auto& [residency, bytes] :
+       {std::pair{core::Residency::kGpu, rank.cached}, std::pair{core::Residency::kCpu, rank.cached_host},
+        std::pair{core::Residency::kNone, std::int64_t{0}}}) {
+    gauge(out.buffer_bytes,
+          with(labels, {{"kind", "cached"}, {"residency", std::string(core::residency_name(residency))}}),
+          static_cast<double>(bytes));
+  }
   gauge(out.device_used, labels, static_cast<double>(rank.device_used));
   gauge(out.device_total, labels, static_cast<double>(rank.device_total));
   gauge(out.device_tracked, labels, static_cast<double>(rank.tracked));
+  gauge(out.device_cached, labels, static_cast<double>(rank.cached));
+  gauge(out.device_untracked, labels,
+        static_cast<double>(untracked_bytes(rank.device_used, rank.tracked, rank.cached)));
   for (core::TransferPath path : kPaths) {
     counter(out.moved, with(labels, {{"path", std::string(core::transfer_path_name(path))}}),
             static_cast<double>(rank.moved_bytes[static_cast<std::size_t>(path)]));

@@ -18,7 +18,7 @@ TEST(CpuDeviceTest, accounts_every_allocation_to_the_byte) {
   check_accounting(*device);
 }
 
-TEST(CpuDeviceTest, reports_capacity_as_total_and_device_bytes_as_used) {
+TEST(CpuDeviceTest, reports_capacity_as_total_and_device_bytes_with_the_cache_as_used) {
   auto device = make_cpu_device(5000);
   EXPECT_EQ(device->total_memory(), 5000);
   void* gpu = device->allocate(Residency::kGpu, 1200);
@@ -26,7 +26,51 @@ TEST(CpuDeviceTest, reports_capacity_as_total_and_device_bytes_as_used) {
   EXPECT_EQ(device->used_memory(), 1200);
   device->deallocate(Residency::kGpu, gpu, 1200);
   device->deallocate(Residency::kCpu, cpu, 800);
+  EXPECT_EQ(device->used_memory(), 1200);  // cached: still held
+  device->empty_cache();
   EXPECT_EQ(device->used_memory(), 0);
+}
+
+TEST(CpuDeviceTest, a_freed_block_is_reused_by_the_next_allocation_of_its_size) {
+  auto device = make_cpu_device(64 << 20);
+  testing::check_cache_reuse(*device, 3 << 20);
+}
+
+TEST(CpuDeviceTest, empty_cache_hands_the_cached_blocks_of_one_residency_back) {
+  auto device = make_cpu_device(64 << 20);
+  testing::check_empty_cache(*device, 16 << 20, 2 << 20);
+}
+
+TEST(CpuDeviceTest, one_memory_reading_adds_up_with_nothing_untracked) {
+  auto device = make_cpu_device(64 << 20);
+  testing::check_memory_reading(*device);
+}
+
+TEST(CpuDeviceTest, an_allocation_that_does_not_fit_beside_the_cache_releases_it) {
+  auto device = make_cpu_device(4096);
+  void* first = device->allocate(Residency::kGpu, 3000);
+  device->deallocate(Residency::kGpu, first, 3000);
+  EXPECT_EQ(device->bytes_cached(Residency::kGpu), 3000);
+  void* second = device->allocate(Residency::kGpu, 2000);  // too small for the cached block, too large beside it
+  EXPECT_EQ(device->bytes_cached(Residency::kGpu), 0);
+  EXPECT_EQ(device->used_memory(), 2000);
+  device->deallocate(Residency::kGpu, second, 2000);
+}
+
+TEST(CpuDeviceTest, release_on_exit_driver_empties_the_device_cache_and_cache_keeps_it) {
+  auto device = make_cpu_device(1 << 20);
+  void* block = device->allocate(Residency::kGpu, 4096);
+  device->deallocate(Residency::kGpu, block, 4096);
+  void* host = device->allocate(Residency::kCpu, 512);
+  device->deallocate(Residency::kCpu, host, 512);
+  release_after_exit(*device, ReleaseOnExit::kCache);
+  EXPECT_EQ(device->bytes_cached(Residency::kGpu), 4096);
+  release_after_exit(*device, ReleaseOnExit::kDriver);
+  EXPECT_EQ(device->bytes_cached(Residency::kGpu), 0);
+  EXPECT_EQ(device->bytes_cached(Residency::kCpu), 512);  // pinned host blocks stay cached either way
+  EXPECT_EQ(release_on_exit_name(ReleaseOnExit::kDriver), "driver");
+  EXPECT_EQ(parse_release_on_exit("cache"), ReleaseOnExit::kCache);
+  EXPECT_EQ(parse_release_on_exit("free"), std::nullopt);
 }
 
 TEST(CpuDeviceTest, refuses_device_allocations_beyond_capacity_and_keeps_accounting) {

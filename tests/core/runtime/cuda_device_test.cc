@@ -39,37 +39,14 @@ TEST_F(CudaDeviceTest, an_impossible_allocation_throws_out_of_memory_and_keeps_a
 }
 
 TEST_F(CudaDeviceTest, a_freed_block_is_reused_by_the_next_allocation_of_its_size) {
-  for (Residency where : {Residency::kGpu, Residency::kCpu}) {
-    const std::int64_t in_use = device_->bytes_in_use(where);
-    void* first = device_->allocate(where, (3 << 20) + 5);
-    const std::int64_t cached_while_live = device_->bytes_cached(where);
-    device_->deallocate(where, first, (3 << 20) + 5);
-    EXPECT_EQ(device_->bytes_in_use(where), in_use) << residency_name(where);
-    EXPECT_EQ(device_->bytes_cached(where), cached_while_live + (3 << 20) + 5) << residency_name(where);
-    void* second = device_->allocate(where, 3 << 20);
-    EXPECT_EQ(second, first) << residency_name(where);
-    EXPECT_EQ(device_->bytes_in_use(where), in_use + (3 << 20)) << residency_name(where);
-    // A much smaller request does not take a large cached block.
-    void* small = device_->allocate(where, 4096);
-    EXPECT_NE(small, first);
-    device_->deallocate(where, small, 4096);
-    device_->deallocate(where, second, 3 << 20);
-  }
+  testing::check_cache_reuse(*device_, 3 << 20);
 }
 
-TEST_F(CudaDeviceTest, empty_cache_hands_every_cached_block_back) {
-  void* block = device_->allocate(Residency::kGpu, 256 << 20);
-  device_->deallocate(Residency::kGpu, block, 256 << 20);
-  void* pinned = device_->allocate(Residency::kCpu, 8 << 20);
-  device_->deallocate(Residency::kCpu, pinned, 8 << 20);
-  EXPECT_EQ(device_->bytes_cached(Residency::kGpu), 256 << 20);
-  EXPECT_EQ(device_->bytes_cached(Residency::kCpu), 8 << 20);
-  const std::int64_t used = device_->used_memory();
-  device_->empty_cache();
-  EXPECT_EQ(device_->bytes_cached(Residency::kGpu), 0);
-  EXPECT_EQ(device_->bytes_cached(Residency::kCpu), 0);
-  EXPECT_LE(device_->used_memory(), used - (256 << 20));
+TEST_F(CudaDeviceTest, empty_cache_hands_the_cached_blocks_of_one_residency_back) {
+  testing::check_empty_cache(*device_, 256 << 20, 8 << 20);
 }
+
+TEST_F(CudaDeviceTest, one_memory_reading_adds_up) { testing::check_memory_reading(*device_); }
 
 TEST_F(CudaDeviceTest, a_reused_pinned_block_holds_what_work_queued_before_its_free_wrote) {
   constexpr std::int64_t kBytes = 64 << 20;

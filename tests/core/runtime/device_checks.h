@@ -181,4 +181,71 @@ inline void check_accounting(Device& device) {
   EXPECT_EQ(device.bytes_in_use(Residency::kNone), 0);
 }
 
+// The cache: a freed block is kept (bytes_cached grows by its size, used_memory does not drop) and taken again by the
+// next allocation of a like size, not by a much smaller one. `bytes`: a block size the device does not round.
+inline void check_cache_reuse(Device& device, std::int64_t bytes) {
+  for (Residency where : {Residency::kGpu, Residency::kCpu}) {
+    SCOPED_TRACE(std::string(residency_name(where)));
+    const std::int64_t in_use = device.bytes_in_use(where);
+    void* first = device.allocate(where, bytes + 5);
+    const std::int64_t cached_while_live = device.bytes_cached(where);
+    const std::int64_t used_while_live = device.used_memory();
+    device.deallocate(where, first, bytes + 5);
+    EXPECT_EQ(device.bytes_in_use(where), in_use);
+    EXPECT_EQ(device.bytes_cached(where), cached_while_live + bytes + 5);
+    if (where == Residency::kGpu && device.type() == DeviceType::kCpu) {
+      EXPECT_EQ(device.used_memory(), used_while_live);
+    }
+    void* second = device.allocate(where, bytes);
+    EXPECT_EQ(second, first);
+    EXPECT_EQ(device.bytes_in_use(where), in_use + bytes);
+    void* small = device.allocate(where, 4096);  // a much smaller request does not take the large block
+    EXPECT_NE(small, first);
+    device.deallocate(where, small, 4096);
+    device.deallocate(where, second, bytes);
+  }
+}
+
+// empty_cache(where) hands every cached block of `where` back (and only those); used_memory drops by the device ones.
+inline void check_empty_cache(Device& device, std::int64_t device_bytes, std::int64_t host_bytes) {
+  device.empty_cache();
+  void* block = device.allocate(Residency::kGpu, device_bytes);
+  device.deallocate(Residency::kGpu, block, device_bytes);
+  void* pinned = device.allocate(Residency::kCpu, host_bytes);
+  device.deallocate(Residency::kCpu, pinned, host_bytes);
+  EXPECT_EQ(device.bytes_cached(Residency::kGpu), device_bytes);
+  EXPECT_EQ(device.bytes_cached(Residency::kCpu), host_bytes);
+  const std::int64_t used = device.used_memory();
+  device.empty_cache(Residency::kGpu);
+  EXPECT_EQ(device.bytes_cached(Residency::kGpu), 0);
+  EXPECT_EQ(device.bytes_cached(Residency::kCpu), host_bytes);  // pinned host blocks stay
+  EXPECT_LE(device.used_memory(), used - device_bytes);
+  device.empty_cache(Residency::kCpu);
+  EXPECT_EQ(device.bytes_cached(Residency::kCpu), 0);
+}
+
+// One memory() reading agrees with the separate accessors and adds up: used = tracked + cached + untracked, with
+// untracked >= 0 (exactly 0 on a CPU device, which holds nothing it did not allocate itself).
+inline void check_memory_reading(Device& device) {
+  void* live = device.allocate(Residency::kGpu, 3 << 20);
+  void* freed = device.allocate(Residency::kGpu, 5 << 20);
+  void* pinned = device.allocate(Residency::kCpu, 1 << 20);
+  device.deallocate(Residency::kGpu, freed, 5 << 20);
+  device.deallocate(Residency::kCpu, pinned, 1 << 20);
+  const DeviceMemory memory = device.memory();
+  EXPECT_EQ(memory.total, device.total_memory());
+  EXPECT_EQ(memory.tracked, device.bytes_in_use(Residency::kGpu));
+  EXPECT_EQ(memory.cached, device.bytes_cached(Residency::kGpu));
+  EXPECT_EQ(memory.cached_host, device.bytes_cached(Residency::kCpu));
+  EXPECT_GE(memory.cached, 5 << 20);
+  EXPECT_GE(memory.cached_host, 1 << 20);
+  EXPECT_EQ(memory.used, memory.tracked + memory.cached + memory.untracked());
+  EXPECT_GE(memory.untracked(), 0);
+  if (device.type() == DeviceType::kCpu) {
+    EXPECT_EQ(memory.untracked(), 0);
+  }
+  device.deallocate(Residency::kGpu, live, 3 << 20);
+  device.empty_cache();
+}
+
 }  // namespace hybridshard::core::testing

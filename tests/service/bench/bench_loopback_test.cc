@@ -54,8 +54,8 @@ TEST(BenchLoopbackTest, report_has_every_phase_for_both_strategies_and_no_wrong_
     }
     EXPECT_GT(row.time_us, 0) << row.phase << " " << row.strategy;
   }
-  EXPECT_EQ(enters, 4);  // 2 strategies x (after free, after offload)
-  EXPECT_EQ(exits, 4);   // 2 strategies x (free, offload)
+  EXPECT_EQ(enters, 8);  // 2 strategies x (after free, after offload) x (release driver, cache)
+  EXPECT_EQ(exits, 8);   // 2 strategies x (free, offload) x (driver, cache)
   EXPECT_EQ(batches, 2);
   EXPECT_EQ(report.total_wrong(), 0);
   bool saw_d2d_shard = false;
@@ -79,6 +79,7 @@ TEST(BenchLoopbackTest, expert_parallel_layout_enters_bit_exact_and_the_seed_is_
   options.ep = 4;
   options.rollout_tp = 2;
   options.exit_policy = "free";
+  options.release_on_exit = "cache";
   BenchConfig config = resolve_bench_options(options);
   config.spec.num_experts = 16;
   const BenchReport report = run_bench_report(config);
@@ -122,8 +123,16 @@ TEST(BenchLoopbackTest, run_bench_prints_the_tables_and_writes_the_json) {
   EXPECT_NE(json_text.str().find("\"phase\": \"enter\""), std::string::npos);
 #if defined(HYBRIDSHARD_TEST_WITH_JSON)
   const nlohmann::json json = nlohmann::json::parse(json_text.str());
-  ASSERT_EQ(json["rows"].size(), 4u);  // enter (after free), exit(free), batch.pre, batch.post
+  // enter after exit(free) with each release, exit(free) with each release, batch.pre, batch.post
+  ASSERT_EQ(json["rows"].size(), 6u);
   EXPECT_EQ(json["rows"][0]["wrong"], 0);
+  EXPECT_EQ(json["rows"][0]["release"], "driver");
+  EXPECT_EQ(json["rows"][1]["release"], "cache");
+  // Exit with a release to the driver leaves nothing the driver counts beyond the steady state (the CPU device has
+  // no rounding); with the cache, the freed shard stays counted.
+  EXPECT_EQ(json["rows"][2]["phase"], "exit");
+  EXPECT_EQ(json["rows"][2]["driver_bytes"], 0);
+  EXPECT_GT(json["rows"][3]["driver_bytes"].get<std::int64_t>(), 0);
   EXPECT_EQ(json["wrong"], 0);
 #endif
 }

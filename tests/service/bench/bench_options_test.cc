@@ -25,6 +25,9 @@ TEST(BenchOptionsTest, defaults_run_both_strategies_and_both_exit_policies_on_lo
   ASSERT_EQ(config.exit_policies.size(), 2u);
   EXPECT_EQ(config.exit_policies[0], core::ExitPolicy::kFree);
   EXPECT_EQ(config.exit_policies[1], core::ExitPolicy::kOffload);
+  ASSERT_EQ(config.releases.size(), 2u);  // both measured: driver first
+  EXPECT_EQ(config.releases[0], core::ReleaseOnExit::kDriver);
+  EXPECT_EQ(config.releases[1], core::ReleaseOnExit::kCache);
   EXPECT_EQ(config.backend, core::Backend::kLoopback);
   EXPECT_EQ(config.iterations, 20);
   EXPECT_EQ(config.warmup, 5);
@@ -67,13 +70,15 @@ TEST(BenchOptionsTest, every_problem_is_reported_at_once) {
   options.iterations = 0;
   options.check = 2;
   options.exit_policy = "keep";
+  options.release_on_exit = "free";
   const std::string problems = problems_of(options);
   EXPECT_NE(problems.find("--strategy"), std::string::npos) << problems;
   EXPECT_NE(problems.find("--comm"), std::string::npos) << problems;
   EXPECT_NE(problems.find("-n"), std::string::npos) << problems;
   EXPECT_NE(problems.find("-c"), std::string::npos) << problems;
   EXPECT_NE(problems.find("--exit-policy"), std::string::npos) << problems;
-  EXPECT_NE(problems.find("5 problems"), std::string::npos) << problems;
+  EXPECT_NE(problems.find("--release-on-exit"), std::string::npos) << problems;
+  EXPECT_NE(problems.find("6 problems"), std::string::npos) << problems;
 }
 
 TEST(BenchOptionsTest, send_recv_and_peer_copy_knobs_reach_the_config) {

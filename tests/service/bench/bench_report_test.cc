@@ -26,13 +26,14 @@ Series series(std::vector<double> seconds, std::int64_t bytes, std::int64_t wron
   return s;
 }
 
-// Two ranks of a 2-rank layout with both strategies and the free exit policy.
-BenchConfig two_rank_config() {
+// Two ranks of a 2-rank layout with both strategies, the free exit policy and `release` after it ("": both).
+BenchConfig two_rank_config(const std::string& release = "driver") {
   BenchOptions options;
   options.world = 2;
   options.tp = 2;
   options.rollout_tp = 1;
   options.exit_policy = "free";
+  options.release_on_exit = release;
   BenchConfig config = resolve_bench_options(options);
   return config;
 }
@@ -44,11 +45,11 @@ std::vector<RankResult> two_ranks() {
     rank.shard_bytes = 1'000'000;
     rank.device_description = "cpu";
     // Rank 1 is slower in iteration 0, rank 0 in iteration 1: the slowest per iteration is 4 ms then 6 ms.
-    rank.phases[{"enter", "hybridshard", "free"}] = series(
+    rank.phases[{"enter", "hybridshard", "free/driver"}] = series(
         r == 0 ? std::vector{0.002, 0.006} : std::vector{0.004, 0.001}, r == 0 ? 500'000 : 400'000, r == 1 ? 3 : 0);
-    rank.phases[{"enter", "seed", "free"}] = series({0.050, 0.050}, 2'000'000);
-    rank.phases[{"exit", "hybridshard", "free"}] = series({0.001, 0.001}, 0);
-    rank.phases[{"exit", "seed", "free"}] = series({0.010, 0.010}, 0);
+    rank.phases[{"enter", "seed", "free/driver"}] = series({0.050, 0.050}, 2'000'000);
+    rank.phases[{"exit", "hybridshard", "free/driver"}] = series({0.001, 0.001}, 0);
+    rank.phases[{"exit", "seed", "free/driver"}] = series({0.010, 0.010}, 0);
     rank.phases[{"batch.pre", "-", "-"}] = series({0.001, 0.001}, 4096);
     rank.phases[{"batch.post", "-", "-"}] = series({0.001, 0.001}, 8192);
     rank.bounds[{"d2d.shard", "", ""}] = series({0.004, 0.004}, 1'000'000);
@@ -86,6 +87,40 @@ TEST(BenchReportTest, rows_come_in_phase_order_with_both_strategies) {
   EXPECT_EQ(report.bounds[1].name, "d2d.received.hybridshard");
 }
 
+TEST(BenchReportTest, each_release_gets_its_rows_with_the_driver_figure_beside_the_tracked_one) {
+  const BenchConfig config = two_rank_config("");  // releases: driver, then cache (the default)
+  ASSERT_EQ(config.releases.size(), 2u);
+  std::vector<RankResult> ranks(2);
+  for (RankResult& rank : ranks) {
+    rank.phases[{"enter", "hybridshard", "free/driver"}] = series({0.004}, 500'000);
+    rank.phases[{"enter", "hybridshard", "free/cache"}] = series({0.002}, 500'000);
+    detail::Series driver = series({0.003}, 0);
+    driver.driver_bytes = 4096;  // a page the driver still counts
+    rank.phases[{"exit", "hybridshard", "free/driver"}] = driver;
+    detail::Series cache = series({0.001}, 0);
+    cache.driver_bytes = 1'000'000;  // the shard, cached
+    rank.phases[{"exit", "hybridshard", "free/cache"}] = cache;
+  }
+  const BenchReport report = detail::combine_ranks(config, ranks);
+  std::vector<std::string> seen;
+  for (const PhaseRow& row : report.rows) seen.push_back(row.phase + "/" + row.policy + "/" + row.release);
+  EXPECT_EQ(seen,
+            (std::vector<std::string>{"enter/free/driver", "enter/free/cache", "exit/free/driver", "exit/free/cache"}));
+  EXPECT_EQ(report.rows[3].driver_bytes, 1'000'000);
+  bool saw_driver_ratio = false;
+  for (const RatioRow& ratio : report.ratios) {
+    if (ratio.name.find("exit(free,driver)") == std::string::npos) continue;
+    saw_driver_ratio = true;
+    EXPECT_EQ(ratio.value, 4096.0);
+    EXPECT_TRUE(ratio.met);  // within one 2 MiB block
+  }
+  EXPECT_TRUE(saw_driver_ratio);
+  std::ostringstream table;
+  print_bench_report(report, table);
+  EXPECT_NE(table.str().find("driver(B)"), std::string::npos) << table.str();
+  EXPECT_NE(table.str().find("release"), std::string::npos) << table.str();
+}
+
 TEST(BenchReportTest, ratios_state_value_target_and_whether_met) {
   const BenchReport report = detail::combine_ranks(two_rank_config(), two_ranks());
   bool saw_speedup = false;
@@ -109,7 +144,7 @@ TEST(BenchReportTest, ratios_state_value_target_and_whether_met) {
 
 TEST(BenchReportTest, a_missed_target_reads_NO) {
   std::vector<RankResult> ranks = two_ranks();
-  for (RankResult& rank : ranks) rank.phases[{"enter", "hybridshard", "free"}] = series({0.040, 0.040}, 500'000);
+  for (RankResult& rank : ranks) rank.phases[{"enter", "hybridshard", "free/driver"}] = series({0.040, 0.040}, 500'000);
   const BenchReport report = detail::combine_ranks(two_rank_config(), ranks);
   std::ostringstream table;
   print_bench_report(report, table);

@@ -232,6 +232,30 @@ TEST(MemoryPlanTest, too_little_device_memory_does_not_fit_and_says_why) {
   EXPECT_NE(table.find("does not fit: "), std::string::npos) << table;
 }
 
+TEST(MemoryPlanTest, cached_holds_what_left_the_device_since_the_last_release) {
+  const JobConfig base = load_valid(kSource / "configs/quickstart.yaml");  // exit free, optimizer offloaded
+  const auto kind = [](core::BufferKind k) { return static_cast<std::size_t>(k); };
+  JobConfig driver = base;
+  driver.memory.release_on_exit = core::ReleaseOnExit::kDriver;
+  const RankMemoryPlan to_driver = make_memory_plan(driver).ranks[0];
+  const auto& enter = to_driver.phases[1];
+  // Exit handed everything back: nothing cached while training; the optimizer's blocks stay cached once it left.
+  EXPECT_EQ(to_driver.phases[0].cached, 0);
+  EXPECT_GE(enter.cached, to_driver.phases[0].device[kind(core::BufferKind::kOptimizerState)]);
+  EXPECT_GE(to_driver.phases[3].cached, enter.device[kind(core::BufferKind::kStaging)]);
+
+  JobConfig cache = base;
+  cache.memory.release_on_exit = core::ReleaseOnExit::kCache;
+  const MemoryPlan kept = make_memory_plan(cache);
+  // The freed shard, staging and KV cache stay cached through train.
+  const auto& rollout = kept.ranks[0].phases[2];
+  EXPECT_GE(kept.ranks[0].phases[0].cached, rollout.device[kind(core::BufferKind::kInferenceParams)] +
+                                                rollout.device[kind(core::BufferKind::kKvCache)]);
+  const std::string table = format_memory_plan(kept);
+  EXPECT_NE(table.find("  cached "), std::string::npos) << table;
+  EXPECT_NE(table.find("release on exit: cache"), std::string::npos) << table;
+}
+
 TEST(MemoryPlanTest, policy_fields_move_buffers_between_device_and_host) {
   LoadResult result = load_job_config_from_string(default_job_yaml(), "quickstart.yaml");
   ASSERT_TRUE(result.job);

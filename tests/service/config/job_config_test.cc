@@ -150,6 +150,7 @@ rollout:
   check_max_parameters: 1_000
 memory:
   exit_policy: offload
+  release_on_exit: cache
   offload_optimizer_in_rollout: false
   free_grads_in_rollout: true
   offload_params_in_rollout: true
@@ -189,6 +190,7 @@ metrics: {listen: "[::1]:9000", record: run.jsonl, sample_interval_seconds: 2, s
   EXPECT_FALSE(job.generation.check);
   EXPECT_EQ(job.generation.check_max_parameters, 1000);
   EXPECT_EQ(job.memory.exit_policy, core::ExitPolicy::kOffload);
+  EXPECT_EQ(job.memory.release_on_exit, core::ReleaseOnExit::kCache);
   EXPECT_FALSE(job.memory.offload_optimizer_in_rollout);
   EXPECT_TRUE(job.memory.free_grads_in_rollout);
   EXPECT_TRUE(job.memory.offload_params_in_rollout);
@@ -279,6 +281,17 @@ memory:
   EXPECT_EQ(result.diagnostics[0].message, "0 is too small; at least 1");
   EXPECT_EQ(result.diagnostics[3].message, "'drop' is not one of free or offload");
   EXPECT_NE(result.diagnostics[4].message.find("cannot be negative"), std::string::npos);
+}
+
+TEST(JobConfigTest, release_on_exit_defaults_to_the_driver_and_refuses_other_values_naming_line_and_key) {
+  const LoadResult defaults = load("runtime:\n  world_size: 4\n");
+  ASSERT_TRUE(defaults.job.has_value()) << all_text(defaults);
+  EXPECT_EQ(defaults.job->memory.release_on_exit, core::ReleaseOnExit::kDriver);  // serves a colocated trainer
+  const LoadResult result = load("memory:\n  release_on_exit: keep\n");
+  ASSERT_FALSE(result.job.has_value());
+  ASSERT_EQ(result.diagnostics.size(), 1u) << all_text(result);
+  EXPECT_EQ(result.diagnostics[0].format(),
+            "job.yaml:2:20: error: memory.release_on_exit: 'keep' is not one of driver or cache");
 }
 
 TEST(JobConfigTest, duplicate_keys_are_errors_naming_the_first) {

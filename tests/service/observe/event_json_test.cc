@@ -30,6 +30,8 @@ core::Event sample(core::EventType type) {
   event.device_used = 123456789;
   event.device_total = 987654321;
   event.tracked = 12345;
+  event.cached = 67890;
+  event.cached_host = 4242;
   event.ok = false;
   event.detail = "token 3 differs";
   return event;
@@ -78,6 +80,20 @@ TEST(EventJsonTest, every_engine_event_type_round_trips) {
   EXPECT_EQ(check.operation, "enter.round0.recv");  // the check's name travels in operation
   EXPECT_FALSE(check.ok);
   EXPECT_EQ(check.detail, "token 3 differs");
+}
+
+TEST(EventJsonTest, memory_sample_carries_the_cached_kind_and_old_records_without_it_read_as_none_cached) {
+  nlohmann::json json = event_to_json(sample(core::EventType::kMemorySample));
+  EXPECT_EQ(json["cached"], 67890);
+  EXPECT_EQ(json["cached_host"], 4242);
+  json.erase("cached");
+  json.erase("cached_host");
+  const core::Event old = event_from_json(json);
+  EXPECT_EQ(old.cached, 0);
+  EXPECT_EQ(old.cached_host, 0);
+  EXPECT_EQ(old.tracked, 12345);
+  json["cached"] = "12";
+  EXPECT_THROW(event_from_json(json), core::Error);
 }
 
 TEST(EventJsonTest, missing_field_is_an_error_naming_it) {

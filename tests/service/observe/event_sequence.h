@@ -69,11 +69,13 @@ inline nlohmann::json transfer_event(double time, int rank, int iteration, core:
 }
 
 inline nlohmann::json memory_event(double time, int rank, int iteration, std::int64_t used, std::int64_t total,
-                                   std::int64_t tracked) {
+                                   std::int64_t tracked, std::int64_t cached = 0, std::int64_t cached_host = 0) {
   core::Event event = base_event(core::EventType::kMemorySample, time, rank, iteration);
   event.device_used = used;
   event.device_total = total;
   event.tracked = tracked;
+  event.cached = cached;
+  event.cached_host = cached_host;
   return engine(event);
 }
 

@@ -149,6 +149,32 @@ TEST(JobStateTest, memory_samples_get_gpu_bytes_by_kind) {
   EXPECT_EQ(status["ranks"][0]["device_used"], 5000);
 }
 
+TEST(JobStateTest, cached_bytes_are_their_own_kind_and_untracked_leaves_them_out) {
+  SyntheticJob job;
+  JobState state;
+  apply_all(state, testing::job_opening(job));
+  // 10000 used on the device: 4000 tracked, 5000 in the device's cache, 1000 held by others.
+  state.apply(testing::memory_event(job.start + 1, 0, 0, 10000, 20000, 4000, 5000, 300));
+  const nlohmann::json status = state.status_json();
+  const nlohmann::json& rank = status["ranks"][0];
+  EXPECT_EQ(rank["device_used"], 10000);
+  EXPECT_EQ(rank["tracked"], 4000);
+  EXPECT_EQ(rank["cached"], 5000);
+  EXPECT_EQ(rank["cached_host"], 300);
+  EXPECT_EQ(rank["untracked"], 1000);
+  const nlohmann::json& sample = status["memory"].back();
+  EXPECT_EQ(sample["cached"], 5000);
+  EXPECT_EQ(sample["cached_host"], 300);
+  state.read([](const JobFold& fold) {
+    EXPECT_EQ(fold.ranks.at(0).cached, 5000);
+    EXPECT_EQ(fold.ranks.at(0).memory.back().cached, 5000);
+  });
+  // The next sample: the cache went back to the driver.
+  state.apply(testing::memory_event(job.start + 2, 0, 0, 5000, 20000, 4000, 0, 300));
+  EXPECT_EQ(state.status_json()["ranks"][0]["untracked"], 1000);
+  EXPECT_EQ(state.status_json()["ranks"][0]["cached"], 0);
+}
+
 TEST(JobStateTest, history_is_bounded_per_rank_and_keeps_the_newest) {
   JobState state(JobStateLimits{.memory_samples_per_rank = 3, .phases_per_rank = 2});
   for (int i = 0; i < 10; ++i) {

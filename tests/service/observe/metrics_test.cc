@@ -137,6 +137,27 @@ TEST(MetricsTest, transfers_phases_memory_and_checks) {
   EXPECT_EQ(value(metrics, "hybridshard_job_state", {{"state", "running"}}), 0.0);
 }
 
+TEST(MetricsTest, cached_is_a_memory_kind_of_its_own_and_untracked_leaves_it_out) {
+  SyntheticJob job;
+  Metrics metrics;
+  apply_all(metrics, testing::job_opening(job));
+  const std::map<std::string, std::string> rank0 = {{"rank", "0"}};
+  // Before any sample: every series there, at 0.
+  EXPECT_EQ(value(metrics, "hybridshard_device_memory_cached_bytes", rank0), 0.0);
+  EXPECT_EQ(value(metrics, "hybridshard_device_memory_untracked_bytes", rank0), 0.0);
+  EXPECT_EQ(value(metrics, "hybridshard_buffer_bytes", {{"rank", "0"}, {"kind", "cached"}, {"residency", "none"}}),
+            0.0);
+  metrics.apply(testing::memory_event(job.start + 1, 0, 0, 10000, 20000, 4000, 5000, 300));
+  EXPECT_EQ(value(metrics, "hybridshard_device_memory_used_bytes", rank0), 10000.0);
+  EXPECT_EQ(value(metrics, "hybridshard_device_memory_tracked_bytes", rank0), 4000.0);
+  EXPECT_EQ(value(metrics, "hybridshard_device_memory_cached_bytes", rank0), 5000.0);
+  EXPECT_EQ(value(metrics, "hybridshard_device_memory_untracked_bytes", rank0), 1000.0);
+  EXPECT_EQ(value(metrics, "hybridshard_buffer_bytes", {{"rank", "0"}, {"kind", "cached"}, {"residency", "gpu"}}),
+            5000.0);
+  EXPECT_EQ(value(metrics, "hybridshard_buffer_bytes", {{"rank", "0"}, {"kind", "cached"}, {"residency", "cpu"}}),
+            300.0);
+}
+
 TEST(MetricsTest, every_series_of_a_named_job_carries_its_job_label) {
   SyntheticJob job;
   JobState first;

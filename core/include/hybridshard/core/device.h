@@ -6,8 +6,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "hybridshard/core/reshard_plan.h"
 #include "hybridshard/core/residency.h"
@@ -16,6 +18,26 @@
 namespace hybridshard::core {
 
 enum class DeviceType : std::uint8_t { kCpu, kCuda };
+
+// A device's memory at one moment, in bytes. used = tracked + cached + untracked(), where untracked() is what others
+// hold on the device: the CUDA context, NCCL, libraries, other processes, this device's own scratch areas (0 on CPU
+// devices, whose "device" is only what they allocate).
+struct DeviceMemory {
+  std::int64_t total = 0;        // capacity (CUDA: cudaMemGetInfo; CPU: the configured capacity)
+  std::int64_t used = 0;         // in use on the device, all users (CUDA: total - free of cudaMemGetInfo)
+  std::int64_t tracked = 0;      // held by the engine's live allocations: bytes_in_use(kGpu)
+  std::int64_t cached = 0;       // held in the device's cache, free for the engine, not for others: bytes_cached(kGpu)
+  std::int64_t cached_host = 0;  // pinned host memory in the cache: bytes_cached(kCpu) (host memory, not in used)
+  std::int64_t untracked() const { return used - tracked - cached; }
+};
+
+// What an exit does with the device memory it frees (memory.release_on_exit): kDriver hands the device cache back to
+// the driver (empty_cache(kGpu): a colocated trainer's allocator can use it; the next enter allocates again), kCache
+// keeps it for the next enter (faster, but no one else can use it meanwhile). Pinned host blocks stay cached either
+// way (host memory; cudaHostAlloc is slow).
+enum class ReleaseOnExit : std::uint8_t { kDriver, kCache };
+std::string_view release_on_exit_name(ReleaseOnExit release);  // "driver", "cache"
+std::optional<ReleaseOnExit> parse_release_on_exit(std::string_view name);
 
 class Device {
  public:
@@ -30,23 +52,29 @@ class Device {
   virtual void deallocate(Residency where, void* pointer, std::int64_t bytes) = 0;
   virtual std::int64_t bytes_in_use(Residency where) const = 0;
 
-  // Caching (CUDA): deallocate keeps the block for the next allocate of a like size instead of handing it back to
-  // the driver, so freeing is ~free and the next phase reuses the memory without cudaMalloc / cudaHostAlloc.
-  // bytes_cached(where) is what the device holds from the driver beyond bytes_in_use(where): free cached blocks plus
-  // the rounding of live ones (bytes_in_use + bytes_cached = all that is held). used_memory() counts cached device
-  // blocks too (the driver sees them). An allocate that does not fit releases the cache and retries before it throws;
-  // empty_cache() hands every cached block back now (e.g. before a phase sized from total - used, or another process
-  // needs the memory). Devices without a cache hold nothing beyond bytes_in_use.
-  virtual std::int64_t bytes_cached(Residency where) const {
-    (void)where;
-    return 0;
+  // Caching: deallocate keeps the block for the next allocate of a like size instead of handing it back to the driver
+  // (CUDA: cudaFree / cudaFreeHost; CPU: free), so freeing is ~free and the next phase reuses the memory without
+  // cudaMalloc / cudaHostAlloc. bytes_cached(where) is what the device holds from the driver beyond
+  // bytes_in_use(where): free cached blocks plus the slack of live ones (a block larger than asked for: CUDA's
+  // rounding, a reused larger block), so bytes_in_use + bytes_cached = all that is held. used_memory() counts cached
+  // device blocks too (the driver sees them as used). An allocate that does not fit releases the cache of its
+  // residency and retries before it throws; empty_cache(where) hands every cached block of `where` back now (e.g.
+  // at exit, so that a colocated trainer's allocator can have the memory: ReleaseOnExit::kDriver).
+  virtual std::int64_t bytes_cached(Residency where) const = 0;
+  virtual void empty_cache(Residency where) = 0;
+  void empty_cache() {
+    empty_cache(Residency::kGpu);
+    empty_cache(Residency::kCpu);
   }
-  virtual void empty_cache() {}
 
   // What the device reports: total and used memory (CUDA: cudaMemGetInfo; CPU: the configured capacity and what
-  // this process's device-standing allocations hold).
+  // this process's device-standing allocations hold, cached blocks included).
   virtual std::int64_t total_memory() const = 0;
   virtual std::int64_t used_memory() const = 0;
+
+  // One reading of all of the above, taken under the device's allocation lock, so that an allocation on another
+  // thread cannot fall between its numbers (memory samples; docs/metrics.md says what each is).
+  virtual DeviceMemory memory() const = 0;
 
   // Copies; asynchronous on the device's compute stream for CUDA, synchronous on CPU. `synchronize()` waits.
   virtual void copy(void* dst, Residency dst_where, const void* src, Residency src_where, std::int64_t bytes) = 0;
@@ -89,6 +117,10 @@ std::unique_ptr<Device> make_cpu_device(std::int64_t capacity_bytes);
 
 // CUDA device `index`; throws Error when built without CUDA or no such device.
 std::unique_ptr<Device> make_cuda_device(int index);
+
+// Applies `release` after an exit: kDriver waits for the device's work and empties its device cache; kCache does
+// nothing.
+void release_after_exit(Device& device, ReleaseOnExit release);
 
 bool cuda_available();  // built with CUDA and at least one device present
 int cuda_device_count();

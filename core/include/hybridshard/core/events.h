@@ -29,7 +29,7 @@ enum class EventType : std::uint8_t {
   kTransfer,  // bytes moved along a path
   kPhaseBegin,
   kPhaseEnd,      // carries seconds
-  kMemorySample,  // device used / total, tracked bytes
+  kMemorySample,  // device used / total, tracked and cached bytes
   kCheck,         // a correctness check (rollout reference, shard check): ok or failed, with detail
 };
 std::string_view event_type_name(EventType type);
@@ -58,10 +58,12 @@ struct Event {
   // Phase events: "train", "enter", "rollout", "exit" (and "init", "shutdown").
   std::string phase;
 
-  // Memory samples.
+  // Memory samples: a DeviceMemory reading (device.h). used = tracked + cached + untracked, untracked derived.
   std::int64_t device_used = 0;
   std::int64_t device_total = 0;
   std::int64_t tracked = 0;
+  std::int64_t cached = 0;       // device memory in the device's cache
+  std::int64_t cached_host = 0;  // pinned host memory in the device's cache
 
   // Checks.
   bool ok = true;

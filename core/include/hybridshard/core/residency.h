@@ -1,6 +1,7 @@
 // Where a buffer's bytes live, and what the buffer is for.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string_view>
@@ -19,6 +20,12 @@ enum class BufferKind : std::uint8_t {
   kInferenceParams,  // inference shard (vLLM layout)
   kKvCache,          // rollout KV cache
   kStaging,          // send / receive staging of a transition
+};
+
+// Every buffer kind, in declaration order (what per-kind reports list, each kind even at 0 bytes).
+inline constexpr std::array<BufferKind, 7> kBufferKinds = {
+    BufferKind::kParams,          BufferKind::kGrads,   BufferKind::kMasterParams, BufferKind::kOptimizerState,
+    BufferKind::kInferenceParams, BufferKind::kKvCache, BufferKind::kStaging,
 };
 
 std::string_view residency_name(Residency residency);  // "gpu", "cpu", "none"

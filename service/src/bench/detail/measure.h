@@ -17,15 +17,22 @@ namespace hybridshard::service::bench::detail {
 struct Series {
   std::vector<double> seconds;
   std::int64_t bytes = 0;
-  std::int64_t extra_bytes = 0;  // enter: peak extra device bytes; exit: device bytes still held after it
+  std::int64_t extra_bytes = 0;   // enter: peak extra device bytes; exit: device bytes still held after it
+  std::int64_t driver_bytes = 0;  // exit: device memory the driver counts as used after it, above the steady state
   std::int64_t host_bytes = 0;
   std::int64_t wrong = 0;
   bool checked = false;
   std::string what;  // bounds: what was measured
 };
 
-// (phase, strategy, policy) for phases; (bound name, "", "") for bounds.
+// (phase, strategy, "exit policy/release") for enter and exit, (phase, "-", "-") for the batch phases; (bound name,
+// "", "") for bounds.
 using SeriesKey = std::tuple<std::string, std::string, std::string>;
+
+// The policy part of an enter or exit SeriesKey: "free/driver", "offload/cache", ...
+inline std::string policy_key(core::ExitPolicy policy, core::ReleaseOnExit release) {
+  return std::string(core::exit_policy_name(policy)) + "/" + std::string(core::release_on_exit_name(release));
+}
 
 // Time and bytes of one kind of engine step (from the transition's kTransfer events), summed over timed iterations.
 struct StepTotal {

@@ -62,6 +62,7 @@ struct BenchOptions {
   std::string json_file;
 
   std::string exit_policy;        // free | offload | both; default both (or the job's policy)
+  std::string release_on_exit;    // driver | cache | both; default both (or the job's memory.release_on_exit)
   std::int64_t bucket_bytes = 0;  // staging bucket; default 256 MiB (or the job's memory.bucket_bytes)
   std::string transport;          // auto | peer | sendrecv; default auto
   // Measuring knobs of the send/recv and peer paths (-1: the default).
@@ -84,6 +85,7 @@ struct BenchConfig {
   core::InferenceLayout inference;
   std::vector<core::Strategy> strategies;       // hybridshard first
   std::vector<core::ExitPolicy> exit_policies;  // free first
+  std::vector<core::ReleaseOnExit> releases;    // after each exit; driver first
   core::Backend backend = core::Backend::kLoopback;
   bool use_cuda = false;  // loopback: on the GPU; nccl: always; gloo: never
   int rank = 0;
@@ -111,14 +113,19 @@ struct PhaseRow {
   std::string phase;       // "enter", "exit", "batch.pre", "batch.post"
   std::string strategy;    // "hybridshard", "seed"; "-" for the batch phases
   std::string policy;      // exit policy ("free", "offload"); "-" elsewhere
+  std::string release;     // what followed each exit ("driver", "cache"); enter: the release before it; "-" elsewhere
   std::int64_t bytes = 0;  // received over the network per rank (batch phases: the batch bytes the rank ends with)
   double time_us = 0;
   double algbw_gbps = 0;              // bytes / time, GB/s = 1e9 bytes/s
   double busbw_gbps = 0;              // algbw * (n - 1) / n
   std::int64_t peak_extra_bytes = 0;  // enter: device bytes above the start; exit: device bytes still held after
-  std::int64_t host_bytes = 0;        // host<->device bytes moved
-  std::int64_t wrong = 0;             // mismatching elements, summed over ranks and checked iterations
-  bool checked = false;               // false: "#wrong" is n/a (check off, or loopback batch data)
+  // exit: device memory the driver (cudaMemGetInfo) counts as used after the exit and its release, above what it
+  // counted between phases before any of them (after one enter, exit and release to the driver: loopback's peer
+  // data and the device's scratch areas made); beside peak_extra_bytes (tracked), the difference is the cache
+  std::int64_t driver_bytes = 0;
+  std::int64_t host_bytes = 0;  // host<->device bytes moved
+  std::int64_t wrong = 0;       // mismatching elements, summed over ranks and checked iterations
+  bool checked = false;         // false: "#wrong" is n/a (check off, or loopback batch data)
 };
 
 // A bound measured in the same run.
@@ -144,7 +151,7 @@ struct RatioRow {
 // mean time and bytes per timed iteration. The per-step profile behind a phase's time.
 struct StepRow {
   std::string strategy;
-  std::string phase;      // "enter", "exit.free", "exit.offload"
+  std::string phase;      // "enter.free/driver", "exit.free/driver", "exit.offload/cache", ...
   std::string operation;  // the engine's operation name, numbers replaced by '*' ("enter.round*.recv")
   std::string path;       // "network", "host_to_device", "device_to_host", "device_to_device"
   std::int64_t bytes = 0;

@@ -51,6 +51,9 @@ inline void add_bench_flags(CLI::App& app, BenchOptions& o) {
   app.add_option("-c,--check", o.check, "Check the inference shards bit for bit: 0 | 1 (default 1)");
   app.add_option("--json", o.json_file, "Write the report as JSON to this file");
   app.add_option("--exit-policy", o.exit_policy, "free | offload | both (default both)");
+  app.add_option("--release-on-exit", o.release_on_exit,
+                 "After each exit, hand the device cache back to the driver or keep it: driver | cache | both "
+                 "(default both, or the job's memory.release_on_exit)");
   app.add_option("--bucket", o.bucket_bytes, "Staging bucket bytes (default 268435456)");
   app.add_option("--transport", o.transport,
                  "hybridshard's peer transport: auto | peer | sendrecv (default auto: read peers directly where the "

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "hybridshard/core/device.h"
 #include "hybridshard/core/enter_time.h"
 #include "hybridshard/core/inference_layout.h"
 #include "hybridshard/core/model_spec.h"
@@ -69,6 +70,9 @@ std::int64_t default_prompts_per_train_replica(std::int64_t train_dp, std::int64
 
 struct MemoryConfig {
   core::ExitPolicy exit_policy = core::ExitPolicy::kFree;  // inference shards on exit: free | offload
+  // What exit does with the device memory it freed: back to the driver (a colocated trainer's allocator can use it)
+  // or kept in the device's cache for the next enter.
+  core::ReleaseOnExit release_on_exit = core::ReleaseOnExit::kDriver;
   bool offload_optimizer_in_rollout = true;  // Adam moments and fp32 master weights -> pinned host during rollout
   bool offload_grads_in_rollout = true;      // fp32 gradients -> pinned host (or freed: free_grads_in_rollout)
   bool free_grads_in_rollout = false;

@@ -15,6 +15,12 @@
 //                 (estimates of core's seed transition)
 // Phases: train (steady state), enter (peak of the transition), rollout (generation), exit (peak of the exit: the
 // inference shard is still on the device while it is freed or copied to the host).
+// Cached: device memory the device's cache holds beside the live buffers (freed blocks kept for reuse; the driver
+// counts them as used, a colocated trainer cannot have them). Per kind, what the kind held on the device earlier and
+// does not hold now, since the last release: memory.release_on_exit driver empties the cache at the end of exit (the
+// cycle starts at train), cache keeps it (every kind holds its largest size all the time). An upper bound: a block
+// reused by another kind of a like size is counted twice, and an allocation that does not fit releases the cache (so
+// it is at most what the device has beyond the live buffers).
 #pragma once
 
 #include <array>
@@ -35,7 +41,8 @@ struct PhaseMemory {
   PlanPhase phase = PlanPhase::kTrain;
   std::array<std::int64_t, kNumBufferKinds> device{};  // by core::BufferKind
   std::array<std::int64_t, kNumBufferKinds> host{};    // pinned host, by core::BufferKind
-  std::int64_t device_total() const;
+  std::int64_t cached = 0;                             // device memory in the device's cache (at most)
+  std::int64_t device_total() const;                   // the live buffers (cached not included: the cache gives way)
   std::int64_t host_total() const;
 };
 

@@ -51,6 +51,7 @@ class MemoryPolicy {
   Placement placement(core::BufferKind kind, PlanPhase phase) const;
 
   core::ExitPolicy exit_policy() const { return memory_.exit_policy; }
+  core::ReleaseOnExit release_on_exit() const { return memory_.release_on_exit; }
   const MemoryConfig& config() const { return memory_; }
 
  private:

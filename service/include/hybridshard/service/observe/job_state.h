@@ -50,14 +50,21 @@ struct BufferState {
 
 // `sequence`, `changed`: the fold's sequence number (JobFold::sequence) of the event that made or last changed the
 // thing; what a status document since a cursor holds (status_json(fold, since)).
+// A memory sample's figures (docs/metrics.md, "Memory"): device_used = tracked + cached + untracked.
 struct MemorySampleState {
   double time = 0;
   std::int64_t device_used = 0;
   std::int64_t device_total = 0;
   std::int64_t tracked = 0;
+  std::int64_t cached = 0;       // device memory in the device's cache
+  std::int64_t cached_host = 0;  // pinned host memory in the device's cache
   BytesByKind by_kind;
   std::uint64_t sequence = 0;
 };
+
+// What others hold on the device (CUDA context, NCCL, libraries, other processes): used - tracked - cached. Negative
+// only when the figures were not read together (a sample reads them at once: Device::memory()).
+std::int64_t untracked_bytes(std::int64_t device_used, std::int64_t tracked, std::int64_t cached);
 
 struct PhaseInterval {
   int iteration = -1;
@@ -113,6 +120,8 @@ struct RankState {
   std::int64_t device_used = 0;
   std::int64_t device_total = 0;
   std::int64_t tracked = 0;
+  std::int64_t cached = 0;       // device memory in the device's cache
+  std::int64_t cached_host = 0;  // pinned host memory in the device's cache
   double last_enter_seconds = 0;
   double last_exit_seconds = 0;
   std::int64_t last_enter_network_bytes = 0;  // sent and received in the last completed enter

@@ -37,7 +37,7 @@ class PhaseScope {
   std::chrono::steady_clock::time_point started_;
 };
 
-// One kMemorySample: the device's used and total memory and the bytes the engine tracks on it.
+// One kMemorySample: one reading of the device's memory (Device::memory(): used, total, tracked, cached).
 void emit_memory_sample(core::EventSink& events, core::Device& device, int rank, int iteration);
 
 // Samples device memory every `interval_seconds` from its own thread (the engine's byte counters are atomic) until
