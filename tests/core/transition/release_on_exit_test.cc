@@ -88,7 +88,9 @@ TEST(ReleaseOnExitTest, cache_keeps_the_freed_shard_and_driver_hands_it_back_to_
   EXPECT_GE(exited.cached, shard);
   release_after_exit(*device, ReleaseOnExit::kDriver);
   const DeviceMemory released = device->memory();
-  EXPECT_EQ(released.cached, 0);
+  // What stays cached is the rounding of the blocks still in use (a CUDA block is a multiple of 2 MiB: its slack
+  // is held but not tracked): within the granularity, 0 on the CPU device.
+  EXPECT_LE(released.cached, kGranularity);
   EXPECT_EQ(released.tracked, exited.tracked);
   // The driver's free memory grew by what was cached.
   EXPECT_LE(std::llabs((exited.used - released.used) - exited.cached), kGranularity)
