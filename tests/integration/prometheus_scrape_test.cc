@@ -89,7 +89,8 @@ TEST_F(PrometheusScrapeTest, prometheus_scrapes_the_observer_and_answers_with_th
   });
   wait_for(server, "hybridshard_moved_bytes_total{rank=\"1\",path=\"network\"}", equals(job.network_bytes));
   wait_for(server, "hybridshard_buffer_bytes{rank=\"0\",kind=\"params\",residency=\"gpu\"}", equals(job.params_bytes));
-  wait_for(server, "count(hybridshard_buffer_bytes)", equals(2 * 7 * 3));  // 2 ranks x 7 kinds x 3 residencies
+  wait_for(server, "count(hybridshard_buffer_bytes)",
+           equals(2 * 8 * 3));  // 2 ranks x 8 kinds (7 + cached) x 3 residencies
   wait_for(server, "hybridshard_phase_duration_seconds_count{rank=\"0\",phase=\"enter\"}", equals(1));
   wait_for(server, "hybridshard_rank_up", [](const nlohmann::json& result) {
     return result.size() == 2 && value_of(result) == 1 && std::stod(result[1]["value"][1].get<std::string>()) == 1;

@@ -171,8 +171,9 @@ TEST(ConfigsTest, duplicates_and_conflicts_give_the_expected_diagnostics) {
       "3); give one of them",
       "duplicates_and_conflicts.yaml:8:3: error: runtime.world_size: duplicate key 'world_size' (first given at line "
       "7); give each key once",
-      "duplicates_and_conflicts.yaml:10:11: error: metrics.listen: '127.0.0.1:99999' is not HOST:PORT (e.g. "
-      "127.0.0.1:9464, [::1]:9464, or \"\" for no endpoint)",
+      "duplicates_and_conflicts.yaml:10:11: error: metrics.listen: '127.0.0.1:99999' is not HOST:PORT: the port "
+      "'99999' is not a number in 0..65535 (expected HOST:PORT: 127.0.0.1:9464, [::1]:9464 or a host name; port "
+      "0..65535); \"\" for no endpoint",
   };
   EXPECT_EQ(diagnostics_of("duplicates_and_conflicts.yaml"), expected);
 }

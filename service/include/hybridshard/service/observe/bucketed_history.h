@@ -31,7 +31,14 @@ class BucketedHistory {
 
   double width() const { return width_; }
   std::size_t max_buckets() const { return max_buckets_; }
-  std::int64_t index_of(double time) const { return static_cast<std::int64_t>(std::floor(time / width_)); }
+  // A time no job has (beyond ±2^52 bucket widths, or not a number: a bogus record line) lands on the grid's edge
+  // instead of overflowing the index; the width then grows until it fits, as for any far-off time.
+  std::int64_t index_of(double time) const {
+    constexpr double kEdge = 4503599627370496.0;  // 2^52: exact in a double and far inside int64
+    const double index = std::floor(time / width_);
+    if (std::isnan(index)) return 0;
+    return static_cast<std::int64_t>(std::clamp(index, -kEdge, kEdge));
+  }
   double begin_of(std::int64_t index) const { return static_cast<double>(index) * width_; }
   double end_of(std::int64_t index) const { return static_cast<double>(index + 1) * width_; }
   const std::map<std::int64_t, Bucket>& buckets() const { return buckets_; }
