@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "hybridshard/service/events/limits.h"
 #include "status_json.h"
 
 namespace hybridshard::gui {
@@ -141,7 +142,8 @@ void RecordPlayer::apply(const RecordEvent& event) {
     snapshot_.message = text_field(fields, "message");
     return;
   }
-  if (event.rank < 0) return;  // a rank event without a rank: nothing to attach it to
+  // A rank event without a rank, or with one no job can have: nothing to attach it to.
+  if (event.rank < 0 || event.rank >= service::kMaxWorldSize) return;
   if (snapshot_.started == 0) snapshot_.started = event.time;
   RankState& rank = rank_state(event.rank);
   rank.iteration = std::max(rank.iteration, event.iteration);

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <limits>
 
+#include "hybridshard/service/events/limits.h"
+
 namespace hybridshard::gui {
 namespace {
 
@@ -234,6 +236,11 @@ bool parse_job_info(const QJsonObject& object, JobInfo* info, QString* error) {
   JobInfo parsed;
   parsed.known = true;
   parsed.world_size = reader.integer("world_size", true);
+  if (problem.isEmpty() && (parsed.world_size < 1 || parsed.world_size > service::kMaxWorldSize)) {
+    problem = QStringLiteral("job.world_size: %1 is out of range (1 to %2)")
+                  .arg(parsed.world_size)
+                  .arg(service::kMaxWorldSize);
+  }
   const QJsonObject model = reader.object("model", false);
   FieldReader model_reader(model, QStringLiteral("job.model"), &problem);
   parsed.architecture = model_reader.text("architecture", false);

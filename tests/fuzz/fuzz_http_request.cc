@@ -12,6 +12,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -51,20 +52,34 @@ HttpServer& server() {
   return *instance;
 }
 
-// Sends `data`, closes the write side, reads the answer (2 s at most). Aborts when the server cannot be reached.
-std::string exchange(const std::uint8_t* data, std::size_t size) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval timeout{2, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+// A connection to the server with 2 s send and receive timeouts. A refused connection means the server is gone.
+// Anything else (no local port free while earlier connections sit in TIME_WAIT, a connect that timed out on a loaded
+// machine) is the client's side: retried on a new socket for 10 s, then fatal.
+int connect_to_server() {
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_port = htons(static_cast<std::uint16_t>(server().port()));
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    std::fprintf(stderr, "fuzz_http_request: the server no longer accepts connections\n");
-    std::abort();
+  for (int attempt = 1;; ++attempt) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    timeval timeout{2, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) return fd;
+    const int error = errno;
+    ::close(fd);
+    if (error == ECONNREFUSED || attempt == 100) {
+      std::fprintf(stderr, "fuzz_http_request: the server no longer accepts connections: %s (after %d attempts)\n",
+                   std::strerror(error), attempt);
+      std::abort();
+    }
+    ::usleep(100 * 1000);
   }
+}
+
+// Sends `data`, closes the write side, reads the answer (2 s at most).
+std::string exchange(const std::uint8_t* data, std::size_t size) {
+  const int fd = connect_to_server();
   std::size_t sent = 0;
   while (sent < size) {
     const ssize_t n = ::send(fd, data + sent, size - sent, MSG_NOSIGNAL);

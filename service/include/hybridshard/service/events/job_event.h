@@ -10,6 +10,7 @@
 #include <string>
 
 #include "hybridshard/core/events.h"
+#include "hybridshard/service/events/limits.h"
 
 namespace hybridshard::service {
 
@@ -59,9 +60,6 @@ struct JobEvent {
     return type == JobEventType::kEngine && engine.type == engine_type;
   }
 };
-
-// A job's world_size must lie in [1, kMaxWorldSize]: state is kept for every rank index.
-inline constexpr int kMaxWorldSize = 1 << 16;
 
 // The events the launcher (or serve) makes. `description` of the job event: see job_description() in launch.
 JobEvent engine_event(const core::Event& event);
