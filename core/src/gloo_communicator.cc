@@ -37,11 +37,15 @@ bool is_loopback_host(const std::string& host) {
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
 }
 
-std::shared_ptr<::gloo::transport::Device> make_transport_device(const std::string& store_host) {
+// Loopback when every rank is on this host (a file store, or a TCP store on a loopback address), else the interface
+// GLOO_SOCKET_IFNAME names or the one the host name resolves to.
+std::shared_ptr<::gloo::transport::Device> make_transport_device(const StoreOptions& store) {
   if (const char* interface = std::getenv("GLOO_SOCKET_IFNAME"); interface != nullptr && *interface != '\0') {
     return c10d::ProcessGroupGloo::createDeviceForInterface(interface);
   }
-  if (is_loopback_host(store_host)) return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
+  if (!store.file.empty() || is_loopback_host(store.host)) {
+    return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
+  }
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
 
@@ -56,11 +60,11 @@ class GlooCommunicator final : public Communicator {
     if (timeout.count() <= 0) HS_THROW(ConfigError, "gloo: timeout must be positive");
     subgroup_store_ = store_->scoped("subgroups");
     const auto& native = *static_cast<c10::intrusive_ptr<c10d::Store>*>(store_->native_handle());
-    const std::string where = store_->options().host + ":" + std::to_string(store_->port());
+    const std::string where = store_->where();
     const auto start = Clock::now();
     try {
       auto options = c10d::ProcessGroupGloo::Options::create(timeout);
-      options->devices.push_back(make_transport_device(store_->options().host));
+      options->devices.push_back(make_transport_device(store_->options()));
       process_group_ = c10::make_intrusive<c10d::ProcessGroupGloo>(native, rank, size, options);
     } catch (const std::exception& e) {
       const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);

@@ -1,10 +1,11 @@
-// Store over c10d's TCPStore, with every key under the configured prefix (c10d's PrefixStore). Only API present in
-// both libtorch 1.13 and 2.x is used.
+// Store over c10d's TCPStore or FileStore, with every key under the configured prefix (c10d's PrefixStore). Only API
+// present in both libtorch 1.13 and 2.x is used.
 #include "hybridshard/core/store.h"
 
 #include <algorithm>
 #include <exception>
 #include <string>
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
@@ -26,13 +27,19 @@ std::string join_keys(const std::vector<std::string>& keys) {
 
 std::vector<std::uint8_t> to_bytes(const std::string& value) { return {value.begin(), value.end()}; }
 
-class TcpStore final : public Store {
+class C10dStore final : public Store {
  public:
-  TcpStore(StoreOptions options, c10::intrusive_ptr<c10d::Store> native, c10::intrusive_ptr<c10d::TCPStore> tcp)
-      : options_(std::move(options)), native_(std::move(native)), tcp_(std::move(tcp)) {}
+  // `base` is the TCPStore or FileStore itself (it keeps the connection, and with is_server the server, alive);
+  // `native` the prefixed view every call goes through.
+  C10dStore(StoreOptions options, c10::intrusive_ptr<c10d::Store> native, c10::intrusive_ptr<c10d::Store> base,
+            int port)
+      : options_(std::move(options)), native_(std::move(native)), base_(std::move(base)), port_(port) {}
 
-  int port() const override { return static_cast<int>(tcp_->getPort()); }
+  int port() const override { return port_; }
   const StoreOptions& options() const override { return options_; }
+  std::string where() const override {
+    return options_.file.empty() ? options_.host + ":" + std::to_string(port_) : "file " + options_.file;
+  }
 
   void set(const std::string& key, const std::string& value) override {
     try {
@@ -90,14 +97,12 @@ class TcpStore final : public Store {
     StoreOptions options = options_;
     options.prefix = options_.prefix.empty() ? sub : options_.prefix + "/" + sub;
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>(sub, native_);
-    return std::make_unique<TcpStore>(std::move(options), std::move(prefixed), tcp_);
+    return std::make_unique<C10dStore>(std::move(options), std::move(prefixed), base_, port_);
   }
 
   void* native_handle() override { return &native_; }
 
  private:
-  std::string where() const { return options_.host + ":" + std::to_string(port()); }
-
   [[noreturn]] void throw_comm(const char* operation, const std::string& key, const std::exception& e) const {
     throw CommError("store " + where() + ": " + operation + " of " + key + " under '" + options_.prefix + "/' failed",
                     __FILE__, __LINE__, std::string("c10d::Store::") + operation, e.what());
@@ -105,12 +110,30 @@ class TcpStore final : public Store {
 
   StoreOptions options_;
   c10::intrusive_ptr<c10d::Store> native_;  // prefixed view, what every call goes through
-  c10::intrusive_ptr<c10d::TCPStore> tcp_;  // the connection (and, with is_server, the server)
+  c10::intrusive_ptr<c10d::Store> base_;    // the TCPStore or FileStore
+  int port_ = 0;
 };
+
+// A FileStore at options.file: no port, no server; every process that opens the path is a member.
+std::unique_ptr<Store> open_file_store(const StoreOptions& options) {
+  c10::intrusive_ptr<c10d::Store> file;
+  try {
+    // -1 workers: the store never deletes its file; the directory's owner removes it after the job.
+    file = c10::make_intrusive<c10d::FileStore>(options.file, -1);
+    file->setTimeout(options.timeout);
+  } catch (const std::exception& e) {
+    throw CommError("store: cannot open the file store " + options.file, __FILE__, __LINE__, "c10d::FileStore",
+                    e.what());
+  }
+  c10::intrusive_ptr<c10d::Store> native = file;
+  if (!options.prefix.empty()) native = c10::make_intrusive<c10d::PrefixStore>(options.prefix, file);
+  return std::make_unique<C10dStore>(options, std::move(native), std::move(file), 0);
+}
 
 }  // namespace
 
 std::unique_ptr<Store> Store::open(const StoreOptions& options) {
+  if (!options.file.empty()) return open_file_store(options);
   if (options.port < 0 || options.port > 65535) {
     HS_THROW(ConfigError, "store: port " + std::to_string(options.port) + " is not in [0, 65535]");
   }
@@ -138,7 +161,8 @@ std::unique_ptr<Store> Store::open(const StoreOptions& options) {
   }
   c10::intrusive_ptr<c10d::Store> native = tcp;
   if (!options.prefix.empty()) native = c10::make_intrusive<c10d::PrefixStore>(options.prefix, tcp);
-  return std::make_unique<TcpStore>(options, std::move(native), std::move(tcp));
+  const int port = static_cast<int>(tcp->getPort());
+  return std::make_unique<C10dStore>(options, std::move(native), std::move(tcp), port);
 }
 
 }  // namespace hybridshard::core

@@ -107,10 +107,7 @@ Engine::Engine(const EngineSettings& settings)
   state.events = std::make_unique<service::StreamEventSink>(rank_, connect_serve(settings), nullptr);
   if (state.events->streaming() && rank_ == 0) state.events->send(service::job_event(job, core::wall_time_now()));
 
-  service::StoreAddress store;
-  store.host = environment.master_addr;
-  store.port = environment.master_port;
-  store.host_it = !environment.store_hosted_elsewhere && rank_ == 0;
+  const service::StoreAddress store = service::store_address_of(environment);
   service::RankSetupOptions options = service::rank_setup_options(job, rank_, environment.local_rank, store);
   options.world_size = world_size_;
   options.events = state.events.get();

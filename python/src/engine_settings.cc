@@ -90,10 +90,11 @@ EngineSettings resolve_settings(const EngineRequest& request) {
                             : launched          ? launched->master_port
                                                 : job.runtime.master_port;
   environment.store_hosted_elsewhere = launched && !address_given && launched->store_hosted_elsewhere;
+  if (address_given) environment.store_file.clear();  // an address given here means the TCP store there
   if (environment.master_port < 0 || environment.master_port > 65535) {
     HS_THROW(core::ConfigError, "master_port " + std::to_string(environment.master_port) + " is not a port");
   }
-  if (environment.master_port == 0 && environment.world_size > 1) {
+  if (environment.master_port == 0 && environment.world_size > 1 && environment.store_file.empty()) {
     HS_THROW(core::ConfigError, "master_port is 0 in a world of " + std::to_string(environment.world_size) +
                                     " ranks: every rank must know where rank 0's store listens (pass master_port=, "
                                     "set MASTER_PORT, or runtime.master_port in the job)");

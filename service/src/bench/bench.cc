@@ -18,6 +18,7 @@
 #include "hybridshard/core/error.h"
 #include "hybridshard/core/store.h"
 #include "hybridshard/service/files/descriptor_budget.h"
+#include "hybridshard/service/files/private_directory.h"
 #include "hybridshard/service/rank/rank_setup.h"
 
 namespace hybridshard::service::bench {
@@ -62,13 +63,11 @@ std::vector<detail::RankResult> run_ranks_as_threads(const BenchConfig& config) 
     if (!short_of.empty()) HS_THROW(core::Error, short_of);
   }
   const std::chrono::milliseconds timeout(config.timeout_ms);
+  // The ranks are threads of this process: they meet in a file store in a private directory (no port).
+  const PrivateDirectory store_directory("bench-store");
   StoreAddress address;
-  address.port = 0;
-  address.host_it = true;
+  address.file = (store_directory.path() / "store").string();
   address.prefix = "hybridshard-bench";
-  const std::unique_ptr<core::Store> server = open_store(address, -1, timeout);
-  address.port = server->port();
-  address.host_it = false;
 
   std::vector<detail::RankResult> results(static_cast<std::size_t>(world_size));
   std::vector<std::exception_ptr> errors(static_cast<std::size_t>(world_size));

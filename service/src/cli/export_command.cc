@@ -16,6 +16,7 @@
 #include "hybridshard/service/checkpoint/hf_checkpoint.h"
 #include "hybridshard/service/checkpoint/safetensors.h"
 #include "hybridshard/service/files/descriptor_budget.h"
+#include "hybridshard/service/files/private_directory.h"
 #include "hybridshard/service/rank/rank_setup.h"
 
 namespace hybridshard::service {
@@ -42,13 +43,11 @@ int export_inference_shards(const JobConfig& job, const std::filesystem::path& o
   }
   const std::filesystem::path staging = staging_name;
 
-  core::StoreOptions server_options;
-  server_options.host = "127.0.0.1";
-  server_options.port = 0;
-  server_options.is_server = true;
-  server_options.timeout = job.runtime.timeout;
-  server_options.prefix = "export";
-  std::unique_ptr<core::Store> server = core::Store::open(server_options);
+  // The ranks are threads of this process: they meet in a file store in a private directory (no port).
+  const PrivateDirectory store_directory("export-store");
+  StoreAddress store_address;
+  store_address.file = (store_directory.path() / "store").string();
+  store_address.prefix = "export";
 
   std::mutex mutex;
   std::vector<std::string> errors;
@@ -58,10 +57,7 @@ int export_inference_shards(const JobConfig& job, const std::filesystem::path& o
     ranks.emplace_back([&, rank] {
       try {
         // Host memory stands in for the device: room for the train shards, the inference shard and the staging.
-        StoreAddress store;
-        store.port = server->port();
-        store.prefix = server_options.prefix;
-        RankSetupOptions options = rank_setup_options(job, rank, rank, store);
+        RankSetupOptions options = rank_setup_options(job, rank, rank, store_address);
         options.strategy = core::Strategy::kHybridshard;
         options.device = DeviceChoice{core::DeviceType::kCpu, 0, std::int64_t{1} << 50};
         RankSetup setup(options);

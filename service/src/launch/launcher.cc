@@ -23,6 +23,7 @@
 #include "hybridshard/core/events.h"
 #include "hybridshard/core/store.h"
 #include "hybridshard/service/events/event_stream.h"
+#include "hybridshard/service/files/private_directory.h"
 #include "hybridshard/service/launch/rank_environment.h"
 
 namespace hybridshard::service {
@@ -91,8 +92,8 @@ std::string progress_line(const PhaseRound& round, int iterations, int world_siz
   return line.str();
 }
 
-pid_t spawn_rank(const LaunchOptions& options, int rank, int master_port, const std::string& events_address,
-                 const std::string& events_secret) {
+pid_t spawn_rank(const LaunchOptions& options, int rank, const std::string& store_file,
+                 const std::string& events_address, const std::string& events_secret) {
   const JobConfig& job = options.job;
   std::vector<std::string> environment;
   for (char** entry = environ; *entry != nullptr; ++entry) {
@@ -104,6 +105,7 @@ pid_t spawn_rank(const LaunchOptions& options, int rank, int master_port, const 
                                                   "MASTER_PORT=",
                                                   "HYBRIDSHARD_EVENTS=",
                                                   "HYBRIDSHARD_EVENTS_SECRET=",
+                                                  "HYBRIDSHARD_STORE_FILE=",
                                                   "LOCAL_WORLD_SIZE=",
                                                   "TORCHELASTIC_USE_AGENT_STORE=",
                                                   "HYBRIDSHARD_LAUNCHER="};
@@ -115,8 +117,8 @@ pid_t spawn_rank(const LaunchOptions& options, int rank, int master_port, const 
   environment.push_back("WORLD_SIZE=" + std::to_string(job.runtime.world_size));
   environment.push_back("LOCAL_RANK=" + std::to_string(rank));
   environment.push_back("LOCAL_WORLD_SIZE=" + std::to_string(job.runtime.world_size));
-  environment.push_back("MASTER_ADDR=" + job.runtime.master_addr);
-  environment.push_back("MASTER_PORT=" + std::to_string(master_port));
+  // The ranks meet in the launcher's file store: no MASTER_ADDR / MASTER_PORT, no port (docs/reliability.md).
+  environment.push_back("HYBRIDSHARD_STORE_FILE=" + store_file);
   environment.push_back("HYBRIDSHARD_EVENTS=" + events_address);
   environment.push_back("HYBRIDSHARD_EVENTS_SECRET=" + events_secret);
   environment.push_back("HYBRIDSHARD_LAUNCHER=1");
@@ -186,11 +188,11 @@ class RankProcesses {
     ranks_[static_cast<std::size_t>(rank)].last_seen = Clock::now();
   }
 
-  void spawn_all(const LaunchOptions& options, int master_port, const std::string& events_address,
+  void spawn_all(const LaunchOptions& options, const std::string& store_file, const std::string& events_address,
                  const std::string& events_secret) {
     for (int rank = 0; rank < world_size(); ++rank) {
       Process& process = ranks_[static_cast<std::size_t>(rank)];
-      process.pid = spawn_rank(options, rank, master_port, events_address, events_secret);
+      process.pid = spawn_rank(options, rank, store_file, events_address, events_secret);
       process.running = true;
       std::lock_guard lock(mutex_);
       process.last_seen = Clock::now();
@@ -478,12 +480,11 @@ LaunchResult run_launcher(const LaunchOptions& options) {
   RankProcesses ranks(world_size);
   std::mutex progress_mutex;
 
-  // Rendezvous store and event stream.
+  // Rendezvous store and event stream. Every rank runs on this host: the store is a file in a directory only this user
+  // can enter (no port for anyone on the network or another local user to reach), removed when the job ends.
+  const PrivateDirectory store_directory("store");
   core::StoreOptions store_options;
-  store_options.host = job.runtime.master_addr;
-  store_options.port = job.runtime.master_port;
-  store_options.is_server = true;
-  store_options.world_size = -1;
+  store_options.file = (store_directory.path() / "store").string();
   store_options.timeout = job.runtime.timeout;
   std::unique_ptr<core::Store> store = core::Store::open(store_options);
   const std::string events_secret = new_stream_secret();
@@ -492,12 +493,11 @@ LaunchResult run_launcher(const LaunchOptions& options) {
   if (out != nullptr) {
     *out << "hybridshard: " << world_size << " ranks, train tp " << job.train.tp << " pp " << job.train.pp << " vpp "
          << job.train.vpp << " dp " << job.train.dp << " -> rollout tp " << job.rollout.tp << " dp " << job.rollout.dp()
-         << ", " << job.schedule.iterations << " iterations, store " << job.runtime.master_addr << ":" << store->port()
-         << " (c10d listens on every interface: port " << store->port() << " is open to the network, unauthenticated)"
-         << std::endl;
+         << ", " << job.schedule.iterations << " iterations, store " << store_options.file
+         << " (private directory, no port)" << std::endl;
   }
 
-  ranks.spawn_all(options, store->port(), events.address(), events_secret);
+  ranks.spawn_all(options, store_options.file, events.address(), events_secret);
   bool stop_requested = false;
   LaunchResult result = watch_ranks(ranks, *store, watched, job, out, stop_requested);
   ranks.kill_all(std::chrono::milliseconds(3000));

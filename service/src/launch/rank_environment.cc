@@ -78,6 +78,14 @@ std::optional<RankEnvironment> rank_environment_from_env() {
     result.events_address = parse_host_port(events, "HYBRIDSHARD_EVENTS").text();
   }
   if (const char* secret = env("HYBRIDSHARD_EVENTS_SECRET")) result.events_secret = secret;
+  if (const char* store_file = env("HYBRIDSHARD_STORE_FILE")) {
+    if (result.launcher != "hybridshard") {
+      HS_THROW(core::ConfigError, std::string("HYBRIDSHARD_STORE_FILE is set but this rank was started by ") +
+                                      result.launcher +
+                                      ": only `hybridshard run` hands ranks a file store (unset the variable)");
+    }
+    result.store_file = store_file;
+  }
   if (const char* serve = env("HYBRIDSHARD_SERVE"))
     result.serve_address = parse_host_port(serve, "HYBRIDSHARD_SERVE").text();
   if (const char* job = env("HYBRIDSHARD_JOB")) result.job_name = job;
@@ -88,11 +96,22 @@ std::optional<RankEnvironment> rank_environment_from_env() {
     result.job_instance = std::string("slurm:") + slurm + (step != nullptr ? std::string(".") + step : "");
   } else if (const char* mpi = env("OMPI_MCA_orte_ess_jobid")) {
     result.job_instance = std::string("mpirun:") + mpi;
+  } else if (!result.store_file.empty()) {
+    result.job_instance = "store:" + result.store_file;
   } else {
     result.job_instance = "store:" + result.master_addr + ":" + std::to_string(result.master_port);
   }
   result.host = this_host_name();
   return result;
+}
+
+StoreAddress store_address_of(const RankEnvironment& environment) {
+  StoreAddress address;
+  address.host = environment.master_addr;
+  address.port = environment.master_port;
+  address.host_it = environment.store_file.empty() && !environment.store_hosted_elsewhere && environment.rank == 0;
+  address.file = environment.store_file;
+  return address;
 }
 
 }  // namespace hybridshard::service

@@ -70,14 +70,6 @@ void require_plan_fits(const JobConfig& job, const RankEnvironment& environment,
                                        "\n" + format_memory_plan(memory));
 }
 
-StoreAddress store_address_of(const RankEnvironment& environment) {
-  StoreAddress address;
-  address.host = environment.master_addr;
-  address.port = environment.master_port;
-  address.host_it = !environment.store_hosted_elsewhere && environment.rank == 0;
-  return address;
-}
-
 }  // namespace
 
 int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostream& log) {

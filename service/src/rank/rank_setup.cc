@@ -40,6 +40,7 @@ std::unique_ptr<core::Store> open_store(const StoreAddress& address, int world_s
   options.world_size = world_size;
   options.timeout = timeout;
   options.prefix = address.prefix;
+  options.file = address.file;
   return core::Store::open(options);
 }
 

@@ -1,7 +1,10 @@
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <atomic>
+#include <filesystem>
 #include <thread>
+#include <vector>
 
 #include "hybridshard/core/communicator.h"
 #include "hybridshard/core/error.h"
@@ -110,6 +113,27 @@ TEST_F(GlooCommunicatorTest, exchange_delivers_every_pair_and_copies_to_itself) 
       for (std::size_t i = 0; i < in[k].size(); ++i) ASSERT_EQ(in[k][i], pattern(from * 10 + r, i)) << from;
     }
   });
+}
+
+// The ranks of one host meet in a file store (no port): the rendezvous and a collective work through it.
+TEST(GlooFileStoreTest, ranks_meet_in_a_file_store_and_all_gather) {
+  if (!gloo_available()) GTEST_SKIP() << "built without Gloo";
+  std::string name = (std::filesystem::temp_directory_path() / "hybridshard-gloo-store-XXXXXX").string();
+  ASSERT_NE(::mkdtemp(name.data()), nullptr);
+  const std::filesystem::path directory = name;
+  constexpr int kWorld = 3;
+  testing::run_ranks(kWorld, [&](int rank) {
+    StoreOptions options;
+    options.file = (directory / "store").string();
+    options.timeout = milliseconds(10000);
+    auto store = Store::open(options);
+    auto comm = make_gloo_communicator(*store, rank, kWorld, milliseconds(10000));
+    std::vector<std::uint8_t> mine(64, static_cast<std::uint8_t>(rank + 1));
+    std::vector<std::uint8_t> all(64 * kWorld, 0);
+    comm->all_gather(mine.data(), all.data(), mine.size());
+    for (int peer = 0; peer < kWorld; ++peer) EXPECT_EQ(all[static_cast<std::size_t>(peer) * 64], peer + 1);
+  });
+  std::filesystem::remove_all(directory);
 }
 
 TEST_F(GlooCommunicatorTest, subgroups_work_for_members_and_are_null_elsewhere) {

@@ -27,7 +27,8 @@ const char* const kVariables[] = {"RANK",
                                   "MASTER_PORT",
                                   "TORCHELASTIC_USE_AGENT_STORE",
                                   "HYBRIDSHARD_LAUNCHER",
-                                  "HYBRIDSHARD_EVENTS"};
+                                  "HYBRIDSHARD_EVENTS",
+                                  "HYBRIDSHARD_STORE_FILE"};
 
 class RankEnvironmentTest : public ::testing::Test {
  protected:
@@ -95,6 +96,28 @@ TEST_F(RankEnvironmentTest, our_launcher_hosts_the_store_and_takes_the_events) {
   EXPECT_EQ(env->events_address, "127.0.0.1:4000");
   EXPECT_EQ(env->master_addr, "127.0.0.1");
   EXPECT_EQ(env->master_port, 29500);
+}
+
+// `hybridshard run` hands its ranks a file store: no TCP store at all, and the file names the run.
+TEST_F(RankEnvironmentTest, our_launchers_file_store_is_where_its_ranks_meet) {
+  set({{"RANK", "0"},
+       {"WORLD_SIZE", "4"},
+       {"HYBRIDSHARD_LAUNCHER", "1"},
+       {"HYBRIDSHARD_STORE_FILE", "/tmp/hybridshard-store-abc/store"}});
+  const auto env = rank_environment_from_env();
+  ASSERT_TRUE(env.has_value());
+  EXPECT_EQ(env->store_file, "/tmp/hybridshard-store-abc/store");
+  EXPECT_EQ(env->job_instance, "store:/tmp/hybridshard-store-abc/store");
+  const StoreAddress address = store_address_of(*env);
+  EXPECT_EQ(address.file, "/tmp/hybridshard-store-abc/store");
+  EXPECT_FALSE(address.host_it) << "rank 0 hosts no TCP store next to the file";
+
+  // Under another launcher the variable is a mistake, not a silent change of rendezvous.
+  ::unsetenv("HYBRIDSHARD_LAUNCHER");
+  EXPECT_NE(error_of().find("HYBRIDSHARD_STORE_FILE is set but this rank was started by torchrun"), std::string::npos)
+      << error_of();
+  ::unsetenv("HYBRIDSHARD_STORE_FILE");
+  EXPECT_TRUE(store_address_of(*rank_environment_from_env()).host_it) << "torchrun without an agent store: rank 0";
 }
 
 // The event stream's address is parsed strictly where it is read, naming the variable (was "error: stoi").

@@ -1,5 +1,7 @@
-// The rendezvous store: libtorch's c10d TCPStore (the store torchrun uses), behind a header free of libtorch.
-// One process hosts it (the launcher, or rank 0 under an external launcher); every rank connects to host:port.
+// The rendezvous store, behind a header free of libtorch: libtorch's c10d TCPStore (the store torchrun uses) across
+// hosts, where one process hosts it (rank 0 under an external launcher) and every rank connects to host:port; or
+// c10d's FileStore for the processes of one host (our launcher, export, bench), where a file in a private directory
+// replaces the port: nothing listens, and the directory's permissions decide who may join.
 #pragma once
 
 #include <chrono>
@@ -17,6 +19,9 @@ struct StoreOptions {
   int world_size = -1;  // number of clients expected, or -1 when unknown
   std::chrono::milliseconds timeout{30000};
   std::string prefix = "hybridshard";  // every key lives under "<prefix>/"
+  // Non-empty: a c10d FileStore at this path instead of TCP (host, port and is_server are then unused). Every
+  // process that opens the same path joins the same store; nothing removes the file (its directory's owner does).
+  std::string file;
 };
 
 class Store {
@@ -25,8 +30,10 @@ class Store {
   static std::unique_ptr<Store> open(const StoreOptions& options);
   virtual ~Store() = default;
 
-  virtual int port() const = 0;
+  virtual int port() const = 0;  // 0 for a file store
   virtual const StoreOptions& options() const = 0;
+  // Where the store is, for messages: "HOST:PORT" or "file PATH".
+  virtual std::string where() const = 0;
 
   virtual void set(const std::string& key, const std::string& value) = 0;
   // Waits for the key up to the timeout; throws TimeoutError naming the key.

@@ -4,6 +4,8 @@
 #include <optional>
 #include <string>
 
+#include "hybridshard/service/rank/rank_setup.h"
+
 namespace hybridshard::service {
 
 struct RankEnvironment {
@@ -14,6 +16,7 @@ struct RankEnvironment {
   int master_port = 29500;
   // The store is hosted elsewhere (our launcher, torchrun's agent); otherwise rank 0 hosts it.
   bool store_hosted_elsewhere = false;
+  std::string store_file;      // HYBRIDSHARD_STORE_FILE: our launcher's file store (then no TCP store at all)
   std::string events_secret;   // HYBRIDSHARD_EVENTS_SECRET: the job's secret for its event stream ("" when none)
   std::string events_address;  // HYBRIDSHARD_EVENTS: our launcher's event stream ("" under external launchers)
   std::string serve_address;   // HYBRIDSHARD_SERVE: a `hybridshard serve` to report to ("" for none)
@@ -29,5 +32,9 @@ struct RankEnvironment {
 std::optional<RankEnvironment> rank_environment_from_env();
 
 std::string this_host_name();
+
+// Where this rank meets its peers: our launcher's file store, else the TCP store at MASTER_ADDR:MASTER_PORT that rank 0
+// hosts unless a launcher's agent does.
+StoreAddress store_address_of(const RankEnvironment& environment);
 
 }  // namespace hybridshard::service

@@ -41,13 +41,14 @@ struct DeviceChoice {
 
 std::unique_ptr<core::Device> open_device(const DeviceChoice& choice);
 
-// Where the ranks meet: the rendezvous store (c10d TCPStore) at host:port. One process hosts it: rank 0 under
-// torchrun-style launchers (`host_it`), or the launcher itself (then no rank hosts it).
+// Where the ranks meet: a file store (`file`, the ranks of one host: our launcher, export, bench), or a c10d TCPStore
+// at host:port that one process hosts: rank 0 under torchrun-style launchers (`host_it`), or the launcher itself.
 struct StoreAddress {
   std::string host = "127.0.0.1";
   int port = 29500;
   bool host_it = false;
   std::string prefix = "hybridshard";  // every key lives under "<prefix>/" (several jobs on one store)
+  std::string file;                    // non-empty: core::StoreOptions::file (host, port, host_it unused)
 };
 
 std::unique_ptr<core::Store> open_store(const StoreAddress& address, int world_size, std::chrono::milliseconds timeout);
