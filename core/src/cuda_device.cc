@@ -13,7 +13,10 @@
 // to the copy engines only when its rows are at least HYBRIDSHARD_PEER_COPY_MIN_ROW bytes wide (default 2048): a 2-D
 // copy moves row by row, and rows of 4 KiB and wider (Llama's o_proj halves) ran at copy-engine speed while the
 // 768-byte rows of Qwen3-30B-A3B's expert w2 halves ran far below it (docs/performance.md, issue 15), so narrower rows
-// go to the piece kernel, whose blocks read 64 KiB chunks of many rows at once. Inside the kernel
+// go to the piece kernel, whose blocks read 64 KiB chunks of many rows at once. The routing and the kernel's table are
+// built by detail::make_piece_table (core/src/piece_table.cc), which `enter_work` also uses to count what an enter
+// issues; a 2-D copy whose rows lie further apart than the device's largest pitch (coalesced pieces of tensors far
+// apart in a buffer) goes row by row. Inside the kernel
 // the chunks that read another device are spread evenly through the grid, so that its NVLink reads start at once
 // and the local chunks fill the gaps. copy_pieces keeps its tables on the device: the same call again (an enter
 // after an exit: same pieces, same buffers) launches it without building or uploading it. copy_pieces_aside runs the
@@ -41,6 +44,7 @@
 #include "detail/cuda_check.h"
 #include "detail/generate_table.h"
 #include "detail/kernels.h"
+#include "detail/piece_table.h"
 #include "hybridshard/core/device.h"
 #include "hybridshard/core/error.h"
 
@@ -49,22 +53,9 @@ namespace {
 
 std::string where_name(Residency where) { return std::string(residency_name(where)); }
 
-// The widest of 16, 8, 4, 2, 1 that divides every value.
-std::int32_t common_alignment(std::initializer_list<std::uint64_t> values) {
-  for (std::int32_t width : {16, 8, 4, 2}) {
-    bool all = true;
-    for (std::uint64_t value : values) all = all && value % static_cast<std::uint64_t>(width) == 0;
-    if (all) return width;
-  }
-  return 1;
-}
-
-// copy_pieces sends strided pieces read from a peer to the copy engines only when their rows are at least this wide
-// (HYBRIDSHARD_PEER_COPY_MIN_ROW overrides it); narrower ones go to the piece kernel.
-constexpr std::int64_t kEngineMinRowBytes = 2048;
-
-// A copy_pieces table: what it was built from, the copy-engine copies, and the kernel's table on the device.
-struct PieceTable {
+// A copy_pieces table as the device keeps it: what it was built from, the copy-engine copies, and the kernel's table
+// on the device.
+struct CachedTable {
   std::vector<std::int64_t> key;
   std::vector<detail::DevicePiece> engine_copies;
   void* device = nullptr;
@@ -89,21 +80,11 @@ class CudaDevice final : public Device {
     cudaDeviceProp properties{};
     HS_CUDA_CHECK(cudaGetDeviceProperties(&properties, index_));
     name_ = properties.name;
+    max_pitch_ = properties.memPitch;
     HS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     HS_CUDA_CHECK(cudaEventCreateWithFlags(&staging_free_, cudaEventDisableTiming));
     HS_CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
-    if (const char* value = std::getenv("HYBRIDSHARD_PEER_COPY"); value != nullptr && *value != '\0') {
-      const std::string mode = value;
-      if (mode == "engine") {
-        peer_copy_ = PeerCopy::kEngine;
-      } else if (mode == "contiguous") {
-        peer_copy_ = PeerCopy::kContiguous;
-      } else if (mode == "kernel") {
-        peer_copy_ = PeerCopy::kKernel;
-      } else {
-        HS_THROW(ConfigError, "HYBRIDSHARD_PEER_COPY: '" + mode + "' is not engine, contiguous or kernel");
-      }
-    }
+    routing_ = detail::PieceRouting::from_environment();
     std::size_t engine_streams = 4;
     if (const char* value = std::getenv("HYBRIDSHARD_PEER_COPY_STREAMS"); value != nullptr && *value != '\0') {
       char* end = nullptr;
@@ -114,14 +95,6 @@ class CudaDevice final : public Device {
       engine_streams = static_cast<std::size_t>(streams);
     }
     engines_.resize(engine_streams);
-    if (const char* value = std::getenv("HYBRIDSHARD_PEER_COPY_MIN_ROW"); value != nullptr && *value != '\0') {
-      char* end = nullptr;
-      const long long bytes = std::strtoll(value, &end, 10);
-      if (end == value || *end != '\0' || bytes < 0 || bytes > (std::int64_t{1} << 40)) {
-        HS_THROW(ConfigError, std::string("HYBRIDSHARD_PEER_COPY_MIN_ROW: '") + value + "' is not a byte count");
-      }
-      engine_min_row_bytes_ = bytes;
-    }
   }
 
   ~CudaDevice() override {
@@ -137,7 +110,7 @@ class CudaDevice final : public Device {
     }
     for (cudaEvent_t event : spare_events_) cudaEventDestroy(event);
     if (scratch_ != nullptr) cudaFree(scratch_);
-    for (PieceTable& table : tables_) {
+    for (CachedTable& table : tables_) {
       if (table.device != nullptr) cudaFree(table.device);
     }
     if (aside_ != nullptr) {
@@ -315,7 +288,7 @@ class CudaDevice final : public Device {
       HS_CUDA_CHECK(cudaEventCreateWithFlags(&aside_start_, cudaEventDisableTiming));
       for (cudaEvent_t& mark : aside_marks_) HS_CUDA_CHECK(cudaEventCreateWithFlags(&mark, cudaEventDisableTiming));
     }
-    const PieceTable& table = table_for(pieces, src_bases, message_base, dst_base);
+    const CachedTable& table = table_for(pieces, src_bases, message_base, dst_base);
     HS_CUDA_CHECK(cudaEventRecord(aside_start_, stream_));
     HS_CUDA_CHECK(cudaStreamWaitEvent(aside_, aside_start_, 0));
     launch(table, aside_);
@@ -341,18 +314,9 @@ class CudaDevice final : public Device {
   // The table of this call, from the cache when the same call (same pieces, same buffers) ran before: an enter after
   // an exit, or the same round of the next enter. Built and uploaded on the compute stream otherwise; the least
   // recently used table makes room (after both lanes are idle: a kernel may still read it).
-  const PieceTable& table_for(std::span<const Piece> pieces, std::span<void* const> src_bases, const void* message_base,
-                              void* dst_base) {
-    std::vector<std::int64_t> key;
-    key.reserve(pieces.size() * 7 + src_bases.size() + 3);
-    for (const Piece& piece : pieces) {
-      key.insert(key.end(), {piece.src_buffer, piece.src_offset, piece.dst_offset, piece.rows, piece.row_bytes,
-                             piece.src_stride, piece.dst_stride});
-    }
-    for (void* base : src_bases) key.push_back(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(base)));
-    key.push_back(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(message_base)));
-    key.push_back(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(dst_base)));
-    key.push_back(static_cast<std::int64_t>(src_bases.size()));
+  const CachedTable& table_for(std::span<const Piece> pieces, std::span<void* const> src_bases,
+                               const void* message_base, void* dst_base) {
+    std::vector<std::int64_t> key = detail::piece_table_key(pieces, src_bases, message_base, dst_base);
     for (auto it = tables_.begin(); it != tables_.end(); ++it) {
       if (it->key == key) {
         tables_.splice(tables_.begin(), tables_, it);
@@ -366,7 +330,7 @@ class CudaDevice final : public Device {
     } else {
       tables_.emplace_front();
     }
-    PieceTable& table = tables_.front();
+    CachedTable& table = tables_.front();
     table.key.clear();  // invalid until rebuilt
     build_table(table, pieces, src_bases, message_base, dst_base);
     table.key = std::move(key);
@@ -376,7 +340,7 @@ class CudaDevice final : public Device {
   // Queues `table`'s copies on `stream`: the copy-engine copies forked from it and joined back into it, so that
   // everything after them on that stream waits for them (several streams, so that one copy's start does not wait for
   // the previous one's end), and the kernel over the rest.
-  void launch(const PieceTable& table, cudaStream_t stream) {
+  void launch(const CachedTable& table, cudaStream_t stream) {
     if (!table.engine_copies.empty()) {
       HS_CUDA_CHECK(cudaEventRecord(fork_, stream));
       for (std::size_t e = 0; e < table.engine_copies.size(); ++e) {
@@ -386,6 +350,12 @@ class CudaDevice final : public Device {
         if (copy.rows == 1) {
           HS_CUDA_CHECK(
               cudaMemcpyAsync(copy.dst, copy.src, static_cast<std::size_t>(copy.row_bytes), cudaMemcpyDefault, on));
+        } else if (static_cast<std::size_t>(std::max(copy.src_stride, copy.dst_stride)) > max_pitch_) {
+          // Rows further apart than a 2-D copy's pitch may be (coalesced pieces of different tensors): row by row.
+          for (std::int64_t row = 0; row < copy.rows; ++row) {
+            HS_CUDA_CHECK(cudaMemcpyAsync(copy.dst + row * copy.dst_stride, copy.src + row * copy.src_stride,
+                                          static_cast<std::size_t>(copy.row_bytes), cudaMemcpyDefault, on));
+          }
         } else {
           HS_CUDA_CHECK(cudaMemcpy2DAsync(
               copy.dst, static_cast<std::size_t>(copy.dst_stride), copy.src, static_cast<std::size_t>(copy.src_stride),
@@ -421,13 +391,10 @@ class CudaDevice final : public Device {
     return engine;
   }
 
-  // Builds `table` (but not its key) for copy_pieces and uploads it into table.device.
-  void build_table(PieceTable& table, std::span<const Piece> pieces, std::span<void* const> src_bases,
+  // Builds `table` (but not its key) for copy_pieces (detail::make_piece_table) and uploads the kernel's part into
+  // table.device.
+  void build_table(CachedTable& table, std::span<const Piece> pieces, std::span<void* const> src_bases,
                    const void* message_base, void* dst_base) {
-    std::vector<detail::DevicePiece> entries;
-    entries.reserve(pieces.size());
-    std::vector<detail::DeviceChunk> chunks;
-    std::vector<detail::DeviceChunk> remote_chunks;     // kernel chunks reading a peer, spread through the grid below
     std::vector<bool> remote(src_bases.size(), false);  // the source lives on another device (a peer's memory)
     for (std::size_t b = 0; b < src_bases.size(); ++b) {
       cudaPointerAttributes attributes{};
@@ -437,69 +404,17 @@ class CudaDevice final : public Device {
         cudaGetLastError();
       }
     }
-    table.engine_copies.clear();
-    for (std::size_t i = 0; i < pieces.size(); ++i) {
-      const Piece& piece = pieces[i];
-      const void* base = nullptr;
-      if (piece.src_buffer == -1) {
-        base = message_base;
-      } else if (piece.src_buffer >= 0 && static_cast<std::size_t>(piece.src_buffer) < src_bases.size()) {
-        base = src_bases[static_cast<std::size_t>(piece.src_buffer)];
-      } else {
-        HS_THROW(Error, "copy_pieces: piece " + std::to_string(i) + " reads source buffer " +
-                            std::to_string(piece.src_buffer) + " of " + std::to_string(src_bases.size()));
-      }
-      if (piece.rows <= 0 || piece.row_bytes <= 0) continue;
-      if (base == nullptr || dst_base == nullptr) {
-        HS_THROW(Error, "copy_pieces: piece " + std::to_string(i) + " has a null base");
-      }
-      const bool from_peer = piece.src_buffer >= 0 && remote[static_cast<std::size_t>(piece.src_buffer)];
-      const bool contiguous =
-          piece.rows == 1 || (piece.row_bytes == piece.src_stride && piece.row_bytes == piece.dst_stride);
-      // Strided pieces with narrow rows go to the kernel: a 2-D copy moves row by row (see the top of this file).
-      const bool engine = from_peer && (contiguous || piece.row_bytes >= engine_min_row_bytes_) &&
-                          ((peer_copy_ == PeerCopy::kEngine && piece.bytes() >= (256 << 10)) ||
-                           (peer_copy_ == PeerCopy::kContiguous && contiguous && piece.bytes() >= (1 << 20)));
-      detail::DevicePiece entry;
-      entry.src = static_cast<const unsigned char*>(base) + piece.src_offset;
-      entry.dst = static_cast<unsigned char*>(dst_base) + piece.dst_offset;
-      entry.rows = contiguous ? 1 : piece.rows;
-      entry.row_bytes = contiguous ? piece.bytes() : piece.row_bytes;
-      entry.src_stride = contiguous ? entry.row_bytes : piece.src_stride;
-      entry.dst_stride = contiguous ? entry.row_bytes : piece.dst_stride;
-      if (engine) {
-        table.engine_copies.push_back(entry);
-        continue;
-      }
-      const std::uint64_t src_stride = entry.rows > 1 ? static_cast<std::uint64_t>(entry.src_stride) : 0;
-      const std::uint64_t dst_stride = entry.rows > 1 ? static_cast<std::uint64_t>(entry.dst_stride) : 0;
-      entry.vector_bytes =
-          common_alignment({reinterpret_cast<std::uintptr_t>(entry.src), reinterpret_cast<std::uintptr_t>(entry.dst),
-                            static_cast<std::uint64_t>(entry.row_bytes), src_stride, dst_stride});
-      // Chunks hold a whole number of vectors: kCopyChunkBytes is a multiple of every vector width.
-      const std::int64_t num_piece_chunks = (piece.bytes() + detail::kCopyChunkBytes - 1) / detail::kCopyChunkBytes;
-      if (num_piece_chunks > std::numeric_limits<std::int32_t>::max() ||
-          entries.size() >= static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max())) {
-        HS_THROW(Error, "copy_pieces: piece " + std::to_string(i) + " of " + std::to_string(piece.bytes()) +
-                            " bytes is beyond the kernel's chunk table");
-      }
-      const auto piece_index = static_cast<std::int32_t>(entries.size());
-      for (std::int64_t chunk = 0; chunk < num_piece_chunks; ++chunk) {
-        (from_peer ? remote_chunks : chunks).push_back({piece_index, static_cast<std::int32_t>(chunk)});
-      }
-      entries.push_back(entry);
-    }
-    if (!remote_chunks.empty()) chunks = spread(std::move(remote_chunks), std::move(chunks));
-    table.num_chunks = static_cast<std::int64_t>(chunks.size());
-    if (entries.empty()) return;
+    detail::PieceTable built = detail::make_piece_table(pieces, src_bases, message_base, dst_base, remote, routing_);
+    table.engine_copies = std::move(built.engine_copies);
+    table.num_chunks = static_cast<std::int64_t>(built.chunks.size());
+    if (built.entries.empty()) return;
     // One upload: the piece entries, then the per-block chunk table (8-byte aligned: DevicePiece holds 8-byte
     // fields), kept in table.device for the next call with the same key.
-    static_assert(sizeof(detail::DevicePiece) % alignof(detail::DeviceChunk) == 0);
-    const std::size_t entry_bytes = entries.size() * sizeof(entries[0]);
-    const std::size_t chunk_bytes = chunks.size() * sizeof(chunks[0]);
+    const std::size_t entry_bytes = built.entries.size() * sizeof(built.entries[0]);
+    const std::size_t chunk_bytes = built.chunks.size() * sizeof(built.chunks[0]);
     upload_buffer_.resize(entry_bytes + chunk_bytes);
-    std::memcpy(upload_buffer_.data(), entries.data(), entry_bytes);
-    std::memcpy(upload_buffer_.data() + entry_bytes, chunks.data(), chunk_bytes);
+    std::memcpy(upload_buffer_.data(), built.entries.data(), entry_bytes);
+    std::memcpy(upload_buffer_.data() + entry_bytes, built.chunks.data(), chunk_bytes);
     const void* uploaded = upload(upload_buffer_.data(), upload_buffer_.size());
     if (upload_buffer_.size() > table.capacity) {
       HS_CUDA_CHECK(cudaStreamSynchronize(stream_));  // a kernel may still read the old table
@@ -512,24 +427,6 @@ class CudaDevice final : public Device {
     }
     HS_CUDA_CHECK(cudaMemcpyAsync(table.device, uploaded, upload_buffer_.size(), cudaMemcpyDeviceToDevice, stream_));
     table.chunks_offset = entry_bytes;
-  }
-
-  // `remote` and `local` merged so that the remote chunks are spread evenly (blocks start in grid order).
-  static std::vector<detail::DeviceChunk> spread(std::vector<detail::DeviceChunk> remote,
-                                                 std::vector<detail::DeviceChunk> local) {
-    std::vector<detail::DeviceChunk> merged;
-    merged.reserve(remote.size() + local.size());
-    std::size_t r = 0;
-    std::size_t l = 0;
-    while (r < remote.size() || l < local.size()) {
-      // Remote next while its share so far is not above its share of the whole (remote first on ties).
-      if (l >= local.size() || (r < remote.size() && r * local.size() <= l * remote.size())) {
-        merged.push_back(remote[r++]);
-      } else {
-        merged.push_back(local[l++]);
-      }
-    }
-    return merged;
   }
 
   void generate(const BufferLayout& layout, std::uint32_t version, void* base) override {
@@ -659,13 +556,12 @@ class CudaDevice final : public Device {
   cudaStream_t stream_ = nullptr;
   cudaEvent_t fork_ = nullptr;
   std::vector<EngineStream> engines_;  // copy_pieces' copy-engine copies, forked from and joined into stream_
-  enum class PeerCopy : std::uint8_t { kEngine, kContiguous, kKernel };
-  PeerCopy peer_copy_ = PeerCopy::kEngine;                  // see the top of this file
-  std::int64_t engine_min_row_bytes_ = kEngineMinRowBytes;  // see the top of this file
+  detail::PieceRouting routing_;       // see the top of this file
+  std::size_t max_pitch_ = 0;          // the widest pitch a 2-D copy may have (cudaDeviceProp::memPitch)
   // The last kCachedTables tables, most recently used first: the landing pass, or every round's pack and landing
   // tables of the send/recv path (one enter after another with the same buffers builds none).
   static constexpr std::size_t kCachedTables = 1024;
-  std::list<PieceTable> tables_;
+  std::list<CachedTable> tables_;
   cudaStream_t aside_ = nullptr;  // the aside lane (copy_pieces_aside), made on first use
   cudaEvent_t aside_start_ = nullptr;
   cudaEvent_t aside_marks_[2] = {nullptr, nullptr};

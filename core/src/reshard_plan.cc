@@ -303,6 +303,45 @@ void append_piece(std::vector<Piece>& pieces, Piece piece) {
   pieces.push_back(piece);
 }
 
+// Takes `next` into `last` as further rows of one 2-D piece when it continues it: the same source buffer and row width,
+// and next's rows where last's continue at one pair of strides (last's own when it has several rows, next's when it
+// has, else the distances between the two), each stride at least a row wide (rows never overlap, and a copy engine's
+// 2-D pitch is at least its width). So the halves of adjacent experts (vLLM's w13 rows of expert e, e + 1, ... read
+// from Megatron's per-expert [gate; up]), or a gate half and its up half, become one piece instead of one each.
+bool take_rows(Piece& last, const Piece& next) {
+  if (last.src_buffer != next.src_buffer || last.row_bytes != next.row_bytes) return false;
+  std::int64_t src_stride = next.src_offset - last.src_offset;
+  std::int64_t dst_stride = next.dst_offset - last.dst_offset;
+  if (last.rows > 1) {
+    src_stride = last.src_stride;
+    dst_stride = last.dst_stride;
+  } else if (next.rows > 1) {
+    src_stride = next.src_stride;
+    dst_stride = next.dst_stride;
+  }
+  if (next.rows > 1 && (next.src_stride != src_stride || next.dst_stride != dst_stride)) return false;
+  if (src_stride < last.row_bytes || dst_stride < last.row_bytes) return false;
+  if (next.src_offset != last.src_offset + last.rows * src_stride ||
+      next.dst_offset != last.dst_offset + last.rows * dst_stride) {
+    return false;
+  }
+  last.rows += next.rows;
+  last.src_stride = src_stride;
+  last.dst_stride = dst_stride;
+  last = normalized(last);
+  return true;
+}
+
+// `pieces` with every run of pieces that take_rows joins as one piece (the same bytes, the same order).
+void coalesce_pieces(std::vector<Piece>& pieces) {
+  std::vector<Piece> joined;
+  joined.reserve(pieces.size());
+  for (const Piece& piece : pieces) {
+    if (joined.empty() || !take_rows(joined.back(), piece)) joined.push_back(piece);
+  }
+  pieces = std::move(joined);
+}
+
 // Rows [first_row, first_row + rows) of a transfer.
 struct TransferPart {
   const Transfer* transfer = nullptr;
@@ -671,6 +710,7 @@ struct ReshardPlanner::State {
   std::unique_ptr<TransferTable> table_of_transfers;
   std::int64_t chunk_bytes = 0;
   std::int64_t direct_min_bytes = 0;
+  bool coalesce_rows = true;
 
   RankPlan plan(int rank);
 };
@@ -705,6 +745,7 @@ ReshardPlanner::ReshardPlanner(const ModelSpec& spec, const TrainLayout& train, 
   state_->chunk_bytes =
       std::max<std::int64_t>(1, options.bucket_bytes / (2 * max_peers(train, inference, *state_->table_of_transfers)));
   state_->direct_min_bytes = options.direct_min_bytes;
+  state_->coalesce_rows = options.coalesce_rows;
 }
 
 ReshardPlanner::~ReshardPlanner() = default;
@@ -785,6 +826,18 @@ RankPlan ReshardPlanner::State::plan(int rank) {
     }
     const auto chunks = cut_into_rounds(transfers, plan.chunk_bytes, direct_min_bytes);
     for (std::size_t k = 0; k < chunks.size(); ++k) place(k).recvs.push_back(make_message(peer, chunks[k], false));
+  }
+  if (coalesce_rows) {
+    coalesce_pieces(plan.local_pieces);
+    for (PeerPieces& reads : plan.peer_reads) coalesce_pieces(reads.pieces);
+    for (Round& round : plan.rounds) {
+      for (std::vector<Message>* messages : {&round.sends, &round.recvs}) {
+        for (Message& message : *messages) {
+          coalesce_pieces(message.pieces);
+          for (Wire& wire : message.wires) coalesce_pieces(wire.pieces);
+        }
+      }
+    }
   }
   return plan;
 }

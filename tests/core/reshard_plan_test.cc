@@ -133,6 +133,10 @@ std::vector<PlanCase> plan_cases() {
       {"moe_tp2_dp2_ep2_to_tp1", moe, {.tp = 2, .dp = 2, .ep = 2}, 1, 3000},
       {"moe_etp2_above_tp1_dp4_ep2_to_tp2", moe, {.tp = 1, .dp = 4, .ep = 2, .etp = 2}, 2, 4096},
       {"mixtral_tp1_dp4_ep2_to_tp4_vllm_ep", mixtral, {.tp = 1, .dp = 4, .ep = 2}, 4, 0, true},
+      // Coalesced pieces (PlanOptions::coalesce_rows) on odd layouts: experts split over ETP 2 and EP 2, GQA with
+      // 2 KV heads replicated over tp' 4, vLLM's tensor-parallel and expert-parallel experts.
+      {"moe_tp2_dp2_ep2_etp2_to_tp4", moe, {.tp = 2, .dp = 2, .ep = 2, .etp = 2}, 4, 4096},
+      {"moe_tp2_dp2_ep2_etp2_to_tp4_vllm_ep", moe, {.tp = 2, .dp = 2, .ep = 2, .etp = 2}, 4, 4096, true},
       {"tp2_to_tp1", tiny, {.tp = 2}, 1, 4096},
       {"tp1_dp2_to_tp2", tiny, {.tp = 1, .dp = 2}, 2, 4096},
       {"tp2_dp2_to_tp4_kv_replicated", tiny, {.tp = 2, .dp = 2}, 4, 4096},
@@ -388,12 +392,104 @@ TEST(ReshardPlanTest, equal_tensor_parallelism_without_pipeline_needs_no_network
 TEST(ReshardPlanTest, contiguous_copies_merge_into_few_pieces) {
   // Same layout on both sides: only the per-group QKV interleave (six pieces for two groups) and the alignment gaps
   // after the 128-byte norms (two per layer) break contiguity; everything else runs on in both buffers and merges.
+  // Without coalescing each of those is a piece of its own; with it, runs at one stride join (never more pieces).
   const ModelSpec spec = *model_preset("tiny");
-  const RankPlan plan = make_rank_plan(spec, TrainLayout{}, InferenceLayout{}, 0);
+  const RankPlan plan = make_rank_plan(spec, TrainLayout{}, InferenceLayout{}, 0, PlanOptions{.coalesce_rows = false});
   EXPECT_TRUE(plan.rounds.empty());
   EXPECT_LE(plan.local_pieces.size(), static_cast<std::size_t>(8 * spec.num_hidden_layers + 1));
   EXPECT_GE(plan.local_pieces.size(), static_cast<std::size_t>(6 * spec.num_hidden_layers));
   for (const Piece& piece : plan.local_pieces) EXPECT_GT(piece.bytes(), 0);
+  const RankPlan coalesced = make_rank_plan(spec, TrainLayout{}, InferenceLayout{}, 0);
+  EXPECT_LE(coalesced.local_pieces.size(), plan.local_pieces.size());
+}
+
+// Where every byte of a piece list comes from: destination byte -> (source buffer, source byte).
+std::map<std::int64_t, std::pair<int, std::int64_t>> byte_sources(const std::vector<Piece>& pieces) {
+  std::map<std::int64_t, std::pair<int, std::int64_t>> sources;
+  for (const Piece& piece : pieces) {
+    for (std::int64_t row = 0; row < piece.rows; ++row) {
+      for (std::int64_t b = 0; b < piece.row_bytes; ++b) {
+        const bool fresh = sources
+                               .emplace(piece.dst_offset + row * piece.dst_stride + b,
+                                        std::pair{piece.src_buffer, piece.src_offset + row * piece.src_stride + b})
+                               .second;
+        EXPECT_TRUE(fresh) << "two pieces write destination byte " << piece.dst_offset + row * piece.dst_stride + b;
+      }
+    }
+  }
+  return sources;
+}
+
+// Coalescing changes how the copies are cut, never what is copied: on an odd layout (experts over EP 2 and ETP 2,
+// GQA's 2 KV heads replicated over tp' 4, vLLM's tensor-parallel and expert-parallel experts) every piece list of
+// every rank (local, each peer's direct reads, each message and wire on both sides) maps every destination byte to
+// the same source byte with and without it, the wires keep their sizes and direct sends and receives, and the lists
+// get shorter. Bit-exact shards from these plans: the matrix cases moe_tp2_dp2_ep2_etp2_to_tp4*.
+TEST(ReshardPlanTest, coalesced_pieces_copy_the_same_bytes_in_fewer_pieces) {
+  ModelSpec moe = small_model(Architecture::kQwen3Moe, 4, 8, 2, 300, false, DType::kBFloat16);
+  moe.num_experts = 8;
+  moe.num_experts_per_tok = 2;
+  moe.moe_intermediate_size = 16;
+  const TrainLayout train{.tp = 2, .dp = 2, .ep = 2, .etp = 2};
+  for (const bool expert_parallel : {false, true}) {
+    SCOPED_TRACE(expert_parallel ? "vLLM expert-parallel experts" : "vLLM tensor-parallel experts");
+    const InferenceLayout inference{.tp = 4, .world_size = 4, .expert_parallel = expert_parallel};
+    std::size_t before_total = 0;
+    std::size_t after_total = 0;
+    for (int rank = 0; rank < 4; ++rank) {
+      SCOPED_TRACE("rank " + std::to_string(rank));
+      const PlanOptions every_run{.direct_min_bytes = 0};
+      PlanOptions uncoalesced = every_run;
+      uncoalesced.coalesce_rows = false;
+      const RankPlan before = make_rank_plan(moe, train, inference, rank, uncoalesced);
+      const RankPlan after = make_rank_plan(moe, train, inference, rank, every_run);
+      const auto same = [&](const std::vector<Piece>& a, const std::vector<Piece>& b) {
+        EXPECT_LE(b.size(), a.size());
+        EXPECT_EQ(byte_sources(a), byte_sources(b));
+        before_total += a.size();
+        after_total += b.size();
+        for (const Piece& piece : b) {
+          EXPECT_GE(piece.src_stride, piece.row_bytes);
+          EXPECT_GE(piece.dst_stride, piece.row_bytes);
+        }
+      };
+      same(before.local_pieces, after.local_pieces);
+      ASSERT_EQ(before.peer_reads.size(), after.peer_reads.size());
+      for (std::size_t p = 0; p < before.peer_reads.size(); ++p) {
+        EXPECT_EQ(before.peer_reads[p].peer, after.peer_reads[p].peer);
+        same(before.peer_reads[p].pieces, after.peer_reads[p].pieces);
+      }
+      ASSERT_EQ(before.rounds.size(), after.rounds.size());
+      for (std::size_t k = 0; k < before.rounds.size(); ++k) {
+        for (const bool sending : {true, false}) {
+          const auto& a = sending ? before.rounds[k].sends : before.rounds[k].recvs;
+          const auto& b = sending ? after.rounds[k].sends : after.rounds[k].recvs;
+          ASSERT_EQ(a.size(), b.size());
+          for (std::size_t m = 0; m < a.size(); ++m) {
+            EXPECT_EQ(a[m].bytes, b[m].bytes);
+            expect_tiles_message(b[m], sending);
+            ASSERT_EQ(a[m].wires.size(), b[m].wires.size());
+            if (sending) same(a[m].pieces, b[m].pieces);  // destination: the message
+            for (std::size_t w = 0; w < a[m].wires.size(); ++w) {
+              EXPECT_EQ(a[m].wires[w].bytes, b[m].wires[w].bytes);
+              EXPECT_EQ(a[m].wires[w].direct(), b[m].wires[w].direct());
+              if (sending) same(a[m].wires[w].pieces, b[m].wires[w].pieces);
+            }
+          }
+        }
+      }
+      // Receives: the same bytes of each message land on the same inference bytes.
+      for (std::size_t k = 0; k < before.rounds.size(); ++k) {
+        for (std::size_t m = 0; m < before.rounds[k].recvs.size(); ++m) {
+          same(before.rounds[k].recvs[m].pieces, after.rounds[k].recvs[m].pieces);
+          for (std::size_t w = 0; w < before.rounds[k].recvs[m].wires.size(); ++w) {
+            same(before.rounds[k].recvs[m].wires[w].pieces, after.rounds[k].recvs[m].wires[w].pieces);
+          }
+        }
+      }
+    }
+    EXPECT_LT(after_total, before_total);
+  }
 }
 
 TEST(ReshardPlanTest, other_stages_come_from_the_same_tensor_parallel_column) {

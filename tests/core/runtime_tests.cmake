@@ -8,6 +8,12 @@ hybridshard_add_gtest(NAME core_runtime_test LABEL unit
           ${_hs_runtime}/loopback_communicator_test.cc
   LIBS hybridshard::core GTest::gtest_main)
 
+# The CUDA device's piece tables and routing without a GPU, and the per-enter counts of a plan.
+hybridshard_add_gtest(NAME piece_table_test LABEL unit
+  SOURCES ${_hs_runtime}/piece_table_test.cc
+  LIBS hybridshard::core GTest::gtest_main)
+target_include_directories(piece_table_test PRIVATE ${PROJECT_SOURCE_DIR}/core/src)
+
 hybridshard_add_gtest(NAME core_comm_test LABEL multirank TIMEOUT 180
   SOURCES ${_hs_runtime}/store_test.cc
           ${_hs_runtime}/gloo_communicator_test.cc

@@ -113,6 +113,7 @@ BenchReport run_bench_report(const BenchConfig& config) {
     setenv("HYBRIDSHARD_PEER_COPY_MIN_ROW", std::to_string(config.peer_copy_min_row).c_str(), 1);
   }
   std::vector<detail::RankResult> results;
+  if (config.work_only) return detail::combine_ranks(config, results);  // the header and the work table alone
   if (config.backend == core::Backend::kLoopback) {
     const std::unique_ptr<core::Device> device = open_device(device_of(config, 0));
     results.push_back(detail::run_rank(config, config.rank, *device, nullptr));

@@ -204,7 +204,8 @@ void resolve_run(const BenchOptions& o, BenchConfig& config, std::vector<std::st
     if (!core::gloo_available()) problems.push_back("--comm gloo: this build has no Gloo (c10d ProcessGroupGloo)");
   } else if (o.comm == "nccl") {
     config.backend = core::Backend::kNccl;
-    if (core::cuda_device_count() < config.train.world_size()) {
+    // --work-only counts from the plan alone: the GPUs need not be here.
+    if (!o.work_only && core::cuda_device_count() < config.train.world_size()) {
       problems.push_back("--comm nccl: world size " + std::to_string(config.train.world_size()) +
                          " needs as many GPUs; " + std::to_string(core::cuda_device_count()) +
                          " found (use --comm loopback for one GPU)");
@@ -258,6 +259,11 @@ void resolve_measurement(const BenchOptions& o, BenchConfig& config, std::vector
     problems.push_back("--peer-copy-min-row: cannot be negative, got " + std::to_string(o.peer_copy_min_row));
   }
   config.peer_copy_min_row = std::max<std::int64_t>(-1, o.peer_copy_min_row);
+  if (o.coalesce_rows != 0 && o.coalesce_rows != 1) {
+    problems.push_back("--coalesce-rows: must be 0 or 1, got " + std::to_string(o.coalesce_rows));
+  }
+  config.coalesce_rows = o.coalesce_rows != 0;
+  config.work_only = o.work_only;
   if (o.cpu_device_memory < 0) {
     problems.push_back("--cpu-device-memory: cannot be negative, got " + std::to_string(o.cpu_device_memory));
   }

@@ -3,10 +3,12 @@
 #include <cstdio>
 #include <ostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "detail/measure.h"
 #include "hybridshard/core/error.h"
+#include "hybridshard/core/inference_layout.h"
 
 namespace hybridshard::service::bench {
 
@@ -118,8 +120,8 @@ std::int64_t add_header(const BenchConfig& config, const std::vector<RankResult>
       " B" +
       (config.peer_copy_min_row >= 0 ? ", peer-copy-min-row " + std::to_string(config.peer_copy_min_row) + " B"
                                      : std::string()) +
-      ", batch " + std::to_string(config.batch_rows) + " rows x " + std::to_string(config.batch_cols) +
-      " tokens per replica");
+      (config.coalesce_rows ? std::string() : std::string(", coalesce-rows 0")) + ", batch " +
+      std::to_string(config.batch_rows) + " rows x " + std::to_string(config.batch_cols) + " tokens per replica");
   std::int64_t shard_bytes = 0;
   for (const RankResult& rank : ranks) {
     shard_bytes = std::max(shard_bytes, rank.shard_bytes);
@@ -128,6 +130,10 @@ std::int64_t add_header(const BenchConfig& config, const std::vector<RankResult>
         report.notes.push_back(note);
       }
     }
+  }
+  if (ranks.empty()) {  // --work-only: nothing ran; the measured rank's shard by its layout
+    const int rank = config.backend == core::Backend::kLoopback ? config.rank : 0;
+    shard_bytes = core::inference_param_buffer(spec, config.inference, config.inference.coord(rank).tp_rank).bytes;
   }
   report.header.push_back("# inference shard " + std::to_string(shard_bytes) + " B (" +
                           format_bytes_human(shard_bytes) + ") per rank");
@@ -298,6 +304,35 @@ void add_steps(const std::vector<RankResult>& ranks, BenchReport& report) {
   }
 }
 
+// What enter issues for hybridshard's plan of the measured rank, per data path, with and without coalesced pieces.
+void add_work_rows(const BenchConfig& config, BenchReport& report) {
+  if (std::find(config.strategies.begin(), config.strategies.end(), core::Strategy::kHybridshard) ==
+      config.strategies.end()) {
+    return;
+  }
+  const int rank = config.backend == core::Backend::kLoopback ? config.rank : 0;
+  core::EnterPath measured = config.backend == core::Backend::kLoopback ? core::EnterPath::kPeerSameDevice
+                                                                        : core::EnterPath::kPeerOtherDevices;
+  if (config.backend == core::Backend::kGloo || config.transport == core::Transport::kSendRecv) {
+    measured = core::EnterPath::kSendRecv;
+  }
+  for (const bool coalesced : {false, true}) {
+    core::PlanOptions options;
+    options.bucket_bytes = config.bucket_bytes;
+    options.direct_min_bytes = config.direct_min_bytes;
+    options.coalesce_rows = coalesced;
+    const core::RankPlan plan = core::make_rank_plan(config.spec, config.train, config.inference, rank, options);
+    for (const core::EnterPath path :
+         {core::EnterPath::kPeerOtherDevices, core::EnterPath::kPeerSameDevice, core::EnterPath::kSendRecv}) {
+      WorkRow row;
+      row.work = core::enter_work(plan, path);
+      row.coalesced = coalesced;
+      row.measured = path == measured && coalesced == config.coalesce_rows;
+      report.work.push_back(row);
+    }
+  }
+}
+
 }  // namespace
 
 BenchReport combine_ranks(const BenchConfig& config, const std::vector<RankResult>& ranks) {
@@ -308,6 +343,7 @@ BenchReport combine_ranks(const BenchConfig& config, const std::vector<RankResul
   add_bound_rows(config, ranks, report);
   add_ratios(config, shard_bytes, report);
   add_steps(ranks, report);
+  add_work_rows(config, report);
   return report;
 }
 
@@ -420,6 +456,41 @@ void print_bench_report(const BenchReport& report, std::ostream& out) {
       pad(out, std::to_string(step.bytes), 14);
       pad(out, fixed(step.time_us, 1), 12);
       out << ' ' << step.operation << '\n';
+    }
+  }
+  if (!report.work.empty()) {
+    out << "#\n# work per enter: hybridshard's plan of the measured rank, what the CUDA device issues for it (counted "
+           "from the plan; * = this run's path and --coalesce-rows; table = kernel tables on the device, built once "
+           "per job; host = building them once / what every enter builds again)\n# ";
+    const std::vector<std::pair<std::string, int>> columns = {
+        {"path", 18},  {"coalesce", 8},  {"pieces", 8},  {"mean(B)", 12},     {"<4KiB", 6},
+        {"<64KiB", 6}, {"<1MiB", 6},     {"strided", 7}, {"copy-engine", 11}, {"kernels", 7},
+        {"blocks", 8}, {"table(B)", 10}, {"rounds", 6},  {"messages", 8},     {"host(ms)", 13}};
+    for (const auto& [name, width] : columns) pad(out, name, width);
+    out << '\n';
+    for (const WorkRow& row : report.work) {
+      const core::EnterWork& work = row.work;
+      const std::vector<std::string> cells = {
+          std::string(core::enter_path_name(work.path)),
+          row.coalesced ? "1" : "0",
+          std::to_string(work.pieces.count),
+          fixed(work.pieces.mean_bytes(), 0),
+          std::to_string(work.pieces.under_4k),
+          std::to_string(work.pieces.under_64k),
+          std::to_string(work.pieces.under_1m),
+          std::to_string(work.pieces.strided),
+          std::to_string(work.copy_engine_calls),
+          std::to_string(work.kernel_launches),
+          std::to_string(work.kernel_blocks),
+          std::to_string(work.table_bytes),
+          std::to_string(work.rounds),
+          std::to_string(work.messages),
+          work.path == core::EnterPath::kSendRecv
+              ? std::string("-")
+              : fixed(work.build_seconds * 1e3, 2) + "/" + fixed(work.per_enter_seconds * 1e3, 3)};
+      out << (row.measured ? "* " : "  ");
+      for (std::size_t c = 0; c < cells.size(); ++c) pad(out, cells[c], columns[c].second);
+      out << '\n';
     }
   }
   for (const std::string& note : report.notes) out << "# note: " << note << '\n';

@@ -42,10 +42,32 @@ void to_json(Json& json, const StepRow& step) {
               {"path", step.path},         {"bytes", step.bytes}, {"time_us", step.time_us}};
 }
 
+void to_json(Json& json, const WorkRow& row) {
+  const core::EnterWork& work = row.work;
+  json = Json{{"path", core::enter_path_name(work.path)},
+              {"coalesced", row.coalesced},
+              {"measured", row.measured},
+              {"pieces", work.pieces.count},
+              {"piece_bytes", work.pieces.bytes},
+              {"pieces_under_4k", work.pieces.under_4k},
+              {"pieces_under_64k", work.pieces.under_64k},
+              {"pieces_under_1m", work.pieces.under_1m},
+              {"strided_pieces", work.pieces.strided},
+              {"copy_engine_calls", work.copy_engine_calls},
+              {"kernel_launches", work.kernel_launches},
+              {"kernel_blocks", work.kernel_blocks},
+              {"table_bytes", work.table_bytes},
+              {"fills", work.fills},
+              {"rounds", work.rounds},
+              {"messages", work.messages},
+              {"build_seconds", work.build_seconds},
+              {"per_enter_seconds", work.per_enter_seconds}};
+}
+
 std::string bench_report_json(const BenchReport& report) {
   const Json json{{"header", report.header}, {"world_size", report.world_size}, {"rows", report.rows},
                   {"bounds", report.bounds}, {"ratios", report.ratios},         {"steps", report.steps},
-                  {"notes", report.notes},   {"wrong", report.total_wrong()}};
+                  {"work", report.work},     {"notes", report.notes},           {"wrong", report.total_wrong()}};
   return json.dump(2) + "\n";
 }
 

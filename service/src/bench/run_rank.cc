@@ -227,6 +227,7 @@ void run_strategy(const BenchConfig& config, int rank, core::Device& device, cor
   core::PlanOptions plan_options;
   plan_options.bucket_bytes = config.bucket_bytes;
   plan_options.direct_min_bytes = config.direct_min_bytes;
+  plan_options.coalesce_rows = config.coalesce_rows;
   const core::RankPlan plan = core::make_rank_plan(config.spec, config.train, config.inference, rank, plan_options);
 
   progress(config, rank, name + ": plan made, preparing train weights");

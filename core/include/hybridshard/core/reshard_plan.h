@@ -94,6 +94,10 @@ struct PlanOptions {
   // beyond its bytes, copying 4 MiB through a bucket about as much (two device copies at ~2 TB/s), so smaller runs
   // are taken to be cheaper packed (an estimate, not a measurement: `hybridshard bench --direct-min` measures it).
   std::int64_t direct_min_bytes = std::int64_t{4} << 20;
+  // Pieces that continue one another at one pair of strides (the same rows of adjacent experts, a gate half and its
+  // up half) become one 2-D piece: fewer copies per enter for the same bytes. false keeps one piece per transfer
+  // (`hybridshard bench --coalesce-rows 0` measures the difference).
+  bool coalesce_rows = true;
 };
 
 struct RankPlan {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "hybridshard/core/communicator.h"
+#include "hybridshard/core/enter_work.h"
 #include "hybridshard/core/inference_layout.h"
 #include "hybridshard/core/model_spec.h"
 #include "hybridshard/core/train_layout.h"
@@ -68,6 +69,8 @@ struct BenchOptions {
   // Measuring knobs of the send/recv and peer paths (-1: the default).
   std::int64_t direct_min_bytes = -1;   // core::PlanOptions::direct_min_bytes
   std::int64_t peer_copy_min_row = -1;  // HYBRIDSHARD_PEER_COPY_MIN_ROW of the CUDA devices
+  int coalesce_rows = 1;                // core::PlanOptions::coalesce_rows: 0 | 1
+  bool work_only = false;               // print the work per enter of the plan and stop: no device, nothing timed
 
   // Batch re-distribution: rows per train replica (default: 4 per inference data-parallel group) and tokens per row.
   std::int64_t batch_rows = 0;
@@ -97,7 +100,9 @@ struct BenchConfig {
   core::Transport transport = core::Transport::kAuto;
   std::int64_t direct_min_bytes = core::PlanOptions{}.direct_min_bytes;
   std::int64_t peer_copy_min_row = -1;  // >= 0: set as HYBRIDSHARD_PEER_COPY_MIN_ROW before the devices are made
-  std::int64_t batch_rows = 0;          // per train replica
+  bool coalesce_rows = core::PlanOptions{}.coalesce_rows;
+  bool work_only = false;
+  std::int64_t batch_rows = 0;  // per train replica
   std::int64_t batch_cols = 1024;
   std::int64_t cpu_device_memory = std::int64_t{64} << 30;
   int timeout_ms = 120000;
@@ -158,6 +163,15 @@ struct StepRow {
   double time_us = 0;
 };
 
+// What one enter issues for hybridshard's plan of the measured rank (loopback: --rank; else rank 0) on one data path,
+// with or without coalesced pieces, counted from the plan (core::enter_work): nccl-tests-style figures beside the
+// times, so that a GPU run shows them next to what they cost.
+struct WorkRow {
+  core::EnterWork work;
+  bool coalesced = true;
+  bool measured = false;  // the path and setting this run's enter takes
+};
+
 struct BenchReport {
   std::vector<std::string> header;  // "# ..." lines: model, layouts, comm, device, flags
   int world_size = 1;
@@ -165,6 +179,7 @@ struct BenchReport {
   std::vector<BoundRow> bounds;
   std::vector<RatioRow> ratios;
   std::vector<StepRow> steps;
+  std::vector<WorkRow> work;
   std::vector<std::string> notes;  // strategies skipped and why, and other remarks
   std::int64_t total_wrong() const;
 };

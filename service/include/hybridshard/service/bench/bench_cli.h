@@ -64,6 +64,12 @@ inline void add_bench_flags(CLI::App& app, BenchOptions& o) {
   app.add_option("--peer-copy-min-row", o.peer_copy_min_row,
                  "Peer path: strided pieces with narrower rows go to the piece kernel, not the copy engines (default "
                  "2048; sets HYBRIDSHARD_PEER_COPY_MIN_ROW)");
+  app.add_option("--coalesce-rows", o.coalesce_rows,
+                 "Plan: pieces that continue one another at one pair of strides become one 2-D piece: 0 | 1 "
+                 "(default 1)");
+  app.add_flag("--work-only", o.work_only,
+               "Print what enter issues for the plan (pieces, copy-engine calls, kernel launches) and stop: no device "
+               "is used, nothing is timed");
   app.add_option("--batch-rows", o.batch_rows, "Batch rows per train replica (default 4 per inference group)");
   app.add_option("--batch-cols", o.batch_cols, "Tokens per batch row (default 1024)");
   app.add_option("--cpu-device-memory", o.cpu_device_memory, "Device bytes a CPU rank reports (default 64 GiB)");

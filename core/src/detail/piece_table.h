@@ -1,0 +1,54 @@
+// The piece kernel's table and the routing of pieces between the copy engines and the kernel, without CUDA: the CUDA
+// device builds its copy_pieces tables with make_piece_table (core/src/cuda_device.cc), and enter_work counts what a
+// plan's enter would issue on a GPU with the same function (core/src/enter_work.cc), so the counts are the device's.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "detail/piece_entries.h"
+#include "hybridshard/core/reshard_plan.h"
+
+namespace hybridshard::core::detail {
+
+// How copy_pieces copies pieces read from another device's memory (HYBRIDSHARD_PEER_COPY and
+// HYBRIDSHARD_PEER_COPY_MIN_ROW, read by from_environment(); the defaults are what docs/performance.md measured best):
+// kEngine gives every piece of at least 256 KiB to the copy engines (cudaMemcpyAsync, or cudaMemcpy2DAsync for
+// strided pieces) and the kernel the rest; kContiguous only contiguous pieces of at least 1 MiB; kKernel none. A
+// strided piece goes to the copy engines only when its rows are at least `engine_min_row_bytes` wide: a 2-D copy
+// moves row by row, and narrow rows ran far below copy-engine speed. Pieces read from the device's own memory always
+// go to the kernel.
+struct PieceRouting {
+  enum class PeerCopy : std::uint8_t { kEngine, kContiguous, kKernel };
+  PeerCopy peer_copy = PeerCopy::kEngine;
+  std::int64_t engine_min_row_bytes = 2048;
+
+  // The defaults overridden by the environment; throws ConfigError naming the variable when a value is unusable.
+  static PieceRouting from_environment();
+  bool to_copy_engines(const Piece& piece, bool from_peer) const;
+};
+
+// What copy_pieces issues for one table: copy-engine copies (one cudaMemcpyAsync or cudaMemcpy2DAsync each) and the
+// kernel's pieces and per-block chunks (one launch over all of them, none when there are no chunks). Chunks reading
+// another device are spread evenly through the grid, so that the kernel's reads of a peer start at once and the local
+// chunks fill the gaps.
+struct PieceTable {
+  std::vector<DevicePiece> engine_copies;
+  std::vector<DevicePiece> entries;
+  std::vector<DeviceChunk> chunks;
+  std::int64_t device_bytes() const;  // what the kernel's table takes on the device: entries, then chunks
+};
+
+// Resolves `pieces` against their bases (Piece::src_buffer indexes `src_bases`, -1 reads `message_base`; `remote[b]`:
+// src_bases[b] lives on another device) and routes them. Throws Error naming the piece for a source buffer out of
+// range, a null base, or a piece beyond the kernel's 32-bit chunk table. Pieces with no bytes are left out.
+PieceTable make_piece_table(std::span<const Piece> pieces, std::span<void* const> src_bases, const void* message_base,
+                            void* dst_base, const std::vector<bool>& remote, const PieceRouting& routing);
+
+// What identifies a copy_pieces call (its pieces and bases), so that a device can keep the table of a call that comes
+// again (the same round of the next enter, the landing pass after an exit).
+std::vector<std::int64_t> piece_table_key(std::span<const Piece> pieces, std::span<void* const> src_bases,
+                                          const void* message_base, const void* dst_base);
+
+}  // namespace hybridshard::core::detail
