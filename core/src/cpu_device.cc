@@ -3,11 +3,10 @@
 // its rounding), so that CPU ranks account for cached memory, and obey memory.release_on_exit, as GPU ranks do.
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 
+#include "detail/block_cache.h"
 #include "detail/dtype_bits.h"
 #include "detail/generate_table.h"
 #include "hybridshard/core/device.h"
@@ -28,10 +27,8 @@ class CpuDevice final : public Device {
   }
 
   ~CpuDevice() override {
-    for (auto& [pointer, allocation] : allocations_) std::free(pointer);
-    for (auto& cache : cache_) {
-      for (auto& [bytes, pointer] : cache) std::free(pointer);
-    }
+    blocks_.for_each_held([](Residency, void* pointer) { std::free(pointer); },
+                          [](Residency, void* pointer) { std::free(pointer); });
   }
 
   DeviceType type() const override { return DeviceType::kCpu; }
@@ -43,18 +40,17 @@ class CpuDevice final : public Device {
     if (where == Residency::kNone) HS_THROW(Error, "cpu device: cannot allocate with residency none");
     if (bytes < 0) HS_THROW(Error, "cpu device: negative allocation of " + std::to_string(bytes) + " bytes");
     std::lock_guard<std::mutex> lock(mutex_);
-    const std::size_t i = index(where);
-    Block block;
-    // Like the CUDA device's cache: the smallest cached block of at least `bytes` and at most a quarter above it.
-    const auto cached = cache_[i].lower_bound(bytes);
-    if (cached != cache_[i].end() && cached->first <= bytes + bytes / 4) {
-      block = Block{cached->second, cached->first};
-      cache_[i].erase(cached);
+    const auto size = static_cast<std::size_t>(bytes);
+    void* pointer = nullptr;
+    std::size_t held = size;
+    if (auto taken = blocks_.take(where, size)) {
+      pointer = taken->block;
+      held = taken->size;
     } else {
-      if (where == Residency::kGpu && held_[i] + bytes > capacity_) release_cached(i);
-      if (where == Residency::kGpu && held_[i] + bytes > capacity_) {
+      if (where == Residency::kGpu && blocks_.held(where) + bytes > capacity_) release_cached(where);
+      if (where == Residency::kGpu && blocks_.held(where) + bytes > capacity_) {
         HS_THROW(OutOfMemoryError, "cpu device: cannot allocate " + std::to_string(bytes) + " bytes (" +
-                                       where_name(where) + "): " + std::to_string(in_use_[i]) + " of " +
+                                       where_name(where) + "): " + std::to_string(blocks_.in_use(where)) + " of " +
                                        std::to_string(capacity_) + " bytes in use");
       }
       // aligned_alloc needs a size that is a multiple of the alignment; a zero-byte buffer still gets a unique
@@ -62,68 +58,59 @@ class CpuDevice final : public Device {
       const std::size_t rounded =
           (static_cast<std::size_t>(bytes) + kHostAlignment - 1) / kHostAlignment * kHostAlignment +
           (bytes == 0 ? kHostAlignment : 0);
-      block = Block{std::aligned_alloc(kHostAlignment, rounded), bytes};
-      if (block.pointer == nullptr) {
+      pointer = std::aligned_alloc(kHostAlignment, rounded);
+      if (pointer == nullptr) {
         HS_THROW(OutOfMemoryError, "cpu device: host allocation of " + std::to_string(bytes) + " bytes (" +
-                                       where_name(where) + ") failed; " + std::to_string(in_use_[i]) + " bytes in use");
+                                       where_name(where) + ") failed; " + std::to_string(blocks_.in_use(where)) +
+                                       " bytes in use");
       }
-      held_[i] += bytes;
+      blocks_.obtained(where, size);
     }
-    allocations_[block.pointer] = Allocation{where, bytes, block.bytes};
-    in_use_[i] += bytes;
-    return block.pointer;
+    blocks_.lend(where, pointer, bytes, held);
+    return pointer;
   }
 
   void deallocate(Residency where, void* pointer, std::int64_t bytes) override {
     if (pointer == nullptr) return;
     std::lock_guard<std::mutex> lock(mutex_);
-    const auto found = allocations_.find(pointer);
-    if (found == allocations_.end())
-      HS_THROW(Error, "cpu device: deallocate of a pointer this device did not allocate");
-    if (found->second.where != where || found->second.bytes != bytes) {
-      HS_THROW(Error, "cpu device: deallocate(" + where_name(where) + ", " + std::to_string(bytes) +
-                          " bytes) of an allocation made as (" + where_name(found->second.where) + ", " +
-                          std::to_string(found->second.bytes) + " bytes)");
-    }
-    cache_[index(where)].emplace(found->second.held, pointer);
-    in_use_[index(where)] -= bytes;
-    allocations_.erase(found);
+    blocks_.lent_size("cpu device", where, pointer, bytes);
+    blocks_.give_back(pointer, pointer);
   }
 
   std::int64_t bytes_in_use(Residency where) const override {
     if (where == Residency::kNone) return 0;
     std::lock_guard<std::mutex> lock(mutex_);
-    return in_use_[index(where)];
+    return blocks_.in_use(where);
   }
 
   std::int64_t bytes_cached(Residency where) const override {
     if (where == Residency::kNone) return 0;
     std::lock_guard<std::mutex> lock(mutex_);
-    return held_[index(where)] - in_use_[index(where)];
+    return blocks_.cached(where);
   }
 
   using Device::empty_cache;
   void empty_cache(Residency where) override {
     if (where == Residency::kNone) return;
     std::lock_guard<std::mutex> lock(mutex_);
-    release_cached(index(where));
+    release_cached(where);
   }
 
   DeviceMemory memory() const override {
     std::lock_guard<std::mutex> lock(mutex_);
     DeviceMemory memory;
     memory.total = capacity_;
-    memory.used = held_[0];
-    memory.tracked = in_use_[0];
-    memory.cached = held_[0] - in_use_[0];
-    memory.cached_host = held_[1] - in_use_[1];
+    memory.used = blocks_.held(Residency::kGpu);
+    memory.tracked = blocks_.in_use(Residency::kGpu);
+    memory.cached = blocks_.cached(Residency::kGpu);
+    memory.cached_host = blocks_.cached(Residency::kCpu);
     return memory;
   }
 
   std::int64_t total_memory() const override { return capacity_; }
   std::int64_t used_memory() const override {
     std::lock_guard<std::mutex> lock(mutex_);
-    return held_[0];  // live and cached: what a driver would see as used
+    return blocks_.held(Residency::kGpu);  // live and cached: what a driver would see as used
   }
 
   void copy(void* dst, Residency dst_where, const void* src, Residency src_where, std::int64_t bytes) override {
@@ -199,32 +186,14 @@ class CpuDevice final : public Device {
   void* stream() override { return nullptr; }
 
  private:
-  struct Allocation {
-    Residency where = Residency::kNone;
-    std::int64_t bytes = 0;  // asked for
-    std::int64_t held = 0;   // the block's size (a reused cached block may be larger)
-  };
-  struct Block {
-    void* pointer = nullptr;
-    std::int64_t bytes = 0;
-  };
-  static std::size_t index(Residency where) { return where == Residency::kGpu ? 0 : 1; }
-
-  // Frees every cached block of residency index `i`. Caller holds mutex_.
-  void release_cached(std::size_t i) {
-    for (auto& [bytes, pointer] : cache_[i]) {
-      std::free(pointer);
-      held_[i] -= bytes;
-    }
-    cache_[i].clear();
+  // Frees every cached block of `where`. Caller holds mutex_.
+  void release_cached(Residency where) {
+    blocks_.release_free(where, [](void* pointer) { std::free(pointer); });
   }
 
   const std::int64_t capacity_;
   mutable std::mutex mutex_;
-  std::int64_t in_use_[2] = {0, 0};  // bytes asked for by live buffers, per residency index
-  std::int64_t held_[2] = {0, 0};    // bytes of every block held: live and cached
-  std::unordered_map<void*, Allocation> allocations_;
-  std::multimap<std::int64_t, void*> cache_[2];  // free blocks by size, per residency index
+  detail::BlockCache<void*> blocks_;  // blocks by size (the size asked for: no rounding here), under mutex_
 };
 
 }  // namespace

@@ -41,6 +41,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "detail/block_cache.h"
 #include "detail/cuda_check.h"
 #include "detail/generate_table.h"
 #include "detail/kernels.h"
@@ -101,13 +102,11 @@ class CudaDevice final : public Device {
     cudaSetDevice(index_);
     cudaStreamSynchronize(stream_);
     // Buffers still allocated belong to owners that outlived their device: free them rather than leak.
-    for (auto& [pointer, allocation] : allocations_) free_block(allocation.where, pointer);
-    for (std::size_t i = 0; i < 2; ++i) {
-      for (auto& [size, block] : cache_[i]) {
-        free_block(i == 0 ? Residency::kGpu : Residency::kCpu, block.pointer);
-        cudaEventDestroy(block.freed);
-      }
-    }
+    blocks_.for_each_held([](Residency where, void* pointer) { free_block(where, pointer); },
+                          [](Residency where, const CachedBlock& block) {
+                            free_block(where, block.pointer);
+                            cudaEventDestroy(block.freed);
+                          });
     for (cudaEvent_t event : spare_events_) cudaEventDestroy(event);
     if (scratch_ != nullptr) cudaFree(scratch_);
     for (CachedTable& table : tables_) {
@@ -140,24 +139,21 @@ class CudaDevice final : public Device {
     HS_CUDA_CHECK(cudaSetDevice(index_));
     // A zero-byte buffer still gets a unique address (a small block, not counted in bytes_in_use).
     const std::size_t size = rounded_size(std::max<std::int64_t>(bytes, 1));
-    const std::size_t i = index(where);
     std::lock_guard<std::mutex> lock(mutex_);
 
     void* pointer = nullptr;
-    std::size_t held = 0;
-    const auto cached = cache_[i].lower_bound(size);
-    if (cached != cache_[i].end() && cached->first <= size + size / 4) {
+    std::size_t held = size;
+    if (auto taken = blocks_.take(where, size)) {
       // Work queued before the free may still use the block; normally long done.
-      HS_CUDA_CHECK(cudaEventSynchronize(cached->second.freed));
-      pointer = cached->second.pointer;
-      held = cached->first;
-      spare_events_.push_back(cached->second.freed);
-      cache_[i].erase(cached);
+      HS_CUDA_CHECK(cudaEventSynchronize(taken->block.freed));
+      pointer = taken->block.pointer;
+      held = taken->size;
+      spare_events_.push_back(taken->block.freed);
     } else {
       cudaError_t error = driver_allocate(where, size, &pointer);
-      if (error == cudaErrorMemoryAllocation && !cache_[i].empty()) {
+      if (error == cudaErrorMemoryAllocation && blocks_.has_free(where)) {
         cudaGetLastError();
-        release_cached(i);
+        release_cached(where);
         error = driver_allocate(where, size, &pointer);
       }
       if (error != cudaSuccess) {
@@ -166,8 +162,8 @@ class CudaDevice final : public Device {
         cudaMemGetInfo(&free_bytes, &total_bytes);
         const std::string message = "cuda device " + std::to_string(index_) + ": cannot allocate " +
                                     std::to_string(bytes) + " bytes (" + where_name(where) +
-                                    "): " + std::to_string(in_use_[i]) + " bytes in use by hybridshard, " +
-                                    std::to_string(held_[i] - in_use_[i]) + " cached, " + std::to_string(free_bytes) +
+                                    "): " + std::to_string(blocks_.in_use(where)) + " bytes in use by hybridshard, " +
+                                    std::to_string(blocks_.cached(where)) + " cached, " + std::to_string(free_bytes) +
                                     " of " + std::to_string(total_bytes) + " device bytes free";
         const char* call = where == Residency::kGpu ? "cudaMalloc" : "cudaHostAlloc";
         if (error == cudaErrorMemoryAllocation) {
@@ -175,11 +171,9 @@ class CudaDevice final : public Device {
         }
         throw Error(message, __FILE__, __LINE__, call, cudaGetErrorString(error));
       }
-      held = size;
-      held_[i] += static_cast<std::int64_t>(size);
+      blocks_.obtained(where, size);
     }
-    allocations_[pointer] = Allocation{where, bytes, held};
-    in_use_[i] += bytes;
+    blocks_.lend(where, pointer, bytes, held);
     return pointer;
   }
 
@@ -187,15 +181,7 @@ class CudaDevice final : public Device {
     if (pointer == nullptr) return;
     HS_CUDA_CHECK(cudaSetDevice(index_));
     std::lock_guard<std::mutex> lock(mutex_);
-    const auto found = allocations_.find(pointer);
-    if (found == allocations_.end()) {
-      HS_THROW(Error, "cuda device: deallocate of a pointer this device did not allocate");
-    }
-    if (found->second.where != where || found->second.bytes != bytes) {
-      HS_THROW(Error, "cuda device: deallocate(" + where_name(where) + ", " + std::to_string(bytes) +
-                          " bytes) of an allocation made as (" + where_name(found->second.where) + ", " +
-                          std::to_string(found->second.bytes) + " bytes)");
-    }
+    blocks_.lent_size("cuda device", where, pointer, bytes);
     // Work queued on the stream may still read or write the block: its next owner waits for this event.
     cudaEvent_t freed = nullptr;
     if (spare_events_.empty()) {
@@ -205,21 +191,19 @@ class CudaDevice final : public Device {
       spare_events_.pop_back();
     }
     HS_CUDA_CHECK(cudaEventRecord(freed, stream_));
-    cache_[index(where)].emplace(found->second.held, CachedBlock{pointer, freed});
-    in_use_[index(where)] -= bytes;
-    allocations_.erase(found);
+    blocks_.give_back(pointer, CachedBlock{pointer, freed});
   }
 
   std::int64_t bytes_in_use(Residency where) const override {
     if (where == Residency::kNone) return 0;
     std::lock_guard<std::mutex> lock(mutex_);
-    return in_use_[index(where)];
+    return blocks_.in_use(where);
   }
 
   std::int64_t bytes_cached(Residency where) const override {
     if (where == Residency::kNone) return 0;
     std::lock_guard<std::mutex> lock(mutex_);
-    return held_[index(where)] - in_use_[index(where)];
+    return blocks_.cached(where);
   }
 
   using Device::empty_cache;
@@ -227,7 +211,7 @@ class CudaDevice final : public Device {
     if (where == Residency::kNone) return;
     HS_CUDA_CHECK(cudaSetDevice(index_));
     std::lock_guard<std::mutex> lock(mutex_);
-    release_cached(index(where));
+    release_cached(where);
   }
 
   DeviceMemory memory() const override {
@@ -239,9 +223,9 @@ class CudaDevice final : public Device {
     DeviceMemory memory;
     memory.total = static_cast<std::int64_t>(total_bytes);
     memory.used = static_cast<std::int64_t>(total_bytes - free_bytes);
-    memory.tracked = in_use_[0];
-    memory.cached = held_[0] - in_use_[0];
-    memory.cached_host = held_[1] - in_use_[1];
+    memory.tracked = blocks_.in_use(Residency::kGpu);
+    memory.cached = blocks_.cached(Residency::kGpu);
+    memory.cached_host = blocks_.cached(Residency::kCpu);
     return memory;
   }
 
@@ -486,17 +470,10 @@ class CudaDevice final : public Device {
   void* stream() override { return stream_; }
 
  private:
-  struct Allocation {
-    Residency where = Residency::kNone;
-    std::int64_t bytes = 0;  // asked for
-    std::size_t held = 0;    // the block's size
-  };
   struct CachedBlock {
     void* pointer = nullptr;
     cudaEvent_t freed = nullptr;  // recorded on the stream at deallocate
   };
-  static std::size_t index(Residency where) { return where == Residency::kGpu ? 0 : 1; }
-
   // 512 B granules below 1 MiB, 2 MiB (the driver's own granule for large allocations) above.
   static std::size_t rounded_size(std::int64_t bytes) {
     const auto size = static_cast<std::size_t>(bytes);
@@ -516,16 +493,13 @@ class CudaDevice final : public Device {
     }
   }
 
-  // Hands every cached block of residency index `i` back to the driver. Caller holds mutex_.
-  void release_cached(std::size_t i) {
-    const Residency where = i == 0 ? Residency::kGpu : Residency::kCpu;
-    for (auto& [size, block] : cache_[i]) {
+  // Hands every cached block of `where` back to the driver. Caller holds mutex_.
+  void release_cached(Residency where) {
+    blocks_.release_free(where, [this, where](const CachedBlock& block) {
       HS_CUDA_CHECK(cudaEventSynchronize(block.freed));
       HS_CUDA_CHECK(where == Residency::kGpu ? cudaFree(block.pointer) : cudaFreeHost(block.pointer));
-      held_[i] -= static_cast<std::int64_t>(size);
       spare_events_.push_back(block.freed);
-    }
-    cache_[i].clear();
+    });
   }
 
   // Copies `bytes` from host memory into the device scratch area, ordered on the stream; returns the device address.
@@ -570,10 +544,7 @@ class CudaDevice final : public Device {
   void* staging_ = nullptr;
   std::size_t capacity_ = 0;
   mutable std::mutex mutex_;
-  std::int64_t in_use_[2] = {0, 0};  // bytes asked for by live buffers, per residency index
-  std::int64_t held_[2] = {0, 0};    // bytes of every block held from the driver: live and cached
-  std::unordered_map<void*, Allocation> allocations_;
-  std::multimap<std::size_t, CachedBlock> cache_[2];  // free blocks by size, per residency index
+  detail::BlockCache<CachedBlock> blocks_;  // blocks by rounded size, under mutex_
   std::vector<cudaEvent_t> spare_events_;
   std::vector<unsigned char> upload_buffer_;
 };
