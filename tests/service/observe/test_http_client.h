@@ -18,11 +18,12 @@ struct RawHttpResponse {
   std::string body;
 };
 
-// A connected socket to 127.0.0.1:port with 5 s send and receive timeouts; throws when it cannot connect.
+// A connected socket to 127.0.0.1:port with 20 s send and receive timeouts (an answer rendered under ASan on a loaded
+// 2-core machine took longer than 5 s once: observer_test in a clean-clone run); throws when it cannot connect.
 inline int connect_loopback(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) throw std::runtime_error("socket failed");
-  timeval timeout{5, 0};
+  timeval timeout{20, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
   sockaddr_in address{};
@@ -36,7 +37,7 @@ inline int connect_loopback(int port) {
   return fd;
 }
 
-// Sends `request` as is to 127.0.0.1:port and reads until the server closes the connection (5 s timeout).
+// Sends `request` as is to 127.0.0.1:port and reads until the server closes the connection (20 s timeout).
 inline RawHttpResponse raw_http(int port, const std::string& request) {
   const int fd = connect_loopback(port);
   std::size_t sent = 0;
