@@ -91,6 +91,19 @@ class FieldReader {
     if (!value.isArray()) fail(key, QStringLiteral("expected an array"));
     return value.toArray();
   }
+  // An object of numbers ({name: number}) under `key`, each converted by `convert` into `out`; an entry that is not a
+  // finite number is an error naming it ("path.key.name: expected a number").
+  template <typename Map, typename Convert>
+  void number_map(const char* key, bool required, Map* out, Convert convert) {
+    const QJsonObject numbers = object(key, required);
+    for (auto it = numbers.begin(); it != numbers.end(); ++it) {
+      const double value = it.value().toDouble();
+      if ((!it.value().isDouble() || !std::isfinite(value)) && error_->isEmpty()) {
+        *error_ = QStringLiteral("%1.%2: expected a number").arg(path(key), it.key());
+      }
+      out->insert(it.key(), convert(value));
+    }
+  }
   Residency residency(const char* key) {
     const QString name = text(key, true);
     Residency residency = Residency::kNone;
@@ -141,13 +154,7 @@ MemorySample parse_sample(const QJsonObject& object, const QString& path, QStrin
   sample.device_total = reader.bytes("device_total", false);
   sample.tracked = reader.bytes("tracked", false);
   sample.cached = reader.bytes("cached", false);
-  const QJsonObject by_kind = reader.object("by_kind", false);
-  for (auto it = by_kind.begin(); it != by_kind.end(); ++it) {
-    if (!it.value().isDouble() && error->isEmpty()) {
-      *error = QStringLiteral("%1.by_kind.%2: expected a number").arg(path, it.key());
-    }
-    sample.by_kind.insert(it.key(), saturate<std::int64_t>(it.value().toDouble()));
-  }
+  reader.number_map("by_kind", false, &sample.by_kind, [](double value) { return saturate<std::int64_t>(value); });
   return sample;
 }
 
@@ -186,13 +193,7 @@ RankHistoryChanges parse_rank_history(const QJsonObject& object, const QString& 
     const auto bucket_index = saturate<std::int64_t>(bucket_reader.number("bucket", true));
     PhaseBucket bucket;
     bucket.iteration = bucket_reader.integer("iteration", false, -1);
-    const QJsonObject seconds = bucket_reader.object("seconds", true);
-    for (auto it = seconds.begin(); it != seconds.end(); ++it) {
-      if ((!it.value().isDouble() || !std::isfinite(it.value().toDouble())) && error->isEmpty()) {
-        *error = QStringLiteral("%1.seconds.%2: expected a number").arg(element, it.key());
-      }
-      bucket.seconds.insert(it.key(), it.value().toDouble());
-    }
+    bucket_reader.number_map("seconds", true, &bucket.seconds, [](double value) { return value; });
     history.phases[bucket_index] = std::move(bucket);
   }
   return history;
