@@ -98,6 +98,37 @@ TEST(BenchOptionsTest, send_recv_and_peer_copy_knobs_reach_the_config) {
   EXPECT_NE(problems.find("--peer-copy-min-row"), std::string::npos) << problems;
 }
 
+// --work-only counts from the plan: a GPU layout is countable where there is no GPU, and the table names the piece
+// counts with and without --coalesce-rows, the measured path marked.
+TEST(BenchOptionsTest, work_only_counts_a_gpu_layout_without_a_gpu) {
+  BenchOptions options;
+  options.model = "tiny";
+  options.comm = "nccl";
+  options.world = 2;
+  options.tp = 2;
+  options.rollout_tp = 1;
+  options.strategy = "hybridshard";
+  options.work_only = true;
+  options.coalesce_rows = 2;
+  EXPECT_NE(problems_of(options).find("--coalesce-rows: must be 0 or 1, got 2"), std::string::npos);
+  options.coalesce_rows = 0;
+  const BenchConfig config = resolve_bench_options(options);
+  EXPECT_FALSE(config.coalesce_rows);
+  const BenchReport report = run_bench_report(config);
+  EXPECT_TRUE(report.rows.empty());   // nothing ran
+  ASSERT_EQ(report.work.size(), 6u);  // three paths, without and with coalescing
+  int measured = 0;
+  for (const WorkRow& row : report.work) {
+    EXPECT_GT(row.work.pieces.count, 0);
+    if (!row.measured) continue;
+    ++measured;
+    EXPECT_FALSE(row.coalesced);
+    EXPECT_EQ(row.work.path, core::EnterPath::kPeerOtherDevices);
+  }
+  EXPECT_EQ(measured, 1);
+  EXPECT_LE(report.work[3].work.pieces.count, report.work[0].work.pieces.count);
+}
+
 TEST(BenchOptionsTest, unknown_preset_lists_the_known_ones) {
   BenchOptions options;
   options.model = "gpt-17";
