@@ -113,6 +113,7 @@ Engine::Engine(const EngineSettings& settings)
   options.events = state.events.get();
   service::RankSetupHooks hooks;
   hooks.device_open = [&](core::Device& device) {
+    service::require_plan_fits(job, rank_, environment.host, device);
     state.events->send(service::rank_up_event(rank_, environment.host, static_cast<long>(::getpid()),
                                               device.description(), core::wall_time_now()));
   };

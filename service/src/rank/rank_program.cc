@@ -10,7 +10,6 @@
 
 #include "hybridshard/core/error.h"
 #include "hybridshard/core/store.h"
-#include "hybridshard/service/config/memory_plan.h"
 #include "hybridshard/service/events/event_json.h"
 #include "hybridshard/service/launch/rank_events.h"
 #include "hybridshard/service/rank/phase_events.h"
@@ -56,20 +55,6 @@ bool stop_agreed(core::Store& store, int rank, int iteration) {
   return store.get(key) == "1";
 }
 
-// A rank whose memory plan does not fit its device refuses to start, and says why with its own plan (computed for
-// this rank alone).
-void require_plan_fits(const JobConfig& job, const RankEnvironment& environment, core::Device& device) {
-  const MemoryPlan memory = make_rank_memory_plan(
-      job, environment.rank, job.runtime.device_memory > 0 ? job.runtime.device_memory : device.total_memory());
-  const RankMemoryPlan& mine = memory.ranks.front();
-  if (mine.fits) return;
-  std::string why;
-  for (const std::string& note : mine.notes) why += "\n  " + note;
-  HS_THROW(core::OutOfMemoryError, "rank " + std::to_string(environment.rank) + " on " + environment.host +
-                                       ": the job does not fit this device (" + device.description() + "):" + why +
-                                       "\n" + format_memory_plan(memory));
-}
-
 }  // namespace
 
 int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostream& log) {
@@ -91,7 +76,7 @@ int run_rank(const JobConfig& job, const RankEnvironment& environment, std::ostr
   // Setup: the plan is checked against the device before any peer is contacted; the weights load as phase "init".
   RankSetupHooks setup_hooks;
   setup_hooks.device_open = [&](core::Device& device) {
-    require_plan_fits(job, environment, device);
+    require_plan_fits(job, rank, environment.host, device);
     events.send(rank_up_event(rank, environment.host, static_cast<long>(::getpid()), device.description(),
                               core::wall_time_now()));
   };

@@ -6,6 +6,7 @@
 #include "hybridshard/core/error.h"
 #include "hybridshard/service/checkpoint/hf_checkpoint.h"
 #include "hybridshard/service/config/job_config.h"
+#include "hybridshard/service/config/memory_plan.h"
 
 namespace hybridshard::service {
 namespace {
@@ -25,6 +26,18 @@ void read_checkpoint_into(const HfCheckpoint& checkpoint, const core::ModelSpec&
 }
 
 }  // namespace
+
+void require_plan_fits(const JobConfig& job, int rank, const std::string& host, core::Device& device) {
+  const MemoryPlan memory = make_rank_memory_plan(
+      job, rank, job.runtime.device_memory > 0 ? job.runtime.device_memory : device.total_memory());
+  const RankMemoryPlan& mine = memory.ranks.front();
+  if (mine.fits) return;
+  std::string why;
+  for (const std::string& note : mine.notes) why += "\n  " + note;
+  HS_THROW(core::OutOfMemoryError, "rank " + std::to_string(rank) + " on " + host +
+                                       ": the job does not fit this device (" + device.description() + "):" + why +
+                                       "\n" + format_memory_plan(memory));
+}
 
 std::unique_ptr<core::Device> open_device(const DeviceChoice& choice) {
   if (choice.type == core::DeviceType::kCuda) return core::make_cuda_device(choice.cuda_index);

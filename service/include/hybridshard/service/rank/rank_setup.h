@@ -119,6 +119,11 @@ struct RankSetupHooks {
   std::function<void(const std::function<void()>& load)> around_weights;
 };
 
+// A rank whose memory plan (computed for this rank alone) does not fit `device` refuses to start: throws
+// core::OutOfMemoryError naming the rank, `host` and the device, with the plan's notes and table. The rank program and
+// the Python engine run it in RankSetupHooks::device_open, before any peer is contacted or any buffer allocated.
+void require_plan_fits(const JobConfig& job, int rank, const std::string& host, core::Device& device);
+
 // One rank, set up. Construction is collective (every rank of the world constructs one, with the same layouts);
 // it throws core::Error (core::CommError for the store or a communicator) when a step fails.
 class RankSetup {
