@@ -220,17 +220,28 @@ class RankProcesses {
     return running;
   }
 
-  // The first running rank whose last line is older than `limit`, with how long it has been silent. A rank that has
-  // not said hello yet is still starting (loading libtorch, on a loaded 2-core machine 10 s and more, seen in
-  // fault_test): it is given kStartupAllowance at least.
-  std::optional<std::pair<int, std::chrono::seconds>> silent_longer_than(Clock::duration limit) {
+  // A rank that has been silent too long: how long, and what that means ("stopped answering (no heartbeat for 12 s)",
+  // or for a rank that never said hello "never connected to the launcher (no hello 61 s after its start)").
+  struct Silence {
+    int rank = 0;
+    std::string what;
+  };
+
+  // The first running rank whose last line is older than `limit`. A rank that has not said hello yet is still
+  // starting (loading libtorch, on a loaded 2-core machine 10 s and more, seen in fault_test): it is given
+  // kStartupAllowance at least.
+  std::optional<Silence> silent_longer_than(Clock::duration limit) {
     std::lock_guard lock(mutex_);
     const auto now = Clock::now();
     for (int rank = 0; rank < world_size(); ++rank) {
       const Process& process = ranks_[static_cast<std::size_t>(rank)];
       const Clock::duration allowed = process.connected ? limit : std::max<Clock::duration>(limit, kStartupAllowance);
       if (process.running && now - process.last_seen > allowed) {
-        return std::pair{rank, std::chrono::duration_cast<std::chrono::seconds>(now - process.last_seen)};
+        const std::string seconds =
+            std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - process.last_seen).count());
+        return Silence{rank, process.connected
+                                 ? "stopped answering (no heartbeat for " + seconds + " s)"
+                                 : "never connected to the launcher (no hello " + seconds + " s after its start)"};
       }
     }
     return std::nullopt;
@@ -307,8 +318,7 @@ std::optional<RankFailure> find_failure(RankProcesses& ranks, bool stop_requeste
   // Peers that fail on a collective while a rank is silent: the silent (stopped) rank is the cause.
   if (cause_rank(cause.status) == 2) {
     if (const auto silent = ranks.silent_longer_than(std::chrono::milliseconds(1500))) {
-      return RankFailure{silent->first,
-                         "stopped answering (no heartbeat for " + std::to_string(silent->second.count()) + " s)"};
+      return RankFailure{silent->rank, silent->what};
     }
   }
   return RankFailure{cause.rank, describe_status(cause.status)};
@@ -386,10 +396,7 @@ LaunchResult watch_ranks(RankProcesses& ranks, core::Store& store, ObservedJob& 
       return {1, "the run record could not be written (" + broken + "); the job was stopped", 0};
     }
     if (const auto silent = ranks.silent_longer_than(timeout)) {
-      return blame_pause(failed(
-          watched, {silent->first,
-                    "stopped answering (no heartbeat for " +
-                        std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout).count()) + " s)"}));
+      return blame_pause(failed(watched, {silent->rank, silent->what}));
     }
     const int interrupts = g_interrupts.load();
     if (interrupts >= 2) {
