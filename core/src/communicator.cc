@@ -1,6 +1,8 @@
 #include "hybridshard/core/communicator.h"
 
+#include <chrono>
 #include <string>
+#include <utility>
 
 namespace hybridshard::core {
 
@@ -32,5 +34,14 @@ PeerMemory Communicator::share_memory(std::span<void* const> /*buffers*/, std::s
   }
   return memory;
 }
+
+void Communicator::queue_exchange(std::span<const SendSpec> sends, std::span<const RecvSpec> recvs, void* /*after*/,
+                                  void* /*then*/) {
+  const auto start = std::chrono::steady_clock::now();
+  exchange(sends, recvs);
+  queued_seconds_.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+}
+
+std::vector<double> Communicator::finish_queued() { return std::exchange(queued_seconds_, {}); }
 
 }  // namespace hybridshard::core

@@ -267,15 +267,24 @@ class CudaDevice final : public Device {
   void copy_pieces_aside(std::span<const Piece> pieces, std::span<void* const> src_bases, const void* message_base,
                          void* dst_base) override {
     HS_CUDA_CHECK(cudaSetDevice(index_));
-    if (aside_ == nullptr) {
-      HS_CUDA_CHECK(cudaStreamCreateWithFlags(&aside_, cudaStreamNonBlocking));
-      HS_CUDA_CHECK(cudaEventCreateWithFlags(&aside_start_, cudaEventDisableTiming));
-      for (cudaEvent_t& mark : aside_marks_) HS_CUDA_CHECK(cudaEventCreateWithFlags(&mark, cudaEventDisableTiming));
-    }
+    make_aside();
     const CachedTable& table = table_for(pieces, src_bases, message_base, dst_base);
     HS_CUDA_CHECK(cudaEventRecord(aside_start_, stream_));
     HS_CUDA_CHECK(cudaStreamWaitEvent(aside_, aside_start_, 0));
     launch(table, aside_);
+  }
+
+  void* aside_stream() override {
+    HS_CUDA_CHECK(cudaSetDevice(index_));
+    make_aside();
+    return aside_;
+  }
+
+  void make_aside() {
+    if (aside_ != nullptr) return;
+    HS_CUDA_CHECK(cudaStreamCreateWithFlags(&aside_, cudaStreamNonBlocking));
+    HS_CUDA_CHECK(cudaEventCreateWithFlags(&aside_start_, cudaEventDisableTiming));
+    for (cudaEvent_t& mark : aside_marks_) HS_CUDA_CHECK(cudaEventCreateWithFlags(&mark, cudaEventDisableTiming));
   }
 
   void mark_aside(int slot) override {

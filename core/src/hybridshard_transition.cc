@@ -14,10 +14,12 @@
 // rest go through the round's bucket: packed by the sender's piece kernel, landed by the receiver's. There are two
 // buckets: round k's bucket is landed on the device's second lane (Device::copy_pieces_aside, a second stream with
 // events on CUDA) while round k + 1 moves through the other, and round k + 2 waits only for round k's landing. Round
-// k + 1's pack and one slice of the local pieces are queued on the device's stream just before round k's exchange:
-// on a GPU they run while NCCL moves the round on its own stream, so they cost no time of their own. Rounds are cut
-// by the bytes they stage (PlanOptions::bucket_bytes), so wires that need no bucket add no rounds. Over Gloo (CPU
-// devices) the same steps run one after the other.
+// k + 1's pack and one slice of the local pieces are queued on the device's stream around round k's exchange: on a
+// GPU they run while NCCL moves the round on its own stream, so they cost no time of their own. Over NCCL the rounds
+// are queued (Communicator::queue_exchange): the host posts every round at once and waits once, at the end; the
+// order between packs (main lane), exchanges (NCCL's stream) and landings (aside lane) is kept by CUDA events, so no
+// host round trip falls between two rounds. Rounds are cut by the bytes they stage (PlanOptions::bucket_bytes), so
+// wires that need no bucket add no rounds. Over Gloo (CPU devices) the same steps run one after the other.
 //
 // Nothing goes through the host, no per-tensor temporaries, and the device holds at most the inference buffer plus
 // two buckets (RankPlan::staging_bytes(); none on the peer path) above what the train phase held.
@@ -146,7 +148,7 @@ class HybridshardTransition final : public Transition {
     };
     if (rounds_.empty()) copy_local_slice(0);
 
-    std::vector<bool> landing_in(buckets.size(), false);  // [bucket]: a landing from it may still run aside
+    std::vector<bool> landing_in(buckets.size(), false);  // [bucket]: its round's exchange or landing may still run
     std::optional<Stopwatch> pack_clock;                  // from the first pack's launch
     std::optional<Stopwatch> land_clock;                  // from the first landing's launch
     std::int64_t packed_bytes = 0;
@@ -154,9 +156,9 @@ class HybridshardTransition final : public Transition {
     const auto bucket_of = [&](const PreparedRound& round) {
       return round.bucket >= 0 ? static_cast<char*>(buckets[static_cast<std::size_t>(round.bucket)]->data()) : nullptr;
     };
-    // Queues on the main lane what round k's exchange needs first: its bucket free (the landing of the round before
-    // last read it) and its sends packed. Called for round k + 1 before round k's exchange, so that the pack runs
-    // while round k moves.
+    // Queues on the main lane what round k's exchange needs first: its bucket free (the aside lane has passed the
+    // round before last: its exchange and its landing) and its sends packed. Called for round k + 1 around round k's
+    // exchange, so that the pack runs while round k moves.
     const auto prepare = [&](std::size_t k) {
       const PreparedRound& round = rounds_[k];
       if (round.bucket >= 0 && landing_in[static_cast<std::size_t>(round.bucket)]) {
@@ -168,14 +170,26 @@ class HybridshardTransition final : public Transition {
       device_.copy_pieces(round.pack, sources, nullptr, bucket_of(round));
       packed_bytes += round.packed_bytes;
     };
+    // Queued rounds (NCCL): every round is posted at once, ordered on the device by the lanes' events, and the host
+    // waits once, after the last. Otherwise (Gloo, loopback) each round blocks and reads what the device has done.
+    const bool queued = world_.queues_exchanges();
+    void* const main_lane = queued ? device_.stream() : nullptr;
+    void* const aside_lane = queued && !rounds_.empty() ? device_.aside_stream() : nullptr;
+    // The rounds read the train buffers (direct sends): they hold the version.
+    if (queued && !rounds_.empty()) device_.synchronize();
     if (!rounds_.empty()) prepare(0);
     for (std::size_t k = 0; k < rounds_.size(); ++k) {
       const PreparedRound& round = rounds_[k];
-      const std::string name = "enter.round" + std::to_string(k);
       char* const bucket = bucket_of(round);
-      // The exchange reads the packed bucket and the train buffers (direct sends: they hold the version) and writes
-      // the bucket and the shard: everything queued on the main lane so far is done first.
-      device_.synchronize();
+      // The exchange reads the packed bucket and the train buffers (direct sends) and writes the bucket and the
+      // shard: it starts after everything queued on the main lane so far. A blocking exchange has the device finish
+      // that first, then queues this round's slice of the local pieces and the next round's pack, which run while it
+      // moves; a queued one has them queued after it, so that it does not wait for them.
+      if (!queued) {
+        device_.synchronize();
+        copy_local_slice(k);
+        if (k + 1 < rounds_.size()) prepare(k + 1);
+      }
       std::vector<SendSpec> sends;
       std::vector<RecvSpec> recvs;
       for (const PreparedWire& wire : round.sends) {
@@ -186,26 +200,33 @@ class HybridshardTransition final : public Transition {
         char* into = wire.in_place ? inference_bytes : bucket;
         recvs.push_back({wire.peer, into + wire.offset, static_cast<std::size_t>(wire.bytes)});
       }
-      copy_local_slice(k);                         // overlaps the exchange below
-      if (k + 1 < rounds_.size()) prepare(k + 1);  // so does the next round's pack
-      const Stopwatch exchange_clock;
-      world_.exchange(sends, recvs);
-      const double exchange_seconds = exchange_clock.seconds();
-      for (const auto& [peer, bytes] : round.sent) {
-        stats.bytes_network_sent += bytes;
-        emit_transfer(events_, rank, iteration_, TransferPath::kNetwork, bytes, exchange_seconds, peer, name + ".send");
-      }
-      for (const auto& [peer, bytes] : round.received) {
-        stats.bytes_network_received += bytes;
-        emit_transfer(events_, rank, iteration_, TransferPath::kNetwork, bytes, exchange_seconds, peer, name + ".recv");
-      }
+      world_.queue_exchange(sends, recvs, main_lane, aside_lane);
       if (!round.land.empty()) {
-        // On the second lane: the next round's exchange does not wait for it.
+        // On the second lane, after the exchange: the next round's exchange does not wait for it.
         if (!land_clock) land_clock.emplace();
         device_.copy_pieces_aside(round.land, {}, bucket, inference_base);
+        landed_bytes += round.landed_bytes;
+      }
+      if (round.bucket >= 0) {
+        // The bucket is free again once the aside lane has passed this round (its exchange, then its landing).
         device_.mark_aside(round.bucket);
         landing_in[static_cast<std::size_t>(round.bucket)] = true;
-        landed_bytes += round.landed_bytes;
+      }
+      if (queued) {
+        copy_local_slice(k);
+        if (k + 1 < rounds_.size()) prepare(k + 1);
+      }
+    }
+    const std::vector<double> round_seconds = world_.finish_queued();
+    for (std::size_t k = 0; k < rounds_.size() && k < round_seconds.size(); ++k) {
+      const std::string name = "enter.round" + std::to_string(k);
+      for (const auto& [peer, bytes] : rounds_[k].sent) {
+        stats.bytes_network_sent += bytes;
+        emit_transfer(events_, rank, iteration_, TransferPath::kNetwork, bytes, round_seconds[k], peer, name + ".send");
+      }
+      for (const auto& [peer, bytes] : rounds_[k].received) {
+        stats.bytes_network_received += bytes;
+        emit_transfer(events_, rank, iteration_, TransferPath::kNetwork, bytes, round_seconds[k], peer, name + ".recv");
       }
     }
     for (std::size_t b = 0; b < landing_in.size(); ++b) {

@@ -11,6 +11,8 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "detail/cuda_check.h"
 #include "detail/peer_links.h"
@@ -90,6 +92,7 @@ class NcclCommunicator final : public Communicator {
         links_(context_->device_index) {
     HS_CUDA_CHECK(cudaSetDevice(context_->device_index));
     HS_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+    HS_CUDA_CHECK(cudaEventCreateWithFlags(&after_, cudaEventDisableTiming));
     HS_CUDA_CHECK(cudaMalloc(&barrier_scratch_, sizeof(float)));
     HS_CUDA_CHECK(cudaMemsetAsync(barrier_scratch_, 0, sizeof(float), context_->stream));
   }
@@ -119,6 +122,8 @@ class NcclCommunicator final : public Communicator {
     if (barrier_scratch_ != nullptr) cudaFree(barrier_scratch_);
     if (share_scratch_ != nullptr) cudaFree(share_scratch_);
     if (done_ != nullptr) cudaEventDestroy(done_);
+    if (after_ != nullptr) cudaEventDestroy(after_);
+    for (cudaEvent_t event : timing_events_) cudaEventDestroy(event);
   }
 
   int rank() const override { return rank_; }
@@ -149,61 +154,54 @@ class NcclCommunicator final : public Communicator {
   }
 
   void exchange(std::span<const SendSpec> sends, std::span<const RecvSpec> recvs) override {
-    std::size_t total = 0;
-    for (const SendSpec& send : sends) total += send.bytes;
-    for (const RecvSpec& recv : recvs) total += recv.bytes;
-    const Operation op = begin("exchange", total);
-    std::vector<const SendSpec*> self_sends;
-    std::vector<const RecvSpec*> self_recvs;
-    for (const SendSpec& send : sends) {
-      check_peer(op, send.peer);
-      if (send.peer == rank_) self_sends.push_back(&send);
-    }
-    for (const RecvSpec& recv : recvs) {
-      check_peer(op, recv.peer);
-      if (recv.peer == rank_) self_recvs.push_back(&recv);
-    }
-    if (self_sends.size() != self_recvs.size()) {
-      fail<CommError>(op, -1,
-                      "lists " + std::to_string(self_sends.size()) + " sends to itself but " +
-                          std::to_string(self_recvs.size()) + " receives from itself",
-                      {}, false);
-    }
-    for (std::size_t i = 0; i < self_sends.size(); ++i) {
-      if (self_sends[i]->bytes != self_recvs[i]->bytes) {
-        fail<CommError>(op, rank_,
-                        "sends itself " + std::to_string(self_sends[i]->bytes) + " bytes but expects " +
-                            std::to_string(self_recvs[i]->bytes),
-                        {}, false);
-      }
-      if (self_sends[i]->bytes > 0) {
-        HS_CUDA_CHECK(cudaMemcpyAsync(self_recvs[i]->data, self_sends[i]->data, self_sends[i]->bytes,
-                                      cudaMemcpyDeviceToDevice, context_->stream));
-      }
-    }
-    bool any = false;
-    for (const SendSpec& send : sends) any = any || (send.peer != rank_ && send.bytes > 0);
-    for (const RecvSpec& recv : recvs) any = any || (recv.peer != rank_ && recv.bytes > 0);
-    if (any) {
-      // One group: NCCL posts every send and receive together, so no ordering between pairs can deadlock.
-      enqueue(op, [&] {
-        ncclResult_t result = ncclGroupStart();
-        if (result != ncclSuccess) return result;
-        for (const RecvSpec& recv : recvs) {
-          if (recv.peer == rank_ || recv.bytes == 0) continue;
-          result = ncclRecv(recv.data, recv.bytes, ncclUint8, recv.peer, comm_, context_->stream);
-          if (result != ncclSuccess && result != ncclInProgress) break;
-        }
-        for (const SendSpec& send : sends) {
-          if (result != ncclSuccess && result != ncclInProgress) break;
-          if (send.peer == rank_ || send.bytes == 0) continue;
-          result = ncclSend(send.data, send.bytes, ncclUint8, send.peer, comm_, context_->stream);
-        }
-        const ncclResult_t end = ncclGroupEnd();
-        return result != ncclSuccess && result != ncclInProgress ? result : end;
-      });
-    }
+    const Operation op = begin("exchange", exchange_bytes(sends, recvs));
+    post_exchange(op, sends, recvs);
     finish(op);
+  }
+
+  bool queues_exchanges() const override { return true; }
+
+  // The round goes on the communicator's stream between two timing events, after `after`'s work so far; `then`
+  // waits for the second event.
+  void queue_exchange(std::span<const SendSpec> sends, std::span<const RecvSpec> recvs, void* after,
+                      void* then) override {
+    const Operation op = begin("exchange", exchange_bytes(sends, recvs));
+    QueuedRound round{op, take_timing_event(), take_timing_event()};
+    queued_.push_back(round);
+    if (after != nullptr) {
+      HS_CUDA_CHECK(cudaEventRecord(after_, static_cast<cudaStream_t>(after)));
+      HS_CUDA_CHECK(cudaStreamWaitEvent(context_->stream, after_, 0));
+    }
+    HS_CUDA_CHECK(cudaEventRecord(round.start, context_->stream));
+    post_exchange(op, sends, recvs);
+    HS_CUDA_CHECK(cudaEventRecord(round.end, context_->stream));
+    if (then != nullptr) HS_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(then), round.end, 0));
+  }
+
+  std::vector<double> finish_queued() override {
+    std::vector<QueuedRound> rounds = std::exchange(queued_, {});
+    // The events go back to the pool whether the rounds ended or failed (a failure aborts the communicator).
+    struct GiveBack {
+      std::vector<QueuedRound>& rounds;
+      std::vector<cudaEvent_t>& pool;
+      ~GiveBack() {
+        for (const QueuedRound& round : rounds) {
+          pool.push_back(round.start);
+          pool.push_back(round.end);
+        }
+      }
+    } give_back{rounds, timing_pool_};
+    std::vector<double> seconds;
+    Clock::time_point ready = rounds.empty() ? Clock::now() : rounds.front().op.start;
+    for (QueuedRound& round : rounds) {
+      round.op.deadline = std::max(ready, round.op.start) + timeout_;
+      wait_for(round.op, round.end);
+      ready = Clock::now();
+      float milliseconds = 0;
+      HS_CUDA_CHECK(cudaEventElapsedTime(&milliseconds, round.start, round.end));
+      seconds.push_back(static_cast<double>(milliseconds) / 1e3);
+    }
+    return seconds;
   }
 
   void barrier() override {
@@ -298,6 +296,80 @@ class NcclCommunicator final : public Communicator {
     return op;
   }
 
+  static std::size_t exchange_bytes(std::span<const SendSpec> sends, std::span<const RecvSpec> recvs) {
+    std::size_t total = 0;
+    for (const SendSpec& send : sends) total += send.bytes;
+    for (const RecvSpec& recv : recvs) total += recv.bytes;
+    return total;
+  }
+
+  // Queues one round on the communicator's stream (copies to itself, then one NCCL group); waits only until NCCL has
+  // taken the group.
+  void post_exchange(const Operation& op, std::span<const SendSpec> sends, std::span<const RecvSpec> recvs) {
+    std::vector<const SendSpec*> self_sends;
+    std::vector<const RecvSpec*> self_recvs;
+    for (const SendSpec& send : sends) {
+      check_peer(op, send.peer);
+      if (send.peer == rank_) self_sends.push_back(&send);
+    }
+    for (const RecvSpec& recv : recvs) {
+      check_peer(op, recv.peer);
+      if (recv.peer == rank_) self_recvs.push_back(&recv);
+    }
+    if (self_sends.size() != self_recvs.size()) {
+      fail<CommError>(op, -1,
+                      "lists " + std::to_string(self_sends.size()) + " sends to itself but " +
+                          std::to_string(self_recvs.size()) + " receives from itself",
+                      {}, false);
+    }
+    for (std::size_t i = 0; i < self_sends.size(); ++i) {
+      if (self_sends[i]->bytes != self_recvs[i]->bytes) {
+        fail<CommError>(op, rank_,
+                        "sends itself " + std::to_string(self_sends[i]->bytes) + " bytes but expects " +
+                            std::to_string(self_recvs[i]->bytes),
+                        {}, false);
+      }
+      if (self_sends[i]->bytes > 0) {
+        HS_CUDA_CHECK(cudaMemcpyAsync(self_recvs[i]->data, self_sends[i]->data, self_sends[i]->bytes,
+                                      cudaMemcpyDeviceToDevice, context_->stream));
+      }
+    }
+    bool any = false;
+    for (const SendSpec& send : sends) any = any || (send.peer != rank_ && send.bytes > 0);
+    for (const RecvSpec& recv : recvs) any = any || (recv.peer != rank_ && recv.bytes > 0);
+    if (any) {
+      // One group: NCCL posts every send and receive together, so no ordering between pairs can deadlock.
+      enqueue(op, [&] {
+        ncclResult_t result = ncclGroupStart();
+        if (result != ncclSuccess) return result;
+        for (const RecvSpec& recv : recvs) {
+          if (recv.peer == rank_ || recv.bytes == 0) continue;
+          result = ncclRecv(recv.data, recv.bytes, ncclUint8, recv.peer, comm_, context_->stream);
+          if (result != ncclSuccess && result != ncclInProgress) break;
+        }
+        for (const SendSpec& send : sends) {
+          if (result != ncclSuccess && result != ncclInProgress) break;
+          if (send.peer == rank_ || send.bytes == 0) continue;
+          result = ncclSend(send.data, send.bytes, ncclUint8, send.peer, comm_, context_->stream);
+        }
+        const ncclResult_t end = ncclGroupEnd();
+        return result != ncclSuccess && result != ncclInProgress ? result : end;
+      });
+    }
+  }
+
+  cudaEvent_t take_timing_event() {
+    if (!timing_pool_.empty()) {
+      const cudaEvent_t event = timing_pool_.back();
+      timing_pool_.pop_back();
+      return event;
+    }
+    cudaEvent_t event = nullptr;
+    HS_CUDA_CHECK(cudaEventCreate(&event));
+    timing_events_.push_back(event);
+    return event;
+  }
+
   void check_peer(const Operation& op, int peer) {
     if (peer < 0 || peer >= size_) {
       fail<CommError>(op, peer, "names rank " + std::to_string(peer) + " outside [0, " + std::to_string(size_) + ")",
@@ -384,8 +456,13 @@ class NcclCommunicator final : public Communicator {
   // Waits until everything queued for `op` ran on the GPU, watching NCCL's error state, the deadline and abort().
   void finish(const Operation& op) {
     HS_CUDA_CHECK(cudaEventRecord(done_, context_->stream));
+    wait_for(op, done_);
+  }
+
+  // Waits until `event` (recorded on the communicator's stream) has happened, watching the same.
+  void wait_for(const Operation& op, cudaEvent_t event) {
     for (;;) {
-      const cudaError_t status = cudaEventQuery(done_);
+      const cudaError_t status = cudaEventQuery(event);
       if (status == cudaSuccess) return;
       if (status != cudaErrorNotReady) {
         fail<CommError>(op, -1, "failed on the GPU", cudaGetErrorString(status));
@@ -403,7 +480,18 @@ class NcclCommunicator final : public Communicator {
   int rank_;
   int size_;
   std::chrono::milliseconds timeout_;
+  // One round posted by queue_exchange and not yet waited for: timing events around it on the stream.
+  struct QueuedRound {
+    Operation op;
+    cudaEvent_t start;
+    cudaEvent_t end;
+  };
+
   cudaEvent_t done_ = nullptr;
+  cudaEvent_t after_ = nullptr;             // marks the caller's stream for a queued round to wait on
+  std::vector<QueuedRound> queued_;         // since the last finish_queued(), in order
+  std::vector<cudaEvent_t> timing_events_;  // every timing event made (destroyed with the communicator)
+  std::vector<cudaEvent_t> timing_pool_;    // the ones free now
   void* barrier_scratch_ = nullptr;
   void* share_scratch_ = nullptr;
   std::size_t share_scratch_bytes_ = 0;

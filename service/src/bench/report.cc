@@ -192,6 +192,7 @@ void add_bound_rows(const BenchConfig& config, const std::vector<RankResult>& ra
     bound_names.push_back((config.backend == core::Backend::kLoopback ? "d2d.received." : "collective.") + name);
     if (config.backend != core::Backend::kLoopback && strategy == core::Strategy::kHybridshard) {
       bound_names.push_back("p2p." + name);
+      bound_names.push_back("sendrecv." + name);
     }
   }
   for (const std::string& name : bound_names) {
@@ -203,8 +204,8 @@ void add_bound_rows(const BenchConfig& config, const std::vector<RankResult>& ra
     for (const Series* series : found) bound.bytes = std::max(bound.bytes, series->bytes);
     bound.time_us = mean_of_slowest(found) * 1e6;
     bound.algbw_gbps = gigabytes_per_second(bound.bytes, bound.time_us * 1e-6);
-    const bool network =
-        name.rfind("collective.", 0) == 0 || name.rfind("d2d.received.", 0) == 0 || name.rfind("p2p.", 0) == 0;
+    const bool network = name.rfind("collective.", 0) == 0 || name.rfind("d2d.received.", 0) == 0 ||
+                         name.rfind("p2p.", 0) == 0 || name.rfind("sendrecv.", 0) == 0;
     bound.busbw_gbps = bound.algbw_gbps * (network ? bus_factor(world_size) : 1.0);
     report.bounds.push_back(bound);
   }

@@ -210,6 +210,56 @@ Series time_peer_copies(const BenchConfig& config, core::Device& device, core::C
   return series;
 }
 
+// The send/recv bound: every rank sends each peer, and receives from each, the bytes its plan's messages move
+// between them over all rounds, as one message per peer and direction, all in one exchange (an NCCL group): what
+// point-to-point transfers over this communicator can do for those bytes at best, with no rounds, wires or buckets.
+Series time_send_recv(const BenchConfig& config, core::Device& device, core::Communicator& world,
+                      const core::RankPlan& plan) {
+  Series series;
+  const auto n = static_cast<std::size_t>(world.size());
+  std::vector<std::int64_t> to(n, 0);
+  std::vector<std::int64_t> from(n, 0);
+  for (const core::Round& round : plan.rounds) {
+    for (const core::Message& message : round.sends) to[static_cast<std::size_t>(message.peer)] += message.bytes;
+    for (const core::Message& message : round.recvs) from[static_cast<std::size_t>(message.peer)] += message.bytes;
+  }
+  std::int64_t sent = 0;
+  std::int64_t received = 0;
+  for (std::size_t p = 0; p < n; ++p) {
+    sent += to[p];
+    received += from[p];
+  }
+  if (max_over_ranks(device, world, std::max(sent, received)) <= 0) return series;
+  DeviceMemory send(device, core::Residency::kGpu, std::max<std::int64_t>(sent, 1));
+  DeviceMemory recv(device, core::Residency::kGpu, std::max<std::int64_t>(received, 1));
+  device.fill_zero(send.data(), std::max<std::int64_t>(sent, 1));
+  device.synchronize();
+  std::vector<core::SendSpec> sends;
+  std::vector<core::RecvSpec> recvs;
+  std::int64_t send_offset = 0;
+  std::int64_t recv_offset = 0;
+  for (std::size_t p = 0; p < n; ++p) {
+    if (to[p] > 0) sends.push_back({static_cast<int>(p), send.data() + send_offset, static_cast<std::size_t>(to[p])});
+    if (from[p] > 0) {
+      recvs.push_back({static_cast<int>(p), recv.data() + recv_offset, static_cast<std::size_t>(from[p])});
+    }
+    send_offset += to[p];
+    recv_offset += from[p];
+  }
+  series.bytes = received;
+  series.what = "send/recv on " + std::string(core::backend_name(world.backend())) +
+                ", one message per peer and direction, the bytes the plan's messages move";
+  for (int iteration = 0; iteration < config.warmup + config.iterations; ++iteration) {
+    world.barrier();
+    const Clock::time_point start = Clock::now();
+    world.exchange(sends, recvs);
+    device.synchronize();
+    const double seconds = seconds_since(start);
+    if (iteration >= config.warmup) series.seconds.push_back(seconds);
+  }
+  return series;
+}
+
 std::int32_t token_of(std::int64_t global_row, std::int64_t col, std::int64_t vocab) {
   const std::uint64_t h =
       core::mix64(static_cast<std::uint64_t>(global_row) * 0x100000001B3ull + static_cast<std::uint64_t>(col));
@@ -335,6 +385,8 @@ void run_strategy(const BenchConfig& config, int rank, core::Device& device, cor
     if (strategy == core::Strategy::kHybridshard) {
       progress(config, rank, name + ": p2p bound (copy engines from the peers' memory)");
       result.bounds[{"p2p." + name, "", ""}] = time_peer_copies(config, device, *world, plan);
+      progress(config, rank, name + ": send/recv bound (one message per peer)");
+      result.bounds[{"sendrecv." + name, "", ""}] = time_send_recv(config, device, *world, plan);
     }
   } else if (bytes_received > 0) {
     result.bounds[{"d2d.received." + name, "", ""}] =

@@ -66,6 +66,20 @@ class Communicator {
   virtual void exchange(std::span<const SendSpec> sends, std::span<const RecvSpec> recvs) = 0;
   virtual void barrier() = 0;
 
+  // Queued rounds: queue_exchange posts one round as exchange() does and, where the backend can (NCCL: the group on
+  // the communicator's stream), returns without waiting for it. The round starts after the work queued so far on
+  // the stream `after`, and work queued later on the stream `then` waits for it (cudaStream_t values, e.g.
+  // Device::stream() and Device::aside_stream(); null: no such order). The caller keeps every buffer of every queued
+  // round alive and unchanged until finish_queued(), which waits for all of them (the deadline, abort() and the
+  // library's errors watched as in exchange(); each round has the timeout from when the one before it ended) and
+  // returns each round's seconds in queue order (NCCL: device time between CUDA events around the round).
+  // queues_exchanges() says whether queue_exchange returns early. When it does not (this default: exchange() at
+  // once, timed on the host), the caller must have finished the device work the round reads before calling it.
+  virtual bool queues_exchanges() const { return false; }
+  virtual void queue_exchange(std::span<const SendSpec> sends, std::span<const RecvSpec> recvs, void* after,
+                              void* then);
+  virtual std::vector<double> finish_queued();
+
   // Collective: every rank passes its own buffers (device memory, `bytes[i]` bytes at `buffers[i]`, anywhere inside a
   // cudaMalloc allocation) and the peers whose buffers it wants to read. Returns what this rank reads directly and
   // who reads it. Registration (peer access, IPC handles) happens once per buffer and stays until the
@@ -80,6 +94,9 @@ class Communicator {
   virtual std::unique_ptr<Communicator> subgroup(const std::vector<int>& ranks) = 0;
 
   virtual void abort() = 0;
+
+ protected:
+  std::vector<double> queued_seconds_;  // the default queue_exchange's rounds, timed on the host
 };
 
 class Store;

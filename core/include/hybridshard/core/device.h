@@ -96,6 +96,9 @@ class Device {
   }
   virtual void mark_aside(int slot) { (void)slot; }
   virtual void await_aside(int slot) { (void)slot; }
+  // The aside lane as a cudaStream_t (made on first use), so that a communicator's queued rounds can order it after
+  // them (Communicator::queue_exchange); nullptr on devices without streams.
+  virtual void* aside_stream() { return nullptr; }
 
   // Writes weight_value(...) for every block of `layout`, at `version`, into the buffer at `base` (device memory);
   // padding rows are zero. Used to make train weights and expected inference shards without communication.

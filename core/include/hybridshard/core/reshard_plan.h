@@ -90,10 +90,11 @@ struct PlanOptions {
   std::int64_t bucket_bytes = std::int64_t{256} << 20;
   // A run of at least this many bytes that is contiguous on one side of a pair (in the sender's train buffer or in
   // the receiver's inference buffer) travels as a wire of its own, sent or received there without a bucket; shorter
-  // runs share a wire with their neighbours through a bucket. A send/receive pair costs NCCL a few microseconds
-  // beyond its bytes, copying 4 MiB through a bucket about as much (two device copies at ~2 TB/s), so smaller runs
-  // are taken to be cheaper packed (an estimate, not a measurement: `hybridshard bench --direct-min` measures it).
-  std::int64_t direct_min_bytes = std::int64_t{4} << 20;
+  // runs share a wire with their neighbours through a bucket. Measured on 2 x H200 (docs/performance.md, issue 12):
+  // each send/receive costs NCCL about 35 us beyond its bytes (the time of ~13 MB at the link's rate), while packing
+  // and landing through a bucket run beside the rounds and cost no time of their own; Llama-3-8B tp2 -> 1 forced to
+  // send/recv took 33.9 ms with 4 MiB and 28.2 ms with 64 MiB (1 GiB buckets).
+  std::int64_t direct_min_bytes = std::int64_t{64} << 20;
   // Pieces that continue one another at one pair of strides (the same rows of adjacent experts, a gate half and its
   // up half) become one 2-D piece: fewer copies per enter for the same bytes. false keeps one piece per transfer
   // (`hybridshard bench --coalesce-rows 0` measures the difference).
