@@ -6,9 +6,10 @@ Checks that enter()'s vLLM tensors are CUDA tensors on the rank's GPU, views of 
 the GPU reaches the next enter(); that exit refuses while a view lives; that a CPU tensor handed to a CUDA engine is
 refused. Prints enter/exit times. Exit status: 0 passed, 1 failed, 77 skipped (no CUDA build or no GPU).
 
-The checkpoint and the expected shards come from DATA (--data, or $HYBRIDSHARD_GPU_DATA); without one they are made
-here with `hybridshard export` ($HYBRIDSHARD_CLI). `gpu_check.py --make-data DATA` makes them on a machine that can
-export (the GPU machine's libtorch may lack Gloo, which export runs on), to carry them along.
+The checkpoint and the expected shards come from DATA (--data, or $HYBRIDSHARD_GPU_DATA, or .gpu-deps/gpu-check in
+the source tree, which `scripts/gpu data` writes); without one they are made here with `hybridshard export`
+($HYBRIDSHARD_CLI). `gpu_check.py --make-data DATA` makes them on a machine that can export (the GPU machine's
+libtorch lacks Gloo, which export runs on), to carry them along.
 """
 
 import argparse
@@ -53,7 +54,12 @@ def make_data(directory, cli):
         done = subprocess.run([cli, "export", job, "--out", os.path.join(case, "expected")], capture_output=True,
                               text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"hybridshard export {job} failed:\n{done.stderr}")
+            hint = ""
+            if "without c10d's ProcessGroupGloo" in done.stderr:
+                hint = ("\nthis build has no Gloo, so export cannot make the expected shards here: run "
+                        "`scripts/gpu data` on a machine with Gloo (it writes .gpu-deps/gpu-check) and carry "
+                        ".gpu-deps along, or pass --data")
+            raise RuntimeError(f"hybridshard export {job} failed:\n{done.stderr}{hint}")
 
 
 def free_port():
@@ -161,7 +167,9 @@ def check_case(data, name, world_size, on_cpu=False):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.environ.get("HYBRIDSHARD_GPU_DATA"))
+    carried = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".gpu-deps", "gpu-check")
+    parser.add_argument("--data", default=os.environ.get("HYBRIDSHARD_GPU_DATA")
+                        or (os.path.normpath(carried) if os.path.isdir(carried) else None))
     parser.add_argument("--make-data", metavar="DIR")
     parser.add_argument("--cpu", action="store_true", help="the same checks on CPU ranks over Gloo (to try the script)")
     args = parser.parse_args()

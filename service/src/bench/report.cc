@@ -437,7 +437,7 @@ void print_bench_report(const BenchReport& report, std::ostream& out) {
     out << "  ";
     pad(out, ratio.name, 60);
     pad(out, fixed(ratio.value, 3), 12);
-    pad(out, ratio.op + " " + fixed(ratio.target, 1), 12);
+    pad(out, ratio.op + " " + fixed(ratio.target, 2), 12);
     out << (ratio.met ? "yes" : "NO") << '\n';
   }
   if (!report.steps.empty()) {
