@@ -12,6 +12,7 @@
 #include <thread>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
+#include "detail/self_transfers.h"
 #include "hybridshard/core/communicator.h"
 #include "hybridshard/core/error.h"
 #include "hybridshard/core/store.h"
@@ -118,25 +119,11 @@ class GlooCommunicator final : public Communicator {
   }
 
   void exchange(std::span<const SendSpec> sends, std::span<const RecvSpec> recvs) override {
-    std::size_t total = 0;
-    for (const SendSpec& send : sends) total += send.bytes;
-    for (const RecvSpec& recv : recvs) total += recv.bytes;
-    const Operation op = begin("exchange", total);
-    std::vector<const SendSpec*> self_sends;
-    std::vector<const RecvSpec*> self_recvs;
-    for (const SendSpec& send : sends) {
-      check_peer(op, send.peer);
-      if (send.peer == rank_) self_sends.push_back(&send);
-    }
-    for (const RecvSpec& recv : recvs) {
-      check_peer(op, recv.peer);
-      if (recv.peer == rank_) self_recvs.push_back(&recv);
-    }
-    if (self_sends.size() != self_recvs.size()) {
-      fail<CommError>(op, -1,
-                      "lists " + std::to_string(self_sends.size()) + " sends to itself but " +
-                          std::to_string(self_recvs.size()) + " receives from itself");
-    }
+    const Operation op = begin("exchange", detail::exchange_bytes(sends, recvs));
+    for (const SendSpec& send : sends) check_peer(op, send.peer);
+    for (const RecvSpec& recv : recvs) check_peer(op, recv.peer);
+    const detail::SelfTransfers self = detail::self_transfers(rank_, sends, recvs);
+    if (!self.problem.empty()) fail<CommError>(op, self.peer, self.problem);
 
     // Post every receive, then every send (Gloo completes them in the background), then wait for all.
     std::vector<std::pair<Work, int>> works;
@@ -165,14 +152,8 @@ class GlooCommunicator final : public Communicator {
     }
 
     // Sends to itself are plain copies, in the order listed.
-    for (std::size_t i = 0; i < self_sends.size(); ++i) {
-      if (self_sends[i]->bytes != self_recvs[i]->bytes) {
-        untrack_all();
-        fail<CommError>(op, rank_,
-                        "sends itself " + std::to_string(self_sends[i]->bytes) + " bytes but expects " +
-                            std::to_string(self_recvs[i]->bytes));
-      }
-      if (self_sends[i]->bytes > 0) std::memcpy(self_recvs[i]->data, self_sends[i]->data, self_sends[i]->bytes);
+    for (const auto& [send, recv] : self.pairs) {
+      if (send->bytes > 0) std::memcpy(recv->data, send->data, send->bytes);
     }
 
     // Point-to-point works complete only inside wait(), so each is waited for once with what is left of the deadline;

@@ -11,6 +11,7 @@
 #include <tuple>
 #include <vector>
 
+#include "detail/self_transfers.h"
 #include "hybridshard/core/communicator.h"
 #include "hybridshard/core/device.h"
 #include "hybridshard/core/error.h"
@@ -106,42 +107,24 @@ class Loopback final : public LoopbackCommunicator {
   void exchange(std::span<const SendSpec> sends, std::span<const RecvSpec> recvs) override {
     std::lock_guard<std::mutex> lock(state_->mutex);
     const std::uint64_t sequence = begin("exchange");
-    std::vector<const SendSpec*> self_sends;
-    std::vector<const RecvSpec*> self_recvs;
+    for (const SendSpec& send : sends) check_peer(send.peer, "exchange");
+    for (const RecvSpec& recv : recvs) check_peer(recv.peer, "exchange");
+    const detail::SelfTransfers self = detail::self_transfers(rank_, sends, recvs);
+    if (!self.problem.empty()) fail("exchange", sequence, self.problem);
     for (const SendSpec& send : sends) {
-      check_peer(send.peer, "exchange");
-      if (send.peer == rank_) {
-        self_sends.push_back(&send);
-      } else {
-        send_to_scratch(send.data, send.bytes);
-      }
+      if (send.peer != rank_) send_to_scratch(send.data, send.bytes);
     }
     // Several receives from one peer (a message cut into wires) are that peer's one message, in order: the provider
     // is asked for it whole, keyed by (sequence, peer), and it is split over the receives.
     std::map<int, std::vector<std::pair<void*, std::size_t>>> from_peer;
     for (const RecvSpec& recv : recvs) {
-      check_peer(recv.peer, "exchange");
-      if (recv.peer == rank_) {
-        self_recvs.push_back(&recv);
-        continue;
-      }
-      from_peer[recv.peer].emplace_back(recv.data, recv.bytes);
+      if (recv.peer != rank_) from_peer[recv.peer].emplace_back(recv.data, recv.bytes);
     }
     for (const auto& [peer, parts] : from_peer) {
       receive(sequence, members_[static_cast<std::size_t>(peer)], parts, "exchange");
     }
-    if (self_sends.size() != self_recvs.size()) {
-      fail("exchange", sequence,
-           "lists " + std::to_string(self_sends.size()) + " sends to itself but " + std::to_string(self_recvs.size()) +
-               " receives from itself");
-    }
-    for (std::size_t i = 0; i < self_sends.size(); ++i) {
-      if (self_sends[i]->bytes != self_recvs[i]->bytes) {
-        fail("exchange", sequence,
-             "sends itself " + std::to_string(self_sends[i]->bytes) + " bytes but expects " +
-                 std::to_string(self_recvs[i]->bytes));
-      }
-      if (self_sends[i]->bytes > 0) copy_local(self_recvs[i]->data, self_sends[i]->data, self_sends[i]->bytes);
+    for (const auto& [send, recv] : self.pairs) {
+      if (send->bytes > 0) copy_local(recv->data, send->data, send->bytes);
     }
   }
 

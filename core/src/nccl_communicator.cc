@@ -16,6 +16,7 @@
 
 #include "detail/cuda_check.h"
 #include "detail/peer_links.h"
+#include "detail/self_transfers.h"
 #include "hybridshard/core/communicator.h"
 #include "hybridshard/core/error.h"
 #include "hybridshard/core/store.h"
@@ -154,7 +155,7 @@ class NcclCommunicator final : public Communicator {
   }
 
   void exchange(std::span<const SendSpec> sends, std::span<const RecvSpec> recvs) override {
-    const Operation op = begin("exchange", exchange_bytes(sends, recvs));
+    const Operation op = begin("exchange", detail::exchange_bytes(sends, recvs));
     post_exchange(op, sends, recvs);
     finish(op);
   }
@@ -165,7 +166,7 @@ class NcclCommunicator final : public Communicator {
   // waits for the second event.
   void queue_exchange(std::span<const SendSpec> sends, std::span<const RecvSpec> recvs, void* after,
                       void* then) override {
-    const Operation op = begin("exchange", exchange_bytes(sends, recvs));
+    const Operation op = begin("exchange", detail::exchange_bytes(sends, recvs));
     QueuedRound round{op, take_timing_event(), take_timing_event()};
     queued_.push_back(round);
     if (after != nullptr) {
@@ -296,42 +297,16 @@ class NcclCommunicator final : public Communicator {
     return op;
   }
 
-  static std::size_t exchange_bytes(std::span<const SendSpec> sends, std::span<const RecvSpec> recvs) {
-    std::size_t total = 0;
-    for (const SendSpec& send : sends) total += send.bytes;
-    for (const RecvSpec& recv : recvs) total += recv.bytes;
-    return total;
-  }
-
   // Queues one round on the communicator's stream (copies to itself, then one NCCL group); waits only until NCCL has
   // taken the group.
   void post_exchange(const Operation& op, std::span<const SendSpec> sends, std::span<const RecvSpec> recvs) {
-    std::vector<const SendSpec*> self_sends;
-    std::vector<const RecvSpec*> self_recvs;
-    for (const SendSpec& send : sends) {
-      check_peer(op, send.peer);
-      if (send.peer == rank_) self_sends.push_back(&send);
-    }
-    for (const RecvSpec& recv : recvs) {
-      check_peer(op, recv.peer);
-      if (recv.peer == rank_) self_recvs.push_back(&recv);
-    }
-    if (self_sends.size() != self_recvs.size()) {
-      fail<CommError>(op, -1,
-                      "lists " + std::to_string(self_sends.size()) + " sends to itself but " +
-                          std::to_string(self_recvs.size()) + " receives from itself",
-                      {}, false);
-    }
-    for (std::size_t i = 0; i < self_sends.size(); ++i) {
-      if (self_sends[i]->bytes != self_recvs[i]->bytes) {
-        fail<CommError>(op, rank_,
-                        "sends itself " + std::to_string(self_sends[i]->bytes) + " bytes but expects " +
-                            std::to_string(self_recvs[i]->bytes),
-                        {}, false);
-      }
-      if (self_sends[i]->bytes > 0) {
-        HS_CUDA_CHECK(cudaMemcpyAsync(self_recvs[i]->data, self_sends[i]->data, self_sends[i]->bytes,
-                                      cudaMemcpyDeviceToDevice, context_->stream));
+    for (const SendSpec& send : sends) check_peer(op, send.peer);
+    for (const RecvSpec& recv : recvs) check_peer(op, recv.peer);
+    const detail::SelfTransfers self = detail::self_transfers(rank_, sends, recvs);
+    if (!self.problem.empty()) fail<CommError>(op, self.peer, self.problem, {}, false);
+    for (const auto& [send, recv] : self.pairs) {
+      if (send->bytes > 0) {
+        HS_CUDA_CHECK(cudaMemcpyAsync(recv->data, send->data, send->bytes, cudaMemcpyDeviceToDevice, context_->stream));
       }
     }
     bool any = false;

@@ -1,7 +1,9 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "hybridshard/core/communicator.h"
 #include "hybridshard/core/device.h"
@@ -83,6 +85,34 @@ TEST(LoopbackCommunicatorTest, exchange_with_itself_copies_locally) {
   comm->exchange(sends, recvs);
   EXPECT_EQ(back, mine);
   EXPECT_TRUE(peers.asked.empty());
+}
+
+// Sends and receives to itself must pair up in order, in count and in size; nothing is copied or asked for when
+// they do not (detail/self_transfers.h, the same check in every communicator).
+TEST(LoopbackCommunicatorTest, exchange_with_itself_that_does_not_pair_up_is_an_error) {
+  auto device = make_cpu_device(1 << 20);
+  CountingProvider peers;
+  auto comm = make_loopback_communicator(2, 4, *device, peers.provider());
+  std::vector<std::uint8_t> mine{1, 2, 3, 4}, back(4, 0), from_peer(4, 0);
+  const SendSpec two_sends[] = {{2, mine.data(), 2}, {2, mine.data() + 2, 2}};
+  const RecvSpec one_recv[] = {{2, back.data(), 4}, {1, from_peer.data(), 4}};
+  try {
+    comm->exchange(two_sends, one_recv);
+    FAIL() << "an exchange with 2 sends to itself and 1 receive from itself went through";
+  } catch (const CommError& error) {
+    EXPECT_NE(std::string(error.what()).find("lists 2 sends to itself but 1 receives from itself"), std::string::npos)
+        << error.what();
+  }
+  const SendSpec short_send[] = {{2, mine.data(), 3}};
+  const RecvSpec long_recv[] = {{2, back.data(), 4}};
+  try {
+    comm->exchange(short_send, long_recv);
+    FAIL() << "an exchange that sends itself 3 bytes into a 4-byte receive went through";
+  } catch (const CommError& error) {
+    EXPECT_NE(std::string(error.what()).find("sends itself 3 bytes but expects 4"), std::string::npos) << error.what();
+  }
+  EXPECT_EQ(back, std::vector<std::uint8_t>(4, 0));
+  EXPECT_TRUE(peers.asked.empty());  // refused before peer 1's message was asked for
 }
 
 TEST(LoopbackCommunicatorTest, subgroups_name_world_ranks_and_share_the_sequence) {
