@@ -14,6 +14,7 @@
 #include "detail/measure.h"
 #include "detail/shard_check.h"
 #include "hybridshard/core/batch.h"
+#include "hybridshard/core/enter_time.h"
 #include "hybridshard/core/error.h"
 #include "hybridshard/core/events.h"
 #include "hybridshard/core/flat_buffer.h"
@@ -216,18 +217,12 @@ Series time_peer_copies(const BenchConfig& config, core::Device& device, core::C
 Series time_send_recv(const BenchConfig& config, core::Device& device, core::Communicator& world,
                       const core::RankPlan& plan) {
   Series series;
-  const auto n = static_cast<std::size_t>(world.size());
-  std::vector<std::int64_t> to(n, 0);
-  std::vector<std::int64_t> from(n, 0);
-  for (const core::Round& round : plan.rounds) {
-    for (const core::Message& message : round.sends) to[static_cast<std::size_t>(message.peer)] += message.bytes;
-    for (const core::Message& message : round.recvs) from[static_cast<std::size_t>(message.peer)] += message.bytes;
-  }
+  const core::RankTraffic traffic = core::rank_traffic(plan);  // what the plan's messages move, per peer
   std::int64_t sent = 0;
   std::int64_t received = 0;
-  for (std::size_t p = 0; p < n; ++p) {
-    sent += to[p];
-    received += from[p];
+  for (const core::PeerTraffic& peer : traffic.peers) {
+    sent += peer.sent;
+    received += peer.received;
   }
   if (max_over_ranks(device, world, std::max(sent, received)) <= 0) return series;
   DeviceMemory send(device, core::Residency::kGpu, std::max<std::int64_t>(sent, 1));
@@ -238,13 +233,13 @@ Series time_send_recv(const BenchConfig& config, core::Device& device, core::Com
   std::vector<core::RecvSpec> recvs;
   std::int64_t send_offset = 0;
   std::int64_t recv_offset = 0;
-  for (std::size_t p = 0; p < n; ++p) {
-    if (to[p] > 0) sends.push_back({static_cast<int>(p), send.data() + send_offset, static_cast<std::size_t>(to[p])});
-    if (from[p] > 0) {
-      recvs.push_back({static_cast<int>(p), recv.data() + recv_offset, static_cast<std::size_t>(from[p])});
+  for (const core::PeerTraffic& peer : traffic.peers) {
+    if (peer.sent > 0) sends.push_back({peer.peer, send.data() + send_offset, static_cast<std::size_t>(peer.sent)});
+    if (peer.received > 0) {
+      recvs.push_back({peer.peer, recv.data() + recv_offset, static_cast<std::size_t>(peer.received)});
     }
-    send_offset += to[p];
-    recv_offset += from[p];
+    send_offset += peer.sent;
+    recv_offset += peer.received;
   }
   series.bytes = received;
   series.what = "send/recv on " + std::string(core::backend_name(world.backend())) +
