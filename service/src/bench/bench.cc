@@ -66,7 +66,7 @@ std::vector<detail::RankResult> run_ranks_as_threads(const BenchConfig& config) 
   // The ranks are threads of this process: they meet in a file store in a private directory (no port).
   const PrivateDirectory store_directory("bench-store");
   StoreAddress address;
-  address.file = (store_directory.path() / "store").string();
+  address.file = store_directory.store_file();
   address.prefix = "hybridshard-bench";
 
   std::vector<detail::RankResult> results(static_cast<std::size_t>(world_size));

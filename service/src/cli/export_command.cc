@@ -46,7 +46,7 @@ int export_inference_shards(const JobConfig& job, const std::filesystem::path& o
   // The ranks are threads of this process: they meet in a file store in a private directory (no port).
   const PrivateDirectory store_directory("export-store");
   StoreAddress store_address;
-  store_address.file = (store_directory.path() / "store").string();
+  store_address.file = store_directory.store_file();
   store_address.prefix = "export";
 
   std::mutex mutex;

@@ -491,7 +491,7 @@ LaunchResult run_launcher(const LaunchOptions& options) {
   // can enter (no port for anyone on the network or another local user to reach), removed when the job ends.
   const PrivateDirectory store_directory("store");
   core::StoreOptions store_options;
-  store_options.file = (store_directory.path() / "store").string();
+  store_options.file = store_directory.store_file();
   store_options.timeout = job.runtime.timeout;
   std::unique_ptr<core::Store> store = core::Store::open(store_options);
   const std::string events_secret = new_stream_secret();

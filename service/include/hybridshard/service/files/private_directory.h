@@ -18,6 +18,8 @@ class PrivateDirectory {
   PrivateDirectory& operator=(const PrivateDirectory&) = delete;
 
   const std::filesystem::path& path() const { return path_; }
+  // The rendezvous store's file in this directory (core::StoreOptions::file, StoreAddress::file).
+  std::string store_file() const { return (path_ / "store").string(); }
 
  private:
   std::filesystem::path path_;
