@@ -3,7 +3,6 @@
 #pragma once
 
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "free_port.h"
 #include "test_http_client.h"
 
 #ifndef HYBRIDSHARD_ALERTS_FILE
@@ -32,23 +32,6 @@ inline std::string find_prometheus() {
     if (::access(candidate, X_OK) == 0) return candidate;
   }
   return "";
-}
-
-// A port that was free a moment ago (Prometheus cannot be told to pick one and report it).
-inline int unused_loopback_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    ::close(fd);
-    throw std::runtime_error("bind 127.0.0.1:0 failed");
-  }
-  socklen_t length = sizeof(address);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
 }
 
 inline std::string url_encode(const std::string& text) {
@@ -72,7 +55,7 @@ class PrometheusServer {
   // `honor_labels`: keep the target's own `job` label (`hybridshard serve` labels every series with its job).
   PrometheusServer(const std::string& binary, const fs::path& dir, int target_port, bool honor_labels = false)
       : dir_(dir) {
-    port_ = unused_loopback_port();
+    port_ = free_loopback_port();
     const fs::path config = dir / "prometheus.yml";
     std::ofstream(config) << "global:\n"
                           << "  scrape_interval: 1s\n"

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "child_process.h"
+#include "free_port.h"
 #include "hybridshard/service/observe/record.h"
 #include "prometheus_server.h"
 #include "test_http_client.h"

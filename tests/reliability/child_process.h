@@ -3,11 +3,8 @@
 // process as a child subreaper, so that ranks orphaned by a dying launcher come back to the test to be found.
 #pragma once
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -154,22 +151,6 @@ class ChildProcess {
   std::chrono::steady_clock::time_point started_;
   ChildResult result_;
 };
-
-// A port of 127.0.0.1 that was free a moment ago (for programs that cannot report the one they picked).
-inline int free_loopback_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    ::close(fd);
-    throw std::runtime_error("bind 127.0.0.1:0 failed");
-  }
-  socklen_t length = sizeof(address);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
 
 // This host's name, as the launcher reports it.
 inline std::string host_name() {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "child_process.h"
+#include "free_port.h"
 #include "hybridshard/service/events/event_stream.h"
 #include "hybridshard/service/observe/record.h"
 #include "test_http_client.h"

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "child_process.h"
+#include "free_port.h"
 #include "test_http_client.h"
 
 namespace hybridshard::testing {
