@@ -10,18 +10,20 @@
 // HYBRIDSHARD_PEER_COPY_STREAMS streams (default 4) forked from and joined back into the compute stream, so that a
 // copy's start does not wait for the previous copy's end. Over NVLink the copy engines move a peer's bytes faster
 // than SM loads (2 x H200: 390 against 338 GB/s, GPU.md; enter measured in docs/performance.md). A strided piece goes
-// to the copy engines only when its rows are at least HYBRIDSHARD_PEER_COPY_MIN_ROW bytes wide (default 2048): a 2-D
-// copy moves row by row, and rows of 4 KiB and wider (Llama's o_proj halves) ran at copy-engine speed while the
-// 768-byte rows of Qwen3-30B-A3B's expert w2 halves ran far below it (docs/performance.md, issue 15), so narrower rows
-// go to the piece kernel, whose blocks read 64 KiB chunks of many rows at once. The routing and the kernel's table are
+// to the copy engines only when its rows are at least HYBRIDSHARD_PEER_COPY_MIN_ROW bytes wide (default 256): 2-D
+// copies between two H200s ran at the contiguous copy's rate down to 256-byte rows, while the kernel reading a peer's
+// 768-byte rows (Qwen3-30B-A3B's expert w2 halves) slowed the link beside the copy engines (docs/performance.md,
+// session 7). The kernel runs beside the copy engines on at most HYBRIDSHARD_PEER_KERNEL_BLOCKS blocks (default half
+// the multiprocessors) and is launched before them: its local copies then last about as long as the link's instead
+// of crowding the memory at the start (Llama-3-8B tp2 -> 1: 23.9 -> 23.0 ms). The routing and the kernel's table are
 // built by detail::make_piece_table (core/src/piece_table.cc), which `enter_work` also uses to count what an enter
 // issues; a 2-D copy whose rows lie further apart than the device's largest pitch (coalesced pieces of tensors far
-// apart in a buffer) goes row by row. Inside the kernel
-// the chunks that read another device are spread evenly through the grid, so that its NVLink reads start at once
-// and the local chunks fill the gaps. copy_pieces keeps its tables on the device: the same call again (an enter
-// after an exit: same pieces, same buffers) launches it without building or uploading it. copy_pieces_aside runs the
-// same on a second stream (the send/recv path lands one round's bucket there while the next round moves); both lanes
-// share the table cache (the last 1024 tables: a round's pack, landing and local slice each have one).
+// apart in a buffer) goes row by row. Inside the kernel the chunks that read another device are spread evenly through
+// the grid, so that its NVLink reads start at once and the local chunks fill the gaps. copy_pieces keeps its tables
+// on the device: the same call again (an enter after an exit: same pieces, same buffers) launches it without building
+// or uploading it. copy_pieces_aside runs the same on a second stream (the send/recv path lands one round's bucket
+// there while the next round moves); both lanes share the table cache (the last 1024 tables: a round's pack, landing
+// and local slice each have one).
 //
 // The cache (like PyTorch's caching allocator, without splitting blocks): sizes are rounded (512 B below 1 MiB, 2 MiB
 // above), deallocate records an event on the stream and keeps the block in a size-ordered free list of its residency,
@@ -63,6 +65,7 @@ struct CachedTable {
   std::size_t capacity = 0;
   std::size_t chunks_offset = 0;
   std::int64_t num_chunks = 0;
+  std::int64_t max_blocks = 0;
 };
 
 class CudaDevice final : public Device {
@@ -86,6 +89,9 @@ class CudaDevice final : public Device {
     HS_CUDA_CHECK(cudaEventCreateWithFlags(&staging_free_, cudaEventDisableTiming));
     HS_CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
     routing_ = detail::PieceRouting::from_environment();
+    if (routing_.kernel_blocks_beside_engines == 0) {
+      routing_.kernel_blocks_beside_engines = std::max(1, properties.multiProcessorCount / 2);
+    }
     std::size_t engine_streams = 4;
     if (const char* value = std::getenv("HYBRIDSHARD_PEER_COPY_STREAMS"); value != nullptr && *value != '\0') {
       char* end = nullptr;
@@ -334,8 +340,16 @@ class CudaDevice final : public Device {
   // everything after them on that stream waits for them (several streams, so that one copy's start does not wait for
   // the previous one's end), and the kernel over the rest.
   void launch(const CachedTable& table, cudaStream_t stream) {
+    const auto launch_kernel = [&] {
+      if (table.num_chunks <= 0) return;
+      detail::launch_copy_pieces(reinterpret_cast<const detail::DevicePiece*>(table.device),
+                                 reinterpret_cast<const detail::DeviceChunk*>(
+                                     static_cast<const unsigned char*>(table.device) + table.chunks_offset),
+                                 table.num_chunks, table.max_blocks, stream);
+    };
+    if (!table.engine_copies.empty()) HS_CUDA_CHECK(cudaEventRecord(fork_, stream));
+    launch_kernel();
     if (!table.engine_copies.empty()) {
-      HS_CUDA_CHECK(cudaEventRecord(fork_, stream));
       for (std::size_t e = 0; e < table.engine_copies.size(); ++e) {
         if (e < engines_.size()) HS_CUDA_CHECK(cudaStreamWaitEvent(engine(e).stream, fork_, 0));
         const detail::DevicePiece& copy = table.engine_copies[e];
@@ -358,12 +372,6 @@ class CudaDevice final : public Device {
       for (std::size_t e = 0; e < std::min(engines_.size(), table.engine_copies.size()); ++e) {
         HS_CUDA_CHECK(cudaEventRecord(engines_[e].join, engines_[e].stream));
       }
-    }
-    if (table.num_chunks > 0) {
-      detail::launch_copy_pieces(reinterpret_cast<const detail::DevicePiece*>(table.device),
-                                 reinterpret_cast<const detail::DeviceChunk*>(
-                                     static_cast<const unsigned char*>(table.device) + table.chunks_offset),
-                                 table.num_chunks, stream);
     }
     for (std::size_t e = 0; e < std::min(engines_.size(), table.engine_copies.size()); ++e) {
       HS_CUDA_CHECK(cudaStreamWaitEvent(stream, engines_[e].join, 0));
@@ -400,6 +408,7 @@ class CudaDevice final : public Device {
     detail::PieceTable built = detail::make_piece_table(pieces, src_bases, message_base, dst_base, remote, routing_);
     table.engine_copies = std::move(built.engine_copies);
     table.num_chunks = static_cast<std::int64_t>(built.chunks.size());
+    table.max_blocks = built.max_blocks;
     if (built.entries.empty()) return;
     // One upload: the piece entries, then the per-block chunk table (8-byte aligned: DevicePiece holds 8-byte
     // fields), kept in table.device for the next call with the same key.

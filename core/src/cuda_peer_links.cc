@@ -14,14 +14,18 @@
 namespace hybridshard::core::detail {
 namespace {
 
+// Read once per process (a file read cost tens of microseconds in every enter).
 std::uint64_t this_host() {
-  char name[256] = {};
-  gethostname(name, sizeof name - 1);
-  std::string identity = name;
-  std::ifstream boot_id("/proc/sys/kernel/random/boot_id");
-  std::string boot;
-  if (boot_id >> boot) identity += "/" + boot;
-  return std::hash<std::string>{}(identity);
+  static const std::uint64_t host = [] {
+    char name[256] = {};
+    gethostname(name, sizeof name - 1);
+    std::string identity = name;
+    std::ifstream boot_id("/proc/sys/kernel/random/boot_id");
+    std::string boot;
+    if (boot_id >> boot) identity += "/" + boot;
+    return std::hash<std::string>{}(identity);
+  }();
+  return host;
 }
 
 void set_why(PeerRecord& record, const std::string& why) {
@@ -31,26 +35,40 @@ void set_why(PeerRecord& record, const std::string& why) {
 
 std::string device_name(int index) { return "cuda:" + std::to_string(index); }
 
-// Where `pointer` sits in its allocation (cuMemGetAddressRange, reached through the runtime so that nothing links
-// libcuda); -1 when the driver does not say.
+// A driver function by name, reached through the runtime so that nothing links libcuda; null when the driver does
+// not have it.
+template <typename Function>
+Function driver_function(const char* name) {
+  void* function = nullptr;
+  cudaDriverEntryPointQueryResult status{};
+  if (cudaGetDriverEntryPointByVersion(name, &function, 12000, cudaEnableDefault, &status) != cudaSuccess ||
+      status != cudaDriverEntryPointSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  return reinterpret_cast<Function>(function);
+}
+
+// Where `pointer` sits in its allocation (cuMemGetAddressRange); -1 when the driver does not say.
 std::int64_t offset_in_allocation(const void* pointer) {
-  static const PFN_cuMemGetAddressRange_v3020 get_range = [] {
-    void* function = nullptr;
-    cudaDriverEntryPointQueryResult status{};
-    if (cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &function, 12000, cudaEnableDefault, &status) !=
-            cudaSuccess ||
-        status != cudaDriverEntryPointSuccess) {
-      cudaGetLastError();
-      function = nullptr;
-    }
-    return reinterpret_cast<PFN_cuMemGetAddressRange_v3020>(function);
-  }();
+  static const auto get_range = driver_function<PFN_cuMemGetAddressRange_v3020>("cuMemGetAddressRange");
   if (get_range == nullptr) return -1;
   CUdeviceptr base = 0;
   std::size_t size = 0;
   const auto address = static_cast<CUdeviceptr>(reinterpret_cast<std::uintptr_t>(pointer));
   if (get_range(&base, &size, address) != CUDA_SUCCESS) return -1;
   return static_cast<std::int64_t>(address - base);
+}
+
+// The driver's process-wide unique id of the allocation `pointer` lies in (CU_POINTER_ATTRIBUTE_BUFFER_ID), 0 when
+// the driver does not say.
+std::uint64_t allocation_id(const void* pointer) {
+  static const auto get_attribute = driver_function<PFN_cuPointerGetAttribute_v4000>("cuPointerGetAttribute");
+  if (get_attribute == nullptr) return 0;
+  unsigned long long id = 0;
+  const auto address = static_cast<CUdeviceptr>(reinterpret_cast<std::uintptr_t>(pointer));
+  if (get_attribute(&id, CU_POINTER_ATTRIBUTE_BUFFER_ID, address) != CUDA_SUCCESS) return 0;
+  return id;
 }
 
 }  // namespace
@@ -62,8 +80,9 @@ PeerLinks::~PeerLinks() {
   for (auto& [handle, base] : opened_) cudaIpcCloseMemHandle(base);
 }
 
-PeerRecord PeerLinks::describe(std::span<void* const> buffers, std::span<const std::int64_t> bytes) const {
+PeerRecord PeerLinks::describe(std::span<void* const> buffers, std::span<const std::int64_t> bytes) {
   PeerRecord record;
+  std::memset(static_cast<void*>(&record), 0, sizeof record);
   record.host = this_host();
   record.pid = static_cast<std::int32_t>(getpid());
   record.device = device_index_;
@@ -80,16 +99,27 @@ PeerRecord PeerLinks::describe(std::span<void* const> buffers, std::span<const s
     record.pointers[i] = reinterpret_cast<std::uintptr_t>(buffers[i]);
     record.bytes[i] = bytes[i];
     if (buffers[i] == nullptr || bytes[i] <= 0) continue;
-    const cudaError_t error = cudaIpcGetMemHandle(&record.handles[i], buffers[i]);
     record.offsets[i] = offset_in_allocation(buffers[i]);
+    if (record.offsets[i] < 0) {
+      record.shareable = 0;
+      set_why(record, "cuMemGetAddressRange on " + device_name(device_index_) + " did not place buffer " +
+                          std::to_string(i) + " in its allocation");
+      continue;
+    }
+    // An allocation described before (an enter after an exit: the same train buffers) keeps its handle; asking the
+    // driver for it again took 50-80 us per enter on an H200.
+    const std::uint64_t id = allocation_id(buffers[i]);
+    if (const auto found = described_.find(id); id != 0 && found != described_.end()) {
+      record.handles[i] = found->second;
+      continue;
+    }
+    const cudaError_t error = cudaIpcGetMemHandle(&record.handles[i], buffers[i]);
     if (error != cudaSuccess) {
       cudaGetLastError();
       record.shareable = 0;
       set_why(record, "cudaIpcGetMemHandle on " + device_name(device_index_) + " failed: " + cudaGetErrorString(error));
-    } else if (record.offsets[i] < 0) {
-      record.shareable = 0;
-      set_why(record, "cuMemGetAddressRange on " + device_name(device_index_) + " did not place buffer " +
-                          std::to_string(i) + " in its allocation");
+    } else if (id != 0) {
+      described_[id] = record.handles[i];
     }
   }
   return record;

@@ -37,6 +37,18 @@ std::vector<DeviceChunk> spread(std::vector<DeviceChunk> remote, std::vector<Dev
   return merged;
 }
 
+// A byte or block count from the environment variable `name`, or `fallback` when it is unset or empty.
+std::int64_t count_from_environment(const char* name, std::int64_t fallback) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') return fallback;
+  char* end = nullptr;
+  const long long count = std::strtoll(value, &end, 10);
+  if (end == value || *end != '\0' || count < 0 || count > (std::int64_t{1} << 40)) {
+    HS_THROW(ConfigError, std::string(name) + ": '" + value + "' is not a count");
+  }
+  return count;
+}
+
 }  // namespace
 
 PieceRouting PieceRouting::from_environment() {
@@ -53,14 +65,9 @@ PieceRouting PieceRouting::from_environment() {
       HS_THROW(ConfigError, "HYBRIDSHARD_PEER_COPY: '" + mode + "' is not engine, contiguous or kernel");
     }
   }
-  if (const char* value = std::getenv("HYBRIDSHARD_PEER_COPY_MIN_ROW"); value != nullptr && *value != '\0') {
-    char* end = nullptr;
-    const long long bytes = std::strtoll(value, &end, 10);
-    if (end == value || *end != '\0' || bytes < 0 || bytes > (std::int64_t{1} << 40)) {
-      HS_THROW(ConfigError, std::string("HYBRIDSHARD_PEER_COPY_MIN_ROW: '") + value + "' is not a byte count");
-    }
-    routing.engine_min_row_bytes = bytes;
-  }
+  routing.engine_min_row_bytes = count_from_environment("HYBRIDSHARD_PEER_COPY_MIN_ROW", routing.engine_min_row_bytes);
+  routing.kernel_blocks_beside_engines =
+      count_from_environment("HYBRIDSHARD_PEER_KERNEL_BLOCKS", routing.kernel_blocks_beside_engines);
   return routing;
 }
 
@@ -140,6 +147,7 @@ PieceTable make_piece_table(std::span<const Piece> pieces, std::span<void* const
     table.entries.push_back(entry);
   }
   if (!remote_chunks.empty()) table.chunks = spread(std::move(remote_chunks), std::move(table.chunks));
+  if (!table.engine_copies.empty()) table.max_blocks = routing.kernel_blocks_beside_engines;
   return table;
 }
 

@@ -113,10 +113,11 @@ __global__ void count_mismatches_kernel(const Element* actual, const Element* ex
 }  // namespace
 
 void launch_copy_pieces(const DevicePiece* pieces, const DeviceChunk* chunks, std::int64_t num_chunks,
-                        cudaStream_t stream) {
+                        std::int64_t max_blocks, cudaStream_t stream) {
   if (num_chunks <= 0) return;
   constexpr std::int64_t kMaxBlocks = 1 << 30;
-  const auto blocks = static_cast<unsigned int>(num_chunks < kMaxBlocks ? num_chunks : kMaxBlocks);
+  const std::int64_t most = max_blocks > 0 && max_blocks < kMaxBlocks ? max_blocks : kMaxBlocks;
+  const auto blocks = static_cast<unsigned int>(num_chunks < most ? num_chunks : most);
   copy_pieces_kernel<<<blocks, kCopyThreads, 0, stream>>>(pieces, chunks, num_chunks);
   HS_CUDA_CHECK_LAUNCH();
 }

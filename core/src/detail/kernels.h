@@ -25,9 +25,10 @@ struct DeviceGenerateEntry {
   std::int32_t hf_tensor = 0;
 };
 
-// One block per entry of `chunks` (num_chunks of them), each copying its chunk of `pieces`.
+// Copies every entry of `chunks` (num_chunks of them), each its chunk of `pieces`: one block per chunk, or at most
+// `max_blocks` blocks that take the chunks in turn (0: no limit).
 void launch_copy_pieces(const DevicePiece* pieces, const DeviceChunk* chunks, std::int64_t num_chunks,
-                        cudaStream_t stream);
+                        std::int64_t max_blocks, cudaStream_t stream);
 
 void launch_generate(const DeviceGenerateEntry* entries, std::int32_t num_entries, std::int64_t num_chunks, void* base,
                      std::int32_t dtype_code, std::uint32_t version, cudaStream_t stream);

@@ -27,8 +27,16 @@ struct PeerRecord {
   std::int64_t bytes[kMaxSharedBuffers] = {};
   std::int64_t offsets[kMaxSharedBuffers] = {};  // from the start of the allocation the IPC handle maps
   cudaIpcMemHandle_t handles[kMaxSharedBuffers] = {};
-  char why[160] = {};  // when count < 0 or shareable == 0: why
+  char why[160] = {};        // when count < 0 or shareable == 0: why
+  std::uint64_t wanted = 0;  // the peers this rank reads (wanted_key)
 };
+
+// The peers a rank wants to read, as one number for its record (FNV-1a over the list).
+inline std::uint64_t wanted_key(std::span<const int> wanted) {
+  std::uint64_t key = 0xcbf29ce484222325ull;
+  for (int peer : wanted) key = (key ^ static_cast<std::uint32_t>(peer)) * 0x100000001b3ull;
+  return key ^ wanted.size();
+}
 
 class PeerLinks {
  public:
@@ -37,16 +45,18 @@ class PeerLinks {
   PeerLinks(const PeerLinks&) = delete;
   PeerLinks& operator=(const PeerLinks&) = delete;
 
-  // This rank's record for `buffers` (device memory of this device, anywhere inside a cudaMalloc allocation: the
-  // offset from the allocation's start travels with the handle). More than kMaxSharedBuffers: count -1.
-  PeerRecord describe(std::span<void* const> buffers, std::span<const std::int64_t> bytes) const;
+  // This rank's record for `buffers` (every byte set, padding included: records are compared byte for byte) (device
+  // memory of this device, anywhere inside a cudaMalloc allocation: the offset from the allocation's start travels with
+  // the handle). More than kMaxSharedBuffers: count -1.
+  PeerRecord describe(std::span<void* const> buffers, std::span<const std::int64_t> bytes);
 
   // Peer's buffers as this device reads them, or empty with `why` set.
   std::vector<const void*> open(const PeerRecord& self, const PeerRecord& peer, std::string& why);
 
  private:
   int device_index_;
-  std::map<std::string, void*> opened_;  // IPC handle bytes -> mapped base
+  std::map<std::string, void*> opened_;                    // IPC handle bytes -> mapped base
+  std::map<std::uint64_t, cudaIpcMemHandle_t> described_;  // allocation id (the driver's buffer id) -> IPC handle
 };
 
 }  // namespace hybridshard::core::detail

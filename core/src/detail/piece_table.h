@@ -16,13 +16,18 @@ namespace hybridshard::core::detail {
 // HYBRIDSHARD_PEER_COPY_MIN_ROW, read by from_environment(); the defaults are what docs/performance.md measured best):
 // kEngine gives every piece of at least 256 KiB to the copy engines (cudaMemcpyAsync, or cudaMemcpy2DAsync for
 // strided pieces) and the kernel the rest; kContiguous only contiguous pieces of at least 1 MiB; kKernel none. A
-// strided piece goes to the copy engines only when its rows are at least `engine_min_row_bytes` wide: a 2-D copy
-// moves row by row, and narrow rows ran far below copy-engine speed. Pieces read from the device's own memory always
-// go to the kernel.
+// strided piece goes to the copy engines only when its rows are at least `engine_min_row_bytes` wide: on 2 x H200 a
+// 2-D copy between the GPUs ran at the contiguous copy's 391 GB/s with rows of 256 bytes and wider and at 367 GB/s
+// with 128-byte rows, while the kernel reading a peer's 768-byte rows took 342 GB/s out of the link beside a copy
+// (docs/performance.md, session 7). Pieces read from the device's own memory always go to the kernel.
 struct PieceRouting {
   enum class PeerCopy : std::uint8_t { kEngine, kContiguous, kKernel };
   PeerCopy peer_copy = PeerCopy::kEngine;
-  std::int64_t engine_min_row_bytes = 2048;
+  std::int64_t engine_min_row_bytes = 256;
+  // The kernel's grid when copy-engine copies run beside it (HYBRIDSHARD_PEER_KERNEL_BLOCKS): 0 leaves it to the
+  // device (the CUDA device: half its multiprocessors), so that the kernel's own copies run beside the link's for
+  // its whole length instead of crowding the memory at its start.
+  std::int64_t kernel_blocks_beside_engines = 0;
 
   // The defaults overridden by the environment; throws ConfigError naming the variable when a value is unusable.
   static PieceRouting from_environment();
@@ -37,6 +42,7 @@ struct PieceTable {
   std::vector<DevicePiece> engine_copies;
   std::vector<DevicePiece> entries;
   std::vector<DeviceChunk> chunks;
+  std::int64_t max_blocks = 0;        // the kernel's grid at most (0: one block per chunk)
   std::int64_t device_bytes() const;  // what the kernel's table takes on the device: entries, then chunks
 };
 

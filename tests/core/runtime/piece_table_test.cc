@@ -20,10 +20,10 @@ Piece contiguous(int src_buffer, std::int64_t src, std::int64_t dst, std::int64_
 }
 
 TEST(PieceTableTest, peer_pieces_go_to_the_copy_engines_unless_small_or_narrow_and_own_pieces_to_the_kernel) {
-  const detail::PieceRouting routing;  // the defaults: engine, 2 KiB rows
+  const detail::PieceRouting routing;  // the defaults: engine, 256-byte rows
   const std::vector<Piece> pieces = {
       contiguous(1, 0, 0, 1 << 20),                       // peer, contiguous 1 MiB: copy engines
-      Piece{1, 1 << 20, 1 << 20, 1024, 768, 1536, 768},   // peer, 768-byte rows: kernel
+      Piece{1, 1 << 20, 1 << 20, 6144, 128, 256, 128},    // peer, 128-byte rows: kernel
       Piece{1, 4 << 20, 4 << 20, 256, 4096, 8192, 4096},  // peer, 4 KiB rows, 1 MiB: copy engines (2-D)
       contiguous(1, 8 << 20, 8 << 20, 100 << 10),         // peer, 100 KiB: kernel
       contiguous(0, 0, 16 << 20, 1 << 20),                // own buffer: kernel
@@ -35,6 +35,7 @@ TEST(PieceTableTest, peer_pieces_go_to_the_copy_engines_unless_small_or_narrow_a
   EXPECT_EQ(table.engine_copies[0].rows, 1);
   EXPECT_EQ(table.engine_copies[1].rows, 256);
   EXPECT_EQ(table.engine_copies[1].src_stride, 8192);
+  EXPECT_EQ(table.max_blocks, routing.kernel_blocks_beside_engines);
   ASSERT_EQ(table.entries.size(), 3u);
   // 768 KiB, 100 KiB and 1 MiB in 64 KiB chunks: 12 + 2 + 16; the 14 reading the peer spread through the grid,
   // starting with one.
@@ -46,8 +47,14 @@ TEST(PieceTableTest, peer_pieces_go_to_the_copy_engines_unless_small_or_narrow_a
 
   detail::PieceRouting kernel_only;
   kernel_only.peer_copy = detail::PieceRouting::PeerCopy::kKernel;
-  EXPECT_TRUE(detail::make_piece_table(pieces, bases, nullptr, at(3ull << 40), {false, true}, kernel_only)
-                  .engine_copies.empty());
+  kernel_only.kernel_blocks_beside_engines = 66;
+  const detail::PieceTable alone =
+      detail::make_piece_table(pieces, bases, nullptr, at(3ull << 40), {false, true}, kernel_only);
+  EXPECT_TRUE(alone.engine_copies.empty());
+  EXPECT_EQ(alone.max_blocks, 0);  // the kernel alone: one block per chunk
+  detail::PieceRouting capped = routing;
+  capped.kernel_blocks_beside_engines = 66;
+  EXPECT_EQ(detail::make_piece_table(pieces, bases, nullptr, at(3ull << 40), {false, true}, capped).max_blocks, 66);
   detail::PieceRouting narrow_rows_too;
   narrow_rows_too.engine_min_row_bytes = 0;
   EXPECT_EQ(detail::make_piece_table(pieces, bases, nullptr, at(3ull << 40), {false, true}, narrow_rows_too)
@@ -67,9 +74,10 @@ TEST(PieceTableTest, a_source_buffer_out_of_range_is_an_error_naming_the_piece) 
 }
 
 // Qwen3-30B-A3B, train tp 1 dp 2 EP 2 -> rollout tp' 2 (vLLM's tensor-parallel experts), rank 0, peer on another
-// GPU: it reads the w13 halves of the peer's 64 experts per layer. One piece per half is 6144 copy-engine calls per
-// enter (64 experts x gate and up x 48 layers); coalesced, each layer's 128 halves are one 2-D piece at one stride:
-// 48. The w2 halves (768-byte rows) go to the kernel either way.
+// GPU: it reads the w13 halves and the w2 halves of the peer's 64 experts per layer. One piece per w13 half is 6144
+// copy-engine calls per enter (64 experts x gate and up x 48 layers); coalesced, each layer's 128 halves are one 2-D
+// piece at one stride: 48. The w2 halves (768-byte rows, wide enough for the copy engines) are one 2-D piece per
+// layer either way (the experts' fc2 rows lie at one stride): 48 more.
 TEST(EnterWorkTest, coalescing_makes_one_copy_per_layer_of_the_experts_halves) {
   const ModelSpec spec = *model_preset("qwen3-30b-a3b");
   const TrainLayout train{.tp = 1, .dp = 2, .ep = 2};
@@ -78,8 +86,8 @@ TEST(EnterWorkTest, coalescing_makes_one_copy_per_layer_of_the_experts_halves) {
   const RankPlan coalesced = make_rank_plan(spec, train, inference, 0);
   const EnterWork before = enter_work(per_transfer, EnterPath::kPeerOtherDevices);
   const EnterWork after = enter_work(coalesced, EnterPath::kPeerOtherDevices);
-  EXPECT_EQ(before.copy_engine_calls, 64 * 2 * spec.num_hidden_layers);
-  EXPECT_EQ(after.copy_engine_calls, spec.num_hidden_layers);
+  EXPECT_EQ(before.copy_engine_calls, (64 * 2 + 1) * spec.num_hidden_layers);
+  EXPECT_EQ(after.copy_engine_calls, 2 * spec.num_hidden_layers);
   EXPECT_EQ(before.kernel_launches, 1);
   EXPECT_EQ(after.kernel_launches, 1);
   EXPECT_EQ(after.pieces.bytes, before.pieces.bytes);
