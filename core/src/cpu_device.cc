@@ -6,7 +6,7 @@
 #include <mutex>
 #include <string>
 
-#include "detail/block_cache.h"
+#include "detail/caching_device.h"
 #include "detail/dtype_bits.h"
 #include "detail/generate_table.h"
 #include "hybridshard/core/device.h"
@@ -20,7 +20,7 @@ constexpr std::size_t kHostAlignment = 256;
 
 std::string where_name(Residency where) { return std::string(residency_name(where)); }
 
-class CpuDevice final : public Device {
+class CpuDevice final : public detail::CachingDevice<void*> {
  public:
   explicit CpuDevice(std::int64_t capacity_bytes) : capacity_(capacity_bytes) {
     if (capacity_bytes < 0) HS_THROW(ConfigError, "cpu device: negative capacity " + std::to_string(capacity_bytes));
@@ -73,20 +73,7 @@ class CpuDevice final : public Device {
   void deallocate(Residency where, void* pointer, std::int64_t bytes) override {
     if (pointer == nullptr) return;
     std::lock_guard<std::mutex> lock(mutex_);
-    blocks_.lent_size("cpu device", where, pointer, bytes);
-    blocks_.give_back(pointer, pointer);
-  }
-
-  std::int64_t bytes_in_use(Residency where) const override {
-    if (where == Residency::kNone) return 0;
-    std::lock_guard<std::mutex> lock(mutex_);
-    return blocks_.in_use(where);
-  }
-
-  std::int64_t bytes_cached(Residency where) const override {
-    if (where == Residency::kNone) return 0;
-    std::lock_guard<std::mutex> lock(mutex_);
-    return blocks_.cached(where);
+    blocks_.give_back("cpu device", where, pointer, bytes, [pointer] { return pointer; });
   }
 
   using Device::empty_cache;
@@ -101,9 +88,7 @@ class CpuDevice final : public Device {
     DeviceMemory memory;
     memory.total = capacity_;
     memory.used = blocks_.held(Residency::kGpu);
-    memory.tracked = blocks_.in_use(Residency::kGpu);
-    memory.cached = blocks_.cached(Residency::kGpu);
-    memory.cached_host = blocks_.cached(Residency::kCpu);
+    read_cache(memory);
     return memory;
   }
 
@@ -191,9 +176,7 @@ class CpuDevice final : public Device {
     blocks_.release_free(where, [](void* pointer) { std::free(pointer); });
   }
 
-  const std::int64_t capacity_;
-  mutable std::mutex mutex_;
-  detail::BlockCache<void*> blocks_;  // blocks by size (the size asked for: no rounding here), under mutex_
+  const std::int64_t capacity_;  // blocks_ (the base's) keeps blocks by the size asked for: no rounding here
 };
 
 }  // namespace

@@ -43,7 +43,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "detail/block_cache.h"
+#include "detail/caching_device.h"
 #include "detail/cuda_check.h"
 #include "detail/generate_table.h"
 #include "detail/kernels.h"
@@ -68,7 +68,13 @@ struct CachedTable {
   std::int64_t max_blocks = 0;
 };
 
-class CudaDevice final : public Device {
+// A cached block: its pointer and the event its last use was recorded with (on the stream at deallocate).
+struct CachedBlock {
+  void* pointer = nullptr;
+  cudaEvent_t freed = nullptr;
+};
+
+class CudaDevice final : public detail::CachingDevice<CachedBlock> {
  public:
   explicit CudaDevice(int index) : index_(index) {
     int count = 0;
@@ -187,29 +193,18 @@ class CudaDevice final : public Device {
     if (pointer == nullptr) return;
     HS_CUDA_CHECK(cudaSetDevice(index_));
     std::lock_guard<std::mutex> lock(mutex_);
-    blocks_.lent_size("cuda device", where, pointer, bytes);
-    // Work queued on the stream may still read or write the block: its next owner waits for this event.
-    cudaEvent_t freed = nullptr;
-    if (spare_events_.empty()) {
-      HS_CUDA_CHECK(cudaEventCreateWithFlags(&freed, cudaEventDisableTiming));
-    } else {
-      freed = spare_events_.back();
-      spare_events_.pop_back();
-    }
-    HS_CUDA_CHECK(cudaEventRecord(freed, stream_));
-    blocks_.give_back(pointer, CachedBlock{pointer, freed});
-  }
-
-  std::int64_t bytes_in_use(Residency where) const override {
-    if (where == Residency::kNone) return 0;
-    std::lock_guard<std::mutex> lock(mutex_);
-    return blocks_.in_use(where);
-  }
-
-  std::int64_t bytes_cached(Residency where) const override {
-    if (where == Residency::kNone) return 0;
-    std::lock_guard<std::mutex> lock(mutex_);
-    return blocks_.cached(where);
+    blocks_.give_back("cuda device", where, pointer, bytes, [&] {
+      // Work queued on the stream may still read or write the block: its next owner waits for this event.
+      cudaEvent_t freed = nullptr;
+      if (spare_events_.empty()) {
+        HS_CUDA_CHECK(cudaEventCreateWithFlags(&freed, cudaEventDisableTiming));
+      } else {
+        freed = spare_events_.back();
+        spare_events_.pop_back();
+      }
+      HS_CUDA_CHECK(cudaEventRecord(freed, stream_));
+      return CachedBlock{pointer, freed};
+    });
   }
 
   using Device::empty_cache;
@@ -229,9 +224,7 @@ class CudaDevice final : public Device {
     DeviceMemory memory;
     memory.total = static_cast<std::int64_t>(total_bytes);
     memory.used = static_cast<std::int64_t>(total_bytes - free_bytes);
-    memory.tracked = blocks_.in_use(Residency::kGpu);
-    memory.cached = blocks_.cached(Residency::kGpu);
-    memory.cached_host = blocks_.cached(Residency::kCpu);
+    read_cache(memory);
     return memory;
   }
 
@@ -488,10 +481,6 @@ class CudaDevice final : public Device {
   void* stream() override { return stream_; }
 
  private:
-  struct CachedBlock {
-    void* pointer = nullptr;
-    cudaEvent_t freed = nullptr;  // recorded on the stream at deallocate
-  };
   // 512 B granules below 1 MiB, 2 MiB (the driver's own granule for large allocations) above.
   static std::size_t rounded_size(std::int64_t bytes) {
     const auto size = static_cast<std::size_t>(bytes);
@@ -561,9 +550,7 @@ class CudaDevice final : public Device {
   void* scratch_ = nullptr;
   void* staging_ = nullptr;
   std::size_t capacity_ = 0;
-  mutable std::mutex mutex_;
-  detail::BlockCache<CachedBlock> blocks_;  // blocks by rounded size, under mutex_
-  std::vector<cudaEvent_t> spare_events_;
+  std::vector<cudaEvent_t> spare_events_;  // events of blocks taken again, free for the next deallocate (under mutex_)
   std::vector<unsigned char> upload_buffer_;
 };
 

@@ -49,24 +49,20 @@ class BlockCache {
     in_use_[index(where)] += bytes;
   }
 
-  // The size of the block behind a live allocation, checked against what its owner says it is; throws Error naming
-  // `device` when this cache did not lend `pointer` or lent it as something else.
-  std::size_t lent_size(const std::string& device, Residency where, void* pointer, std::int64_t bytes) const {
+  // The allocation behind `pointer` ends: checked against what its owner says it is (throws Error naming `device`
+  // when this cache did not lend `pointer` or lent it as something else), then its block joins the free list as
+  // `make_block()` (called only once the check has passed; when it throws, the allocation stays live).
+  template <typename MakeBlock>
+  void give_back(const std::string& device, Residency where, void* pointer, std::int64_t bytes, MakeBlock make_block) {
     const auto found = allocations_.find(pointer);
     if (found == allocations_.end()) HS_THROW(Error, device + ": deallocate of a pointer this device did not allocate");
-    const Allocation& allocation = found->second;
+    const Allocation allocation = found->second;
     if (allocation.where != where || allocation.bytes != bytes) {
       HS_THROW(Error, device + ": deallocate(" + std::string(residency_name(where)) + ", " + std::to_string(bytes) +
                           " bytes) of an allocation made as (" + std::string(residency_name(allocation.where)) + ", " +
                           std::to_string(allocation.bytes) + " bytes)");
     }
-    return allocation.size;
-  }
-
-  // The allocation behind `pointer` ends (lent_size() has checked it): its block joins the free list as `block`.
-  void give_back(void* pointer, Block block) {
-    const auto found = allocations_.find(pointer);
-    const Allocation allocation = found->second;
+    Block block = make_block();
     allocations_.erase(found);
     in_use_[index(allocation.where)] -= allocation.bytes;
     free_[index(allocation.where)].emplace(allocation.size, std::move(block));

@@ -90,7 +90,10 @@ TEST(CpuDeviceTest, rejects_deallocation_with_other_size_or_residency) {
   void* pointer = device->allocate(Residency::kGpu, 64);
   EXPECT_THROW(device->deallocate(Residency::kGpu, pointer, 65), Error);
   EXPECT_THROW(device->deallocate(Residency::kCpu, pointer, 64), Error);
+  int not_allocated_here = 0;
+  EXPECT_THROW(device->deallocate(Residency::kGpu, &not_allocated_here, 4), Error);
   EXPECT_EQ(device->bytes_in_use(Residency::kGpu), 64);
+  EXPECT_EQ(device->bytes_cached(Residency::kGpu), 0);  // a refused deallocate caches nothing
   device->deallocate(Residency::kGpu, pointer, 64);
   EXPECT_EQ(device->bytes_in_use(Residency::kGpu), 0);
 }
