@@ -114,26 +114,31 @@ class Loader {
   // The cluster `plan` predicts enter times for (core::Topology); bandwidths in GB/s (1e9 bytes/s) per GPU.
   void read_topology(const YamlNode& node) {
     core::Topology& topology = job_.topology;
-    reader_.section(node, "topology",
-                    {"gpus_per_host", "intra_host_gb_per_s", "inter_host_gb_per_s", "device_copy_gb_per_s",
-                     "message_latency_us", "peer_sync_us", "sendrecv_efficiency"},
-                    [&](const YamlNode& value, const std::string& key) {
-                      const std::string_view name = value.key;
-                      if (name == "gpus_per_host") {
-                        if (auto v = reader_.small_integer(value, key, 1, kMaxRanks)) topology.gpus_per_host = *v;
-                      } else if (name == "message_latency_us") {
-                        if (auto v = reader_.real(value, key, 0.0, 1e6, false)) topology.message_latency_s = *v * 1e-6;
-                      } else if (name == "peer_sync_us") {
-                        if (auto v = reader_.real(value, key, 0.0, 1e9, false)) topology.peer_sync_s = *v * 1e-6;
-                      } else if (name == "sendrecv_efficiency") {
-                        if (auto v = reader_.real(value, key, 0.0, 1.0, true)) topology.sendrecv_efficiency = *v;
-                      } else if (auto v = reader_.real(value, key, 0.0, 1e6, true)) {
-                        double& rate = name == "intra_host_gb_per_s"   ? topology.intra_host_bytes_per_s
-                                       : name == "inter_host_gb_per_s" ? topology.inter_host_bytes_per_s
-                                                                       : topology.device_copy_bytes_per_s;
-                        rate = *v * 1e9;
-                      }
-                    });
+    reader_.section(
+        node, "topology",
+        {"gpus_per_host", "intra_host_gb_per_s", "inter_host_gb_per_s", "device_copy_gb_per_s", "message_latency_us",
+         "peer_sync_us", "sendrecv_efficiency", "sendrecv_latency_us", "sendrecv_copy_overlap"},
+        [&](const YamlNode& value, const std::string& key) {
+          const std::string_view name = value.key;
+          if (name == "gpus_per_host") {
+            if (auto v = reader_.small_integer(value, key, 1, kMaxRanks)) topology.gpus_per_host = *v;
+          } else if (name == "message_latency_us") {
+            if (auto v = reader_.real(value, key, 0.0, 1e6, false)) topology.message_latency_s = *v * 1e-6;
+          } else if (name == "peer_sync_us") {
+            if (auto v = reader_.real(value, key, 0.0, 1e9, false)) topology.peer_sync_s = *v * 1e-6;
+          } else if (name == "sendrecv_efficiency") {
+            if (auto v = reader_.real(value, key, 0.0, 1.0, true)) topology.sendrecv_efficiency = *v;
+          } else if (name == "sendrecv_latency_us") {
+            if (auto v = reader_.real(value, key, 0.0, 1e6, false)) topology.sendrecv_latency_s = *v * 1e-6;
+          } else if (name == "sendrecv_copy_overlap") {
+            if (auto v = reader_.real(value, key, 0.0, 1.0, false)) topology.sendrecv_copy_overlap = *v;
+          } else if (auto v = reader_.real(value, key, 0.0, 1e6, true)) {
+            double& rate = name == "intra_host_gb_per_s"   ? topology.intra_host_bytes_per_s
+                           : name == "inter_host_gb_per_s" ? topology.inter_host_bytes_per_s
+                                                           : topology.device_copy_bytes_per_s;
+            rate = *v * 1e9;
+          }
+        });
   }
 
   void read_devices(const YamlNode& node, const std::string& key) {

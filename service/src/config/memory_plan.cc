@@ -416,9 +416,9 @@ std::string format_memory_plan(const MemoryPlan& plan) {
     std::snprintf(
         line, sizeof line,
         "predicted enter of the job: %.1f ms (slowest rank %d; topology: %d GPUs per host, %.0f GB/s within a "
-        "host, %.0f GB/s between hosts per GPU, %.1f us per message; transport %s)\n",
+        "host, %.0f GB/s between hosts per GPU, %.1f us per copy, %.1f us per send/receive; transport %s)\n",
         1e3 * plan.predicted_enter_seconds, plan.slowest_rank, t.gpus_per_host, t.intra_host_bytes_per_s / 1e9,
-        t.inter_host_bytes_per_s / 1e9, t.message_latency_s * 1e6,
+        t.inter_host_bytes_per_s / 1e9, t.message_latency_s * 1e6, t.sendrecv_latency_s * 1e6,
         std::string(core::transport_name(plan.transport)).c_str());
     text += line;
   }

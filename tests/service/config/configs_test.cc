@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
 
 #include "hybridshard/core/error.h"
 #include "hybridshard/core/reshard_plan.h"
@@ -320,18 +321,26 @@ TEST(MemoryPlanTest, topology_section_sets_the_prediction_and_bad_values_name_th
   EXPECT_DOUBLE_EQ(result.job->topology.inter_host_bytes_per_s, 1e9);
   EXPECT_DOUBLE_EQ(result.job->topology.message_latency_s, 0.0);
   EXPECT_DOUBLE_EQ(result.job->topology.peer_sync_s, 0.0);
+  const LoadResult sendrecv = load_job_config_from_string(
+      default_job_yaml() + "topology:\n  sendrecv_latency_us: 20\n  sendrecv_copy_overlap: 1\n", "job.yaml");
+  ASSERT_TRUE(sendrecv.job);
+  EXPECT_DOUBLE_EQ(sendrecv.job->topology.sendrecv_latency_s, 20e-6);
+  EXPECT_DOUBLE_EQ(sendrecv.job->topology.sendrecv_copy_overlap, 1.0);
   const MemoryPlan across_hosts = make_memory_plan(*result.job);
   LoadResult one_host = load_job_config_from_string(default_job_yaml() + topology, "job.yaml");
   ASSERT_TRUE(one_host.job);
   EXPECT_GT(across_hosts.predicted_enter_seconds, make_memory_plan(*one_host.job).predicted_enter_seconds);
   EXPECT_NE(format_memory_plan(across_hosts).find("predicted enter of the job"), std::string::npos);
 
-  const LoadResult bad =
-      load_job_config_from_string(default_job_yaml() + "topology:\n  intra_host_gb_per_s: 0\n", "job.yaml");
-  EXPECT_FALSE(bad.job);
-  ASSERT_FALSE(bad.diagnostics.empty());
-  EXPECT_NE(bad.diagnostics.front().format().find("topology.intra_host_gb_per_s"), std::string::npos)
-      << bad.diagnostics.front().format();
+  const std::pair<std::string, std::string> bad_values[] = {
+      {"intra_host_gb_per_s: 0", "topology.intra_host_gb_per_s"},
+      {"sendrecv_copy_overlap: 1.5", "topology.sendrecv_copy_overlap"}};
+  for (const auto& [line, key] : bad_values) {
+    const LoadResult bad = load_job_config_from_string(default_job_yaml() + "topology:\n  " + line + "\n", "job.yaml");
+    EXPECT_FALSE(bad.job) << line;
+    ASSERT_FALSE(bad.diagnostics.empty()) << line;
+    EXPECT_NE(bad.diagnostics.front().format().find(key), std::string::npos) << bad.diagnostics.front().format();
+  }
 }
 
 }  // namespace

@@ -7,14 +7,19 @@
 //   peer path  = max(bytes read from same-host peers, bytes they read from this rank) / intra_host
 //                + pieces read x message_latency / 4              (copy engines over 4 streams)
 //                used for same-host peers when T is auto or peer
-//   send/recv  = (bucketed bytes of those messages, both ways) / device_copy (pack and land, not overlapped)
-//                + max(intra-host in, out) / (intra_host x sendrecv_efficiency)
+//   send/recv  = exchange + (1 - sendrecv_copy_overlap) x copies / device_copy
+//                for the other peers (every peer when T is sendrecv), where
+//     exchange = max(intra-host in, out) / (intra_host x sendrecv_efficiency)
 //                + max(inter-host in, out) / inter_host
-//                + wires x message_latency                     (one send/receive per wire of a message)
-//                for the other peers (every peer when T is sendrecv)
+//                + max(wires sent, wires received) x sendrecv_latency   (a send and a receive run at once)
+//     copies   = bytes packed into and landed from buckets, plus the local bytes on the send/recv path alone (its
+//                local pieces are copied slice by slice beside the rounds; with a peer path they are in its pass)
 //   enter      = max(local, peer path) + peer_sync + send/recv + 2 x message_latency x ceil(log2 world)  (barrier)
 //                (peer_sync: the peer path's address exchange and closing world barrier, when it reads any peer)
-// On the send/recv path alone the local copies overlap the rounds: enter = max(local, send/recv) + barrier.
+// On the send/recv path alone: enter = max(local, send/recv) + barrier.
+// The rounds are queued: the host posts them all, and each round's pack, the landing of the round before and the
+// local slices run on the device's lanes beside the exchanges, so no round waits for the host. They still share the
+// GPU with NCCL's kernels: sendrecv_copy_overlap is the share of their time the exchanges hide (fitted on 2 x H200).
 // A job's enter is its slowest rank's (enter ends with a world barrier).
 #pragma once
 
@@ -34,9 +39,14 @@ struct Topology {
   double intra_host_bytes_per_s = 390e9;    // one direction, per GPU: copy engines over NVLink (measured 388 GB/s)
   double inter_host_bytes_per_s = 45e9;     // one direction, per GPU: 400 Gb/s = 50 GB/s line rate, ~90 % reached
   double device_copy_bytes_per_s = 1.6e12;  // a device-to-device copy kernel (pack, unpack, local pieces)
-  double message_latency_s = 10e-6;         // per message or per copy
+  double message_latency_s = 10e-6;         // per copy of the peer path, and per step of the closing barrier
   double peer_sync_s = 1e-3;  // the peer path's address exchange + world barrier (2 x H200: enter - landing pass)
-  double sendrecv_efficiency = 0.65;  // NCCL send/recv's rate over a link's
+  // NCCL send/recv within a host: its rate over a link's (2 x H200: one message per peer and direction, 361 of 390
+  // GB/s), what each send or receive costs beyond its bytes (4 MiB against 64 MiB wires), and the share of the
+  // packs, landings and local copies that the queued rounds' exchanges hide (fitted to the measured enters).
+  double sendrecv_efficiency = 0.925;
+  double sendrecv_latency_s = 35e-6;
+  double sendrecv_copy_overlap = 0.35;
 };
 
 // What a rank moves, per peer: enough for the model, and small (no pieces).
@@ -45,8 +55,9 @@ struct PeerTraffic {
   std::int64_t received = 0;  // bytes this rank lands from the peer
   std::int64_t sent = 0;      // bytes the peer lands from this rank
   std::int64_t pieces_read = 0;
-  std::int64_t messages = 0;  // sends and receives either way over all rounds (wires of the messages)
-  std::int64_t staged = 0;    // bytes either way that go through a bucket (packed or landed)
+  std::int64_t send_wires = 0;  // sends to the peer over all rounds (the wires of this rank's messages to it)
+  std::int64_t recv_wires = 0;  // receives from the peer over all rounds
+  std::int64_t staged = 0;      // bytes either way that go through a bucket (packed or landed)
 };
 
 struct RankTraffic {
@@ -65,7 +76,8 @@ struct EnterTimeEstimate {
   double seconds = 0;
   double local_seconds = 0;
   double peer_path_seconds = 0;
-  double sendrecv_seconds = 0;
+  double sendrecv_seconds = 0;        // exchange_seconds plus the copies the exchanges do not hide
+  double exchange_seconds = 0;        // the send/recv rounds' transfers alone
   double barrier_seconds = 0;         // the closing barrier, plus peer_sync when the peer path reads a peer
   std::int64_t same_host_bytes = 0;   // received from peers on the rank's host
   std::int64_t other_host_bytes = 0;  // received from peers on other hosts
