@@ -42,19 +42,6 @@ std::string find_program(std::initializer_list<const char*> candidates) {
   return "";
 }
 
-std::string url_encode(const std::string& text) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : text) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out += {'%', hex[c >> 4], hex[c & 15]};
-    }
-  }
-  return out;
-}
-
 // The ranks (label values) of an instant query's result, each with a value > 0.
 std::set<std::string> ranks_with_positive_values(const nlohmann::json& result) {
   std::set<std::string> ranks;

@@ -7,6 +7,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <stdexcept>
 #include <string>
 
@@ -60,6 +61,20 @@ inline RawHttpResponse raw_http(int port, const std::string& request) {
   if (end != std::string::npos) response.body = data.substr(end + 4);
   if (data.rfind("HTTP/1.", 0) == 0 && data.size() > 12) response.status = std::stoi(data.substr(9, 3));
   return response;
+}
+
+// `text` as a query-string value: letters, digits and -_.~ as they are, every other byte as %XX.
+inline std::string url_encode(const std::string& text) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += {'%', hex[c >> 4], hex[c & 15]};
+    }
+  }
+  return out;
 }
 
 inline RawHttpResponse http_get(int port, const std::string& target) {
