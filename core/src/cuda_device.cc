@@ -211,8 +211,24 @@ class CudaDevice final : public detail::CachingDevice<CachedBlock> {
   void empty_cache(Residency where) override {
     if (where == Residency::kNone) return;
     HS_CUDA_CHECK(cudaSetDevice(index_));
+    if (where == Residency::kGpu) release_tables();
     std::lock_guard<std::mutex> lock(mutex_);
     release_cached(where);
+  }
+
+  // The piece tables kept for the next copy_pieces are device memory beside the cache: they go back to the driver
+  // with it. Otherwise a release to the driver would leave them behind, and since a shard allocated afresh after a
+  // release lands at another address, every enter would add a table for the new address while the old ones stayed
+  // (281 tables after 12 enters with `driver` releases, 2 x H200, session 7). The next copy_pieces builds its table
+  // again, as it would for the moved buffer anyway.
+  void release_tables() {
+    if (tables_.empty()) return;
+    HS_CUDA_CHECK(cudaStreamSynchronize(stream_));  // a kernel may still read a table
+    if (aside_ != nullptr) HS_CUDA_CHECK(cudaStreamSynchronize(aside_));
+    for (CachedTable& table : tables_) {
+      if (table.device != nullptr) HS_CUDA_CHECK(cudaFree(table.device));
+    }
+    tables_.clear();
   }
 
   DeviceMemory memory() const override {

@@ -2,6 +2,7 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 
@@ -159,7 +160,8 @@ TEST_F(CudaDeviceTest, copy_pieces_reads_another_gpus_memory_like_the_cpu_device
   add(0, 1, 4 << 10, 4 << 10);  // peer, small contiguous: kernel
   add(1, 1, 5 << 20, 5 << 20);  // local, large contiguous: kernel
   add(-1, 200, 2000, 2000);     // message: kernel
-  add(0, 2048, 768, 1536);      // peer, strided 1.5 MiB of 768-byte rows: kernel (narrower than 2 KiB)
+  add(0, 2048, 768, 1536);      // peer, strided 1.5 MiB of 768-byte rows: copy engine, 2-D
+  add(0, 4096, 128, 256);       // peer, strided 512 KiB of 128-byte rows: kernel (narrower than 256 bytes)
   // The same buffers both rounds: the second call reuses the uploaded table.
   DeviceBytes peer_src(*peer, kSrc), local_src(*device_, kSrc), message(*device_, kSrc), dst(*device_, dst_bytes);
   for (int round = 0; round < 2; ++round) {
@@ -209,6 +211,41 @@ TEST_F(CudaDeviceTest, the_aside_lane_is_ordered_by_its_marks) {
     d.upload(std::vector<std::uint8_t>(static_cast<std::size_t>(kBytes), 0));
     c.upload(std::vector<std::uint8_t>(static_cast<std::size_t>(kBytes), 0));
   }
+}
+
+// The piece tables copy_pieces keeps go back to the driver with empty_cache(kGpu) (eight tables of 100,000 pieces,
+// about 5 MB of device memory each), and the same call afterwards builds its table again and copies right.
+TEST_F(CudaDeviceTest, empty_cache_gives_the_piece_tables_back_and_they_are_built_again) {
+  constexpr std::int64_t kPieces = 100000;
+  constexpr std::int64_t kRow = 256;
+  constexpr int kTables = 8;
+  std::mt19937 random(5);
+  const auto host = testing::random_bytes(random, kPieces * kRow);
+  DeviceBytes src(*device_, kPieces * kRow);
+  DeviceBytes dst(*device_, (kPieces + kTables) * kRow);
+  src.upload(host);
+  // Table t copies every 256-byte piece t pieces further on: a distinct table each.
+  const auto pieces_of = [&](int t) {
+    std::vector<Piece> pieces;
+    for (std::int64_t i = 0; i < kPieces; ++i)
+      pieces.push_back(Piece{0, i * kRow, (i + t) * kRow, 1, kRow, kRow, kRow});
+    return pieces;
+  };
+  std::vector<void*> bases{src.data};
+  // One table first, so that the upload area has grown to a table's size (it stays), then none.
+  device_->copy_pieces(pieces_of(0), bases, nullptr, dst.data);
+  device_->empty_cache(Residency::kGpu);
+  const std::int64_t before = device_->memory().used;
+  for (int t = 0; t < kTables; ++t) device_->copy_pieces(pieces_of(t), bases, nullptr, dst.data);
+  device_->synchronize();
+  const std::int64_t with_tables = device_->memory().used;
+  device_->empty_cache(Residency::kGpu);
+  const std::int64_t after = device_->memory().used;
+  EXPECT_GE(with_tables - before, std::int64_t{32} << 20) << "the tables should hold device memory";
+  EXPECT_LE(after - before, std::int64_t{4} << 20) << "empty_cache(kGpu) should give the tables back";
+  device_->copy_pieces(pieces_of(3), bases, nullptr, dst.data);
+  const auto copied = dst.download();
+  EXPECT_TRUE(std::equal(host.begin(), host.end(), copied.begin() + 3 * kRow));
 }
 
 TEST_F(CudaDeviceTest, generate_agrees_with_the_cpu_device_bit_for_bit) {
