@@ -219,8 +219,8 @@ class CudaDevice final : public detail::CachingDevice<CachedBlock> {
   // The piece tables kept for the next copy_pieces are device memory beside the cache: they go back to the driver
   // with it. Otherwise a release to the driver would leave them behind, and since a shard allocated afresh after a
   // release lands at another address, every enter would add a table for the new address while the old ones stayed
-  // (281 tables after 12 enters with `driver` releases, 2 x H200, session 7). The next copy_pieces builds its table
-  // again, as it would for the moved buffer anyway.
+  // (281 tables kept at the end of one bench run of 24 enters, half after `driver` releases, 2 x H200, session 7).
+  // The next copy_pieces builds its table again, as it would for the moved buffer anyway.
   void release_tables() {
     if (tables_.empty()) return;
     HS_CUDA_CHECK(cudaStreamSynchronize(stream_));  // a kernel may still read a table
