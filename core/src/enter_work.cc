@@ -47,19 +47,7 @@ double fastest_seconds(Step step) {
 // The peer path: one landing pass over the local pieces and every peer's pieces (HybridshardTransition::land).
 void add_landing_pass(const RankPlan& plan, bool peers_remote, const detail::PieceRouting& routing, EnterWork& work) {
   const std::size_t own = plan.train_buffers.size();
-  const auto table = [&plan, own] {
-    std::vector<Piece> pieces = plan.local_pieces;
-    std::size_t first = own;
-    for (const PeerPieces& reads : plan.peer_reads) {
-      for (Piece piece : reads.pieces) {
-        piece.src_buffer += static_cast<int>(first);
-        pieces.push_back(piece);
-      }
-      first += own;
-    }
-    return pieces;
-  };
-  const std::vector<Piece> pieces = table();
+  const std::vector<Piece> pieces = transition_detail::landing_pieces(plan, {});
   const std::size_t buffers = own * (1 + plan.peer_reads.size());
   add_call(work, pieces, buffers, own, peers_remote, routing);
   std::vector<void*> bases;
@@ -72,7 +60,7 @@ void add_landing_pass(const RankPlan& plan, bool peers_remote, const detail::Pie
     return built.chunks.size();
   });
   work.per_enter_seconds = fastest_seconds([&] {
-    const std::vector<Piece> again = table();
+    const std::vector<Piece> again = transition_detail::landing_pieces(plan, {});
     return detail::piece_table_key(again, bases, nullptr, fake_base(buffers)).size();
   });
 }

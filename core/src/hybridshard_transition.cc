@@ -432,23 +432,14 @@ class HybridshardTransition final : public Transition {
   LandingPass land(const std::vector<void*>& sources, const PeerMemory& peers, void* inference_base) {
     LandingPass pass;
     std::vector<void*> bases = sources;
-    std::vector<Piece> table;
-    for (const Piece& piece : plan_.local_pieces) {
-      table.push_back(piece);
-      pass.local_bytes += piece.bytes();
-    }
+    for (const Piece& piece : plan_.local_pieces) pass.local_bytes += piece.bytes();
     for (const PeerPieces& reads : plan_.peer_reads) {
       const auto p = static_cast<std::size_t>(reads.peer);
       if (!direct_[p]) continue;
-      const auto first = static_cast<int>(bases.size());
       for (const void* base : peers.reads[p]) bases.push_back(const_cast<void*>(base));
-      for (Piece piece : reads.pieces) {
-        piece.src_buffer += first;
-        table.push_back(piece);
-      }
       pass.peer_bytes.emplace_back(reads.peer, reads.bytes());
     }
-    device_.copy_pieces(table, bases, nullptr, inference_base);
+    device_.copy_pieces(landing_pieces(plan_, direct_), bases, nullptr, inference_base);
     return pass;
   }
 

@@ -166,6 +166,22 @@ PeakTracker::PeakTracker(Device& device)
 
 void PeakTracker::sample() { peak_ = std::max(peak_, device_.bytes_in_use(Residency::kGpu)); }
 
+std::vector<Piece> landing_pieces(const RankPlan& plan, const std::vector<bool>& direct) {
+  const auto own = static_cast<int>(plan.train_buffers.size());
+  std::vector<Piece> pieces = plan.local_pieces;
+  int first = own;
+  for (const PeerPieces& reads : plan.peer_reads) {
+    const auto p = static_cast<std::size_t>(reads.peer);
+    if (!direct.empty() && (p >= direct.size() || !direct[p])) continue;
+    for (Piece piece : reads.pieces) {
+      piece.src_buffer += first;
+      pieces.push_back(piece);
+    }
+    first += own;
+  }
+  return pieces;
+}
+
 std::vector<ByteRange> zero_ranges(const RankPlan& plan) {
   const BufferLayout& layout = plan.inference_buffer;
   const auto element = static_cast<std::int64_t>(dtype_size(layout.dtype));

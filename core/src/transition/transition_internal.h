@@ -61,6 +61,13 @@ class PeakTracker {
 // RankPlan::zero_fill plus the alignment gaps between tensors and after the last one, merged and sorted.
 std::vector<ByteRange> zero_ranges(const RankPlan& plan);
 
+// The landing pass's pieces (the peer path's one copy_pieces call; core::enter_work counts the same): the plan's local
+// pieces, then those of every peer read directly (`direct[peer]`; every peer of plan.peer_reads when `direct` is
+// empty), each peer's source buffers numbered after the ones before: this rank's train buffers 0 .. n-1, the first
+// directly read peer's n .. 2n-1, and so on (every rank has n train buffers; a peer is read directly only when it
+// shares that many).
+std::vector<Piece> landing_pieces(const RankPlan& plan, const std::vector<bool>& direct);
+
 // ---- The seed strategy's groups and conversions ----
 
 // How a train (Megatron-Core) tensor is split over tensor-parallel ranks and put back together for vLLM.
