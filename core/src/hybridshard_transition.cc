@@ -178,44 +178,59 @@ class HybridshardTransition final : public Transition {
     // The rounds read the train buffers (direct sends): they hold the version.
     if (queued && !rounds_.empty()) device_.synchronize();
     if (!rounds_.empty()) prepare(0);
-    for (std::size_t k = 0; k < rounds_.size(); ++k) {
-      const PreparedRound& round = rounds_[k];
-      char* const bucket = bucket_of(round);
-      // The exchange reads the packed bucket and the train buffers (direct sends) and writes the bucket and the
-      // shard: it starts after everything queued on the main lane so far. A blocking exchange has the device finish
-      // that first, then queues this round's slice of the local pieces and the next round's pack, which run while it
-      // moves; a queued one has them queued after it, so that it does not wait for them.
-      if (!queued) {
+    try {
+      for (std::size_t k = 0; k < rounds_.size(); ++k) {
+        const PreparedRound& round = rounds_[k];
+        char* const bucket = bucket_of(round);
+        // The exchange reads the packed bucket and the train buffers (direct sends) and writes the bucket and the
+        // shard: it starts after everything queued on the main lane so far. A blocking exchange has the device finish
+        // that first, then queues this round's slice of the local pieces and the next round's pack, which run while it
+        // moves; a queued one has them queued after it, so that it does not wait for them.
+        if (!queued) {
+          device_.synchronize();
+          copy_local_slice(k);
+          if (k + 1 < rounds_.size()) prepare(k + 1);
+        }
+        std::vector<SendSpec> sends;
+        std::vector<RecvSpec> recvs;
+        for (const PreparedWire& wire : round.sends) {
+          const char* from = wire.train_buffer >= 0 ? static_cast<const char*>(sources[wire.train_buffer]) : bucket;
+          sends.push_back({wire.peer, from + wire.offset, static_cast<std::size_t>(wire.bytes)});
+        }
+        for (const PreparedWire& wire : round.recvs) {
+          char* into = wire.in_place ? inference_bytes : bucket;
+          recvs.push_back({wire.peer, into + wire.offset, static_cast<std::size_t>(wire.bytes)});
+        }
+        world_.queue_exchange(sends, recvs, main_lane, aside_lane);
+        if (!round.land.empty()) {
+          // On the second lane, after the exchange: the next round's exchange does not wait for it.
+          if (!land_clock) land_clock.emplace();
+          device_.copy_pieces_aside(round.land, {}, bucket, inference_base);
+          landed_bytes += round.landed_bytes;
+        }
+        if (round.bucket >= 0) {
+          // The bucket is free again once the aside lane has passed this round (its exchange, then its landing).
+          device_.mark_aside(round.bucket);
+          landing_in[static_cast<std::size_t>(round.bucket)] = true;
+        }
+        if (queued) {
+          copy_local_slice(k);
+          if (k + 1 < rounds_.size()) prepare(k + 1);
+        }
+      }
+    } catch (...) {
+      // Rounds queued before the failure may still read and write the buckets and the shard: wait for them (each
+      // bounded by the communicator's timeout) before the buckets go back on the way out. The first error is the one
+      // reported.
+      try {
+        world_.finish_queued();
+        for (std::size_t b = 0; b < landing_in.size(); ++b) {
+          if (landing_in[b]) device_.await_aside(static_cast<int>(b));
+        }
         device_.synchronize();
-        copy_local_slice(k);
-        if (k + 1 < rounds_.size()) prepare(k + 1);
+      } catch (...) {
       }
-      std::vector<SendSpec> sends;
-      std::vector<RecvSpec> recvs;
-      for (const PreparedWire& wire : round.sends) {
-        const char* from = wire.train_buffer >= 0 ? static_cast<const char*>(sources[wire.train_buffer]) : bucket;
-        sends.push_back({wire.peer, from + wire.offset, static_cast<std::size_t>(wire.bytes)});
-      }
-      for (const PreparedWire& wire : round.recvs) {
-        char* into = wire.in_place ? inference_bytes : bucket;
-        recvs.push_back({wire.peer, into + wire.offset, static_cast<std::size_t>(wire.bytes)});
-      }
-      world_.queue_exchange(sends, recvs, main_lane, aside_lane);
-      if (!round.land.empty()) {
-        // On the second lane, after the exchange: the next round's exchange does not wait for it.
-        if (!land_clock) land_clock.emplace();
-        device_.copy_pieces_aside(round.land, {}, bucket, inference_base);
-        landed_bytes += round.landed_bytes;
-      }
-      if (round.bucket >= 0) {
-        // The bucket is free again once the aside lane has passed this round (its exchange, then its landing).
-        device_.mark_aside(round.bucket);
-        landing_in[static_cast<std::size_t>(round.bucket)] = true;
-      }
-      if (queued) {
-        copy_local_slice(k);
-        if (k + 1 < rounds_.size()) prepare(k + 1);
-      }
+      throw;
     }
     const std::vector<double> round_seconds = world_.finish_queued();
     for (std::size_t k = 0; k < rounds_.size() && k < round_seconds.size(); ++k) {

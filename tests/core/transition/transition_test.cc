@@ -282,6 +282,79 @@ TEST(TransitionTest, loopback_rank_with_peer_data_reproduces_the_reference) {
   }
 }
 
+// A loopback communicator that refuses one round in queue_exchange (as a communicator may refuse a round before
+// posting it) and counts finish_queued calls; everything else is the loopback's.
+class RefusesARound final : public Communicator {
+ public:
+  RefusesARound(Communicator& inner, int refused) : inner_(inner), refused_(refused) {}
+  int rank() const override { return inner_.rank(); }
+  int size() const override { return inner_.size(); }
+  Backend backend() const override { return inner_.backend(); }
+  std::chrono::milliseconds timeout() const override { return inner_.timeout(); }
+  void all_gather(const void* send, void* recv, std::size_t bytes) override { inner_.all_gather(send, recv, bytes); }
+  void broadcast(void* data, std::size_t bytes, int root) override { inner_.broadcast(data, bytes, root); }
+  void all_reduce_sum(float* data, std::size_t count) override { inner_.all_reduce_sum(data, count); }
+  void exchange(std::span<const SendSpec> sends, std::span<const RecvSpec> recvs) override {
+    inner_.exchange(sends, recvs);
+  }
+  void barrier() override { inner_.barrier(); }
+  bool queues_exchanges() const override { return inner_.queues_exchanges(); }
+  void queue_exchange(std::span<const SendSpec> sends, std::span<const RecvSpec> recvs, void* after,
+                      void* then) override {
+    if (queued_++ == refused_) HS_THROW(CommError, "round " + std::to_string(refused_) + " refused");
+    inner_.queue_exchange(sends, recvs, after, then);
+  }
+  std::vector<double> finish_queued() override {
+    ++finished_;
+    return inner_.finish_queued();
+  }
+  PeerMemory share_memory(std::span<void* const> buffers, std::span<const std::int64_t> bytes,
+                          std::span<const int> wanted) override {
+    return inner_.share_memory(buffers, bytes, wanted);
+  }
+  std::unique_ptr<Communicator> subgroup(const std::vector<int>& ranks) override { return inner_.subgroup(ranks); }
+  void abort() override { inner_.abort(); }
+  int finished() const { return finished_; }
+
+ private:
+  Communicator& inner_;
+  int refused_;
+  int queued_ = 0;
+  int finished_ = 0;
+};
+
+// A round refused after others were queued: enter waits for the queued ones (finish_queued) before it gives its
+// buckets back and reports the refusal; the same transition enters right afterwards and is bit-exact.
+TEST(TransitionTest, a_refused_round_waits_for_the_queued_ones_before_the_error) {
+  const LayoutCase layout = find_case("tp2_to_tp1_bf16");
+  constexpr std::uint32_t kVersion = 13;
+  PlanOptions options;
+  options.bucket_bytes = 4096;  // many rounds
+  auto device = make_cpu_device(kCapacity);
+  const RankPlan plan = make_rank_plan(layout.spec, layout.train, layout.inference(), 0, options);
+  ASSERT_GE(plan.rounds.size(), 3u);
+  auto loopback = make_loopback_communicator(0, layout.train.world_size(), *device,
+                                             make_peer_data(Strategy::kHybridshard, plan, *device, kVersion, options));
+  RefusesARound world(*loopback, 2);
+  testing::TrainBuffers train(plan, *device, nullptr);
+  train.generate(plan, *device, kVersion);
+  auto transition = make_transition(Strategy::kHybridshard, plan, world, *device, nullptr, {Transport::kSendRecv});
+  try {
+    transition->enter(train.pointers);
+    FAIL() << "no error";
+  } catch (const CommError& error) {
+    EXPECT_NE(std::string(error.what()).find("round 2 refused"), std::string::npos) << error.what();
+  }
+  EXPECT_EQ(world.finished(), 1);
+  // Nothing was left half done: the next enter moves every byte.
+  loopback->reset_sequence();
+  FlatBuffer& shard = transition->enter(train.pointers);
+  EXPECT_EQ(testing::compare_with_reference(layout.spec, layout.inference(), layout.inference().coord(0).tp_rank,
+                                            kVersion, *device, shard),
+            "");
+  EXPECT_EQ(world.finished(), 2);
+}
+
 // The peer path on the loopback: the peers' train buffers stand in device memory (make_peer_buffers) and enter reads
 // them directly, once: nothing is sent, no peer data is asked for, no staging is allocated.
 void check_loopback_peer_path(const LayoutCase& layout, int rank) {
