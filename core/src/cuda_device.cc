@@ -32,7 +32,6 @@
 // it no cudaMalloc, and an offload no cudaHostAlloc after the first. An allocation that does not fit releases every
 // cached block of its residency and tries once more; empty_cache() releases them all.
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <iterator>
 #include <limits>
@@ -98,16 +97,7 @@ class CudaDevice final : public detail::CachingDevice<CachedBlock> {
     if (routing_.kernel_blocks_beside_engines == 0) {
       routing_.kernel_blocks_beside_engines = std::max(1, properties.multiProcessorCount / 2);
     }
-    std::size_t engine_streams = 4;
-    if (const char* value = std::getenv("HYBRIDSHARD_PEER_COPY_STREAMS"); value != nullptr && *value != '\0') {
-      char* end = nullptr;
-      const long long streams = std::strtoll(value, &end, 10);
-      if (end == value || *end != '\0' || streams < 1 || streams > 64) {
-        HS_THROW(ConfigError, std::string("HYBRIDSHARD_PEER_COPY_STREAMS: '") + value + "' is not 1 to 64 streams");
-      }
-      engine_streams = static_cast<std::size_t>(streams);
-    }
-    engines_.resize(engine_streams);
+    engines_.resize(static_cast<std::size_t>(routing_.engine_streams));
   }
 
   ~CudaDevice() override {

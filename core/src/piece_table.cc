@@ -37,14 +37,17 @@ std::vector<DeviceChunk> spread(std::vector<DeviceChunk> remote, std::vector<Dev
   return merged;
 }
 
-// A byte or block count from the environment variable `name`, or `fallback` when it is unset or empty.
-std::int64_t count_from_environment(const char* name, std::int64_t fallback) {
+// A count from the environment variable `name` (bytes, blocks, streams), `fallback` when it is unset or empty;
+// throws ConfigError naming the variable when it is not a whole number from `least` to `most`.
+std::int64_t count_from_environment(const char* name, std::int64_t fallback, std::int64_t least,
+                                    std::int64_t most = std::int64_t{1} << 40) {
   const char* value = std::getenv(name);
   if (value == nullptr || *value == '\0') return fallback;
   char* end = nullptr;
   const long long count = std::strtoll(value, &end, 10);
-  if (end == value || *end != '\0' || count < 0 || count > (std::int64_t{1} << 40)) {
-    HS_THROW(ConfigError, std::string(name) + ": '" + value + "' is not a count");
+  if (end == value || *end != '\0' || count < least || count > most) {
+    HS_THROW(ConfigError, std::string(name) + ": '" + value + "' is not a whole number from " + std::to_string(least) +
+                              " to " + std::to_string(most));
   }
   return count;
 }
@@ -65,9 +68,11 @@ PieceRouting PieceRouting::from_environment() {
       HS_THROW(ConfigError, "HYBRIDSHARD_PEER_COPY: '" + mode + "' is not engine, contiguous or kernel");
     }
   }
-  routing.engine_min_row_bytes = count_from_environment("HYBRIDSHARD_PEER_COPY_MIN_ROW", routing.engine_min_row_bytes);
+  routing.engine_streams = count_from_environment("HYBRIDSHARD_PEER_COPY_STREAMS", routing.engine_streams, 1, 64);
+  routing.engine_min_row_bytes =
+      count_from_environment("HYBRIDSHARD_PEER_COPY_MIN_ROW", routing.engine_min_row_bytes, 0);
   routing.kernel_blocks_beside_engines =
-      count_from_environment("HYBRIDSHARD_PEER_KERNEL_BLOCKS", routing.kernel_blocks_beside_engines);
+      count_from_environment("HYBRIDSHARD_PEER_KERNEL_BLOCKS", routing.kernel_blocks_beside_engines, 0);
   return routing;
 }
 

@@ -12,8 +12,9 @@
 
 namespace hybridshard::core::detail {
 
-// How copy_pieces copies pieces read from another device's memory (HYBRIDSHARD_PEER_COPY and
-// HYBRIDSHARD_PEER_COPY_MIN_ROW, read by from_environment(); the defaults are what docs/performance.md measured best):
+// How copy_pieces copies pieces read from another device's memory (HYBRIDSHARD_PEER_COPY,
+// HYBRIDSHARD_PEER_COPY_STREAMS, HYBRIDSHARD_PEER_COPY_MIN_ROW and HYBRIDSHARD_PEER_KERNEL_BLOCKS, read by
+// from_environment(); the defaults are what docs/performance.md measured best):
 // kEngine gives every piece of at least 256 KiB to the copy engines (cudaMemcpyAsync, or cudaMemcpy2DAsync for
 // strided pieces) and the kernel the rest; kContiguous only contiguous pieces of at least 1 MiB; kKernel none. A
 // strided piece goes to the copy engines only when its rows are at least `engine_min_row_bytes` wide: on 2 x H200 a
@@ -23,6 +24,7 @@ namespace hybridshard::core::detail {
 struct PieceRouting {
   enum class PeerCopy : std::uint8_t { kEngine, kContiguous, kKernel };
   PeerCopy peer_copy = PeerCopy::kEngine;
+  std::int64_t engine_streams = 4;  // streams the copy-engine copies go round-robin to (1 to 64)
   std::int64_t engine_min_row_bytes = 256;
   // The kernel's grid when copy-engine copies run beside it (HYBRIDSHARD_PEER_KERNEL_BLOCKS): 0 leaves it to the
   // device (the CUDA device: half its multiprocessors), so that the kernel's own copies run beside the link's for

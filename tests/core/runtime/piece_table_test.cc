@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "hybridshard/core/enter_work.h"
@@ -60,6 +63,38 @@ TEST(PieceTableTest, peer_pieces_go_to_the_copy_engines_unless_small_or_narrow_a
   EXPECT_EQ(detail::make_piece_table(pieces, bases, nullptr, at(3ull << 40), {false, true}, narrow_rows_too)
                 .engine_copies.size(),
             3u);
+}
+
+// The measuring knobs: read from the environment, each checked against its range with an error naming it.
+TEST(PieceTableTest, routing_knobs_come_from_the_environment_and_bad_values_name_the_variable) {
+  const auto with = [](const char* name, const char* value) {
+    setenv(name, value, 1);
+    try {
+      const detail::PieceRouting routing = detail::PieceRouting::from_environment();
+      unsetenv(name);
+      return routing;
+    } catch (...) {
+      unsetenv(name);
+      throw;
+    }
+  };
+  EXPECT_EQ(with("HYBRIDSHARD_PEER_COPY_STREAMS", "8").engine_streams, 8);
+  EXPECT_EQ(with("HYBRIDSHARD_PEER_COPY_MIN_ROW", "1024").engine_min_row_bytes, 1024);
+  EXPECT_EQ(with("HYBRIDSHARD_PEER_KERNEL_BLOCKS", "33").kernel_blocks_beside_engines, 33);
+  EXPECT_EQ(with("HYBRIDSHARD_PEER_KERNEL_BLOCKS", "").kernel_blocks_beside_engines, 0);  // empty: the default
+  for (const auto& [name, value] :
+       std::vector<std::pair<const char*, const char*>>{{"HYBRIDSHARD_PEER_COPY_STREAMS", "0"},
+                                                        {"HYBRIDSHARD_PEER_COPY_STREAMS", "65"},
+                                                        {"HYBRIDSHARD_PEER_COPY_MIN_ROW", "-1"},
+                                                        {"HYBRIDSHARD_PEER_KERNEL_BLOCKS", "12x"}}) {
+    try {
+      with(name, value);
+      ADD_FAILURE() << name << "=" << value << ": no error";
+    } catch (const ConfigError& error) {
+      EXPECT_NE(std::string(error.what()).find(std::string(name) + ": '" + value + "'"), std::string::npos)
+          << error.what();
+    }
+  }
 }
 
 TEST(PieceTableTest, a_source_buffer_out_of_range_is_an_error_naming_the_piece) {
