@@ -170,6 +170,12 @@ class HybridshardTransition final : public Transition {
       device_.copy_pieces(round.pack, sources, nullptr, bucket_of(round));
       packed_bytes += round.packed_bytes;
     };
+    // The main lane waits for every bucket's last landing on the aside lane.
+    const auto await_landings = [&] {
+      for (std::size_t b = 0; b < landing_in.size(); ++b) {
+        if (landing_in[b]) device_.await_aside(static_cast<int>(b));
+      }
+    };
     // Queued rounds (NCCL): every round is posted at once, ordered on the device by the lanes' events, and the host
     // waits once, after the last. Otherwise (Gloo, loopback) each round blocks and reads what the device has done.
     const bool queued = world_.queues_exchanges();
@@ -224,9 +230,7 @@ class HybridshardTransition final : public Transition {
       // reported.
       try {
         world_.finish_queued();
-        for (std::size_t b = 0; b < landing_in.size(); ++b) {
-          if (landing_in[b]) device_.await_aside(static_cast<int>(b));
-        }
+        await_landings();
         device_.synchronize();
       } catch (...) {
       }
@@ -244,9 +248,7 @@ class HybridshardTransition final : public Transition {
         emit_transfer(events_, rank, iteration_, TransferPath::kNetwork, bytes, round_seconds[k], peer, name + ".recv");
       }
     }
-    for (std::size_t b = 0; b < landing_in.size(); ++b) {
-      if (landing_in[b]) device_.await_aside(static_cast<int>(b));
-    }
+    await_landings();
     device_.synchronize();
     if (pass && rounds_.empty()) report(*pass, stats);
     // The packs and the landings overlap the rounds: each reported once, from its first launch to the end.
