@@ -170,6 +170,34 @@ void resolve_layouts(const BenchOptions& o, bool have_layout_from_job, BenchConf
   }
 }
 
+// How the ranks run (gloo, nccl): threads or processes; and the hidden flags of a rank process.
+void resolve_rank_mode(const BenchOptions& o, BenchConfig& config, std::vector<std::string>& problems) {
+  const bool loopback = config.backend == core::Backend::kLoopback;
+  if (o.ranks.empty()) {
+    // NCCL: as jobs run (one process per rank). Gloo: threads, which start in milliseconds (CI runs Gloo benches).
+    config.rank_mode = config.backend == core::Backend::kNccl ? RankMode::kProcess : RankMode::kThread;
+  } else if (o.ranks == "thread") {
+    config.rank_mode = RankMode::kThread;
+  } else if (o.ranks == "process") {
+    config.rank_mode = RankMode::kProcess;
+  } else {
+    problems.push_back("--ranks: '" + o.ranks + "' is not thread or process");
+  }
+  if (!o.ranks.empty() && loopback) {
+    problems.push_back("--ranks " + o.ranks +
+                       ": loopback runs its one rank in this process (--ranks is for gloo and "
+                       "nccl)");
+  }
+  if (o.run_rank >= 0 || !o.rank_dir.empty()) {
+    if (loopback) problems.push_back("--run-rank: a rank process of a gloo or nccl bench, not of loopback");
+    if (o.run_rank < 0 || o.run_rank >= config.train.world_size()) {
+      problems.push_back("--run-rank " + std::to_string(o.run_rank) + " is outside the world of " +
+                         std::to_string(config.train.world_size()) + " ranks");
+    }
+    if (o.rank_dir.empty()) problems.push_back("--run-rank: --rank-dir is missing");
+  }
+}
+
 // Strategies, exit policies, communicator, device and the loopback rank.
 void resolve_run(const BenchOptions& o, BenchConfig& config, std::vector<std::string>& problems) {
   if (o.strategy == "both" || o.strategy.empty()) {
@@ -226,6 +254,7 @@ void resolve_run(const BenchOptions& o, BenchConfig& config, std::vector<std::st
   } else {
     problems.push_back("--device: '" + o.device + "' is not auto, cpu or cuda");
   }
+  resolve_rank_mode(o, config, problems);
   config.rank = o.rank;
   if (o.rank < 0 || o.rank >= config.train.world_size()) {
     problems.push_back("--rank " + std::to_string(o.rank) + " is outside the world of " +
@@ -291,6 +320,8 @@ void resolve_batch(const BenchOptions& o, BenchConfig& config, std::vector<std::
 }
 
 }  // namespace
+
+std::string_view rank_mode_name(RankMode mode) { return mode == RankMode::kProcess ? "process" : "thread"; }
 
 BenchConfig resolve_bench_options(const BenchOptions& o) {
   BenchConfig config;

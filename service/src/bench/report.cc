@@ -109,7 +109,9 @@ std::int64_t add_header(const BenchConfig& config, const std::vector<RankResult>
   if (config.backend == core::Backend::kLoopback) {
     comm_line += " (this process plays rank " + std::to_string(config.rank) + " of " + std::to_string(world_size) + ")";
   } else {
-    comm_line += " (" + std::to_string(world_size) + " ranks as threads)";
+    comm_line +=
+        " (" + std::to_string(world_size) +
+        (config.rank_mode == RankMode::kProcess ? " ranks as processes)" : " ranks as threads of one process)");
   }
   if (!ranks.empty()) comm_line += ", device " + ranks.front().device_description;
   report.header.push_back(comm_line);
@@ -339,6 +341,8 @@ void add_work_rows(const BenchConfig& config, BenchReport& report) {
 BenchReport combine_ranks(const BenchConfig& config, const std::vector<RankResult>& ranks) {
   BenchReport report;
   report.world_size = config.train.world_size();
+  report.ranks_as =
+      config.backend == core::Backend::kLoopback ? "loopback" : std::string(rank_mode_name(config.rank_mode));
   const std::int64_t shard_bytes = add_header(config, ranks, report);
   add_phase_rows(config, ranks, report);
   add_bound_rows(config, ranks, report);

@@ -65,9 +65,11 @@ void to_json(Json& json, const WorkRow& row) {
 }
 
 std::string bench_report_json(const BenchReport& report) {
-  const Json json{{"header", report.header}, {"world_size", report.world_size}, {"rows", report.rows},
-                  {"bounds", report.bounds}, {"ratios", report.ratios},         {"steps", report.steps},
-                  {"work", report.work},     {"notes", report.notes},           {"wrong", report.total_wrong()}};
+  const Json json{{"header", report.header},     {"world_size", report.world_size},
+                  {"ranks_as", report.ranks_as}, {"rows", report.rows},
+                  {"bounds", report.bounds},     {"ratios", report.ratios},
+                  {"steps", report.steps},       {"work", report.work},
+                  {"notes", report.notes},       {"wrong", report.total_wrong()}};
   return json.dump(2) + "\n";
 }
 

@@ -1,7 +1,6 @@
 #include "hybridshard/service/launch/launcher.h"
 
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +23,7 @@
 #include "hybridshard/core/store.h"
 #include "hybridshard/service/events/event_stream.h"
 #include "hybridshard/service/files/private_directory.h"
+#include "hybridshard/service/launch/child_process.h"
 #include "hybridshard/service/launch/rank_environment.h"
 
 namespace hybridshard::service {
@@ -63,14 +63,6 @@ std::string_view backend_name(BackendChoice backend) {
   return "auto";
 }
 
-std::string describe_status(int status) {
-  if (WIFSIGNALED(status)) {
-    const int signal_number = WTERMSIG(status);
-    return "was killed by signal " + std::to_string(signal_number) + " (" + strsignal(signal_number) + ")";
-  }
-  return "exited with code " + std::to_string(WEXITSTATUS(status));
-}
-
 std::string mib(std::int64_t bytes) {
   std::ostringstream out;
   out << std::fixed << std::setprecision(2) << static_cast<double>(bytes) / (1024.0 * 1024.0) << " MiB";
@@ -92,8 +84,8 @@ std::string progress_line(const PhaseRound& round, int iterations, int world_siz
   return line.str();
 }
 
-pid_t spawn_rank(const LaunchOptions& options, int rank, const std::string& store_file,
-                 const std::string& events_address, const std::string& events_secret) {
+ChildProcess spawn_rank(const LaunchOptions& options, int rank, const std::string& store_file,
+                        const std::string& events_address, const std::string& events_secret) {
   const JobConfig& job = options.job;
   std::vector<std::string> environment;
   for (char** entry = environ; *entry != nullptr; ++entry) {
@@ -126,26 +118,7 @@ pid_t spawn_rank(const LaunchOptions& options, int rank, const std::string& stor
   // No job file: the rank takes the embedded default job itself (nothing written to a temporary file).
   std::vector<std::string> arguments = {options.rank_binary};
   if (!options.job_file.empty()) arguments.insert(arguments.end(), {"--job", options.job_file});
-  const pid_t launcher_pid = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) HS_THROW(core::Error, std::string("fork failed: ") + std::strerror(errno));
-  if (pid == 0) {
-    // Own process group: the terminal's Ctrl-C reaches the launcher only, which stops ranks at a boundary.
-    ::setpgid(0, 0);
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != launcher_pid) ::_exit(127);
-    std::vector<char*> argv;
-    for (std::string& argument : arguments) argv.push_back(argument.data());
-    argv.push_back(nullptr);
-    std::vector<char*> envp;
-    for (std::string& entry : environment) envp.push_back(entry.data());
-    envp.push_back(nullptr);
-    ::execve(options.rank_binary.c_str(), argv.data(), envp.data());
-    std::fprintf(stderr, "hybridshard: cannot start rank %d: %s: %s\n", rank, options.rank_binary.c_str(),
-                 std::strerror(errno));
-    ::_exit(127);
-  }
-  return pid;
+  return ChildProcess::start({options.rank_binary, arguments, environment, "rank " + std::to_string(rank)});
 }
 
 // A rank process that exited unsuccessfully, with its wait status.
@@ -153,13 +126,6 @@ struct Failure {
   int rank;
   int status;
 };
-
-// Lower is more likely the cause: a signal, then an error of the rank's own, then a collective that failed
-// (kRankExitCommFailure), which is what the peers of a failed rank report.
-int cause_rank(int status) {
-  if (WIFSIGNALED(status)) return 0;
-  return WEXITSTATUS(status) == kRankExitCommFailure ? 2 : 1;
-}
 
 // The rank processes of one job as the launcher sees them; what the ranks report lives in the job's fold (JobState).
 // The event stream's threads call accept() and saw(); everything else runs on the launcher's thread.
@@ -192,8 +158,7 @@ class RankProcesses {
                  const std::string& events_secret) {
     for (int rank = 0; rank < world_size(); ++rank) {
       Process& process = ranks_[static_cast<std::size_t>(rank)];
-      process.pid = spawn_rank(options, rank, store_file, events_address, events_secret);
-      process.running = true;
+      process.child = spawn_rank(options, rank, store_file, events_address, events_secret);
       std::lock_guard lock(mutex_);
       process.last_seen = Clock::now();
     }
@@ -205,11 +170,9 @@ class RankProcesses {
     int running = 0;
     for (int rank = 0; rank < world_size(); ++rank) {
       Process& process = ranks_[static_cast<std::size_t>(rank)];
-      if (!process.running) continue;
-      int status = 0;
-      const pid_t done = ::waitpid(process.pid, &status, WNOHANG);
-      if (done == process.pid) {
-        process.running = false;
+      if (!process.child.running()) continue;
+      if (const std::optional<int> exited = process.child.poll()) {
+        const int status = *exited;
         const bool ok =
             WIFEXITED(status) && (WEXITSTATUS(status) == 0 || (stop_requested && WEXITSTATUS(status) == 130));
         if (!ok) failures.push_back({rank, status});
@@ -236,7 +199,7 @@ class RankProcesses {
     for (int rank = 0; rank < world_size(); ++rank) {
       const Process& process = ranks_[static_cast<std::size_t>(rank)];
       const Clock::duration allowed = process.connected ? limit : std::max<Clock::duration>(limit, kStartupAllowance);
-      if (process.running && now - process.last_seen > allowed) {
+      if (process.child.running() && now - process.last_seen > allowed) {
         const std::string seconds =
             std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - process.last_seen).count());
         return Silence{rank, process.connected
@@ -255,35 +218,14 @@ class RankProcesses {
 
   // SIGTERM to every running rank, SIGKILL to those still running after `grace`.
   void kill_all(std::chrono::milliseconds grace) {
-    for (Process& process : ranks_) {
-      if (!process.running) continue;
-      ::kill(process.pid, SIGCONT);  // a stopped process cannot act on SIGTERM
-      ::kill(process.pid, SIGTERM);
-    }
-    const auto deadline = Clock::now() + grace;
-    for (Process& process : ranks_) {
-      while (process.running) {
-        int status = 0;
-        const pid_t done = ::waitpid(process.pid, &status, WNOHANG);
-        if (done == process.pid || (done < 0 && errno == ECHILD)) {
-          process.running = false;
-          break;
-        }
-        if (Clock::now() > deadline) {
-          ::kill(process.pid, SIGKILL);
-          ::waitpid(process.pid, &status, 0);
-          process.running = false;
-          break;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      }
-    }
+    std::vector<ChildProcess*> children;
+    for (Process& process : ranks_) children.push_back(&process.child);
+    stop_children(children, grace);
   }
 
  private:
   struct Process {
-    pid_t pid = -1;
-    bool running = false;
+    ChildProcess child;
     bool connected = false;
     Clock::time_point last_seen;  // of its last line (event or heartbeat), or its start; under mutex_
   };
@@ -307,21 +249,21 @@ std::optional<RankFailure> find_failure(RankProcesses& ranks, bool stop_requeste
   const auto settle_until = Clock::now() + std::chrono::milliseconds(1500);
   auto best = [&] {
     return *std::min_element(failures.begin(), failures.end(), [](const Failure& a, const Failure& b) {
-      return cause_rank(a.status) < cause_rank(b.status);
+      return failure_cause_order(a.status) < failure_cause_order(b.status);
     });
   };
-  while (running > 0 && cause_rank(best().status) == 2 && Clock::now() < settle_until) {
+  while (running > 0 && failure_cause_order(best().status) == 2 && Clock::now() < settle_until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     running = ranks.reap(stop_requested, failures);
   }
   const Failure cause = best();
   // Peers that fail on a collective while a rank is silent: the silent (stopped) rank is the cause.
-  if (cause_rank(cause.status) == 2) {
+  if (failure_cause_order(cause.status) == 2) {
     if (const auto silent = ranks.silent_longer_than(std::chrono::milliseconds(1500))) {
       return RankFailure{silent->rank, silent->what};
     }
   }
-  return RankFailure{cause.rank, describe_status(cause.status)};
+  return RankFailure{cause.rank, describe_exit_status(cause.status)};
 }
 
 // The job's result when `failure` ended it: where the rank was, from its events; the rank_down event recorded.

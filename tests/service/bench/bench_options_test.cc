@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "hybridshard/core/communicator.h"
 #include "hybridshard/core/error.h"
 #include "hybridshard/service/bench/bench.h"
 
@@ -172,6 +173,51 @@ TEST(BenchOptionsTest, default_batch_rows_split_evenly) {
   const std::int64_t groups = config.inference.dp();
   EXPECT_EQ((config.batch_rows * config.train.dp) % groups, 0);
   EXPECT_GT(config.batch_rows, 0);
+}
+
+// World 2, tp 2 -> tp' 1 over NCCL, plan only (--work-only: no GPU needed to resolve).
+BenchOptions two_nccl_ranks() {
+  BenchOptions options;
+  options.world = 2;
+  options.tp = 2;
+  options.rollout_tp = 1;
+  options.comm = "nccl";
+  options.work_only = true;
+  return options;
+}
+
+TEST(BenchOptionsTest, nccl_ranks_default_to_processes_and_gloo_ranks_to_threads) {
+  BenchOptions options = two_nccl_ranks();
+  EXPECT_EQ(resolve_bench_options(options).rank_mode, RankMode::kProcess);
+  options.ranks = "thread";
+  EXPECT_EQ(resolve_bench_options(options).rank_mode, RankMode::kThread);
+  if (!core::gloo_available()) return;
+  options.comm = "gloo";
+  options.work_only = false;
+  options.ranks = "";
+  EXPECT_EQ(resolve_bench_options(options).rank_mode, RankMode::kThread);
+  options.ranks = "process";
+  EXPECT_EQ(resolve_bench_options(options).rank_mode, RankMode::kProcess);
+  EXPECT_EQ(rank_mode_name(RankMode::kProcess), "process");
+  EXPECT_EQ(rank_mode_name(RankMode::kThread), "thread");
+}
+
+TEST(BenchOptionsTest, ranks_refuses_other_words_and_loopback) {
+  BenchOptions options = two_nccl_ranks();
+  options.ranks = "fibers";
+  EXPECT_NE(problems_of(options).find("--ranks: 'fibers' is not thread or process"), std::string::npos);
+  options.comm = "loopback";
+  options.ranks = "process";
+  EXPECT_NE(problems_of(options).find("--ranks process: loopback runs its one rank in this process"),
+            std::string::npos);
+}
+
+TEST(BenchOptionsTest, a_rank_process_needs_a_rank_of_the_world_and_its_directory) {
+  BenchOptions options = two_nccl_ranks();
+  options.run_rank = 2;
+  const std::string problems = problems_of(options);
+  EXPECT_NE(problems.find("--run-rank 2 is outside the world of 2 ranks"), std::string::npos) << problems;
+  EXPECT_NE(problems.find("--rank-dir is missing"), std::string::npos) << problems;
 }
 
 }  // namespace

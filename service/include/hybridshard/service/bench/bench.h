@@ -6,13 +6,17 @@
 // Three ways to run:
 //  - loopback: this process plays rank `rank` of the whole layout alone on one device (the GPU, or the host when
 //    there is none); the network is replaced by device copies of the same sizes.
-//  - gloo: every rank of the layout is a thread of this process on a CPU device, Gloo over 127.0.0.1.
-//  - nccl: every rank is a thread on its own GPU (world size = number of GPUs used).
+//  - gloo: every rank of the layout on a CPU device, Gloo over 127.0.0.1.
+//  - nccl: every rank on its own GPU (world size = number of GPUs used).
+// gloo and nccl ranks run as threads of this process or as processes (RankMode): one process per rank is how jobs
+// run (`hybridshard run`); threads of one process share one CUDA driver context per device, whose allocations and
+// frees the driver serializes across the ranks.
 #pragma once
 
 #include <cstdint>
 #include <iosfwd>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "hybridshard/core/communicator.h"
@@ -54,6 +58,7 @@ struct BenchOptions {
   std::string strategy = "both";  // hybridshard | seed | both
   std::string comm = "loopback";  // loopback | gloo | nccl
   std::string device = "auto";    // loopback only: auto | cpu | cuda
+  std::string ranks;              // gloo, nccl: thread | process; default process for nccl, thread for gloo
   int rank = 0;                   // loopback only: the rank this process plays
 
   // nccl-tests flags.
@@ -79,7 +84,17 @@ struct BenchOptions {
   std::int64_t cpu_device_memory = 0;  // what a CPU rank reports as device memory; default 64 GiB
   int timeout_ms = 0;                  // every communicator wait; default 120000 (or the job's runtime.timeout)
   std::uint32_t version = 1;           // weight_value version of the train weights
+
+  // Hidden (set by the bench for the processes it starts in RankMode::kProcess): run only rank `run_rank` and write
+  // its result into `rank_dir`, the parent's private directory (which holds the store the ranks meet in).
+  int run_rank = -1;
+  std::string rank_dir;
 };
+
+// How the ranks of a gloo or nccl bench run: threads of this process, or one process per rank (this program started
+// again with hidden flags; how `hybridshard run` starts a job's ranks).
+enum class RankMode { kThread, kProcess };
+std::string_view rank_mode_name(RankMode mode);
 
 struct BenchConfig {
   std::string model_name;  // preset or job file or "custom"
@@ -90,7 +105,8 @@ struct BenchConfig {
   std::vector<core::ExitPolicy> exit_policies;  // free first
   std::vector<core::ReleaseOnExit> releases;    // after each exit; driver first
   core::Backend backend = core::Backend::kLoopback;
-  bool use_cuda = false;  // loopback: on the GPU; nccl: always; gloo: never
+  RankMode rank_mode = RankMode::kThread;  // gloo, nccl
+  bool use_cuda = false;                   // loopback: on the GPU; nccl: always; gloo: never
   int rank = 0;
   int iterations = 20;
   int warmup = 5;
@@ -175,6 +191,7 @@ struct WorkRow {
 struct BenchReport {
   std::vector<std::string> header;  // "# ..." lines: model, layouts, comm, device, flags
   int world_size = 1;
+  std::string ranks_as;  // how the ranks ran: "thread", "process", or "loopback" (one rank in this process)
   std::vector<PhaseRow> rows;
   std::vector<BoundRow> bounds;
   std::vector<RatioRow> ratios;

@@ -46,6 +46,10 @@ inline void add_bench_flags(CLI::App& app, BenchOptions& o) {
   app.add_option("--comm", o.comm, "loopback | gloo | nccl (default loopback)");
   app.add_option("--device", o.device, "Loopback device: auto | cpu | cuda (default auto)");
   app.add_option("--rank", o.rank, "Loopback: the rank this process plays (default 0)");
+  app.add_option("--ranks", o.ranks,
+                 "gloo, nccl: run the ranks as thread | process: process starts one process per rank, as jobs run "
+                 "(their own CUDA contexts: memory allocated and freed without the driver serializing the ranks); "
+                 "thread runs them in this process (default: process for nccl, thread for gloo)");
   app.add_option("-n,--iters", o.iterations, "Timed iterations (default 20)");
   app.add_option("-w,--warmup_iters", o.warmup, "Warm-up iterations (default 5)");
   app.add_option("-c,--check", o.check, "Check the inference shards bit for bit: 0 | 1 (default 1)");
@@ -74,6 +78,9 @@ inline void add_bench_flags(CLI::App& app, BenchOptions& o) {
   app.add_option("--batch-cols", o.batch_cols, "Tokens per batch row (default 1024)");
   app.add_option("--cpu-device-memory", o.cpu_device_memory, "Device bytes a CPU rank reports (default 64 GiB)");
   app.add_option("--timeout-ms", o.timeout_ms, "Timeout of every wait in ms (default 120000)");
+  // Hidden: what the bench passes to the rank processes it starts (--ranks process).
+  app.add_option("--run-rank", o.run_rank)->group("");
+  app.add_option("--rank-dir", o.rank_dir)->group("");
 }
 
 }  // namespace hybridshard::service::bench
