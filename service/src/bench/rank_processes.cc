@@ -4,8 +4,9 @@
 // (detail/rank_result_file.h). Each process has its own CUDA context: the driver does not serialize one rank's
 // cudaMalloc/cudaFree behind another's, as it does for ranks that are threads of one process.
 //
-// The parent touches no CUDA device: it forks and the child execs at once (/proc/self/exe), so each rank starts with
-// a fresh CUDA runtime. Children die with the parent (PR_SET_PDEATHSIG, ChildProcess).
+// The parent opens no CUDA device (resolving the options only counts them); it forks and the child execs at once
+// (/proc/self/exe), so each rank starts with a fresh CUDA runtime. Children die with the parent (PR_SET_PDEATHSIG,
+// ChildProcess).
 #include <chrono>
 #include <cstdio>
 #include <fstream>
