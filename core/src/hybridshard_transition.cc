@@ -5,8 +5,9 @@
 // those peers (RankPlan::peer_reads, read straight from the peers' train buffers over NVLink), so each byte is read
 // once from where it lives and written once; no bucket, no pack, no unpack. Ordering: enter synchronizes this rank's
 // device (its train buffers hold the version), then share_memory's exchange lines every rank up, so no rank reads a
-// peer before the peer's buffers hold the version; after the pass a world barrier keeps every rank in enter until
-// all readers of its train buffers are done, so nobody changes a train buffer while a peer reads it.
+// peer before the peer's buffers hold the version; after the pass (and the device synchronized) a world barrier on
+// the host keeps every rank in enter until all readers of its train buffers are done, so nobody changes a train
+// buffer while a peer reads it. With every rank on one host both are meetings in shared host memory (NCCL).
 //
 // Send/recv path (the other peers: another host, no peer access, Transport::kSendRecv): round by round, each
 // message as the plan's wires (one send/receive each). A wire whose bytes lie back to back in the train buffer is sent
@@ -262,8 +263,9 @@ class HybridshardTransition final : public Transition {
       emit_transfer(events_, rank, iteration_, TransferPath::kDeviceToDevice, landed_bytes, land_clock->seconds(), rank,
                     "enter.land");
     }
-    // Every reader of this rank's train buffers is done before enter returns (and the caller may train again).
-    if (peers.any_direct) world_.barrier();
+    // Every reader of this rank's train buffers is done before enter returns (and the caller may train again). The
+    // device is synchronized: a barrier on the host does (a meeting in shared memory when every rank is on one host).
+    if (peers.any_direct) world_.host_barrier();
     for (auto& bucket : buckets) {
       if (bucket) bucket->release();
     }

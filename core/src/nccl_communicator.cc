@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -15,6 +16,8 @@
 #include <vector>
 
 #include "detail/cuda_check.h"
+#include "detail/environment.h"
+#include "detail/host_meeting.h"
 #include "detail/peer_links.h"
 #include "detail/self_transfers.h"
 #include "hybridshard/core/communicator.h"
@@ -212,16 +215,34 @@ class NcclCommunicator final : public Communicator {
     finish(op);
   }
 
+  // A meeting in shared host memory once share_memory found every rank on one host (the peer path's closing
+  // barrier: the caller synchronized its device); a collective otherwise.
+  void host_barrier() override {
+    if (meeting_ready_) {
+      meet("host_barrier", 0);
+      return;
+    }
+    barrier();
+  }
+
   // Every rank's record (pointers, IPC handles, host, process, device, the peers it wants) in one small all-gather,
   // then who reads whom directly after opening (so that a peer this rank could not open sends to it instead) in a
-  // second. When every record is the one of the previous call (same buffers, same handles, same wanted peers: an
-  // enter after an exit), the opening and its answer are the previous call's, so the second all-gather is skipped:
-  // every rank sees the same records, so all of them skip it or none.
+  // second. When every rank is on one host, rank 0's record names a HostMeeting it made and every rank joins it (the
+  // second all-gather says whether all did): from then on a call meets there first, each rank saying whether its
+  // record differs from the one it last gave, and the exchange runs again only when one does (every rank sees the
+  // same flags, so all of them run it or none). Without the meeting (ranks on several hosts), a call whose gathered
+  // records all equal the previous call's skips the opening and the second all-gather (all skip or none, likewise).
   PeerMemory share_memory(std::span<void* const> buffers, std::span<const std::int64_t> bytes,
                           std::span<const int> wanted) override {
     detail::PeerRecord mine = links_.describe(buffers, bytes);
     mine.wanted = detail::wanted_key(wanted);
+    if (rank_ == 0) offer_meeting(mine);
+    if (meeting_ready_) {
+      const bool changed = std::memcmp(&mine, &published_, sizeof mine) != 0;
+      if (meet("share_memory", changed ? 1 : 0) == 0) return shared_memory_;
+    }
     const std::vector<detail::PeerRecord> records = gather(mine);
+    published_ = mine;
     if (shared_ && records.size() == shared_records_.size() &&
         std::memcmp(records.data(), shared_records_.data(), records.size() * sizeof(detail::PeerRecord)) == 0) {
       return shared_memory_;
@@ -231,7 +252,8 @@ class NcclCommunicator final : public Communicator {
     memory.reads.resize(n);
     memory.read_by.assign(n, false);
     memory.why.resize(n);
-    std::vector<std::uint8_t> reading(n, 0);
+    // This rank's answer: [owner] it reads owner directly; [n] it is in the meeting.
+    std::vector<std::uint8_t> answer(n + 1, 0);
     for (int peer : wanted) {
       if (peer < 0 || peer >= size_ || peer == rank_) continue;
       const auto p = static_cast<std::size_t>(peer);
@@ -242,16 +264,21 @@ class NcclCommunicator final : public Communicator {
         continue;
       }
       memory.reads[p] = std::move(pointers);
-      reading[p] = 1;
+      answer[p] = 1;
     }
-    const std::vector<std::uint8_t> everyone = gather_bytes(reading.data(), n);
+    answer[n] = join_meeting(records) ? 1 : 0;
+    const std::vector<std::uint8_t> everyone = gather_bytes(answer.data(), n + 1);
+    bool all_met = true;
     for (std::size_t reader = 0; reader < n; ++reader) {
+      const std::uint8_t* row = everyone.data() + reader * (n + 1);
+      all_met = all_met && row[n] == 1;
       for (std::size_t owner = 0; owner < n; ++owner) {
-        if (everyone[reader * n + owner] == 0) continue;
+        if (row[owner] == 0) continue;
         memory.any_direct = true;
         if (owner == static_cast<std::size_t>(rank_)) memory.read_by[reader] = true;
       }
     }
+    settle_meeting(all_met);
     shared_ = true;
     shared_records_ = records;
     shared_memory_ = memory;
@@ -372,6 +399,8 @@ class NcclCommunicator final : public Communicator {
       ncclCommAbort(comm_);
       comm_ = nullptr;
     }
+    // The others' meetings end at once instead of at their timeout.
+    if (breaks && meeting_ready_) meeting_->abandon(rank_);
     const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - op.start);
     std::string message = "nccl rank " + std::to_string(rank_) + "/" + std::to_string(size_) + " (process rank " +
                           std::to_string(error_rank()) + ", cuda:" + std::to_string(context_->device_index) +
@@ -416,6 +445,75 @@ class NcclCommunicator final : public Communicator {
     } else {
       std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
+  }
+
+  // Rank 0: makes the meeting (once; not again after one that not every rank could join) and names it in its record.
+  // HYBRIDSHARD_HOST_MEETING=0 (rank 0's environment) keeps the collectives, to measure one against the other.
+  void offer_meeting(detail::PeerRecord& mine) {
+    if (!meeting_ && !meeting_refused_ && size_ > 1) {
+      meeting_refused_ = detail::count_from_environment("HYBRIDSHARD_HOST_MEETING", 1, 0, 1) == 0;
+    }
+    if (!meeting_ && !meeting_refused_ && size_ > 1) {
+      std::string why;
+      meeting_ = detail::HostMeeting::create(size_, why);
+      if (!meeting_) meeting_refused_ = true;  // shared memory refused: the collectives stay
+    }
+    if (meeting_) std::snprintf(mine.meeting, sizeof mine.meeting, "%s", meeting_->name().c_str());
+  }
+
+  // Whether this rank is in the meeting after share_memory's first all-gather: every rank on rank 0's host and rank 0
+  // named one; the others join it here.
+  bool join_meeting(const std::vector<detail::PeerRecord>& records) {
+    if (meeting_ready_) return true;
+    if (records.empty() || records.front().meeting[0] == '\0') return false;
+    for (const detail::PeerRecord& record : records) {
+      if (record.host != records.front().host) return false;
+    }
+    if (!meeting_) {
+      const std::string name(records.front().meeting, strnlen(records.front().meeting, sizeof records.front().meeting));
+      std::string why;
+      meeting_ = detail::HostMeeting::join(name, size_, why);
+    }
+    return meeting_ != nullptr;
+  }
+
+  // After the second all-gather: every rank joined (the meeting is used from now on) or not (every rank leaves it).
+  // Either way whoever joins has joined, so rank 0 removes the name.
+  void settle_meeting(bool all_met) {
+    if (meeting_ready_ || !meeting_) return;
+    meeting_->forget_name();
+    if (all_met) {
+      meeting_ready_ = true;
+    } else {
+      meeting_.reset();
+      meeting_refused_ = true;
+    }
+  }
+
+  // This rank's next meeting; returns every rank's flags OR-ed. A rank that does not come within the timeout, one
+  // that gave up, or abort() end it with the communicator's usual error.
+  std::uint64_t meet(const char* name, std::uint64_t flags) {
+    const Operation op = begin(name, 0);
+    const detail::HostMeeting::Outcome outcome =
+        meeting_->meet(rank_, flags, op.deadline, [this] { return aborted_.load(); });
+    using State = detail::HostMeeting::Outcome::State;
+    switch (outcome.state) {
+      case State::kMet:
+        break;
+      case State::kTimedOut: {
+        std::string missing;
+        for (int other : outcome.missing) missing += (missing.empty() ? "" : ", ") + std::to_string(other);
+        fail<TimeoutError>(op, outcome.missing.empty() ? -1 : outcome.missing.front(),
+                           "timed out in the host meeting waiting for rank(s) " + missing);
+      }
+      case State::kAbandoned:
+        fail<CommError>(
+            op, outcome.abandoned_by,
+            "ended: rank " + std::to_string(outcome.abandoned_by) + " gave up (an operation of its failed)");
+      case State::kAborted:
+        fail<CommError>(op, -1, "aborted");
+    }
+    return outcome.flags;
   }
 
   // All-gathers `bytes` host bytes of every rank through device scratch (kept for the next call).
@@ -491,6 +589,10 @@ class NcclCommunicator final : public Communicator {
   std::size_t share_scratch_bytes_ = 0;
   std::string key_;
   detail::PeerLinks links_;
+  std::unique_ptr<detail::HostMeeting> meeting_;    // every rank on one host: shared host memory (host_meeting.h)
+  bool meeting_ready_ = false;                      // every rank joined it: share_memory and host_barrier meet there
+  bool meeting_refused_ = false;                    // not (again): shared memory refused or some rank could not join
+  detail::PeerRecord published_{};                  // this rank's record in the last all-gather of records
   bool shared_ = false;                             // share_memory ran to its end at least once
   std::vector<detail::PeerRecord> shared_records_;  // its gathered records
   PeerMemory shared_memory_;                        // and its answer

@@ -5,6 +5,7 @@
 #include <string>
 #include <utility>
 
+#include "detail/environment.h"
 #include "hybridshard/core/error.h"
 
 namespace hybridshard::core::detail {
@@ -35,21 +36,6 @@ std::vector<DeviceChunk> spread(std::vector<DeviceChunk> remote, std::vector<Dev
     }
   }
   return merged;
-}
-
-// A count from the environment variable `name` (bytes, blocks, streams), `fallback` when it is unset or empty;
-// throws ConfigError naming the variable when it is not a whole number from `least` to `most`.
-std::int64_t count_from_environment(const char* name, std::int64_t fallback, std::int64_t least,
-                                    std::int64_t most = std::int64_t{1} << 40) {
-  const char* value = std::getenv(name);
-  if (value == nullptr || *value == '\0') return fallback;
-  char* end = nullptr;
-  const long long count = std::strtoll(value, &end, 10);
-  if (end == value || *end != '\0' || count < least || count > most) {
-    HS_THROW(ConfigError, std::string(name) + ": '" + value + "' is not a whole number from " + std::to_string(least) +
-                              " to " + std::to_string(most));
-  }
-  return count;
 }
 
 }  // namespace

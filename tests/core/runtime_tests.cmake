@@ -14,6 +14,12 @@ hybridshard_add_gtest(NAME piece_table_test LABEL unit
   LIBS hybridshard::core GTest::gtest_main)
 target_include_directories(piece_table_test PRIVATE ${PROJECT_SOURCE_DIR}/core/src)
 
+# The NCCL peer path's meeting in shared host memory: threads and a forked process, no GPU.
+hybridshard_add_gtest(NAME host_meeting_test LABEL unit
+  SOURCES ${_hs_runtime}/host_meeting_test.cc
+  LIBS hybridshard::core GTest::gtest_main)
+target_include_directories(host_meeting_test PRIVATE ${PROJECT_SOURCE_DIR}/core/src)
+
 hybridshard_add_gtest(NAME core_comm_test LABEL multirank TIMEOUT 180
   SOURCES ${_hs_runtime}/store_test.cc
           ${_hs_runtime}/gloo_communicator_test.cc

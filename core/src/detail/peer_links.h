@@ -29,6 +29,7 @@ struct PeerRecord {
   cudaIpcMemHandle_t handles[kMaxSharedBuffers] = {};
   char why[160] = {};        // when count < 0 or shareable == 0: why
   std::uint64_t wanted = 0;  // the peers this rank reads (wanted_key)
+  char meeting[48] = {};     // rank 0: the name of its HostMeeting (detail/host_meeting.h), when it made one
 };
 
 // The peers a rank wants to read, as one number for its record (FNV-1a over the list).

@@ -1,10 +1,13 @@
 // NCCL across GPUs (one thread and one GPU per rank; skipped with fewer than 2 GPUs): every operation against the
-// bytes each rank sent, subgroups that are made, used and destroyed while the world goes on, and a rank that never
-// joins an operation: its peer fails within the timeout, naming the operation.
+// bytes each rank sent, subgroups that are made, used and destroyed while the world goes on, a rank that never
+// joins an operation: its peer fails within the timeout, naming the operation; the peer path's exchange and its
+// meeting in shared host memory.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
@@ -155,6 +158,74 @@ TEST_F(NcclMultiGpuTest, a_rank_that_never_joins_makes_its_peer_fail_within_the_
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   EXPECT_NE(message.find("all_gather"), std::string::npos) << message;
   EXPECT_NE(message.find("timed out"), std::string::npos) << message;
+  EXPECT_LT(seconds, 20.0) << message;
+}
+
+// The peer path's exchange on one host: after the first call the ranks meet in shared host memory, and a buffer that
+// moves on one rank only still reaches the other (the meeting says someone changed, and every rank exchanges again).
+TEST_F(NcclMultiGpuTest, share_memory_meets_on_the_host_and_a_buffer_moved_on_one_rank_reaches_the_other) {
+  run(milliseconds(20000), [](int rank, Device& device, Communicator& world) {
+    constexpr std::int64_t kBytes = 1 << 20;
+    const int peer = 1 - rank;
+    DeviceBytes first(device, kBytes), second(device, kBytes), read(device, kBytes);
+    first.upload(bytes_of(rank, kBytes));
+    second.upload(bytes_of(rank + 10, kBytes));
+    const std::vector<int> wanted{peer};
+    const std::vector<std::int64_t> sizes{kBytes};
+    const auto read_peer = [&](const PeerMemory& memory) {
+      EXPECT_TRUE(memory.any_direct) << "rank " << rank;
+      EXPECT_TRUE(memory.read_by[static_cast<std::size_t>(peer)]) << "rank " << rank;
+      const auto& reads = memory.reads[static_cast<std::size_t>(peer)];
+      if (reads.size() != 1) {
+        ADD_FAILURE() << "rank " << rank << " reads " << reads.size() << " buffers of its peer";
+        return std::vector<std::uint8_t>{};
+      }
+      device.copy(read.data, Residency::kGpu, reads.front(), Residency::kGpu, kBytes);
+      return read.download();
+    };
+    void* buffer = first.data;
+    for (int call = 0; call < 4; ++call) {
+      const PeerMemory memory = world.share_memory(std::span<void* const>(&buffer, 1), sizes, wanted);
+      EXPECT_TRUE(read_peer(memory) == bytes_of(peer, kBytes)) << "rank " << rank << ", call " << call;
+      world.host_barrier();
+    }
+    // Rank 1's buffer moves; rank 0 passes the same as before and must read the new one.
+    if (rank == 1) buffer = second.data;
+    PeerMemory memory = world.share_memory(std::span<void* const>(&buffer, 1), sizes, wanted);
+    EXPECT_TRUE(read_peer(memory) == (rank == 0 ? bytes_of(11, kBytes) : bytes_of(0, kBytes))) << "rank " << rank;
+    world.host_barrier();
+    memory = world.share_memory(std::span<void* const>(&buffer, 1), sizes, wanted);
+    EXPECT_TRUE(read_peer(memory) == (rank == 0 ? bytes_of(11, kBytes) : bytes_of(0, kBytes))) << "rank " << rank;
+  });
+  // The meeting's segment lost its name once both ranks had joined: nothing of this process is left in /dev/shm.
+  const std::string prefix = "hybridshard-" + std::to_string(getpid()) + "-";
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
+    EXPECT_NE(entry.path().filename().string().rfind(prefix, 0), 0u) << entry.path();
+  }
+}
+
+// A rank that never comes to the host meeting: its peer's barrier fails within the timeout, naming the meeting and
+// the rank (the collective barrier's error names neither: this is how the test knows the meeting was used).
+TEST_F(NcclMultiGpuTest, a_rank_missing_from_the_host_meeting_is_named_within_the_timeout) {
+  const auto started = std::chrono::steady_clock::now();
+  std::string message;
+  run(milliseconds(3000), [&](int rank, Device& device, Communicator& world) {
+    DeviceBytes mine(device, 4096);
+    void* buffer = mine.data;
+    const std::vector<std::int64_t> sizes{4096};
+    const std::vector<int> wanted{1 - rank};
+    world.share_memory(std::span<void* const>(&buffer, 1), sizes, wanted);
+    if (rank == 1) return;  // never comes to the barrier
+    try {
+      world.host_barrier();
+      ADD_FAILURE() << "the barrier finished without its peer";
+    } catch (const TimeoutError& error) {
+      message = error.what();
+    }
+  });
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  EXPECT_NE(message.find("host_barrier"), std::string::npos) << message;
+  EXPECT_NE(message.find("host meeting waiting for rank(s) 1"), std::string::npos) << message;
   EXPECT_LT(seconds, 20.0) << message;
 }
 

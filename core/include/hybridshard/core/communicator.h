@@ -65,6 +65,10 @@ class Communicator {
   // itself as a peer: the bytes are copied locally.
   virtual void exchange(std::span<const SendSpec> sends, std::span<const RecvSpec> recvs) = 0;
   virtual void barrier() = 0;
+  // A barrier for a caller that has finished its device work (it synchronized its device): returns on each rank only
+  // after every rank has called it, and orders no device work. NCCL, once share_memory found every rank on one host:
+  // through shared host memory, in microseconds instead of a collective; otherwise (this default) barrier().
+  virtual void host_barrier() { barrier(); }
 
   // Queued rounds: queue_exchange posts one round as exchange() does and, where the backend can (NCCL: the group on
   // the communicator's stream), returns without waiting for it. The round starts after the work queued so far on
@@ -85,6 +89,8 @@ class Communicator {
   // who reads it. Registration (peer access, IPC handles) happens once per buffer and stays until the
   // communicator is destroyed; the pointers stay valid until then, as long as the owners keep the buffers. The
   // exchange of addresses also lines the ranks up: it returns on each rank only after every rank has called it.
+  // (NCCL with every rank on one host: after the first call, a call whose buffers are every rank's last ones is a
+  // meeting in shared host memory, not a collective.)
   // This base version reads nothing directly (Gloo: no device memory to share).
   virtual PeerMemory share_memory(std::span<void* const> buffers, std::span<const std::int64_t> bytes,
                                   std::span<const int> wanted);
