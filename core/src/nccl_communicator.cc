@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -16,10 +15,9 @@
 #include <vector>
 
 #include "detail/cuda_check.h"
-#include "detail/environment.h"
-#include "detail/host_meeting.h"
 #include "detail/peer_links.h"
 #include "detail/self_transfers.h"
+#include "detail/shared_records.h"
 #include "hybridshard/core/communicator.h"
 #include "hybridshard/core/error.h"
 #include "hybridshard/core/store.h"
@@ -93,7 +91,8 @@ class NcclCommunicator final : public Communicator {
         size_(size),
         timeout_(timeout),
         key_(std::move(key)),
-        links_(context_->device_index) {
+        links_(context_->device_index),
+        records_(rank, size) {
     HS_CUDA_CHECK(cudaSetDevice(context_->device_index));
     HS_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
     HS_CUDA_CHECK(cudaEventCreateWithFlags(&after_, cudaEventDisableTiming));
@@ -218,71 +217,25 @@ class NcclCommunicator final : public Communicator {
   // A meeting in shared host memory once share_memory found every rank on one host (the peer path's closing
   // barrier: the caller synchronized its device); a collective otherwise.
   void host_barrier() override {
-    if (meeting_ready_) {
-      meet("host_barrier", 0);
+    if (records_.meeting_ready()) {
+      meet(records_.meeting(), "host_barrier", 0);
       return;
     }
     barrier();
   }
 
-  // Every rank's record (pointers, IPC handles, host, process, device, the peers it wants) in one small all-gather,
-  // then who reads whom directly after opening (so that a peer this rank could not open sends to it instead) in a
-  // second. When every rank is on one host, rank 0's record names a HostMeeting it made and every rank joins it (the
-  // second all-gather says whether all did): from then on a call meets there first, each rank saying whether its
-  // record differs from the one it last gave, and the exchange runs again only when one does (every rank sees the
-  // same flags, so all of them run it or none). Without the meeting (ranks on several hosts), a call whose gathered
-  // records all equal the previous call's skips the opening and the second all-gather (all skip or none, likewise).
+  // The records (pointers, IPC handles, host, process, device, the peers a rank wants) go through
+  // detail::SharedRecords: NCCL all-gathers, or a meeting in shared host memory when every rank is on one host.
   PeerMemory share_memory(std::span<void* const> buffers, std::span<const std::int64_t> bytes,
                           std::span<const int> wanted) override {
     detail::PeerRecord mine = links_.describe(buffers, bytes);
     mine.wanted = detail::wanted_key(wanted);
-    if (rank_ == 0) offer_meeting(mine);
-    if (meeting_ready_) {
-      const bool changed = std::memcmp(&mine, &published_, sizeof mine) != 0;
-      if (meet("share_memory", changed ? 1 : 0) == 0) return shared_memory_;
-    }
-    const std::vector<detail::PeerRecord> records = gather(mine);
-    published_ = mine;
-    if (shared_ && records.size() == shared_records_.size() &&
-        std::memcmp(records.data(), shared_records_.data(), records.size() * sizeof(detail::PeerRecord)) == 0) {
-      return shared_memory_;
-    }
-    PeerMemory memory;
-    const auto n = static_cast<std::size_t>(size_);
-    memory.reads.resize(n);
-    memory.read_by.assign(n, false);
-    memory.why.resize(n);
-    // This rank's answer: [owner] it reads owner directly; [n] it is in the meeting.
-    std::vector<std::uint8_t> answer(n + 1, 0);
-    for (int peer : wanted) {
-      if (peer < 0 || peer >= size_ || peer == rank_) continue;
-      const auto p = static_cast<std::size_t>(peer);
-      std::string why;
-      std::vector<const void*> pointers = links_.open(mine, records[p], why);
-      if (pointers.empty()) {
-        memory.why[p] = why.empty() ? "the peer shares no buffers" : why;
-        continue;
-      }
-      memory.reads[p] = std::move(pointers);
-      answer[p] = 1;
-    }
-    answer[n] = join_meeting(records) ? 1 : 0;
-    const std::vector<std::uint8_t> everyone = gather_bytes(answer.data(), n + 1);
-    bool all_met = true;
-    for (std::size_t reader = 0; reader < n; ++reader) {
-      const std::uint8_t* row = everyone.data() + reader * (n + 1);
-      all_met = all_met && row[n] == 1;
-      for (std::size_t owner = 0; owner < n; ++owner) {
-        if (row[owner] == 0) continue;
-        memory.any_direct = true;
-        if (owner == static_cast<std::size_t>(rank_)) memory.read_by[reader] = true;
-      }
-    }
-    settle_meeting(all_met);
-    shared_ = true;
-    shared_records_ = records;
-    shared_memory_ = memory;
-    return memory;
+    return records_.share(
+        mine, wanted, [this](const void* data, std::size_t size) { return gather_bytes(data, size); },
+        [this](const detail::PeerRecord& self, const detail::PeerRecord& peer, std::string& why) {
+          return links_.open(self, peer, why);
+        },
+        [this](detail::HostMeeting& meeting, std::uint64_t flags) { return meet(meeting, "share_memory", flags); });
   }
 
   std::unique_ptr<Communicator> subgroup(const std::vector<int>& ranks) override {
@@ -400,7 +353,7 @@ class NcclCommunicator final : public Communicator {
       comm_ = nullptr;
     }
     // The others' meetings end at once instead of at their timeout.
-    if (breaks && meeting_ready_) meeting_->abandon(rank_);
+    if (breaks && records_.meeting_ready()) records_.meeting().abandon(rank_);
     const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - op.start);
     std::string message = "nccl rank " + std::to_string(rank_) + "/" + std::to_string(size_) + " (process rank " +
                           std::to_string(error_rank()) + ", cuda:" + std::to_string(context_->device_index) +
@@ -447,55 +400,12 @@ class NcclCommunicator final : public Communicator {
     }
   }
 
-  // Rank 0: makes the meeting (once; not again after one that not every rank could join) and names it in its record.
-  // HYBRIDSHARD_HOST_MEETING=0 (rank 0's environment) keeps the collectives, to measure one against the other.
-  void offer_meeting(detail::PeerRecord& mine) {
-    if (!meeting_ && !meeting_refused_ && size_ > 1) {
-      meeting_refused_ = detail::count_from_environment("HYBRIDSHARD_HOST_MEETING", 1, 0, 1) == 0;
-    }
-    if (!meeting_ && !meeting_refused_ && size_ > 1) {
-      std::string why;
-      meeting_ = detail::HostMeeting::create(size_, why);
-      if (!meeting_) meeting_refused_ = true;  // shared memory refused: the collectives stay
-    }
-    if (meeting_) std::snprintf(mine.meeting, sizeof mine.meeting, "%s", meeting_->name().c_str());
-  }
-
-  // Whether this rank is in the meeting after share_memory's first all-gather: every rank on rank 0's host and rank 0
-  // named one; the others join it here.
-  bool join_meeting(const std::vector<detail::PeerRecord>& records) {
-    if (meeting_ready_) return true;
-    if (records.empty() || records.front().meeting[0] == '\0') return false;
-    for (const detail::PeerRecord& record : records) {
-      if (record.host != records.front().host) return false;
-    }
-    if (!meeting_) {
-      const std::string name(records.front().meeting, strnlen(records.front().meeting, sizeof records.front().meeting));
-      std::string why;
-      meeting_ = detail::HostMeeting::join(name, size_, why);
-    }
-    return meeting_ != nullptr;
-  }
-
-  // After the second all-gather: every rank joined (the meeting is used from now on) or not (every rank leaves it).
-  // Either way whoever joins has joined, so rank 0 removes the name.
-  void settle_meeting(bool all_met) {
-    if (meeting_ready_ || !meeting_) return;
-    meeting_->forget_name();
-    if (all_met) {
-      meeting_ready_ = true;
-    } else {
-      meeting_.reset();
-      meeting_refused_ = true;
-    }
-  }
-
   // This rank's next meeting; returns every rank's flags OR-ed. A rank that does not come within the timeout, one
   // that gave up, or abort() end it with the communicator's usual error.
-  std::uint64_t meet(const char* name, std::uint64_t flags) {
+  std::uint64_t meet(detail::HostMeeting& meeting, const char* name, std::uint64_t flags) {
     const Operation op = begin(name, 0);
     const detail::HostMeeting::Outcome outcome =
-        meeting_->meet(rank_, flags, op.deadline, [this] { return aborted_.load(); });
+        meeting.meet(rank_, flags, op.deadline, [this] { return aborted_.load(); });
     using State = detail::HostMeeting::Outcome::State;
     switch (outcome.state) {
       case State::kMet:
@@ -536,13 +446,6 @@ class NcclCommunicator final : public Communicator {
     HS_CUDA_CHECK(cudaMemcpyAsync(all.data(), scratch + bytes, all.size(), cudaMemcpyDeviceToHost, context_->stream));
     HS_CUDA_CHECK(cudaStreamSynchronize(context_->stream));
     return all;
-  }
-
-  std::vector<detail::PeerRecord> gather(const detail::PeerRecord& mine) {
-    const std::vector<std::uint8_t> all = gather_bytes(&mine, sizeof mine);
-    std::vector<detail::PeerRecord> records(static_cast<std::size_t>(size_));
-    std::memcpy(static_cast<void*>(records.data()), all.data(), all.size());
-    return records;
   }
 
   // Waits until everything queued for `op` ran on the GPU, watching NCCL's error state, the deadline and abort().
@@ -589,13 +492,7 @@ class NcclCommunicator final : public Communicator {
   std::size_t share_scratch_bytes_ = 0;
   std::string key_;
   detail::PeerLinks links_;
-  std::unique_ptr<detail::HostMeeting> meeting_;    // every rank on one host: shared host memory (host_meeting.h)
-  bool meeting_ready_ = false;                      // every rank joined it: share_memory and host_barrier meet there
-  bool meeting_refused_ = false;                    // not (again): shared memory refused or some rank could not join
-  detail::PeerRecord published_{};                  // this rank's record in the last all-gather of records
-  bool shared_ = false;                             // share_memory ran to its end at least once
-  std::vector<detail::PeerRecord> shared_records_;  // its gathered records
-  PeerMemory shared_memory_;                        // and its answer
+  detail::SharedRecords<detail::PeerRecord> records_;  // share_memory's protocol
   std::atomic<bool> aborted_{false};
   bool broken_ = false;
   std::uint64_t sequence_ = 0;

@@ -14,9 +14,10 @@ hybridshard_add_gtest(NAME piece_table_test LABEL unit
   LIBS hybridshard::core GTest::gtest_main)
 target_include_directories(piece_table_test PRIVATE ${PROJECT_SOURCE_DIR}/core/src)
 
-# The NCCL peer path's meeting in shared host memory: threads and a forked process, no GPU.
+# The NCCL peer path's meeting in shared host memory and share_memory's protocol over it: threads and a forked
+# process, no GPU.
 hybridshard_add_gtest(NAME host_meeting_test LABEL unit
-  SOURCES ${_hs_runtime}/host_meeting_test.cc
+  SOURCES ${_hs_runtime}/host_meeting_test.cc ${_hs_runtime}/shared_records_test.cc
   LIBS hybridshard::core GTest::gtest_main)
 target_include_directories(host_meeting_test PRIVATE ${PROJECT_SOURCE_DIR}/core/src)
 
