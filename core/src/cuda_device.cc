@@ -21,9 +21,11 @@
 // apart in a buffer) goes row by row. Inside the kernel the chunks that read another device are spread evenly through
 // the grid, so that its NVLink reads start at once and the local chunks fill the gaps. copy_pieces keeps its tables
 // on the device: the same call again (an enter after an exit: same pieces, same buffers) launches it without building
-// or uploading it. copy_pieces_aside runs the same on a second stream (the send/recv path lands one round's bucket
-// there while the next round moves); both lanes share the table cache (the last 1024 tables: a round's pack, landing
-// and local slice each have one).
+// or uploading it, and a call of the same shape whose buffers moved (the shard and the buckets after a release to the
+// driver) moves the kept table instead of building another. The tables stay through empty_cache (they are a few MB:
+// the landing pass's, each round's pack and landing); copy_pieces_aside runs the same on a second stream (the
+// send/recv path lands one round's bucket there while the next round moves); both lanes share the table cache (the
+// last 1024 tables: a round's pack, landing and local slice each have one).
 //
 // The cache (like PyTorch's caching allocator, without splitting blocks): sizes are rounded (512 B below 1 MiB, 2 MiB
 // above), deallocate records an event on the stream and keeps the block in a size-ordered free list of its residency,
@@ -55,11 +57,15 @@ namespace {
 
 std::string where_name(Residency where) { return std::string(residency_name(where)); }
 
-// A copy_pieces table as the device keeps it: what it was built from, the copy-engine copies, and the kernel's table
-// on the device.
+// A copy_pieces table as the device keeps it: its shape (detail::piece_table_shape_key), the bases its addresses hold
+// now, the copy-engine copies and the kernel's entries on the host (to move them when a base moves), and the kernel's
+// table on the device (entries, then chunks).
 struct CachedTable {
   std::vector<std::int64_t> key;
-  std::vector<detail::DevicePiece> engine_copies;
+  std::vector<void*> src_bases;
+  const void* message_base = nullptr;
+  void* dst_base = nullptr;
+  detail::PieceTable host;  // without its chunks once they are uploaded
   void* device = nullptr;
   std::size_t capacity = 0;
   std::size_t chunks_offset = 0;
@@ -118,6 +124,7 @@ class CudaDevice final : public detail::CachingDevice<CachedBlock> {
       cudaStreamSynchronize(aside_);
       cudaStreamDestroy(aside_);
       cudaEventDestroy(aside_start_);
+      cudaEventDestroy(aside_done_);
       for (cudaEvent_t mark : aside_marks_) cudaEventDestroy(mark);
     }
     if (staging_ != nullptr) cudaFreeHost(staging_);
@@ -201,24 +208,8 @@ class CudaDevice final : public detail::CachingDevice<CachedBlock> {
   void empty_cache(Residency where) override {
     if (where == Residency::kNone) return;
     HS_CUDA_CHECK(cudaSetDevice(index_));
-    if (where == Residency::kGpu) release_tables();
     std::lock_guard<std::mutex> lock(mutex_);
     release_cached(where);
-  }
-
-  // The piece tables kept for the next copy_pieces are device memory beside the cache: they go back to the driver
-  // with it. Otherwise a release to the driver would leave them behind, and since a shard allocated afresh after a
-  // release lands at another address, every enter would add a table for the new address while the old ones stayed
-  // (281 tables kept at the end of one bench run of 24 enters, half after `driver` releases, 2 x H200, session 7).
-  // The next copy_pieces builds its table again, as it would for the moved buffer anyway.
-  void release_tables() {
-    if (tables_.empty()) return;
-    HS_CUDA_CHECK(cudaStreamSynchronize(stream_));  // a kernel may still read a table
-    if (aside_ != nullptr) HS_CUDA_CHECK(cudaStreamSynchronize(aside_));
-    for (CachedTable& table : tables_) {
-      if (table.device != nullptr) HS_CUDA_CHECK(cudaFree(table.device));
-    }
-    tables_.clear();
   }
 
   DeviceMemory memory() const override {
@@ -290,6 +281,7 @@ class CudaDevice final : public detail::CachingDevice<CachedBlock> {
     HS_CUDA_CHECK(cudaStreamCreateWithFlags(&aside_, cudaStreamNonBlocking));
     HS_CUDA_CHECK(cudaEventCreateWithFlags(&aside_start_, cudaEventDisableTiming));
     for (cudaEvent_t& mark : aside_marks_) HS_CUDA_CHECK(cudaEventCreateWithFlags(&mark, cudaEventDisableTiming));
+    HS_CUDA_CHECK(cudaEventCreateWithFlags(&aside_done_, cudaEventDisableTiming));
   }
 
   void mark_aside(int slot) override {
@@ -309,15 +301,21 @@ class CudaDevice final : public detail::CachingDevice<CachedBlock> {
     return static_cast<std::size_t>(slot);
   }
 
-  // The table of this call, from the cache when the same call (same pieces, same buffers) ran before: an enter after
-  // an exit, or the same round of the next enter. Built and uploaded on the compute stream otherwise; the least
-  // recently used table makes room (after both lanes are idle: a kernel may still read it).
+  // The table of this call, from the cache when a call of the same shape ran before: an enter after an exit, or the
+  // same round of the next enter. When its buffers have moved since (an enter after a release to the driver gets its
+  // shard and buckets elsewhere), the table follows them: the copy-engine copies move on the host and the kernel's
+  // entries are uploaded again (its per-block chunks, nearly all of the table, stay). Session 8, one H200: building
+  // and uploading Llama-3-8B's landing table again after each `driver` release cost 2.3 ms of an 11.8 ms enter. Built
+  // and uploaded on the compute stream otherwise; the least recently used table makes room (after both lanes are idle:
+  // a kernel may still read it).
   const CachedTable& table_for(std::span<const Piece> pieces, std::span<void* const> src_bases,
                                const void* message_base, void* dst_base) {
-    std::vector<std::int64_t> key = detail::piece_table_key(pieces, src_bases, message_base, dst_base);
+    const std::vector<bool> remote = remote_sources(src_bases);
+    std::vector<std::int64_t> key = detail::piece_table_shape_key(pieces, src_bases, message_base, dst_base, remote);
     for (auto it = tables_.begin(); it != tables_.end(); ++it) {
       if (it->key == key) {
         tables_.splice(tables_.begin(), tables_, it);
+        follow(tables_.front(), src_bases, message_base, dst_base);
         return tables_.front();
       }
     }
@@ -330,9 +328,45 @@ class CudaDevice final : public detail::CachingDevice<CachedBlock> {
     }
     CachedTable& table = tables_.front();
     table.key.clear();  // invalid until rebuilt
-    build_table(table, pieces, src_bases, message_base, dst_base);
+    build_table(table, pieces, src_bases, message_base, dst_base, remote);
     table.key = std::move(key);
     return table;
+  }
+
+  // Which sources live on another device (a peer's memory).
+  std::vector<bool> remote_sources(std::span<void* const> src_bases) const {
+    std::vector<bool> remote(src_bases.size(), false);
+    for (std::size_t b = 0; b < src_bases.size(); ++b) {
+      cudaPointerAttributes attributes{};
+      if (src_bases[b] != nullptr && cudaPointerGetAttributes(&attributes, src_bases[b]) == cudaSuccess) {
+        remote[b] = attributes.type == cudaMemoryTypeDevice && attributes.device != index_;
+      } else {
+        cudaGetLastError();
+      }
+    }
+    return remote;
+  }
+
+  // Moves `table` to this call's bases when they differ from the ones its addresses hold.
+  void follow(CachedTable& table, std::span<void* const> src_bases, const void* message_base, void* dst_base) {
+    if (table.dst_base == dst_base && table.message_base == message_base &&
+        std::equal(src_bases.begin(), src_bases.end(), table.src_bases.begin(), table.src_bases.end())) {
+      return;
+    }
+    detail::rebase_piece_table(table.host, table.src_bases, table.message_base, table.dst_base, src_bases, message_base,
+                               dst_base);
+    table.src_bases.assign(src_bases.begin(), src_bases.end());
+    table.message_base = message_base;
+    table.dst_base = dst_base;
+    if (table.host.entries.empty()) return;
+    // The entries are rewritten on the compute stream: after whatever the aside lane still runs (it may read them).
+    if (aside_ != nullptr) {
+      HS_CUDA_CHECK(cudaEventRecord(aside_done_, aside_));
+      HS_CUDA_CHECK(cudaStreamWaitEvent(stream_, aside_done_, 0));
+    }
+    const std::size_t entry_bytes = table.host.entries.size() * sizeof(table.host.entries[0]);
+    const void* uploaded = upload(table.host.entries.data(), entry_bytes);
+    HS_CUDA_CHECK(cudaMemcpyAsync(table.device, uploaded, entry_bytes, cudaMemcpyDeviceToDevice, stream_));
   }
 
   // Queues `table`'s copies on `stream`: the copy-engine copies forked from it and joined back into it, so that
@@ -346,12 +380,13 @@ class CudaDevice final : public detail::CachingDevice<CachedBlock> {
                                      static_cast<const unsigned char*>(table.device) + table.chunks_offset),
                                  table.num_chunks, table.max_blocks, stream);
     };
-    if (!table.engine_copies.empty()) HS_CUDA_CHECK(cudaEventRecord(fork_, stream));
+    const std::vector<detail::DevicePiece>& copies = table.host.engine_copies;
+    if (!copies.empty()) HS_CUDA_CHECK(cudaEventRecord(fork_, stream));
     launch_kernel();
-    if (!table.engine_copies.empty()) {
-      for (std::size_t e = 0; e < table.engine_copies.size(); ++e) {
+    if (!copies.empty()) {
+      for (std::size_t e = 0; e < copies.size(); ++e) {
         if (e < engines_.size()) HS_CUDA_CHECK(cudaStreamWaitEvent(engine(e).stream, fork_, 0));
-        const detail::DevicePiece& copy = table.engine_copies[e];
+        const detail::DevicePiece& copy = copies[e];
         const cudaStream_t on = engine(e % engines_.size()).stream;
         if (copy.rows == 1) {
           HS_CUDA_CHECK(
@@ -368,11 +403,11 @@ class CudaDevice final : public detail::CachingDevice<CachedBlock> {
               static_cast<std::size_t>(copy.row_bytes), static_cast<std::size_t>(copy.rows), cudaMemcpyDefault, on));
         }
       }
-      for (std::size_t e = 0; e < std::min(engines_.size(), table.engine_copies.size()); ++e) {
+      for (std::size_t e = 0; e < std::min(engines_.size(), copies.size()); ++e) {
         HS_CUDA_CHECK(cudaEventRecord(engines_[e].join, engines_[e].stream));
       }
     }
-    for (std::size_t e = 0; e < std::min(engines_.size(), table.engine_copies.size()); ++e) {
+    for (std::size_t e = 0; e < std::min(engines_.size(), copies.size()); ++e) {
       HS_CUDA_CHECK(cudaStreamWaitEvent(stream, engines_[e].join, 0));
     }
   }
@@ -394,21 +429,21 @@ class CudaDevice final : public detail::CachingDevice<CachedBlock> {
   // Builds `table` (but not its key) for copy_pieces (detail::make_piece_table) and uploads the kernel's part into
   // table.device.
   void build_table(CachedTable& table, std::span<const Piece> pieces, std::span<void* const> src_bases,
-                   const void* message_base, void* dst_base) {
-    std::vector<bool> remote(src_bases.size(), false);  // the source lives on another device (a peer's memory)
-    for (std::size_t b = 0; b < src_bases.size(); ++b) {
-      cudaPointerAttributes attributes{};
-      if (src_bases[b] != nullptr && cudaPointerGetAttributes(&attributes, src_bases[b]) == cudaSuccess) {
-        remote[b] = attributes.type == cudaMemoryTypeDevice && attributes.device != index_;
-      } else {
-        cudaGetLastError();
-      }
-    }
+                   const void* message_base, void* dst_base, const std::vector<bool>& remote) {
     detail::PieceTable built = detail::make_piece_table(pieces, src_bases, message_base, dst_base, remote, routing_);
-    table.engine_copies = std::move(built.engine_copies);
+    table.src_bases.assign(src_bases.begin(), src_bases.end());
+    table.message_base = message_base;
+    table.dst_base = dst_base;
     table.num_chunks = static_cast<std::int64_t>(built.chunks.size());
     table.max_blocks = built.max_blocks;
-    if (built.entries.empty()) return;
+    const auto keep_host_part = [&] {
+      table.host = std::move(built);
+      table.host.chunks = {};  // on the device; never moved
+    };
+    if (built.entries.empty()) {
+      keep_host_part();
+      return;
+    }
     // One upload: the piece entries, then the per-block chunk table (8-byte aligned: DevicePiece holds 8-byte
     // fields), kept in table.device for the next call with the same key.
     const std::size_t entry_bytes = built.entries.size() * sizeof(built.entries[0]);
@@ -428,6 +463,7 @@ class CudaDevice final : public detail::CachingDevice<CachedBlock> {
     }
     HS_CUDA_CHECK(cudaMemcpyAsync(table.device, uploaded, upload_buffer_.size(), cudaMemcpyDeviceToDevice, stream_));
     table.chunks_offset = entry_bytes;
+    keep_host_part();
   }
 
   void generate(const BufferLayout& layout, std::uint32_t version, void* base) override {
@@ -551,6 +587,7 @@ class CudaDevice final : public detail::CachingDevice<CachedBlock> {
   std::list<CachedTable> tables_;
   cudaStream_t aside_ = nullptr;  // the aside lane (copy_pieces_aside), made on first use
   cudaEvent_t aside_start_ = nullptr;
+  cudaEvent_t aside_done_ = nullptr;  // the aside lane's work so far, for a table rewritten on the compute stream
   cudaEvent_t aside_marks_[2] = {nullptr, nullptr};
   cudaEvent_t staging_free_ = nullptr;
   void* scratch_ = nullptr;

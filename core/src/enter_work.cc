@@ -61,7 +61,7 @@ void add_landing_pass(const RankPlan& plan, bool peers_remote, const detail::Pie
   });
   work.per_enter_seconds = fastest_seconds([&] {
     const std::vector<Piece> again = transition_detail::landing_pieces(plan, {});
-    return detail::piece_table_key(again, bases, nullptr, fake_base(buffers)).size();
+    return detail::piece_table_shape_key(again, bases, nullptr, fake_base(buffers), remote).size();
   });
 }
 

@@ -1,5 +1,7 @@
 #include "detail/piece_table.h"
 
+#include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <limits>
 #include <string>
@@ -117,6 +119,7 @@ PieceTable make_piece_table(std::span<const Piece> pieces, std::span<void* const
     entry.dst_stride = contiguous ? entry.row_bytes : piece.dst_stride;
     if (routing.to_copy_engines(piece, from_peer)) {
       table.engine_copies.push_back(entry);
+      table.engine_sources.push_back(piece.src_buffer);
       continue;
     }
     const std::uint64_t src_stride = entry.rows > 1 ? static_cast<std::uint64_t>(entry.src_stride) : 0;
@@ -136,25 +139,64 @@ PieceTable make_piece_table(std::span<const Piece> pieces, std::span<void* const
       (from_peer ? remote_chunks : table.chunks).push_back({piece_index, static_cast<std::int32_t>(chunk)});
     }
     table.entries.push_back(entry);
+    table.entry_sources.push_back(piece.src_buffer);
   }
   if (!remote_chunks.empty()) table.chunks = spread(std::move(remote_chunks), std::move(table.chunks));
   if (!table.engine_copies.empty()) table.max_blocks = routing.kernel_blocks_beside_engines;
   return table;
 }
 
-std::vector<std::int64_t> piece_table_key(std::span<const Piece> pieces, std::span<void* const> src_bases,
-                                          const void* message_base, const void* dst_base) {
+std::vector<std::int64_t> piece_table_shape_key(std::span<const Piece> pieces, std::span<void* const> src_bases,
+                                                const void* message_base, const void* dst_base,
+                                                const std::vector<bool>& remote) {
+  // A base's alignment up to the widest vector: all the kernel's vector widths see of where the base is.
+  const auto alignment = [](const void* base) {
+    return static_cast<std::int64_t>(common_alignment({reinterpret_cast<std::uintptr_t>(base)}));
+  };
   std::vector<std::int64_t> key;
-  key.reserve(pieces.size() * 7 + src_bases.size() + 3);
+  key.reserve(pieces.size() * 7 + src_bases.size() * 3 + 5);
   for (const Piece& piece : pieces) {
     key.insert(key.end(), {piece.src_buffer, piece.src_offset, piece.dst_offset, piece.rows, piece.row_bytes,
                            piece.src_stride, piece.dst_stride});
   }
-  for (void* base : src_bases) key.push_back(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(base)));
-  key.push_back(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(message_base)));
-  key.push_back(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(dst_base)));
-  key.push_back(static_cast<std::int64_t>(src_bases.size()));
+  for (std::size_t b = 0; b < src_bases.size(); ++b) {
+    // Null or not (a null base is refused by make_piece_table), aligned how, on which side of the link.
+    key.insert(key.end(),
+               {src_bases[b] == nullptr ? 0 : 1, alignment(src_bases[b]), b < remote.size() && remote[b] ? 1 : 0});
+  }
+  key.insert(key.end(), {message_base == nullptr ? 0 : 1, alignment(message_base), dst_base == nullptr ? 0 : 1,
+                         alignment(dst_base), static_cast<std::int64_t>(src_bases.size())});
   return key;
+}
+
+void rebase_piece_table(PieceTable& table, std::span<void* const> from_src, const void* from_message,
+                        const void* from_dst, std::span<void* const> to_src, const void* to_message, void* to_dst) {
+  if (from_src.size() != to_src.size()) {
+    HS_THROW(Error, "rebase_piece_table: " + std::to_string(from_src.size()) + " source bases moved to " +
+                        std::to_string(to_src.size()));
+  }
+  const auto moved = [](const void* from, const void* to) {
+    return static_cast<std::ptrdiff_t>(reinterpret_cast<std::uintptr_t>(to) - reinterpret_cast<std::uintptr_t>(from));
+  };
+  const std::ptrdiff_t dst_move = moved(from_dst, to_dst);
+  const auto source_move = [&](std::int32_t source) {
+    if (source == -1) return moved(from_message, to_message);
+    const auto b = static_cast<std::size_t>(source);
+    return moved(from_src[b], to_src[b]);
+  };
+  // Addresses move as integers: the bases are separate allocations.
+  const auto shift = [](auto* pointer, std::ptrdiff_t move) {
+    return reinterpret_cast<decltype(pointer)>(reinterpret_cast<std::uintptr_t>(pointer) +
+                                               static_cast<std::uintptr_t>(move));
+  };
+  const auto rebase = [&](std::vector<DevicePiece>& pieces, const std::vector<std::int32_t>& sources) {
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      pieces[i].src = shift(pieces[i].src, source_move(sources[i]));
+      pieces[i].dst = shift(pieces[i].dst, dst_move);
+    }
+  };
+  rebase(table.engine_copies, table.engine_sources);
+  rebase(table.entries, table.entry_sources);
 }
 
 }  // namespace hybridshard::core::detail

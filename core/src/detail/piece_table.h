@@ -44,6 +44,10 @@ struct PieceTable {
   std::vector<DevicePiece> engine_copies;
   std::vector<DevicePiece> entries;
   std::vector<DeviceChunk> chunks;
+  // The source each engine copy and each entry reads (Piece::src_buffer: an index of the source bases, -1 the
+  // message), so that the table can follow its bases (rebase_piece_table).
+  std::vector<std::int32_t> engine_sources;
+  std::vector<std::int32_t> entry_sources;
   std::int64_t max_blocks = 0;        // the kernel's grid at most (0: one block per chunk)
   std::int64_t device_bytes() const;  // what the kernel's table takes on the device: entries, then chunks
 };
@@ -54,9 +58,17 @@ struct PieceTable {
 PieceTable make_piece_table(std::span<const Piece> pieces, std::span<void* const> src_bases, const void* message_base,
                             void* dst_base, const std::vector<bool>& remote, const PieceRouting& routing);
 
-// What identifies a copy_pieces call (its pieces and bases), so that a device can keep the table of a call that comes
-// again (the same round of the next enter, the landing pass after an exit).
-std::vector<std::int64_t> piece_table_key(std::span<const Piece> pieces, std::span<void* const> src_bases,
-                                          const void* message_base, const void* dst_base);
+// What a copy_pieces table depends on besides where its bases are: the pieces, which sources live on another device,
+// and each base's alignment up to 16 bytes (all the kernel's vector widths see of an address). Two calls with the same
+// shape key build tables that differ only by each base's address, so the device keeps one table per shape and moves
+// it when a buffer moves (an enter after a release to the driver: the shard and the buckets come back elsewhere).
+std::vector<std::int64_t> piece_table_shape_key(std::span<const Piece> pieces, std::span<void* const> src_bases,
+                                                const void* message_base, const void* dst_base,
+                                                const std::vector<bool>& remote);
+
+// Moves `table`, built against the bases `from_*`, to the bases `to_*` of a call with the same shape key: every
+// address shifts by its base's move. The result is what make_piece_table builds against `to_*`.
+void rebase_piece_table(PieceTable& table, std::span<void* const> from_src, const void* from_message,
+                        const void* from_dst, std::span<void* const> to_src, const void* to_message, void* to_dst);
 
 }  // namespace hybridshard::core::detail

@@ -65,6 +65,55 @@ TEST(PieceTableTest, peer_pieces_go_to_the_copy_engines_unless_small_or_narrow_a
             3u);
 }
 
+// A table follows its buffers: the same call with moved bases has the same shape key, and the kept table moved to
+// them is the table built against them, copy for copy and entry for entry; an alignment or a side of the link that
+// changes gives another shape (the vector widths and the routing differ).
+TEST(PieceTableTest, a_table_moved_to_new_bases_is_the_one_built_there_and_alignment_or_link_change_the_shape) {
+  const detail::PieceRouting routing;
+  const std::vector<Piece> pieces = {
+      contiguous(1, 0, 0, 1 << 20),
+      Piece{1, 1 << 20, 1 << 20, 6144, 128, 256, 128},
+      Piece{1, 4 << 20, 4 << 20, 256, 4096, 8192, 4096},
+      contiguous(0, 0, 16 << 20, 1 << 20),
+      contiguous(-1, 4096, 18 << 20, 64 << 10),  // from the message
+  };
+  const std::vector<bool> remote = {false, true};
+  const std::vector<void*> before = {at(1ull << 40), at(2ull << 40)};
+  const std::vector<void*> after = {at((1ull << 40) + (6ull << 30)), at((2ull << 40) - (10ull << 21))};
+  const auto key = [&](const std::vector<void*>& bases, const void* message, const void* dst,
+                       const std::vector<bool>& on) {
+    return detail::piece_table_shape_key(pieces, bases, message, dst, on);
+  };
+  EXPECT_EQ(key(before, at(4ull << 40), at(3ull << 40), remote), key(after, at(5ull << 40), at(7ull << 40), remote));
+  EXPECT_NE(key(before, at(4ull << 40), at(3ull << 40), remote),
+            key(before, at(4ull << 40), at((3ull << 40) + 2), remote));
+  EXPECT_NE(key(before, at(4ull << 40), at(3ull << 40), remote),
+            key(before, at(4ull << 40), at(3ull << 40), {false, false}));
+
+  detail::PieceTable moved = detail::make_piece_table(pieces, before, at(4ull << 40), at(3ull << 40), remote, routing);
+  detail::rebase_piece_table(moved, before, at(4ull << 40), at(3ull << 40), after, at(5ull << 40), at(7ull << 40));
+  const detail::PieceTable built =
+      detail::make_piece_table(pieces, after, at(5ull << 40), at(7ull << 40), remote, routing);
+  const auto same = [](const std::vector<detail::DevicePiece>& a, const std::vector<detail::DevicePiece>& b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      if (a[i].src != b[i].src || a[i].dst != b[i].dst || a[i].rows != b[i].rows || a[i].row_bytes != b[i].row_bytes ||
+          a[i].src_stride != b[i].src_stride || a[i].dst_stride != b[i].dst_stride ||
+          a[i].vector_bytes != b[i].vector_bytes) {
+        return false;
+      }
+    }
+    return true;
+  };
+  ASSERT_EQ(built.engine_copies.size(), 2u);
+  ASSERT_EQ(built.entries.size(), 3u);
+  EXPECT_TRUE(same(moved.engine_copies, built.engine_copies));
+  EXPECT_TRUE(same(moved.entries, built.entries));
+  EXPECT_EQ(built.entries.back().src, static_cast<const unsigned char*>(at(5ull << 40)) + 4096);
+  const std::vector<void*> one = {at(1ull << 40)};
+  EXPECT_THROW(detail::rebase_piece_table(moved, before, nullptr, at(3ull << 40), one, nullptr, at(3ull << 40)), Error);
+}
+
 // The measuring knobs: read from the environment, each checked against its range with an error naming it.
 TEST(PieceTableTest, routing_knobs_come_from_the_environment_and_bad_values_name_the_variable) {
   const auto with = [](const char* name, const char* value) {
