@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <iostream>
 #include <map>
 #include <mutex>
 #include <set>
@@ -230,12 +231,18 @@ class NcclCommunicator final : public Communicator {
                           std::span<const int> wanted) override {
     detail::PeerRecord mine = links_.describe(buffers, bytes);
     mine.wanted = detail::wanted_key(wanted);
-    return records_.share(
+    PeerMemory memory = records_.share(
         mine, wanted, [this](const void* data, std::size_t size) { return gather_bytes(data, size); },
         [this](const detail::PeerRecord& self, const detail::PeerRecord& peer, std::string& why) {
           return links_.open(self, peer, why);
         },
         [this](detail::HostMeeting& meeting, std::uint64_t flags) { return meet(meeting, "share_memory", flags); });
+    if (!records_.refusal().empty() && !refusal_said_) {
+      refusal_said_ = true;
+      std::cerr << "hybridshard: nccl rank " << rank_ << "/" << size_ << ": the peer path lines up through NCCL "
+                << "collectives, not in shared host memory: " << records_.refusal() << '\n';
+    }
+    return memory;
   }
 
   std::unique_ptr<Communicator> subgroup(const std::vector<int>& ranks) override {
@@ -493,6 +500,7 @@ class NcclCommunicator final : public Communicator {
   std::string key_;
   detail::PeerLinks links_;
   detail::SharedRecords<detail::PeerRecord> records_;  // share_memory's protocol
+  bool refusal_said_ = false;                          // its refusal() went to the log
   std::atomic<bool> aborted_{false};
   bool broken_ = false;
   std::uint64_t sequence_ = 0;

@@ -100,6 +100,9 @@ class SharedRecords {
   HostMeeting& meeting() const { return *meeting_; }
   // Record all-gathers so far (the first of a full exchange; a call answered by the meeting has none).
   std::int64_t exchanges() const { return exchanges_; }
+  // Why this rank could not make or join the meeting though every rank is on one host (empty otherwise): for a log
+  // line, since the ranks then line up through collectives.
+  const std::string& refusal() const { return refusal_; }
 
  private:
   // Rank 0: makes the meeting (once; not again after one that not every rank could join, or when
@@ -110,7 +113,10 @@ class SharedRecords {
       if (!meeting_refused_) {
         std::string why;
         meeting_ = HostMeeting::create(size_, why);
-        if (!meeting_) meeting_refused_ = true;  // shared memory refused: the collectives stay
+        if (!meeting_) {
+          meeting_refused_ = true;  // shared memory refused: the collectives stay
+          refusal_ = "could not make a meeting in shared host memory: " + why;
+        }
       }
     }
     if (meeting_) std::snprintf(mine.meeting, sizeof mine.meeting, "%s", meeting_->name().c_str());
@@ -128,6 +134,7 @@ class SharedRecords {
       const std::string name(records.front().meeting, strnlen(records.front().meeting, sizeof records.front().meeting));
       std::string why;
       meeting_ = HostMeeting::join(name, size_, why);
+      if (!meeting_) refusal_ = "could not join rank 0's meeting in shared host memory: " + why;
     }
     return meeting_ != nullptr;
   }
@@ -155,6 +162,7 @@ class SharedRecords {
   std::vector<Record> records_;  // its gathered records
   PeerMemory memory_;            // and its answer
   std::int64_t exchanges_ = 0;
+  std::string refusal_;
 };
 
 }  // namespace hybridshard::core::detail

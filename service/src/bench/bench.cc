@@ -43,11 +43,7 @@ int run_bench(const BenchOptions& options, std::ostream& out) {
   BenchReport report;
   try {
     report = run_bench_report(config);
-  } catch (const core::Error& error) {
-    out << "hybridshard bench: the run failed: " << error.what() << " (" << error.file() << ':' << error.line()
-        << ")\n";
-    return 3;
-  } catch (const std::exception& error) {
+  } catch (const std::exception& error) {  // core::Error's text begins with the file:line it was raised at
     out << "hybridshard bench: the run failed: " << error.what() << '\n';
     return 3;
   }

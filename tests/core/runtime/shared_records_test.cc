@@ -208,6 +208,11 @@ TEST(SharedRecords, a_rank_that_cannot_join_the_meeting_leaves_every_rank_on_the
       }
     }
     if (me.records.meeting_ready() || me.records.exchanges() != 3) ++wrong[static_cast<std::size_t>(me.rank)];
+    // Rank 1 says why (for the log line); rank 0 made the meeting and cannot know.
+    if (me.rank == 1 && me.records.refusal().find("could not join") == std::string::npos) {
+      ++wrong[static_cast<std::size_t>(me.rank)];
+    }
+    if (me.rank == 0 && !me.records.refusal().empty()) ++wrong[static_cast<std::size_t>(me.rank)];
   });
   for (int rank = 0; rank < kRanks; ++rank) EXPECT_EQ(wrong[static_cast<std::size_t>(rank)], 0) << "rank " << rank;
   // First call: two all-gathers; second: rank 0 no longer names a meeting, so its record changed: two more; third:
