@@ -194,6 +194,7 @@ void add_bound_rows(const BenchConfig& config, const std::vector<RankResult>& ra
     bound_names.push_back((config.backend == core::Backend::kLoopback ? "d2d.received." : "collective.") + name);
     if (config.backend != core::Backend::kLoopback && strategy == core::Strategy::kHybridshard) {
       bound_names.push_back("p2p." + name);
+      bound_names.push_back("p2p.pieces." + name);
       bound_names.push_back("sendrecv." + name);
     }
   }

@@ -211,6 +211,64 @@ Series time_peer_copies(const BenchConfig& config, core::Device& device, core::C
   return series;
 }
 
+// Beside the p2p bound, to say why a landing pass falls short of it: every rank lands the pieces its plan reads from
+// its peers (the landing pass without its local pieces, routed as the device routes them: copy-engine copies, 2-D
+// where strided, and the kernel for what the routing gives it) out of stand-ins of the peers' train buffers into a
+// stand-in shard. Against p2p it shows what the pieces' shapes and number cost; enter against it, what the local
+// pieces beside them and the steps around the pass cost. Empty when p2p is.
+Series time_peer_pieces(const BenchConfig& config, core::Device& device, core::Communicator& world,
+                        const core::RankPlan& plan) {
+  Series series;
+  std::int64_t mine = 0;
+  std::vector<int> peers;
+  for (const core::PeerPieces& reads : plan.peer_reads) {
+    mine += reads.bytes();
+    peers.push_back(reads.peer);
+  }
+  if (max_over_ranks(device, world, mine) <= 0) return series;
+  std::vector<std::unique_ptr<DeviceMemory>> sources;
+  std::vector<void*> pointers;
+  std::vector<std::int64_t> sizes;
+  for (const core::BufferLayout& layout : plan.train_buffers) {
+    const std::int64_t bytes = std::max<std::int64_t>(layout.bytes, 1);
+    sources.push_back(std::make_unique<DeviceMemory>(device, core::Residency::kGpu, bytes));
+    device.fill_zero(sources.back()->data(), bytes);
+    pointers.push_back(sources.back()->data());
+    sizes.push_back(bytes);
+  }
+  DeviceMemory target(device, core::Residency::kGpu, std::max<std::int64_t>(plan.inference_buffer.bytes, 1));
+  device.synchronize();
+  const core::PeerMemory memory = world.share_memory(pointers, sizes, peers);
+  bool all = true;
+  for (int peer : peers) all = all && memory.reads[static_cast<std::size_t>(peer)].size() == pointers.size();
+  if (max_over_ranks(device, world, all ? 0 : 1) == 0) {
+    // The peers' buffers numbered one peer after another, as the landing pass numbers them after the rank's own.
+    std::vector<core::Piece> pieces;
+    std::vector<void*> bases;
+    for (const core::PeerPieces& reads : plan.peer_reads) {
+      const auto first = static_cast<int>(bases.size());
+      for (const void* base : memory.reads[static_cast<std::size_t>(reads.peer)])
+        bases.push_back(const_cast<void*>(base));
+      for (core::Piece piece : reads.pieces) {
+        piece.src_buffer += first;
+        pieces.push_back(piece);
+      }
+    }
+    series.bytes = mine;
+    series.what = "the landing pass's pieces from the peers alone (no local pieces), as the device copies them";
+    for (int iteration = 0; iteration < config.warmup + config.iterations; ++iteration) {
+      world.barrier();
+      const Clock::time_point start = Clock::now();
+      device.copy_pieces(pieces, bases, nullptr, target.data());
+      device.synchronize();
+      const double seconds = seconds_since(start);
+      if (iteration >= config.warmup) series.seconds.push_back(seconds);
+    }
+  }
+  world.barrier();  // nobody frees its stand-ins while a peer still reads them
+  return series;
+}
+
 // The send/recv bound: every rank sends each peer, and receives from each, the bytes its plan's messages move
 // between them over all rounds, as one message per peer and direction, all in one exchange (an NCCL group): what
 // point-to-point transfers over this communicator can do for those bytes at best, with no rounds, wires or buckets.
@@ -380,6 +438,8 @@ void run_strategy(const BenchConfig& config, int rank, core::Device& device, cor
     if (strategy == core::Strategy::kHybridshard) {
       progress(config, rank, name + ": p2p bound (copy engines from the peers' memory)");
       result.bounds[{"p2p." + name, "", ""}] = time_peer_copies(config, device, *world, plan);
+      progress(config, rank, name + ": the peers' pieces alone (the landing pass without its local pieces)");
+      result.bounds[{"p2p.pieces." + name, "", ""}] = time_peer_pieces(config, device, *world, plan);
       progress(config, rank, name + ": send/recv bound (one message per peer)");
       result.bounds[{"sendrecv." + name, "", ""}] = time_send_recv(config, device, *world, plan);
     }
