@@ -107,6 +107,10 @@ std::unique_ptr<HostMeeting> HostMeeting::join(const std::string& name, int size
   void* mapping = MAP_FAILED;
   if (fstat(fd, &status) != 0) {
     why = system_error("fstat");
+  } else if (status.st_uid != geteuid() || (status.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+    // Only a segment of this user that nobody else can open (as create makes it): another user cannot stand in.
+    why = name + " belongs to user " + std::to_string(status.st_uid) + " with mode " +
+          std::to_string(status.st_mode & 0777) + ", not to this user alone";
   } else if (static_cast<std::size_t>(status.st_size) != bytes) {
     why = name + " holds " + std::to_string(status.st_size) + " bytes, not the " + std::to_string(bytes) + " of " +
           std::to_string(size) + " ranks";

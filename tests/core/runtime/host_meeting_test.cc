@@ -1,10 +1,14 @@
 // The meeting in shared host memory (core/src/detail/host_meeting.h) that the NCCL communicator's peer path uses when
 // every rank is on one host: ranks as threads and as processes meet, nobody leaves a meeting before everyone came,
 // each meeting's flags are its own; a missing rank, a rank that gives up and abort end a meeting with what happened;
-// a segment is joined only by the number of ranks it was made for, and loses its name when asked.
+// a segment is joined only by the number of ranks it was made for and only when this user alone can open it, and
+// loses its name when asked.
 #include "detail/host_meeting.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,6 +34,15 @@ std::vector<std::unique_ptr<HostMeeting>> members(int size) {
     EXPECT_NE(all.back(), nullptr) << why;
   }
   return all;
+}
+
+// Changes the mode of the segment named `name`; 0 on success.
+int fchmod_by_name(const std::string& name, mode_t mode) {
+  const int fd = shm_open(name.c_str(), O_RDWR, 0);
+  if (fd < 0) return -1;
+  const int result = fchmod(fd, mode);
+  close(fd);
+  return result;
 }
 
 // Rank r's flags in meeting m: its bit in every (r + 2)-th meeting.
@@ -139,6 +152,11 @@ TEST(HostMeeting, a_segment_is_joined_only_under_its_name_and_by_its_number_of_r
   ASSERT_NE(made, nullptr) << why;
   EXPECT_EQ(HostMeeting::join(made->name(), 3, why), nullptr);
   EXPECT_NE(why.find("3 ranks"), std::string::npos) << why;
+  // A segment others could open is not joined (a stand-in made by someone else would look like that).
+  ASSERT_EQ(fchmod_by_name(made->name(), 0644), 0);
+  EXPECT_EQ(HostMeeting::join(made->name(), 2, why), nullptr);
+  EXPECT_NE(why.find("not to this user alone"), std::string::npos) << why;
+  ASSERT_EQ(fchmod_by_name(made->name(), 0600), 0);
   auto joined = HostMeeting::join(made->name(), 2, why);
   ASSERT_NE(joined, nullptr) << why;
   made->forget_name();
