@@ -167,9 +167,10 @@ HostMeeting::Outcome HostMeeting::meet(int rank, std::uint64_t flags, Clock::tim
       }
       return outcome;
     }
-    // The first 200 us only yield (ranks that arrive together meet in microseconds); then sleep, as long waits are
-    // a slower rank's device work.
-    if (now - start < std::chrono::microseconds(200)) {
+    // The first millisecond only yields: ranks that arrive together meet in microseconds, and the closing barrier's
+    // wait for a slower rank's landing is often a few hundred; a sleep would last the kernel's timer slack beyond
+    // what it asks (~70 us for 20). Longer waits (a rank still training, a rank gone) sleep.
+    if (now - start < std::chrono::milliseconds(1)) {
       std::this_thread::yield();
     } else {
       std::this_thread::sleep_for(std::chrono::microseconds(20));
