@@ -149,15 +149,8 @@ class CpuDevice final : public detail::CachingDevice<void*> {
     }
   }
 
-  std::int64_t count_mismatches(const void* actual, const void* expected, std::int64_t bytes,
-                                int element_bytes) override {
-    if (element_bytes != 1 && element_bytes != 2 && element_bytes != 4) {
-      HS_THROW(Error, "count_mismatches: element size " + std::to_string(element_bytes) + " is not 1, 2 or 4");
-    }
-    if (bytes < 0 || bytes % element_bytes != 0) {
-      HS_THROW(Error, "count_mismatches: " + std::to_string(bytes) + " bytes is not a whole number of " +
-                          std::to_string(element_bytes) + "-byte elements");
-    }
+  std::int64_t count_mismatching_elements(const void* actual, const void* expected, std::int64_t bytes,
+                                          int element_bytes) override {
     const auto* a = static_cast<const unsigned char*>(actual);
     const auto* e = static_cast<const unsigned char*>(expected);
     std::int64_t mismatches = 0;

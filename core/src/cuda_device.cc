@@ -492,15 +492,8 @@ class CudaDevice final : public detail::CachingDevice<CachedBlock> {
                             detail::dtype_code(layout.dtype), version, stream_);
   }
 
-  std::int64_t count_mismatches(const void* actual, const void* expected, std::int64_t bytes,
-                                int element_bytes) override {
-    if (element_bytes != 1 && element_bytes != 2 && element_bytes != 4) {
-      HS_THROW(Error, "count_mismatches: element size " + std::to_string(element_bytes) + " is not 1, 2 or 4");
-    }
-    if (bytes < 0 || bytes % element_bytes != 0) {
-      HS_THROW(Error, "count_mismatches: " + std::to_string(bytes) + " bytes is not a whole number of " +
-                          std::to_string(element_bytes) + "-byte elements");
-    }
+  std::int64_t count_mismatching_elements(const void* actual, const void* expected, std::int64_t bytes,
+                                          int element_bytes) override {
     const std::uint64_t address_bits =
         reinterpret_cast<std::uintptr_t>(actual) | reinterpret_cast<std::uintptr_t>(expected);
     if (address_bits % static_cast<std::uint64_t>(element_bytes) != 0) {

@@ -10,6 +10,7 @@
 
 #include "hybridshard/core/buffer_layout.h"
 #include "hybridshard/core/device.h"
+#include "hybridshard/core/error.h"
 #include "hybridshard/core/weight_generator.h"
 #include "piece_reference.h"
 
@@ -161,6 +162,10 @@ inline void check_count_mismatches(Device& device) {
   EXPECT_EQ(device.count_mismatches(a.data, b.data, kBytes, 1), 4);
   EXPECT_EQ(device.count_mismatches(a.data, b.data, kBytes, 2), 3);
   EXPECT_EQ(device.count_mismatches(a.data, b.data, kBytes, 4), 3);
+  // The arguments are checked the same on every device.
+  EXPECT_THROW(device.count_mismatches(a.data, b.data, kBytes, 3), Error);
+  EXPECT_THROW(device.count_mismatches(a.data, b.data, kBytes - 2, 4), Error);
+  EXPECT_THROW(device.count_mismatches(a.data, b.data, -4, 4), Error);
 }
 
 // What allocate and deallocate do to bytes_in_use, per residency, to the byte.

@@ -105,14 +105,19 @@ class Device {
   virtual void generate(const BufferLayout& layout, std::uint32_t version, void* base) = 0;
 
   // Counts elements of `actual` that differ bitwise from `expected` (both device memory, same layout). Elements are
-  // `element_bytes` wide (1, 2 or 4: dtype_size() of the buffer's dtype); `bytes` must be a multiple of it.
-  virtual std::int64_t count_mismatches(const void* actual, const void* expected, std::int64_t bytes,
-                                        int element_bytes = 1) = 0;
+  // `element_bytes` wide (1, 2 or 4: dtype_size() of the buffer's dtype); `bytes` must be a multiple of it (Error
+  // otherwise, from here for every device).
+  std::int64_t count_mismatches(const void* actual, const void* expected, std::int64_t bytes, int element_bytes = 1);
 
   virtual void synchronize() = 0;
 
   // Lets the caller's stream order follow this device's work (CUDA: the compute stream, as a cudaStream_t).
   virtual void* stream() = 0;
+
+ protected:
+  // count_mismatches once its arguments are checked.
+  virtual std::int64_t count_mismatching_elements(const void* actual, const void* expected, std::int64_t bytes,
+                                                  int element_bytes) = 0;
 };
 
 // Host memory only; `capacity_bytes` is what total_memory() reports (the "device" size of a CPU rank).
