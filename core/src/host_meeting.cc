@@ -9,7 +9,8 @@
 #include <cstring>
 #include <new>
 #include <random>
-#include <thread>
+
+#include "detail/polling.h"
 
 namespace hybridshard::core::detail {
 namespace {
@@ -168,13 +169,8 @@ HostMeeting::Outcome HostMeeting::meet(int rank, std::uint64_t flags, Clock::tim
       return outcome;
     }
     // The first millisecond only yields: ranks that arrive together meet in microseconds, and the closing barrier's
-    // wait for a slower rank's landing is often a few hundred; a sleep would last the kernel's timer slack beyond
-    // what it asks (~70 us for 20). Longer waits (a rank still training, a rank gone) sleep.
-    if (now - start < std::chrono::milliseconds(1)) {
-      std::this_thread::yield();
-    } else {
-      std::this_thread::sleep_for(std::chrono::microseconds(20));
-    }
+    // wait for a slower rank's landing is often a few hundred. Longer waits (a rank still training, a rank gone) sleep.
+    pause_between_checks(now, start, std::chrono::milliseconds(1));
   }
   for (int other = 0; other < size_; ++other) {
     outcome.flags |= slot(other).flags[meeting % 2].load(std::memory_order_relaxed);

@@ -17,6 +17,7 @@
 
 #include "detail/cuda_check.h"
 #include "detail/peer_links.h"
+#include "detail/polling.h"
 #include "detail/self_transfers.h"
 #include "detail/shared_records.h"
 #include "hybridshard/core/communicator.h"
@@ -398,13 +399,8 @@ class NcclCommunicator final : public Communicator {
     const Clock::time_point now = Clock::now();
     if (now >= op.deadline) fail<TimeoutError>(op, -1, "timed out");
     // The first 200 us of an operation only yield: a small collective (the barrier, share_memory's all-gathers) is
-    // done in 80-200 us on 2 x H200 (most of it NCCL's own enqueue), and a sleep lasts at least the kernel's timer
-    // slack (50 us) beyond what it asks.
-    if (now - op.start < std::chrono::microseconds(200)) {
-      std::this_thread::yield();
-    } else {
-      std::this_thread::sleep_for(std::chrono::microseconds(20));
-    }
+    // done in 80-200 us on 2 x H200 (most of it NCCL's own enqueue).
+    detail::pause_between_checks(now, op.start, std::chrono::microseconds(200));
   }
 
   // This rank's next meeting; returns every rank's flags OR-ed. A rank that does not come within the timeout, one

@@ -48,12 +48,12 @@ class SharedRecords {
   PeerMemory share(Record mine, std::span<const int> wanted, const Gather& gather, const Open& open, const Meet& meet) {
     if (rank_ == 0) offer_meeting(mine);
     if (meeting_ready_) {
-      const bool changed = std::memcmp(&mine, &published_, sizeof mine) != 0;
+      // The meeting is ready only after a full exchange: records_ holds every rank's last record, this one's too.
+      const bool changed = std::memcmp(&mine, &records_[static_cast<std::size_t>(rank_)], sizeof mine) != 0;
       if (meet(*meeting_, changed ? 1 : 0) == 0) return memory_;
     }
     const std::vector<std::uint8_t> gathered = gather(&mine, sizeof mine);
     ++exchanges_;
-    published_ = mine;
     std::vector<Record> records(static_cast<std::size_t>(size_));
     std::memcpy(static_cast<void*>(records.data()), gathered.data(), records.size() * sizeof(Record));
     if (shared_ && std::memcmp(records.data(), records_.data(), records.size() * sizeof(Record)) == 0) return memory_;
@@ -157,7 +157,6 @@ class SharedRecords {
   std::unique_ptr<HostMeeting> meeting_;
   bool meeting_ready_ = false;
   bool meeting_refused_ = false;
-  Record published_{};           // this rank's record in the last all-gather of records
   bool shared_ = false;          // a full exchange ran to its end at least once
   std::vector<Record> records_;  // its gathered records
   PeerMemory memory_;            // and its answer
