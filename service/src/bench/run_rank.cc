@@ -6,7 +6,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -43,6 +46,20 @@ constexpr std::int64_t kGiB = std::int64_t{1} << 30;
 // Lines the ranks up before each timed step (no-op for loopback, which has no peers).
 void line_up(core::Communicator* world) {
   if (world != nullptr) world->barrier();
+}
+
+// Runs `step` config.warmup + config.iterations times, every rank starting together, each run timed to the end of
+// the device's work; the timed runs' seconds go to `series`.
+void time_runs(const BenchConfig& config, core::Device& device, core::Communicator* world, Series& series,
+               const std::function<void()>& step) {
+  for (int iteration = 0; iteration < config.warmup + config.iterations; ++iteration) {
+    line_up(world);
+    const Clock::time_point start = Clock::now();
+    step();
+    device.synchronize();
+    const double seconds = seconds_since(start);
+    if (iteration >= config.warmup) series.seconds.push_back(seconds);
+  }
 }
 
 // "enter.round12.recv" -> "enter.round*.recv": one row per kind of step, not per round, peer or layer.
@@ -102,16 +119,11 @@ Series time_copy(const BenchConfig& config, core::Device& device, core::Communic
             std::to_string(buffer_bytes) + " B)";
   }
   series.what = std::move(what);
-  for (int iteration = 0; iteration < config.warmup + config.iterations; ++iteration) {
-    line_up(world);
-    const Clock::time_point start = Clock::now();
+  time_runs(config, device, world, series, [&] {
     for (std::int64_t done = 0; done < bytes; done += buffer_bytes) {
       device.copy(dst.data(), dst_where, src.data(), src_where, std::min(buffer_bytes, bytes - done));
     }
-    device.synchronize();
-    const double seconds = seconds_since(start);
-    if (iteration >= config.warmup) series.seconds.push_back(seconds);
-  }
+  });
   return series;
 }
 
@@ -153,15 +165,22 @@ Series time_all_gather(const BenchConfig& config, core::Device& device, core::Co
   DeviceMemory recv(device, core::Residency::kGpu, per_rank * n);
   device.fill_zero(send.data(), per_rank);
   device.synchronize();
-  for (int iteration = 0; iteration < config.warmup + config.iterations; ++iteration) {
-    world.barrier();
-    const Clock::time_point start = Clock::now();
-    world.all_gather(send.data(), recv.data(), static_cast<std::size_t>(per_rank));
-    device.synchronize();
-    const double seconds = seconds_since(start);
-    if (iteration >= config.warmup) series.seconds.push_back(seconds);
-  }
+  time_runs(config, device, &world, series,
+            [&] { world.all_gather(send.data(), recv.data(), static_cast<std::size_t>(per_rank)); });
   return series;
+}
+
+// The peers' `buffers` as this rank's device reads them (Communicator::share_memory), or nothing when some rank
+// cannot read all of its peers' buffers directly: every rank answers the same question before any goes on, so all of
+// them time a peer bound or none.
+std::optional<core::PeerMemory> read_peers_directly(core::Device& device, core::Communicator& world,
+                                                    std::span<void* const> buffers, std::span<const std::int64_t> sizes,
+                                                    const std::vector<int>& peers) {
+  core::PeerMemory memory = world.share_memory(buffers, sizes, peers);
+  bool all = true;
+  for (int peer : peers) all = all && memory.reads[static_cast<std::size_t>(peer)].size() == buffers.size();
+  if (max_over_ranks(device, world, all ? 0 : 1) != 0) return std::nullopt;
+  return memory;
 }
 
 // The p2p bound: every rank copies, with the copy engines (cudaMemcpyAsync between devices, as cudaMemcpyPeerAsync),
@@ -185,27 +204,17 @@ Series time_peer_copies(const BenchConfig& config, core::Device& device, core::C
   device.fill_zero(source.data(), source_bytes);
   device.synchronize();
   void* const source_pointer = source.data();
-  const core::PeerMemory memory = world.share_memory({&source_pointer, 1}, {&source_bytes, 1}, peers);
-  bool all = true;
-  for (int peer : peers) all = all && memory.reads[static_cast<std::size_t>(peer)].size() == 1;
-  // Every rank answers the same question before any leaves: can all of them copy from all their peers?
-  const std::int64_t missing = max_over_ranks(device, world, all ? 0 : 1);
-  if (missing == 0) {
+  if (const auto memory = read_peers_directly(device, world, {&source_pointer, 1}, {&source_bytes, 1}, peers)) {
     series.bytes = mine;
     series.what = "copy engines reading the peers' memory directly, the bytes the plan reads from each peer";
-    for (int iteration = 0; iteration < config.warmup + config.iterations; ++iteration) {
-      world.barrier();
-      const Clock::time_point start = Clock::now();
+    time_runs(config, device, &world, series, [&] {
       std::int64_t offset = 0;
       for (const core::PeerPieces& reads : plan.peer_reads) {
         device.copy(target.data() + offset, core::Residency::kGpu,
-                    memory.reads[static_cast<std::size_t>(reads.peer)].front(), core::Residency::kGpu, reads.bytes());
+                    memory->reads[static_cast<std::size_t>(reads.peer)].front(), core::Residency::kGpu, reads.bytes());
         offset += reads.bytes();
       }
-      device.synchronize();
-      const double seconds = seconds_since(start);
-      if (iteration >= config.warmup) series.seconds.push_back(seconds);
-    }
+    });
   }
   world.barrier();  // nobody frees its source while a peer still reads it
   return series;
@@ -238,16 +247,13 @@ Series time_peer_pieces(const BenchConfig& config, core::Device& device, core::C
   }
   DeviceMemory target(device, core::Residency::kGpu, std::max<std::int64_t>(plan.inference_buffer.bytes, 1));
   device.synchronize();
-  const core::PeerMemory memory = world.share_memory(pointers, sizes, peers);
-  bool all = true;
-  for (int peer : peers) all = all && memory.reads[static_cast<std::size_t>(peer)].size() == pointers.size();
-  if (max_over_ranks(device, world, all ? 0 : 1) == 0) {
+  if (const auto memory = read_peers_directly(device, world, pointers, sizes, peers)) {
     // The peers' buffers numbered one peer after another, as the landing pass numbers them after the rank's own.
     std::vector<core::Piece> pieces;
     std::vector<void*> bases;
     for (const core::PeerPieces& reads : plan.peer_reads) {
       const auto first = static_cast<int>(bases.size());
-      for (const void* base : memory.reads[static_cast<std::size_t>(reads.peer)])
+      for (const void* base : memory->reads[static_cast<std::size_t>(reads.peer)])
         bases.push_back(const_cast<void*>(base));
       for (core::Piece piece : reads.pieces) {
         piece.src_buffer += first;
@@ -256,14 +262,7 @@ Series time_peer_pieces(const BenchConfig& config, core::Device& device, core::C
     }
     series.bytes = mine;
     series.what = "the landing pass's pieces from the peers alone (no local pieces), as the device copies them";
-    for (int iteration = 0; iteration < config.warmup + config.iterations; ++iteration) {
-      world.barrier();
-      const Clock::time_point start = Clock::now();
-      device.copy_pieces(pieces, bases, nullptr, target.data());
-      device.synchronize();
-      const double seconds = seconds_since(start);
-      if (iteration >= config.warmup) series.seconds.push_back(seconds);
-    }
+    time_runs(config, device, &world, series, [&] { device.copy_pieces(pieces, bases, nullptr, target.data()); });
   }
   world.barrier();  // nobody frees its stand-ins while a peer still reads them
   return series;
@@ -302,14 +301,7 @@ Series time_send_recv(const BenchConfig& config, core::Device& device, core::Com
   series.bytes = received;
   series.what = "send/recv on " + std::string(core::backend_name(world.backend())) +
                 ", one message per peer and direction, the bytes the plan's messages move";
-  for (int iteration = 0; iteration < config.warmup + config.iterations; ++iteration) {
-    world.barrier();
-    const Clock::time_point start = Clock::now();
-    world.exchange(sends, recvs);
-    device.synchronize();
-    const double seconds = seconds_since(start);
-    if (iteration >= config.warmup) series.seconds.push_back(seconds);
-  }
+  time_runs(config, device, &world, series, [&] { world.exchange(sends, recvs); });
   return series;
 }
 
