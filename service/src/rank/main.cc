@@ -7,6 +7,7 @@
 
 #include "hybridshard/core/error.h"
 #include "hybridshard/service/config/job_config.h"
+#include "hybridshard/service/launch/child_process.h"
 #include "hybridshard/service/launch/launcher.h"
 #include "hybridshard/service/launch/rank_environment.h"
 #include "rank_program.h"
@@ -51,7 +52,7 @@ int main(int argc, char** argv) {
     // A collective or the store failed: usually the consequence of a peer that died or stopped first. A distinct
     // code lets the launcher name that peer rather than this rank.
     std::cerr << "[rank " << rank << "] error: " << error.what() << std::endl;
-    return service::kRankExitCommFailure;
+    return service::kExitCommFailure;
   } catch (const std::exception& error) {
     std::cerr << "[rank " << rank << "] error: " << error.what() << std::endl;
     return 1;

@@ -13,7 +13,6 @@
 
 #include "hybridshard/service/config/job_config.h"
 #include "hybridshard/service/events/job_event.h"
-#include "hybridshard/service/launch/child_process.h"
 #include "hybridshard/service/observe/observed_job.h"
 
 namespace hybridshard::service {
@@ -33,10 +32,6 @@ struct LaunchResult {
   std::string message;  // why it ended
   double seconds = 0;
 };
-
-// Exit code of a hybridshard-rank whose collective or store operation failed (core::CommError): most often the
-// consequence of another rank's failure, so the launcher names a rank that failed otherwise when there is one.
-inline constexpr int kRankExitCommFailure = kExitCommFailure;
 
 LaunchResult run_launcher(const LaunchOptions& options);
 
